@@ -1,0 +1,212 @@
+"""Networks as ordered, named layers, and access to any layer's activation.
+
+Every zoo model is a :class:`Net`: an :class:`torch.nn.Sequential` whose children
+carry the layer names used throughout the toolkit (``normalize``, ``conv1``,
+``pool1``, ``drop1``, ...). A conv block (``conv1``) is itself a small sequential of
+``conv`` (the :class:`~torch.nn.Conv2d`), an optional ``bn`` and ``act``; its output
+is the activation of that layer. The functions here accept any ``nn.Module``: a
+layer is then a module path as in ``model.named_modules()`` (``"features.3"``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["Net", "Normalize", "layer_names", "layer_outputs", "conv_layers", "get_layer"]
+
+
+class Normalize(nn.Module):
+    """Per-channel input standardisation ``(x - mean) / std``.
+
+    The statistics are buffers that are *not* part of the ``state_dict`` (they
+    travel in checkpoint metadata), so plain PyTorch state dicts load cleanly.
+    Until :meth:`set_statistics` is called the layer is the identity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> norm = Normalize(3)
+    >>> norm.set_statistics([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
+    >>> norm(torch.full((1, 3, 2, 2), 0.75))[0, :, 0, 0]
+    tensor([1., 1., 1.])
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels), persistent=False)
+        self.register_buffer("std", torch.ones(channels), persistent=False)
+
+    def set_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        mean = torch.as_tensor(mean, dtype=self.mean.dtype).flatten()
+        std = torch.as_tensor(std, dtype=self.std.dtype).flatten()
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ValueError(
+                f"normalization needs {self.mean.numel()} means and stds; "
+                f"got {mean.numel()} and {std.numel()}"
+            )
+        if not torch.isfinite(mean).all() or not (std > 0).all():
+            raise ValueError("normalization statistics must be finite with std > 0")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def statistics(self) -> tuple[list[float], list[float]]:
+        """The ``(mean, std)`` lists, as stored in checkpoint metadata."""
+        return self.mean.tolist(), self.std.tolist()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.numel()}"
+
+
+class Net(nn.Sequential):
+    """A zoo network: named layers in execution order.
+
+    Parameters
+    ----------
+    layers : iterable of (str, nn.Module)
+        The named children, in the order they run.
+    arch : str
+        The registry name the network was created from.
+    config : dict
+        The keyword arguments of :func:`invert.create_model` that rebuild it.
+
+    Examples
+    --------
+    >>> from invert import create_model
+    >>> net = create_model("convpool_c_crelu", width=0.25)
+    >>> net.layer_names()[:4]
+    ['normalize', 'drop0', 'conv1', 'conv2']
+    """
+
+    def __init__(self, layers: Iterable[tuple[str, nn.Module]], *, arch: str, config: dict):
+        super().__init__(OrderedDict(layers))
+        self.arch = arch
+        self.config = dict(config)
+
+    def layer_names(self) -> list[str]:
+        """Names of the top-level layers, in execution order."""
+        return list(self._modules)
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once every requested layer ran."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Addressable layer names of ``model``.
+
+    For a :class:`Net` or any ``nn.Sequential`` these are its children; for other
+    modules every named submodule path.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layer_names(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+    ['0', '1']
+    """
+    if isinstance(model, nn.Sequential):
+        return list(model._modules)
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; a ``ValueError`` lists the valid names."""
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        valid = ", ".join(layer_names(model))
+        raise ValueError(f"unknown layer {name!r}; valid layers: {valid}")
+    return modules[name]
+
+
+def layer_outputs(
+    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Activations of the named layers for input ``x``.
+
+    The forward pass stops as soon as every requested layer has produced its
+    output, so asking for ``conv1`` of a deep network costs one layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module; layers are addressed as in :func:`layer_names`.
+    x : torch.Tensor
+        Input batch.
+    layers : str or sequence of str
+        Layer names.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        The output of each requested layer, keyed by name.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert import create_model
+    >>> net = create_model("convpool_c_crelu", width=0.25).eval()
+    >>> out = layer_outputs(net, torch.rand(2, 3, 32, 32), "conv1")
+    >>> out["conv1"].shape
+    torch.Size([2, 48, 32, 32])
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("no layer requested")
+    targets = {name: get_layer(model, name) for name in names}
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            outputs[name] = output
+            if len(outputs) == len(targets):
+                raise _Stop
+
+        return hook
+
+    try:
+        for name, module in targets.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        try:
+            model(x)
+        except _Stop:
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [name for name in names if name not in outputs]
+    if missing:
+        raise ValueError(f"layers {missing} did not run in the forward pass of the model")
+    return {name: outputs[name] for name in names}
+
+
+def conv_layers(model: nn.Module) -> OrderedDict[str, nn.Conv2d]:
+    """Every :class:`~torch.nn.Conv2d` of ``model``, keyed by its layer name.
+
+    A convolution that is the only one inside a top-level layer is named after
+    that layer (``conv3`` for the zoo's ``conv3.conv``); otherwise its full
+    module path is used (``features.0`` in a torchvision-style VGG).
+
+    Examples
+    --------
+    >>> from invert import create_model
+    >>> list(conv_layers(create_model("convpool_c", width=0.25)))[:3]
+    ['conv1', 'conv2', 'conv3']
+    """
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    per_top: dict[str, int] = {}
+    for name, _ in convs:
+        top = name.split(".")[0]
+        per_top[top] = per_top.get(top, 0) + 1
+    named: OrderedDict[str, nn.Conv2d] = OrderedDict()
+    for name, module in convs:
+        top = name.split(".")[0]
+        named[top if per_top[top] == 1 else name] = module
+    return named

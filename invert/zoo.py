@@ -1,0 +1,433 @@
+"""The model zoo: the paper's architectures as data, and a small registry.
+
+Each family is a list of layer specs; each registered variant says which conv
+layers use CReLU or AVR instead of ReLU and which have their filter count halved.
+:func:`create_model` turns a registry name into a :class:`~invert.nets.Net` whose
+layers are named ``conv1``, ``pool1``, ``drop1`` ... in execution order.
+
+Families (the paper's Section F is unavailable; where it is silent we follow the
+cited original architectures):
+
+* **ConvPool-CNN-C** (Springenberg et al. 2014, Table 1 and 2, for 32x32 inputs):
+  three 3x3 conv layers of 96 filters, 3x3 max-pool stride 2, three 3x3 conv layers
+  of 192, 3x3 max-pool stride 2, a 3x3 conv of 192 without padding, a 1x1 conv of
+  192, a 1x1 conv with one filter per class, each followed by ReLU, and global
+  average pooling. Dropout 20% on the input and 50% after each pooling layer.
+  Our choice: max-pooling pads by 1 (32 -> 16 -> 8), the class layer keeps its ReLU
+  in every variant (CReLU would double the class count).
+* **VGG** for CIFAR (Zagoruyko 2015): thirteen 3x3 conv + BatchNorm + ReLU layers
+  (64, 64, 128, 128, 256 x3, 512 x6) with dropout 0.3/0.4 after the first conv of
+  each stage and 2x2 max-pools, then dropout 0.5, linear 512, BatchNorm, ReLU,
+  dropout 0.5, linear to the classes.
+* **All-CNN-B** (Springenberg et al. 2014, Table 6, for 224x224 inputs): 11x11/4
+  conv 96, 1x1 96, 3x3/2 96, 5x5 256, 1x1 256, 3x3/2 256, 3x3 384, 1x1 384, 3x3/2 384,
+  dropout 50%, 3x3 1024, 1x1 1024, 1x1 to the classes, global average pooling.
+  Our choice: conv1 pads by 2 and the stride-2 layers by 0, giving AlexNet's maps
+  55 -> 27 -> 13 -> 6. ``allcnn_b_crelu_all`` replaces *every* ReLU, the class
+  layer's included, by CReLU with halved filters (500 filters -> 1000 class scores),
+  which is what reproduces the 4.7M parameters of the paper's Table 5.
+
+Reference architectures (no weights; state-dict keys match torchvision's so a
+local torchvision checkpoint loads): ``vgg16`` and ``alexnet``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .activations import AVR, CReLU
+from .nets import Net, Normalize
+
+__all__ = ["create_model", "list_models", "register_model", "model_info"]
+
+
+# --- architectures as data -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conv:
+    filters: int | None  # None: one filter per class
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    kernel: int
+    stride: int
+    padding: int = 0
+    ceil_mode: bool = False
+
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Flatten, then dropout / linear / BatchNorm / ReLU blocks (VGG's head)."""
+
+    hidden: tuple[int, ...]
+    dropout: float
+
+
+CONVPOOL_C = (
+    Dropout(0.2),
+    Conv(96, 3, padding=1), Conv(96, 3, padding=1), Conv(96, 3, padding=1),
+    MaxPool(3, 2, padding=1), Dropout(0.5),
+    Conv(192, 3, padding=1), Conv(192, 3, padding=1), Conv(192, 3, padding=1),
+    MaxPool(3, 2, padding=1), Dropout(0.5),
+    Conv(192, 3), Conv(192, 1), Conv(None, 1),
+)  # fmt: skip
+
+VGG_CIFAR = (
+    Conv(64, 3, padding=1), Dropout(0.3), Conv(64, 3, padding=1),
+    MaxPool(2, 2, ceil_mode=True),
+    Conv(128, 3, padding=1), Dropout(0.4), Conv(128, 3, padding=1),
+    MaxPool(2, 2, ceil_mode=True),
+    Conv(256, 3, padding=1), Dropout(0.4), Conv(256, 3, padding=1), Dropout(0.4),
+    Conv(256, 3, padding=1),
+    MaxPool(2, 2, ceil_mode=True),
+    Conv(512, 3, padding=1), Dropout(0.4), Conv(512, 3, padding=1), Dropout(0.4),
+    Conv(512, 3, padding=1),
+    MaxPool(2, 2, ceil_mode=True),
+    Conv(512, 3, padding=1), Dropout(0.4), Conv(512, 3, padding=1), Dropout(0.4),
+    Conv(512, 3, padding=1),
+    MaxPool(2, 2, ceil_mode=True),
+    Classifier(hidden=(512,), dropout=0.5),
+)  # fmt: skip
+
+ALLCNN_B = (
+    Conv(96, 11, stride=4, padding=2), Conv(96, 1), Conv(96, 3, stride=2),
+    Conv(256, 5, padding=2), Conv(256, 1), Conv(256, 3, stride=2),
+    Conv(384, 3, padding=1), Conv(384, 1), Conv(384, 3, stride=2),
+    Dropout(0.5),
+    Conv(1024, 3, padding=1), Conv(1024, 1), Conv(None, 1),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a registered model departs from its family's ReLU baseline."""
+
+    family: str
+    layers: tuple
+    summary: str
+    input_size: int
+    activation: dict[int, str] = field(default_factory=dict)  # conv index -> crelu/avr
+    halved: frozenset[int] = frozenset()  # conv indices with half the filters
+    filter_scale: float = 1.0
+    batch_norm: bool = False
+
+
+def _spread(indices, name):
+    return {i: name for i in indices}
+
+
+_VARIANTS: dict[str, Variant] = {}
+
+
+def register_model(name: str, variant: Variant) -> None:
+    """Add a variant to the registry (used by the zoo itself and by extensions)."""
+    if name in _VARIANTS or name in _REFERENCE:
+        raise ValueError(f"model {name!r} is already registered")
+    _VARIANTS[name] = variant
+
+
+def _register_zoo() -> None:
+    cp = dict(family="ConvPool-CNN-C", layers=CONVPOOL_C, input_size=32)
+    nine = range(1, 9)  # every conv but the class layer
+    register_model("convpool_c", Variant(summary="ReLU baseline (1.4M)", **cp))
+    register_model(
+        "convpool_c_double", Variant(summary="ReLU, twice the filters (5.6M)", filter_scale=2, **cp)
+    )
+    register_model(
+        "convpool_c_avr",
+        Variant(summary="AVR, same filters (1.4M)", activation=_spread(nine, "avr"), **cp),
+    )
+    register_model(
+        "convpool_c_crelu",
+        Variant(summary="CReLU, same filters (2.8M)", activation=_spread(nine, "crelu"), **cp),
+    )
+    register_model(
+        "convpool_c_crelu_half",
+        Variant(
+            summary="CReLU, half the filters (0.7M)",
+            activation=_spread(nine, "crelu"),
+            halved=frozenset(nine),
+            **cp,
+        ),
+    )
+
+    vgg = dict(family="VGG (Zagoruyko)", layers=VGG_CIFAR, input_size=32, batch_norm=True)
+    register_model("vgg", Variant(summary="ReLU baseline", **vgg))
+    for tag, convs in (("1", (1,)), ("13", (1, 3)), ("135", (1, 3, 5))):
+        register_model(
+            f"vgg_crelu{tag}",
+            Variant(
+                summary=f"CReLU after conv{','.join(map(str, convs))}, halved filters",
+                activation=_spread(convs, "crelu"),
+                halved=frozenset(convs),
+                **vgg,
+            ),
+        )
+
+    ab = dict(family="All-CNN-B", layers=ALLCNN_B, input_size=224)
+    register_model("allcnn_b", Variant(summary="ReLU baseline (9.4M)", **ab))
+    for act in ("crelu", "avr"):
+        for last in (4, 7, 9):
+            register_model(
+                f"allcnn_b_{act}1_{last}",
+                Variant(
+                    summary=f"{'AVR' if act == 'avr' else 'CReLU'} at conv1-{last}, same filters",
+                    activation=_spread(range(1, last + 1), act),
+                    **ab,
+                ),
+            )
+    every = range(1, 13)
+    register_model(
+        "allcnn_b_crelu_all",
+        Variant(
+            summary="CReLU at every layer, halved filters (4.7M)",
+            activation=_spread(every, "crelu"),
+            halved=frozenset(every),
+            **ab,
+        ),
+    )
+    register_model(
+        "allcnn_b_crelu147",
+        Variant(
+            summary="CReLU at conv1,4,7, halved filters (8.6M)",
+            activation=_spread((1, 4, 7), "crelu"),
+            halved=frozenset((1, 4, 7)),
+            **ab,
+        ),
+    )
+
+
+# --- building ---------------------------------------------------------------------
+
+_ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=False), "crelu": CReLU, "avr": AVR}
+
+
+def _filters(base: int, index: int, variant: Variant, width: float) -> int:
+    count = base * variant.filter_scale
+    if index in variant.halved:
+        count /= 2
+    return max(1, round(count * width))
+
+
+def _build(name: str, variant: Variant, config: dict) -> Net:
+    num_classes, in_channels = config["num_classes"], config["in_channels"]
+    width, dropout = config["width"], config["dropout"]
+    layers: list[tuple[str, nn.Module]] = [("normalize", Normalize(in_channels))]
+    channels, conv_index, pool_index = in_channels, 0, 0
+    for spec in variant.layers:
+        if isinstance(spec, Conv):
+            conv_index += 1
+            act = variant.activation.get(conv_index, "relu")
+            if spec.filters is None:
+                filters = num_classes
+                if act == "crelu":
+                    if num_classes % 2:
+                        raise ValueError(
+                            f"{name} applies CReLU to the class layer and needs an even "
+                            f"number of classes; got num_classes={num_classes}"
+                        )
+                    filters = num_classes // 2
+            else:
+                filters = _filters(spec.filters, conv_index, variant, width)
+            block = [("conv", nn.Conv2d(channels, filters, spec.kernel, spec.stride, spec.padding))]
+            if variant.batch_norm:
+                block.append(("bn", nn.BatchNorm2d(filters, eps=1e-3)))
+            block.append(("act", _ACTIVATIONS[act]()))
+            layers.append((f"conv{conv_index}", nn.Sequential(OrderedDict(block))))
+            channels = 2 * filters if act == "crelu" else filters
+        elif isinstance(spec, MaxPool):
+            pool_index += 1
+            pool = nn.MaxPool2d(spec.kernel, spec.stride, spec.padding, ceil_mode=spec.ceil_mode)
+            layers.append((f"pool{pool_index}", pool))
+        elif isinstance(spec, Dropout):
+            rate = spec.rate if dropout is None else dropout
+            # named after the conv layer it follows: drop0 acts on the input
+            layers.append((f"drop{conv_index}", nn.Dropout(rate)))
+        elif isinstance(spec, Classifier):
+            layers.append(("flatten", nn.Flatten()))
+            for i, hidden in enumerate(spec.hidden, start=1):
+                width_hidden = max(1, round(hidden * width))
+                rate = spec.dropout if dropout is None else dropout
+                block = [
+                    ("drop", nn.Dropout(rate)),
+                    ("linear", nn.Linear(channels, width_hidden)),
+                    ("bn", nn.BatchNorm1d(width_hidden, eps=1e-3)),
+                    ("act", nn.ReLU()),
+                ]
+                layers.append((f"fc{i}", nn.Sequential(OrderedDict(block))))
+                channels = width_hidden
+            rate = spec.dropout if dropout is None else dropout
+            head = [("drop", nn.Dropout(rate)), ("linear", nn.Linear(channels, num_classes))]
+            layers.append((f"fc{len(spec.hidden) + 1}", nn.Sequential(OrderedDict(head))))
+    if not any(isinstance(s, Classifier) for s in variant.layers):
+        layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
+    return Net(layers, arch=name, config=config)
+
+
+# --- torchvision-compatible reference architectures (no weights) ------------------
+
+
+def _vgg16(num_classes: int, in_channels: int, width: float, dropout: float | None) -> list:
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    features, channels = [], in_channels
+    for v in cfg:
+        if v == "M":
+            features.append(nn.MaxPool2d(2, 2))
+        else:
+            filters = max(1, round(v * width))
+            features += [nn.Conv2d(channels, filters, 3, padding=1), nn.ReLU(inplace=False)]
+            channels = filters
+    rate = 0.5 if dropout is None else dropout
+    hidden = max(1, round(4096 * width))
+    classifier = nn.Sequential(
+        nn.Linear(channels * 7 * 7, hidden), nn.ReLU(), nn.Dropout(rate),
+        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(rate),
+        nn.Linear(hidden, num_classes),
+    )  # fmt: skip
+    return [
+        ("normalize", Normalize(in_channels)),
+        ("features", nn.Sequential(*features)),
+        ("avgpool", nn.AdaptiveAvgPool2d(7)),
+        ("flatten", nn.Flatten()),
+        ("classifier", classifier),
+    ]
+
+
+def _alexnet(num_classes: int, in_channels: int, width: float, dropout: float | None) -> list:
+    def w(n):
+        return max(1, round(n * width))
+
+    features = nn.Sequential(
+        nn.Conv2d(in_channels, w(64), 11, stride=4, padding=2), nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(w(64), w(192), 5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(w(192), w(384), 3, padding=1), nn.ReLU(),
+        nn.Conv2d(w(384), w(256), 3, padding=1), nn.ReLU(),
+        nn.Conv2d(w(256), w(256), 3, padding=1), nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+    )  # fmt: skip
+    rate = 0.5 if dropout is None else dropout
+    classifier = nn.Sequential(
+        nn.Dropout(rate), nn.Linear(w(256) * 36, w(4096)), nn.ReLU(),
+        nn.Dropout(rate), nn.Linear(w(4096), w(4096)), nn.ReLU(),
+        nn.Linear(w(4096), num_classes),
+    )  # fmt: skip
+    return [
+        ("normalize", Normalize(in_channels)),
+        ("features", features),
+        ("avgpool", nn.AdaptiveAvgPool2d(6)),
+        ("flatten", nn.Flatten()),
+        ("classifier", classifier),
+    ]
+
+
+_REFERENCE = {
+    "vgg16": (_vgg16, "VGG-16 (Simonyan & Zisserman), torchvision layout", 224),
+    "alexnet": (_alexnet, "AlexNet (Krizhevsky et al.), torchvision layout", 224),
+}
+
+
+# --- registry API -----------------------------------------------------------------
+
+
+def list_models() -> list[str]:
+    """Registered model names.
+
+    Examples
+    --------
+    >>> "convpool_c_crelu" in list_models()
+    True
+    """
+    return list(_VARIANTS) + list(_REFERENCE)
+
+
+def model_info(name: str) -> dict:
+    """Family, one-line summary and native input size of a registered model.
+
+    Examples
+    --------
+    >>> model_info("allcnn_b")["input_size"]
+    224
+    """
+    _check_name(name)
+    if name in _REFERENCE:
+        _, summary, size = _REFERENCE[name]
+        return {"name": name, "family": "reference", "summary": summary, "input_size": size}
+    v = _VARIANTS[name]
+    return {"name": name, "family": v.family, "summary": v.summary, "input_size": v.input_size}
+
+
+def _check_name(name: str) -> None:
+    if name not in _VARIANTS and name not in _REFERENCE:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width: float = 1.0,
+    dropout: float | None = None,
+) -> Net:
+    """Build a registered network with freshly initialised weights.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list_models`.
+    num_classes : int, optional
+        Number of class scores the network outputs.
+    in_channels : int, optional
+        Channels of the input images.
+    width : float, optional
+        Multiplies every filter count (not the class layer), for small CPU runs.
+    dropout : float, optional
+        ``None`` keeps the architecture's dropout rates; a number replaces every
+        dropout rate (0 disables dropout).
+
+    Returns
+    -------
+    Net
+        The model, in training mode, its layers named ``conv1``, ``pool1``, ...
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = create_model("convpool_c_crelu_half", width=0.5).eval()
+    >>> net(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+    _check_name(name)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
+    if not (isinstance(width, (int, float)) and width > 0):
+        raise ValueError(f"width must be a positive number; got {width!r}")
+    if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ValueError(f"dropout must be None or a number in [0, 1); got {dropout!r}")
+    config = dict(
+        num_classes=num_classes, in_channels=in_channels, width=float(width), dropout=dropout
+    )
+    if name in _REFERENCE:
+        build = _REFERENCE[name][0]
+        return Net(build(num_classes, in_channels, float(width), dropout), arch=name, config=config)
+    return _build(name, _VARIANTS[name], config)
+
+
+_register_zoo()
