@@ -1,0 +1,473 @@
+"""Minimum-norm least squares for convolution operators, matrix-free and by FFT.
+
+Proposition 2.1 of the paper reconstructs the part of an input spanned by the shifts of
+the filters: with ``z = T x + b`` known (exactly, from a CReLU output), the
+reconstruction is ``x' = T^+ (z - b)``, the minimum-norm least-squares solution. Two
+solvers compute it for a :class:`~invert.operators.ConvOperator` ``T``:
+
+* :func:`least_squares`, matrix-free, for any padding and for a subset of the
+  equations (a boolean ``mask`` over the outputs: the rows selected by max-pooling
+  switches). It runs CGLS, i.e. conjugate gradients on the normal equations
+  ``T^T M T x = T^T M t`` in the form that never forms ``T^T T`` and updates the
+  data residual ``r = M (t - T x)`` (Bjorck's numerically preferred variant of
+  CGNR; mathematically identical to LSQR, simpler to batch). Started from 0 every
+  iterate lies in ``range(T^T M)``, so the limit is the *minimum-norm* solution.
+* :func:`fft_least_squares`, direct, for circular padding: the operator is block
+  diagonal in the Fourier basis (see :mod:`invert.operators`), so ``T^+`` is the
+  pseudo-inverse of one small matrix ``K(w)`` per frequency.
+
+The stopping rule is the relative residual of the normal equations,
+``||T^T M (t - T x)|| / ||T^T M t||`` per sample, which is zero exactly at the
+least-squares solutions whether or not the system is consistent. Since
+``||x - x*|| / ||x*|| <= kappa^2 * residual`` on the recoverable part (``kappa`` the
+condition number of ``T`` restricted to ``range(T^T)``), the default tolerances
+(``1e-12`` in float64, ``1e-5`` in float32) give errors near ``kappa^2`` times that.
+A solve that stops at ``max_iter`` before reaching the tolerance is reported, never
+hidden: ``info.converged`` is ``False`` for that sample and a
+:class:`ConvergenceWarning` names the residual reached, or, with ``strict=True``, a
+:class:`ConvergenceError` is raised.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .operators import ConvOperator
+
+__all__ = [
+    "least_squares",
+    "fft_least_squares",
+    "SolveInfo",
+    "ConvergenceWarning",
+    "ConvergenceError",
+    "default_tol",
+]
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """A least-squares solve stopped before reaching its tolerance."""
+
+
+class ConvergenceError(RuntimeError):
+    """A least-squares solve stopped before reaching its tolerance (``strict=True``).
+
+    The partial solution and its :class:`SolveInfo` are attached as ``.x`` and ``.info``.
+    """
+
+    def __init__(self, message: str, x: torch.Tensor, info: SolveInfo):
+        super().__init__(message)
+        self.x = x
+        self.info = info
+
+
+@dataclass
+class SolveInfo:
+    """What a least-squares solve did, per sample of the batch.
+
+    Attributes
+    ----------
+    residual : torch.Tensor
+        ``(N,)`` relative residual of the normal equations
+        ``||T^T M (t - T x)|| / ||T^T M t||`` (absolute when the denominator is 0).
+    data_residual : torch.Tensor
+        ``(N,)`` relative data misfit ``||M (t - T x)|| / ||M t||``: 0 when the
+        selected equations are consistent (exact features), positive otherwise.
+    iterations : torch.Tensor
+        ``(N,)`` iterations used (0 for the direct FFT solve).
+    converged : torch.Tensor
+        ``(N,)`` bool, ``residual <= tol``.
+    equations : torch.Tensor
+        ``(N,)`` number of equations (selected outputs).
+    unknowns : int
+        Number of unknowns per sample, ``prod(in_shape)``.
+    method : str
+        ``"cgls"`` or ``"fft"``.
+    tol : float
+        The tolerance the solve aimed at.
+    rank : int or None
+        Rank of ``T`` as seen by the solve (FFT path: number of singular values above
+        the cutoff); ``None`` when not computed.
+    """
+
+    residual: torch.Tensor
+    data_residual: torch.Tensor
+    iterations: torch.Tensor
+    converged: torch.Tensor
+    equations: torch.Tensor
+    unknowns: int
+    method: str
+    tol: float
+    rank: int | None = None
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(self.converged.all())
+
+    def summary(self) -> dict:
+        """Batch summary as plain Python numbers (worst sample where it matters)."""
+        return {
+            "method": self.method,
+            "residual": float(self.residual.max()),
+            "data_residual": float(self.data_residual.max()),
+            "iterations": int(self.iterations.max()),
+            "converged": self.all_converged,
+            "equations": int(self.equations.min()),
+            "unknowns": self.unknowns,
+            "rank": self.rank,
+        }
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    """Default relative normal-equation tolerance: 1e-12 in float64, 1e-5 otherwise."""
+    return 1e-12 if dtype == torch.float64 else 1e-5
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def _check_target(op, target: torch.Tensor) -> None:
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+    if not target.is_floating_point():
+        raise TypeError(f"target must be floating point; got {target.dtype}")
+    shape = tuple(op.out_shape)
+    if target.dim() != len(shape) + 1 or tuple(target.shape[1:]) != shape:
+        raise ValueError(
+            f"target must have shape (N, {', '.join(map(str, shape))}) for this operator; "
+            f"got {tuple(target.shape)}"
+        )
+    if not torch.isfinite(target).all():
+        raise ValueError("target contains NaN or Inf; reconstruct from finite features")
+
+
+def _check_mask(mask, target: torch.Tensor) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError("mask must be a bool tensor selecting the equations (outputs) to use")
+    if tuple(mask.shape) == tuple(target.shape[1:]):
+        mask = mask.unsqueeze(0)
+    elif tuple(mask.shape) != tuple(target.shape):
+        raise ValueError(
+            f"mask must have the output shape {tuple(target.shape[1:])} or the target shape "
+            f"{tuple(target.shape)}; got {tuple(mask.shape)}"
+        )
+    return mask.to(target.device)
+
+
+def _prepare(op, target: torch.Tensor):
+    _check_target(op, target)
+    if hasattr(op, "to"):
+        op = op.to(device=target.device, dtype=target.dtype)
+    return op
+
+
+def _norms(t: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(t.flatten(1), dim=1)
+
+
+def _sqnorms(t: torch.Tensor) -> torch.Tensor:
+    flat = t.flatten(1)
+    return (flat * flat).sum(1)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _residuals(op, x, b, mask):
+    """Normal-equation and data residuals of x, relative, per sample."""
+    r = b - op.apply(x)
+    if mask is not None:
+        r = r * mask
+    s = op.adjoint(r)
+    ref = _norms(op.adjoint(b))
+    normal = _norms(s) / torch.where(ref > 0, ref, torch.ones_like(ref))
+    bn = _norms(b)
+    data = _norms(r) / torch.where(bn > 0, bn, torch.ones_like(bn))
+    return normal, data
+
+
+def _report(x, info: SolveInfo, strict: bool, what: str):
+    if info.all_converged:
+        return
+    bad = (~info.converged).nonzero().flatten().tolist()
+    worst = float(info.residual[bad].max())
+    message = (
+        f"{what} did not reach the relative normal-equation residual {info.tol:.1e} "
+        f"for {len(bad)} of {len(info.converged)} samples (worst residual reached "
+        f"{worst:.3e} after {int(info.iterations.max())} iterations); raise max_iter or tol"
+    )
+    if strict:
+        raise ConvergenceError(message, x, info)
+    warnings.warn(message, ConvergenceWarning, stacklevel=3)
+
+
+# --- CGLS ----------------------------------------------------------------------------------
+
+
+def least_squares(
+    op: ConvOperator,
+    target: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    x0: torch.Tensor | None = None,
+    strict: bool = False,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """Minimum-norm solution of ``min_x ||M (T x) - M t||^2``, matrix-free (CGLS).
+
+    Parameters
+    ----------
+    op : ConvOperator
+        The operator ``T`` (any object with ``apply``, ``adjoint``, ``in_shape`` and
+        ``out_shape`` works; the batch must not mix samples).
+    target : torch.Tensor
+        ``t``, shape ``(N, *op.out_shape)``, float32 or float64, on any device; the
+        operator is moved to its device and dtype.
+    mask : torch.Tensor, optional
+        Bool, shape ``op.out_shape`` or ``target.shape``: the equations (outputs) to
+        use, e.g. from :func:`invert.switches.switch_equations`. ``None``: all.
+    tol : float, optional
+        Stop a sample when ``||T^T M (t - T x)|| / ||T^T M t|| <= tol``; default
+        :func:`default_tol` of the dtype.
+    max_iter : int, optional
+        Iteration limit (each costs one ``T`` and one ``T^T``).
+    x0 : torch.Tensor, optional
+        Starting point. From 0 (default) the result is the minimum-norm solution;
+        from ``x0`` it is the least-squares solution closest to ``x0``.
+    strict : bool, optional
+        Raise :class:`ConvergenceError` instead of warning when a sample does not
+        converge.
+
+    Returns
+    -------
+    x : torch.Tensor
+        ``(N, *op.in_shape)``.
+    info : SolveInfo
+        Residuals, iterations, convergence, equations and unknowns per sample.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.operators import ConvOperator
+    >>> op = ConvOperator(torch.randn(8, 2, 3, 3, dtype=torch.float64), 6, padding=1)
+    >>> x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
+    >>> x_rec, info = least_squares(op, op.apply(x))
+    >>> bool(info.converged.all()), bool(torch.allclose(x_rec, x, atol=1e-8))
+    (True, True)
+    """
+    op = _prepare(op, target)
+    mask = _check_mask(mask, target)
+    tol = default_tol(target.dtype) if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    if not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative int; got {max_iter!r}")
+    n = target.shape[0]
+
+    def forward(v):
+        y = op.apply(v)
+        return y * mask if mask is not None else y
+
+    b = target * mask if mask is not None else target
+    if x0 is None:
+        x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
+    else:
+        if tuple(x0.shape) != (n, *op.in_shape):
+            raise ValueError(f"x0 must have shape {(n, *op.in_shape)}; got {tuple(x0.shape)}")
+        x = x0.to(device=target.device, dtype=target.dtype).clone()
+    ref = _norms(op.adjoint(b))
+    ref = torch.where(ref > 0, ref, torch.ones_like(ref))
+
+    r = b - forward(x)
+    s = op.adjoint(r)
+    p = s.clone()
+    gamma = _sqnorms(s)
+    iterations = torch.zeros(n, dtype=torch.long, device=target.device)
+    done = torch.sqrt(gamma) / ref <= tol
+    restarts = torch.zeros(n, dtype=torch.long, device=target.device)
+    for _ in range(max_iter):
+        if bool(done.all()):
+            break
+        active = ~done
+        q = forward(p)
+        qq = _sqnorms(q)
+        alpha = torch.where(active & (qq > 0), gamma / torch.where(qq > 0, qq, 1), 0)
+        x = x + _bcast(alpha, x) * p
+        r = r - _bcast(alpha, r) * q
+        s = op.adjoint(r)
+        gamma_new = _sqnorms(s)
+        iterations += active.long()
+        claim = active & (torch.sqrt(gamma_new) / ref <= tol)
+        if bool(claim.any()):
+            # the recursive residual drifts from the true one: verify, restart if needed
+            r_true = b - forward(x)
+            s_true = op.adjoint(r_true)
+            true_ok = torch.sqrt(_sqnorms(s_true)) / ref <= tol
+            done = done | (claim & true_ok)
+            redo = claim & ~true_ok
+            if bool(redo.any()):
+                restarts += redo.long()
+                keep = _bcast(redo, r)
+                r = torch.where(keep, r_true, r)
+                s = torch.where(_bcast(redo, s), s_true, s)
+                gamma_new = torch.where(redo, _sqnorms(s_true), gamma_new)
+                gamma = torch.where(redo, torch.zeros_like(gamma), gamma)  # beta = 0
+                done = done | (redo & (restarts > 5))  # stagnated at attainable accuracy
+        beta = torch.where(gamma > 0, gamma_new / torch.where(gamma > 0, gamma, 1), 0)
+        p = s + _bcast(beta, p) * p
+        gamma = gamma_new
+
+    normal, data = _residuals(op, x, b, mask)
+    equations = (
+        mask.expand_as(target).flatten(1).sum(1)
+        if mask is not None
+        else torch.full((n,), target[0].numel(), device=target.device)
+    )
+    info = SolveInfo(
+        residual=normal.detach().double().cpu(),
+        data_residual=data.detach().double().cpu(),
+        iterations=iterations.cpu(),
+        converged=(normal <= tol).cpu(),
+        equations=equations.cpu(),
+        unknowns=math.prod(op.in_shape),
+        method="cgls",
+        tol=tol,
+    )
+    _report(x, info, strict, "least_squares (CGLS)")
+    return x, info
+
+
+# --- FFT (circular padding) ----------------------------------------------------------------
+
+
+def _rows_per_chunk(op: ConvOperator, itemsize: int, n: int) -> int:
+    fw = op.polyphase_size[1] // 2 + 1
+    cin = op.in_channels * op.stride[0] * op.stride[1]
+    per_row = fw * (op.out_channels * cin * 3 + (op.out_channels + cin) * n) * itemsize
+    return max(1, min(op.polyphase_size[0], (64 << 20) // max(per_row, 1)))
+
+
+def fft_least_squares(
+    op: ConvOperator,
+    target: torch.Tensor,
+    *,
+    rcond: float | None = None,
+    rows_per_chunk: int | None = None,
+    tol: float | None = None,
+    strict: bool = False,
+) -> tuple[torch.Tensor, SolveInfo]:
+    """Minimum-norm least squares ``x = T^+ t`` for circular padding, direct, by FFT.
+
+    With the polyphase split and ``torch.fft.rfft2`` (see :mod:`invert.operators`),
+    ``fft2(T x)(w) = K(w) fft2(polyphase(x))(w)``, and both maps are unitary up to a
+    common scale, so ``T^+`` acts as ``K(w)^+`` on each frequency. Singular values of
+    ``K(w)`` below ``rcond * sigma_max`` (``sigma_max`` = the largest over *all*
+    frequencies, i.e. ``||T||``) are treated as zero, exactly as
+    ``numpy.linalg.pinv(T_dense, rcond)``. Only the ``rfft2`` half of the frequencies
+    is solved (``K(-w) = conj K(w)`` for real filters), ``rows_per_chunk`` rows at a time.
+
+    Parameters
+    ----------
+    op : ConvOperator
+        A circular-padding operator.
+    target : torch.Tensor
+        ``(N, *op.out_shape)``.
+    rcond : float, optional
+        Relative cutoff; default ``eps * max(C_out, C_in s_h s_w)``.
+    rows_per_chunk : int, optional
+        Frequency rows per batch of SVDs (default: about 64 MB of work per chunk).
+    tol : float, optional
+        Tolerance used to flag ``info.converged`` (default :func:`default_tol`).
+    strict : bool, optional
+        Raise :class:`ConvergenceError` instead of warning if the residual exceeds ``tol``.
+
+    Returns
+    -------
+    x : torch.Tensor
+        ``(N, *op.in_shape)``.
+    info : SolveInfo
+        ``method="fft"``, ``iterations`` 0, and ``rank``, the rank of ``T``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.operators import ConvOperator
+    >>> w = torch.randn(8, 2, 3, 3, dtype=torch.float64)
+    >>> op = ConvOperator(w, 8, padding=1, padding_mode="circular")
+    >>> x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    >>> x_rec, info = fft_least_squares(op, op.apply(x))
+    >>> bool(torch.allclose(x_rec, x)), info.rank
+    (True, 128)
+    """
+    if not isinstance(op, ConvOperator):
+        raise TypeError(f"fft_least_squares needs a ConvOperator; got {type(op).__name__}")
+    if op.padding_mode != "circular":
+        raise ValueError(
+            "fft_least_squares needs circular padding; use least_squares for zero padding"
+        )
+    op = _prepare(op, target)
+    tol = default_tol(target.dtype) if tol is None else float(tol)
+    n = target.shape[0]
+    (mh, mw), sh, sw = op.polyphase_size, *op.stride
+    cin = op.in_channels * sh * sw
+    if rcond is None:
+        rcond = torch.finfo(target.dtype).eps * max(op.out_channels, cin)
+    chunk = rows_per_chunk or _rows_per_chunk(op, target.element_size() * 2, n)
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"rows_per_chunk must be a positive int; got {rows_per_chunk!r}")
+    starts = range(0, mh, chunk)
+
+    def rows_of(start):
+        return torch.arange(start, min(start + chunk, mh))
+
+    # pass 1: the largest singular value over all frequencies sets the global cutoff
+    sigma_max = 0.0
+    for start in starts:
+        sv = torch.linalg.svdvals(op.symbol(rows_of(start)))
+        sigma_max = max(sigma_max, float(sv.max()) if sv.numel() else 0.0)
+    cutoff = rcond * sigma_max
+
+    spectrum = torch.fft.rfft2(target)  # (N, C_out, Mh, Fw)
+    fw = spectrum.shape[-1]
+    solution = torch.zeros(n, cin, mh, fw, dtype=spectrum.dtype, device=target.device)
+    # every rfft column but w_w = 0 (and Mw/2 when Mw is even) stands for two frequencies
+    weight = torch.full((fw,), 2, dtype=torch.long)
+    weight[0] = 1
+    if mw % 2 == 0:
+        weight[-1] = 1
+    rank = 0
+    for start in starts:
+        rows = rows_of(start)
+        k = op.symbol(rows)  # (R, Fw, C_out, C_in')
+        u, sv, vh = torch.linalg.svd(k, full_matrices=False)
+        keep = sv > cutoff
+        inv = torch.where(keep, 1 / torch.where(keep, sv, torch.ones_like(sv)), 0)
+        y = spectrum[:, :, rows.to(target.device)].permute(2, 3, 1, 0)  # (R, Fw, C_out, N)
+        coef = (u.mH @ y) * inv.to(y.dtype)[..., None]
+        x_hat = vh.mH @ coef  # (R, Fw, C_in', N)
+        solution[:, :, rows.to(target.device)] = x_hat.permute(3, 2, 0, 1)
+        rank += int((keep.sum(-1).cpu() * weight).sum())
+    xp = torch.fft.irfft2(solution, s=(mh, mw))
+    x = op.unpolyphase(xp)
+
+    normal, data = _residuals(op, x, target, None)
+    info = SolveInfo(
+        residual=normal.detach().double().cpu(),
+        data_residual=data.detach().double().cpu(),
+        iterations=torch.zeros(n, dtype=torch.long),
+        converged=(normal <= tol).cpu(),
+        equations=torch.full((n,), target[0].numel()),
+        unknowns=math.prod(op.in_shape),
+        method="fft",
+        tol=tol,
+        rank=rank,
+    )
+    _report(x, info, strict, "fft_least_squares")
+    return x, info

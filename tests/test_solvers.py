@@ -1,0 +1,232 @@
+"""least_squares / fft_least_squares against numpy's dense minimum-norm solutions."""
+
+import numpy as np
+import pytest
+import torch
+
+from invert.operators import ConvOperator
+from invert.solvers import (
+    ConvergenceError,
+    ConvergenceWarning,
+    fft_least_squares,
+    least_squares,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny problems: thread start-up dominates, and the machine is shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+CASES = [
+    # cout, cin, kernel, size, stride, padding, dilation, groups
+    (4, 3, 3, 7, 1, 1, 1, 1),  # overcomplete, frame-like
+    (2, 3, 3, 6, 1, 1, 1, 1),  # undercomplete: rank deficient
+    (5, 2, 3, 8, 2, 0, 1, 1),  # stride, no padding: uncovered border
+    (6, 4, 2, 7, 1, 2, 2, 2),  # dilation and groups
+    (3, 2, (1, 3), (5, 6), (1, 2), (0, 1), 1, 1),  # rectangular everything
+]
+
+
+def make_op(case, mode="zeros", seed=0):
+    cout, cin, k, size, stride, pad, dil, groups = case
+    k = (k, k) if isinstance(k, int) else k
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(cout, cin // groups, *k, generator=g, dtype=torch.float64)
+    if mode == "circular":
+        size = tuple(2 * s * 2 for s in ((stride, stride) if isinstance(stride, int) else stride))
+        size = (max(size[0], 6), max(size[1], 6))
+    return ConvOperator(
+        w, size, stride=stride, padding=pad, dilation=dil, groups=groups, padding_mode=mode
+    )
+
+
+def dense_min_norm(op, target, mask=None):
+    """Minimum-norm least squares on the (selected rows of the) dense matrix, per sample."""
+    a = op.dense().numpy()
+    out = []
+    for i, t in enumerate(target.reshape(target.shape[0], -1).numpy()):
+        rows = np.ones(len(t), bool) if mask is None else mask[i].reshape(-1).numpy()
+        out.append(np.linalg.lstsq(a[rows], t[rows], rcond=None)[0])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+@pytest.mark.parametrize("case", CASES)
+def test_cgls_matches_dense_lstsq(case, mode):
+    op = make_op(case, mode)
+    target = torch.randn(2, *op.out_shape, dtype=torch.float64)  # inconsistent in general
+    x, info = least_squares(op, target, max_iter=3000)
+    ref = dense_min_norm(op, target)
+    assert info.all_converged and info.method == "cgls"
+    assert np.allclose(x.reshape(2, -1).numpy(), ref, atol=1e-8 * np.abs(ref).max())
+    assert info.unknowns == np.prod(op.in_shape)
+    assert info.equations.tolist() == [np.prod(op.out_shape)] * 2
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_masked_rows_match_dense_selected_rows(case):
+    op = make_op(case, seed=1)
+    g = torch.Generator().manual_seed(2)
+    target = torch.randn(3, *op.out_shape, dtype=torch.float64, generator=g)
+    mask = torch.rand(3, *op.out_shape, generator=g) < 0.6  # a different mask per sample
+    mask[2] = False  # no equation at all: the minimum-norm solution is 0
+    x, info = least_squares(op, target, mask=mask, max_iter=3000)
+    ref = dense_min_norm(op, target, mask)
+    assert np.allclose(x.reshape(3, -1).numpy(), ref, atol=1e-8 * max(np.abs(ref).max(), 1))
+    assert info.equations.tolist() == mask.flatten(1).sum(1).tolist()
+    assert info.all_converged
+
+
+def test_shared_mask_broadcasts_over_the_batch():
+    op = make_op(CASES[0])
+    target = torch.randn(2, *op.out_shape, dtype=torch.float64)
+    mask = torch.rand(op.out_shape) < 0.5
+    x, _ = least_squares(op, target, mask=mask)
+    ref = dense_min_norm(op, target, mask.expand(2, *op.out_shape))
+    assert np.allclose(x.reshape(2, -1).numpy(), ref, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (4, 3, 3, None, 1, 1, 1, 1),
+        (2, 3, 3, None, 1, 1, 1, 1),  # rank deficient
+        (8, 2, 3, None, 2, 1, 1, 1),  # polyphase blocks
+        (6, 4, 3, None, (1, 2), (1, 2), (1, 2), 2),
+    ],
+)
+def test_fft_matches_dense_pinv_and_cgls(case):
+    op = make_op(case, "circular")
+    target = torch.randn(2, *op.out_shape, dtype=torch.float64)
+    a = op.dense().numpy()
+    ref = (np.linalg.pinv(a) @ target.reshape(2, -1).numpy().T).T
+    x_fft, info = fft_least_squares(op, target, rows_per_chunk=1)
+    assert np.allclose(x_fft.reshape(2, -1).numpy(), ref, atol=1e-10 * np.abs(ref).max())
+    assert info.rank == np.linalg.matrix_rank(a) and info.method == "fft"
+    x_cg, _ = least_squares(op, target, max_iter=3000)
+    assert torch.allclose(x_cg, x_fft, atol=1e-8 * float(x_fft.abs().max()))
+
+
+def test_fft_rcond_truncates_like_numpy_pinv():
+    op = make_op((3, 2, 3, None, 1, 1, 1, 1), "circular")
+    target = torch.randn(1, *op.out_shape, dtype=torch.float64)
+    a = op.dense().numpy()
+    sv = np.linalg.svd(a, compute_uv=False)
+    # cut near the middle, at a gap (singular values of w and -w come in equal pairs)
+    gaps = [i for i in range(len(sv) // 3, len(sv) - 1) if sv[i] > sv[i + 1] * (1 + 1e-6)]
+    rcond = float(np.sqrt(sv[gaps[0]] * sv[gaps[0] + 1])) / sv[0]
+    x, info = fft_least_squares(op, target, rcond=rcond, tol=1.0)
+    ref = np.linalg.pinv(a, rcond=rcond) @ target.reshape(-1).numpy()
+    assert np.allclose(x.reshape(-1).numpy(), ref, atol=1e-10)
+    assert info.rank == int((sv > rcond * sv[0]).sum())
+
+
+def test_exact_recovery_for_a_frame_and_projection_otherwise():
+    op = make_op((12, 3, 3, 6, 1, 1, 1, 1), seed=3)
+    a = op.dense().numpy()
+    assert np.linalg.svd(a, compute_uv=False).min() > 1e-3  # a frame: injective
+    x = torch.randn(2, *op.in_shape, dtype=torch.float64)
+    x_rec, info = least_squares(op, op.apply(x))
+    assert float((x_rec - x).norm() / x.norm()) < 1e-9
+    assert float(info.data_residual.max()) < 1e-9
+    # not a frame: the solve returns the projection onto range(T^T) = pinv(A) A x
+    op2 = make_op((2, 3, 3, 6, 1, 1, 1, 1), seed=3)
+    a2 = op2.dense().numpy()
+    x_rec2, _ = least_squares(op2, op2.apply(x))
+    proj = (np.linalg.pinv(a2) @ a2 @ x.reshape(2, -1).numpy().T).T
+    assert np.allclose(x_rec2.reshape(2, -1).numpy(), proj, atol=1e-8)
+
+
+def test_x0_gives_the_solution_closest_to_it():
+    op = make_op(CASES[1])
+    a = op.dense().numpy()
+    target = torch.randn(1, *op.out_shape, dtype=torch.float64)
+    x0 = torch.randn(1, *op.in_shape, dtype=torch.float64)
+    x, _ = least_squares(op, target, x0=x0, max_iter=3000)
+    b, v = target.reshape(-1).numpy(), x0.reshape(-1).numpy()
+    ref = v + np.linalg.lstsq(a, b - a @ v, rcond=None)[0]
+    assert np.allclose(x.reshape(-1).numpy(), ref, atol=1e-8)
+
+
+def test_float32_and_zero_target():
+    op = make_op(CASES[0]).to(torch.float32)
+    x = torch.randn(2, *op.in_shape)
+    x_rec, info = least_squares(op, op.apply(x))
+    assert x_rec.dtype == torch.float32 and info.tol == 1e-5
+    assert float((x_rec - x).norm() / x.norm()) < 1e-3
+    zero, info0 = least_squares(op, torch.zeros(1, *op.out_shape))
+    assert torch.equal(zero, torch.zeros_like(zero)) and info0.all_converged
+    assert int(info0.iterations[0]) == 0
+
+
+def test_generic_linear_operator_duck_typing():
+    class Dense:  # any apply/adjoint pair works, e.g. a Jacobian
+        def __init__(self, m):
+            self.m, self.in_shape, self.out_shape = m, (m.shape[1],), (m.shape[0],)
+
+        def apply(self, x):
+            return x @ self.m.T
+
+        def adjoint(self, y):
+            return y @ self.m
+
+    m = torch.randn(5, 8, dtype=torch.float64)
+    target = torch.randn(2, 5, dtype=torch.float64)
+    x, _ = least_squares(Dense(m), target)
+    ref = np.linalg.pinv(m.numpy()) @ target.numpy().T
+    assert np.allclose(x.numpy(), ref.T, atol=1e-10)
+
+
+def test_non_convergence_is_reported_not_hidden():
+    op = make_op((12, 3, 3, 6, 1, 1, 1, 1))
+    target = torch.randn(2, *op.out_shape, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match=r"residual reached \d"):
+        _, info = least_squares(op, target, max_iter=2)
+    assert not info.converged.any() and info.iterations.tolist() == [2, 2]
+    assert (info.residual > info.tol).all()
+    with pytest.raises(ConvergenceError, match="did not reach") as raised:
+        least_squares(op, target, max_iter=2, strict=True)
+    assert raised.value.info.residual.shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(target=torch.full((1, 4, 7, 7), float("nan"), dtype=torch.float64)),
+         ValueError, "NaN"),
+        (dict(target=torch.zeros(1, 3, 7, 7, dtype=torch.float64)), ValueError, "shape"),
+        (dict(target=torch.zeros(1, 4, 7, 7, dtype=torch.int64)), TypeError, "floating"),
+        (dict(mask=torch.ones(4, 7, 7)), TypeError, "bool"),
+        (dict(mask=torch.ones(4, 6, 7, dtype=torch.bool)), ValueError, "mask"),
+        (dict(tol=0.0), ValueError, "tol"),
+        (dict(max_iter=-1), ValueError, "max_iter"),
+    ],
+)  # fmt: skip
+def test_bad_input(kwargs, error, message):
+    op = make_op(CASES[0])
+    args = dict(target=torch.zeros(1, *op.out_shape, dtype=torch.float64))
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        least_squares(op, args.pop("target"), **args)
+
+
+def test_fft_refuses_zero_padding():
+    op = make_op(CASES[0])
+    with pytest.raises(ValueError, match="circular"):
+        fft_least_squares(op, torch.zeros(1, *op.out_shape, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu():
+    op = make_op(CASES[0], "circular")
+    target = torch.randn(2, *op.out_shape, dtype=torch.float64)
+    x_cpu, _ = least_squares(op, target)
+    x_gpu, _ = least_squares(op, target.cuda())
+    x_fft, _ = fft_least_squares(op, target.cuda())
+    assert x_gpu.is_cuda and torch.allclose(x_gpu.cpu(), x_cpu, atol=1e-9)
+    assert torch.allclose(x_fft.cpu(), x_cpu, atol=1e-9)
