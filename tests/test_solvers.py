@@ -8,6 +8,7 @@ from invert.operators import ConvOperator
 from invert.solvers import (
     ConvergenceError,
     ConvergenceWarning,
+    bounded_least_squares,
     fft_least_squares,
     least_squares,
 )
@@ -230,3 +231,81 @@ def test_cuda_matches_cpu():
     x_fft, _ = fft_least_squares(op, target.cuda())
     assert x_gpu.is_cuda and torch.allclose(x_gpu.cpu(), x_cpu, atol=1e-9)
     assert torch.allclose(x_fft.cpu(), x_cpu, atol=1e-9)
+
+
+# --- bounds ---------------------------------------------------------------------------------
+
+
+def lsi_reference(e, f, g, h):
+    """min ||E x - f|| s.t. G x >= h for full-column-rank E: Lawson & Hanson's reduction
+    LSI -> LDP -> NNLS (Solving Least Squares Problems, ch. 23), with scipy's NNLS."""
+    from scipy.optimize import nnls
+
+    u, s, vt = np.linalg.svd(e, full_matrices=False)
+    assert s.min() > 1e-8 * s.max(), "the reference needs E of full column rank"
+    # x = V S^-1 (y + U^T f): minimise ||y|| s.t. (G V S^-1) y >= h - G V S^-1 U^T f
+    k = g @ vt.T / s
+    hk = h - k @ (u.T @ f)
+    m = np.vstack([k.T, hk[None, :]])  # LDP -> NNLS
+    rhs = np.zeros(m.shape[0])
+    rhs[-1] = 1
+    w, _ = nnls(m, rhs, maxiter=50 * m.shape[1])
+    r = m @ w - rhs
+    assert abs(r[-1]) > 1e-12, "infeasible"
+    y = -r[:-1] / r[-1]
+    return vt.T @ ((y + u.T @ f) / s)
+
+
+@pytest.mark.parametrize("consistent", [True, False])
+def test_bounded_matches_lawson_hanson_nnls(consistent):
+    """ReLU-type problem: equations on the active outputs, z <= 0 on the inactive ones."""
+    op = make_op((10, 2, 3, 5, 1, 1, 1, 1), seed=4)
+    a = op.dense().numpy()
+    x = torch.randn(2, *op.in_shape, dtype=torch.float64)
+    z = op.apply(x)
+    active = z > 0
+    target = z if consistent else z + 0.3 * torch.randn_like(z)
+    upper = torch.where(active, torch.inf, 0.0)
+    x_rec, info = bounded_least_squares(op, target, mask=active, upper=upper)
+    assert info.all_converged and info.method == "alm-newton"
+    for s in range(2):
+        rows = active[s].reshape(-1).numpy()
+        ref = lsi_reference(a[rows], target[s].reshape(-1).numpy()[rows], -a[~rows],
+                            np.zeros((~rows).sum()))  # fmt: skip
+        assert np.allclose(x_rec[s].reshape(-1).numpy(), ref, atol=1e-5 * np.abs(ref).max())
+        if consistent:
+            assert np.allclose(ref, x[s].reshape(-1).numpy(), atol=1e-8)
+    assert float(info.violation.max()) <= 1e-6
+
+
+def test_bounded_two_sided_and_without_bounds():
+    op = make_op((10, 2, 3, 5, 1, 1, 1, 1), seed=5)
+    a = op.dense().numpy()
+    target = torch.randn(1, *op.out_shape, dtype=torch.float64)
+    # no bounds: the ordinary least-squares solution
+    x_free, _ = bounded_least_squares(op, target)
+    ref = np.linalg.lstsq(a, target.reshape(-1).numpy(), rcond=None)[0]
+    assert np.allclose(x_free.reshape(-1).numpy(), ref, atol=1e-8)
+    # a box on every output (infinite entries mean no bound)
+    lower = torch.full_like(target, -0.5)
+    upper = torch.full_like(target, 0.5)
+    upper[0, 0] = torch.inf
+    x_box, info = bounded_least_squares(op, target, lower=lower, upper=upper)
+    b = upper.reshape(-1).numpy()
+    fin = np.isfinite(b)
+    g = np.vstack([a, -a[fin]])
+    h = np.concatenate([lower.reshape(-1).numpy(), -b[fin]])
+    ref = lsi_reference(a, target.reshape(-1).numpy(), g, h)
+    assert np.allclose(x_box.reshape(-1).numpy(), ref, atol=1e-5 * np.abs(ref).max())
+    assert info.all_converged
+
+
+def test_bounded_bad_input():
+    op = make_op(CASES[0])
+    target = torch.zeros(1, *op.out_shape, dtype=torch.float64)
+    with pytest.raises(ValueError, match="infeasible"):
+        bounded_least_squares(op, target, lower=target + 1, upper=target)
+    with pytest.raises(ValueError, match="shape"):
+        bounded_least_squares(op, target, upper=torch.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        bounded_least_squares(op, target, upper=target * float("nan"))
