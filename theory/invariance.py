@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invert.checkpoints import resolve_device
 from invert.nets import conv_layers, get_layer, layer_outputs
 
 __all__ = [
@@ -567,11 +568,23 @@ def _input_size(model, input_size, images) -> tuple[int, int]:
 class _Responses:
     """Runs the model on batches and returns the units' responses of each layer."""
 
-    def __init__(self, model, layers, device, dtype):
+    def __init__(self, model, layers, device, dtype, *, channels_last: bool = True):
         self.model, self.layers, self.device, self.dtype = model, layers, device, dtype
+        # NHWC inputs make batched convolutions 1.5-2x faster on CPU (oneDNN) and GPU;
+        # a model that cannot take them (.view on activations) falls back to NCHW
+        self.channels_last = channels_last
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = layer_outputs(self.model, x.to(self.device, self.dtype), self.layers)
+        x = x.to(self.device, self.dtype)
+        if self.channels_last:
+            try:
+                return self._run(x.contiguous(memory_format=torch.channels_last))
+            except RuntimeError:
+                self.channels_last = False
+        return self._run(x.contiguous())
+
+    def _run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = layer_outputs(self.model, x, self.layers)
         return {name: _unit_responses(out, name) for name, out in outputs.items()}
 
 
@@ -686,9 +699,7 @@ def invariance_scores(
             f"unit); got {n}"
         )
     cropper = _Cropper(tuple(images.shape[-2:]), size, transforms, boundary)
-    device = torch.device(
-        device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = resolve_device(device)
     first = next(iter(model.parameters()), None)
     home = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
