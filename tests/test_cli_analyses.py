@@ -138,3 +138,5 @@ def test_real_checkpoint_through_the_real_loader(capsys, tmp_path):
     rows = json.loads(out)
     expected = outgoing_correlations(model)
     assert rows[0]["pair_mean"] == pytest.approx(expected["conv1"].pair_mean)
+    status, out, err = run(capsys, "correlations", "convpool_c_crelu", "--device", "cpu")
+    assert status == 0 and "crelu correlations: note:" in err  # untrained: a note, no warning

@@ -110,19 +110,29 @@ def _model_arguments(p) -> None:
 
 
 def _load(args):
-    from invert.loader import load_model
+    import warnings
 
     from invert.checkpoints import resolve_device
+    from invert.loader import load_model
 
     device = resolve_device(args.device)
-    model = load_model(
-        args.spec,
-        recipe=args.recipe,
-        device=device,
-        cache_dir=args.cache_dir,
-        train_if_missing=not args.no_train,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        model = load_model(
+            args.spec,
+            recipe=args.recipe,
+            device=device,
+            cache_dir=args.cache_dir,
+            train_if_missing=not args.no_train,
+        )
+    _notes(args, caught)
     return model, device
+
+
+def _notes(args, caught) -> None:
+    """Recorded warnings as one 'note:' line each on stderr."""
+    for warning in caught:
+        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -306,7 +316,6 @@ def _correlations(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         stats = outgoing_correlations(model, layers=_names(args.layers), absolute=args.absolute)
-    for warning in caught:
-        print(f"crelu correlations: note: {warning.message}", file=sys.stderr)
+    _notes(args, caught)
     emit([s.row() for s in stats.values()], as_json=args.json)
     return 0
