@@ -1,0 +1,531 @@
+"""Checkpoints: weights plus JSON metadata in one safetensors file, and training state.
+
+A **checkpoint** is a single ``.safetensors`` file: the model's ``state_dict`` and,
+in the header's metadata, a JSON document with everything needed to rebuild and
+use the model -- the registry name and :func:`~invert.zoo.create_model` arguments
+(``arch``, ``config``), the input normalization, the toolkit version, and what
+the caller adds (data set spec, class names, training history, recipe). Reading
+one never runs code from the file: safetensors holds raw tensors only.
+
+A **training state** (optimizer, schedule, random-number states, epoch, history)
+lives in a separate file written with :func:`torch.save` and read back with
+``torch.load(weights_only=True)``, whose unpickler accepts tensors and plain
+containers only; anything else in the file is refused before it can run.
+
+Every write goes to a temporary file in the destination folder first and is then
+renamed over the destination (:func:`os.replace`), so a reader -- or a run killed
+halfway through a write -- never sees a partial file.
+
+Plain PyTorch state dicts (``.pt``/``.pth`` files, or ``.safetensors`` files
+without our metadata) load into a zoo model with :func:`load_state_dict_into`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as _safetensors_load
+from safetensors.torch import save as _safetensors_save
+from torch import nn
+
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_metadata",
+    "read_state_dict",
+    "load_state_dict_into",
+    "save_training_state",
+    "load_training_state",
+    "atomic_write_bytes",
+]
+
+FORMAT = "crelu-checkpoint"
+FORMAT_VERSION = 1
+# metadata keys filled in by save_checkpoint itself
+_RESERVED = ("format", "format_version", "arch", "config", "normalization", "toolkit_version")
+_MAX_LISTED_KEYS = 5
+
+
+# --- small shared helpers -------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` -> ``cuda`` when available, else ``cpu``; otherwise the named device."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+    return resolved
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write_bytes(folder / "a.bin", b"abc").read_bytes()
+    b'abc'
+    """
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise PermissionError(f"cannot write to directory {folder}: {error.strerror}") from error
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"expected a file path; got {type(path).__name__}")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    return path
+
+
+def _sniff(path: Path) -> str:
+    """``"safetensors"``, ``"torch"`` (zip or legacy pickle) or ``"unknown"``, from content."""
+    with open(path, "rb") as file:
+        head = file.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    data = path.read_bytes()
+    corrupt = f"{path} is corrupt or truncated (not a valid safetensors file)"
+    if len(data) < 8:
+        raise ValueError(corrupt)
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError(corrupt)
+    try:
+        header = json.loads(data[8 : 8 + size])
+        tensors = _safetensors_load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError) as error:
+        raise ValueError(corrupt) from error
+    if not isinstance(header, dict):
+        raise ValueError(corrupt)
+    metadata = header.get("__metadata__") or {}
+    return tensors, metadata
+
+
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)`` with one-line errors; nothing in the file runs."""
+    try:
+        with warnings.catch_warnings():  # pickle-protocol chatter from the unpickler
+            warnings.simplefilter("ignore", UserWarning)
+            # a file object: torch.load would route a *.safetensors name elsewhere
+            with open(path, "rb") as file:
+                return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = next(
+            (line.strip() for line in str(error).splitlines() if "unsupported" in line.lower()),
+            "",
+        )
+        raise ValueError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain "
+            f"data, which could run code ({detail or 'rejected by the weights-only unpickler'})"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, AttributeError) as error:
+        if isinstance(error, (FileNotFoundError, PermissionError)):
+            raise
+        raise ValueError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from error
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+def _list_keys(keys) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    if len(keys) > _MAX_LISTED_KEYS:
+        shown += f" and {len(keys) - _MAX_LISTED_KEYS} more"
+    return shown
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], source) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{source} holds non-finite values (NaN or Inf) in {name}")
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Path:
+    """Write the model's weights and metadata to one safetensors file, atomically.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Usually a zoo :class:`~invert.nets.Net`; its ``arch`` and ``config`` and the
+        statistics of its ``normalize`` layer are recorded automatically.
+    path : str or path-like
+        Destination file (conventionally ``*.safetensors``); parent folders are made.
+    **metadata
+        Anything JSON-serialisable to keep alongside: ``data`` (data set spec),
+        ``classes``, ``history``, ``recipe`` ... The keys ``format``,
+        ``format_version``, ``arch``, ``config``, ``normalization`` and
+        ``toolkit_version`` are filled in here and cannot be passed.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from invert.zoo import create_model
+    >>> net = create_model("convpool_c_crelu_half", width=0.25)
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
+    >>> save_checkpoint(net, file, data="textures", classes=["a", "b"]).name
+    'net.safetensors'
+    >>> read_metadata(file)["arch"]
+    'convpool_c_crelu_half'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    clash = sorted(set(metadata) & set(_RESERVED))
+    if clash:
+        raise TypeError(f"metadata keys {clash} are set by save_checkpoint itself")
+    from . import __version__
+
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": getattr(model, "arch", None),
+        "config": getattr(model, "config", None),
+        "toolkit_version": __version__,
+    }
+    normalize = getattr(model, "normalize", None)
+    if normalize is not None and hasattr(normalize, "statistics"):
+        mean, std = normalize.statistics()
+        meta["normalization"] = {"mean": mean, "std": std}
+    meta.update(metadata)
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        message = f"checkpoint metadata must be JSON-serialisable and finite: {error}"
+        raise TypeError(message) from None
+    # contiguous: channels_last weights are strided; clone: safetensors refuses shared storage
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return atomic_write_bytes(path, _safetensors_save(tensors, metadata={"crelu": text}))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a checkpoint written by :func:`save_checkpoint`, without building it.
+
+    Raises ``ValueError`` for files that are not such a checkpoint.
+    """
+    path = _existing_file(path)
+    _require_safetensors(path)
+    return _parse_metadata(_read_header(path), path)
+
+
+def _read_header(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header, reading only the header."""
+    corrupt = f"{path} is corrupt or truncated (not a valid safetensors file)"
+    with open(path, "rb") as file:
+        prefix = file.read(8)
+        total = os.fstat(file.fileno()).st_size
+        size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if size < 2 or size > total - 8:
+            raise ValueError(corrupt)
+        try:
+            header = json.loads(file.read(size))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ValueError(corrupt) from error
+    if not isinstance(header, dict):
+        raise ValueError(corrupt)
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(corrupt)
+    # the data section must be as long as the header says (catches truncated files)
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError) as error:
+        raise ValueError(corrupt) from error
+    if total - 8 - size < max(ends, default=0):
+        raise ValueError(corrupt)
+    return metadata
+
+
+def _require_safetensors(path: Path) -> None:
+    kind = _sniff(path)
+    if kind == "torch":
+        raise ValueError(
+            f"{path} is a PyTorch file, not a crelu checkpoint; for a plain state dict use "
+            f"load_state_dict_into(create_model(...), path)"
+        )
+    if kind != "safetensors":
+        raise ValueError(f"{path} is corrupt, truncated or not a checkpoint (not safetensors)")
+
+
+def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
+    text = header.get("crelu")
+    if text is None:
+        raise ValueError(
+            f"{path} holds weights without crelu metadata (a plain state dict); build the model "
+            f"with create_model(...) and use load_state_dict_into(model, path)"
+        )
+    try:
+        meta = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{path} has corrupt metadata (invalid JSON)") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path} has metadata that is not a crelu checkpoint's")
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} was written by a newer toolkit (format {meta.get('format_version')}); "
+            f"upgrade crelu-toolkit to read it"
+        )
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device | None = None):
+    """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.safetensors`` checkpoint.
+    device : str or torch.device, optional
+        Where to put the model; default ``cuda`` when available, else ``cpu``.
+
+    Returns
+    -------
+    Net
+        The model in eval mode with its normalization restored. Its metadata dict
+        (``arch``, ``config``, ``normalization``, ``toolkit_version``, and whatever
+        was saved: ``data``, ``classes``, ``history``, ``recipe`` ...) is attached as
+        ``model.metadata``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> from invert.zoo import create_model
+    >>> net = create_model("convpool_c_crelu_half", width=0.25)
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
+    >>> _ = save_checkpoint(net, file, classes=list("abcdefghij"))
+    >>> again = load_checkpoint(file, device="cpu")
+    >>> again.metadata["classes"][:3], torch.equal(again.conv1.conv.weight, net.conv1.conv.weight)
+    (['a', 'b', 'c'], True)
+    """
+    from .zoo import create_model
+
+    path = _existing_file(path)
+    device = resolve_device(device)
+    _require_safetensors(path)
+    tensors, header = _read_safetensors(path)
+    meta = _parse_metadata(header, path)
+    arch, config = meta.get("arch"), meta.get("config")
+    if not isinstance(arch, str) or not isinstance(config, dict):
+        raise ValueError(
+            f"{path} does not record a zoo architecture; build the model yourself and use "
+            f"load_state_dict_into(model, path)"
+        )
+    try:
+        model = create_model(arch, **config)
+    except TypeError as error:
+        raise ValueError(f"{path} records an invalid model configuration: {error}") from error
+    _load_tensors(model, tensors, source=path, strict=True)
+    normalization = meta.get("normalization")
+    if normalization is not None:
+        model.normalize.set_statistics(normalization["mean"], normalization["std"])
+    model.metadata = meta
+    return model.to(device).eval()
+
+
+# --- plain state dicts -----------------------------------------------------------------
+
+
+def _unwrap(obj, path) -> dict[str, torch.Tensor]:
+    """The tensor mapping inside a loaded object (state dict, or a dict wrapping one)."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        for key in ("state_dict", "model_state_dict", "model", "weights"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner:
+                if all(isinstance(v, torch.Tensor) for v in inner.values()):
+                    return dict(inner)
+    raise ValueError(
+        f"{path} does not hold a state dict (a mapping of names to tensors)"
+        + (f"; top-level keys: {_list_keys(map(str, obj))}" if isinstance(obj, Mapping) else "")
+    )
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DistributedDataParallel and torch.compile prefix every key; undo it when all share it
+    for prefix in ("module.", "_orig_mod."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file: safetensors, or a PyTorch ``.pt``/``.pth`` state dict.
+
+    PyTorch files are read with ``torch.load(weights_only=True)``, so nothing in them
+    runs. A state dict wrapped in a dict under ``state_dict``/``model_state_dict``/
+    ``model`` is unwrapped, and a ``module.`` prefix on every key (from
+    DistributedDataParallel) is removed.
+    """
+    path = _existing_file(path)
+    kind = _sniff(path)
+    if kind == "safetensors":
+        tensors, _ = _read_safetensors(path)
+        return _strip_prefixes(tensors)
+    if kind == "torch":
+        return _strip_prefixes(_unwrap(_torch_load(path), path))
+    raise ValueError(f"{path} is neither a safetensors nor a PyTorch file (corrupt or truncated?)")
+
+
+def _load_tensors(model: nn.Module, state: Mapping[str, torch.Tensor], *, source, strict: bool):
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]  # in model order
+    unexpected = [k for k in state if k not in expected]
+    name = getattr(model, "arch", type(model).__name__)
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_list_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_list_keys(unexpected)}")
+        raise ValueError(f"weights in {source} do not match {name}: " + "; ".join(parts))
+    common = {k: v for k, v in state.items() if k in expected}
+    for key, tensor in common.items():
+        if tensor.shape != expected[key].shape:
+            layer = key.rsplit(".", 1)[0]
+            raise ValueError(
+                f"weights in {source} do not match {name}: layer {layer} ({key}) has shape "
+                f"{_shape(tensor)} in the file but {_shape(expected[key])} in the model"
+            )
+    _check_finite(common, source)
+    model.load_state_dict(common, strict=strict)
+
+
+def load_state_dict_into(
+    model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], *, strict: bool = True
+) -> nn.Module:
+    """Load plain PyTorch weights into ``model`` (in place) and return it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model to fill, e.g. from :func:`~invert.zoo.create_model`.
+    source : path or mapping
+        A ``.pt``/``.pth`` file (read with ``torch.load(weights_only=True)``), a
+        ``.safetensors`` file (with or without our metadata), or a state dict.
+    strict : bool, optional
+        With ``True`` (default) the keys must match exactly; otherwise missing and
+        unexpected keys are skipped. Shapes must always match.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` itself.
+
+    Raises
+    ------
+    ValueError
+        Keys do not match (the message names missing and unexpected keys), a shape
+        differs (the message names the layer), or the file is corrupt or unsafe.
+
+    Examples
+    --------
+    >>> from invert.zoo import create_model
+    >>> a, b = create_model("convpool_c", width=0.25), create_model("convpool_c", width=0.25)
+    >>> _ = load_state_dict_into(b, a.state_dict())
+    >>> bool((a.conv1.conv.weight == b.conv1.conv.weight).all())
+    True
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    if isinstance(source, Mapping):
+        state, where = _strip_prefixes(_unwrap(source, "the given mapping")), "the state dict"
+    else:
+        state, where = read_state_dict(source), str(source)
+    _load_tensors(model, state, source=where, strict=strict)
+    return model
+
+
+# --- training state --------------------------------------------------------------------
+
+
+def save_training_state(state: Mapping, path: str | os.PathLike) -> Path:
+    """Write a resumable training state atomically with :func:`torch.save`.
+
+    ``state`` may hold tensors, numbers, strings, ``None`` and lists/tuples/dicts of
+    them -- exactly what :func:`load_training_state` accepts back.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_training_state(path: str | os.PathLike) -> dict:
+    """Read a training state with ``torch.load(weights_only=True)``; nothing in the file runs.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, torch
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "state.pt"
+    >>> _ = save_training_state({"epoch": 3, "rng": torch.get_rng_state()}, file)
+    >>> load_training_state(file)["epoch"]
+    3
+    """
+    path = _existing_file(path)
+    if _sniff(path) != "torch":
+        raise ValueError(f"{path} is not a training state file (corrupt or other format)")
+    state = _torch_load(path)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a training state file (expected a dict)")
+    return state
