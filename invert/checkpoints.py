@@ -128,10 +128,12 @@ def _sniff(path: Path) -> str:
     """``"safetensors"``, ``"torch"`` (zip or legacy pickle) or ``"unknown"``, from content."""
     with open(path, "rb") as file:
         head = file.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":
+        size = os.fstat(file.fileno()).st_size
+    # safetensors first: its 8-byte little-endian header length may start with 0x80
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
         return "safetensors"
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+        return "torch"  # a zip archive, or a legacy pickle (protocol 2-5)
     return "unknown"
 
 
@@ -305,7 +307,7 @@ def _require_safetensors(path: Path) -> None:
             f"load_state_dict_into(create_model(...), path)"
         )
     if kind != "safetensors":
-        raise ValueError(f"{path} is corrupt, truncated or not a checkpoint (not safetensors)")
+        raise ValueError(f"{path} is corrupt or truncated, or not a checkpoint (not safetensors)")
 
 
 def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
@@ -425,7 +427,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return _strip_prefixes(tensors)
     if kind == "torch":
         return _strip_prefixes(_unwrap(_torch_load(path), path))
-    raise ValueError(f"{path} is neither a safetensors nor a PyTorch file (corrupt or truncated?)")
+    raise ValueError(f"{path} is corrupt or truncated, or neither a safetensors nor a PyTorch file")
 
 
 def _load_tensors(model: nn.Module, state: Mapping[str, torch.Tensor], *, source, strict: bool):

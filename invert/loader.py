@@ -1,0 +1,330 @@
+"""The shared model loader: one call from a spec string to a ready model.
+
+:func:`load_model` accepts
+
+* a **checkpoint file** written by :func:`~invert.checkpoints.save_checkpoint`
+  (``runs/model.safetensors``);
+* ``MODEL@DATA`` (``convpool_c_crelu_half@textures``, ``vgg@cifar10:/data/cifar``),
+  split on the first ``@``: the model trained on the data set with a named recipe.
+  Trained models are cached; a cache miss trains (progress shown) and stores the
+  result, a hit loads it;
+* a bare **registry name** (``convpool_c_crelu``): the architecture with random
+  weights -- analyses of untrained networks are legitimate (the paper compares
+  learned filters with random ones), so this is allowed, with a warning.
+
+Every form returns the model in eval mode, on the best device (``cuda`` when
+available), with its input normalization attached, and its metadata dict as
+``model.metadata`` (``arch``, ``config``, ``data``, ``classes``, ``normalization``,
+``recipe``, ``history``, ``toolkit_version``, ...). The same convention holds for
+:func:`~invert.checkpoints.load_checkpoint`.
+
+The cache (ours)
+----------------
+Directory: ``cache_dir`` if given, else ``$CRELU_CACHE``, else
+``$XDG_CACHE_HOME/crelu``, else ``~/.cache/crelu``. One file per trained model,
+``MODEL@DATA-RECIPE-HASH-vVERSION.safetensors``, where HASH covers the model name,
+the data spec (paths made absolute), every field of the recipe and the seed, and
+VERSION is the toolkit version. A new toolkit version therefore never reuses a
+model trained by an older one: it retrains (and says so on stderr), leaving the
+old file in place for the version that made it.
+
+Concurrency: checking, training and writing an entry happen under an exclusive
+``fcntl`` lock on ``NAME.lock``; training writes ``NAME.partial.safetensors`` (and
+its resumable state, so a killed run continues where it stopped) and the finished
+file is renamed into place atomically. A second process asking for the same model
+waits for the lock and then loads what the first one wrote.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoints import load_checkpoint, resolve_device
+from .train import Recipe, get_recipe, parse_model_spec, train_from_spec, training_state_path
+
+__all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible"]
+
+
+def default_cache_dir() -> Path:
+    """``$CRELU_CACHE``, else ``$XDG_CACHE_HOME/crelu``, else ``~/.cache/crelu``.
+
+    Examples
+    --------
+    >>> import os
+    >>> os.environ["CRELU_CACHE"] = "/tmp/crelu-cache"
+    >>> str(default_cache_dir())
+    '/tmp/crelu-cache'
+    >>> del os.environ["CRELU_CACHE"]
+    """
+    if os.environ.get("CRELU_CACHE"):
+        return Path(os.environ["CRELU_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "crelu"
+    return Path.home() / ".cache" / "crelu"
+
+
+def _canonical_data(data: str) -> str:
+    """The data spec with its path made absolute (``cifar10:~/x`` -> ``cifar10:/home/u/x``)."""
+    name, sep, path = data.partition(":")
+    name = name.strip().lower()
+    if not sep or not path:
+        return name
+    return f"{name}:{Path(path).expanduser().resolve()}"
+
+
+def _slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:limit]
+
+
+def cache_path(
+    spec: str,
+    *,
+    recipe: str | Recipe = "fast",
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> Path:
+    """Where the cache keeps (or would keep) the model ``MODEL@DATA`` trained with ``recipe``.
+
+    Examples
+    --------
+    >>> cache_path("convpool_c@textures", recipe="tiny", cache_dir="/tmp/c").name[:26]
+    'convpool_c@textures-tiny-'
+    """
+    from . import __version__
+
+    stem = _cache_stem(spec, recipe, cache_dir, seed)
+    return stem.with_name(stem.name + f"-v{__version__}.safetensors")
+
+
+def _cache_stem(spec, recipe, cache_dir, seed) -> Path:
+    """The cache entry's path without the version and suffix."""
+    model, data = parse_model_spec(spec)
+    recipe = get_recipe(recipe, arch=model)
+    data = _canonical_data(data)
+    key = json.dumps(
+        {"model": model, "data": data, "recipe": recipe.to_dict(), "seed": seed}, sort_keys=True
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return folder / f"{model}@{_slug(data)}-{_slug(recipe.name, 16)}-{digest}"
+
+
+def _unwritable(folder: Path, error: OSError) -> PermissionError:
+    reason = error.strerror or str(error)
+    return PermissionError(
+        f"cannot write to the model cache {folder} ({reason}); set CRELU_CACHE to a writable "
+        f"directory or pass cache_dir="
+    )
+
+
+def _lock(path: Path):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 (closed by the caller)
+    except OSError as error:
+        raise _unwritable(path.parent, error) from error
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    return handle
+
+
+def _current(path: Path) -> bool:
+    """The entry exists and was written by this toolkit version."""
+    from . import __version__
+    from .checkpoints import read_metadata
+
+    if not path.is_file():
+        return False
+    try:
+        return read_metadata(path).get("toolkit_version") == __version__
+    except ValueError:
+        return False  # damaged entry: retrain over it
+
+
+def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progress, seed):
+    from . import __version__
+
+    final = cache_path(spec, recipe=recipe, cache_dir=cache_dir, seed=seed)
+    if _current(final):  # fast path: a finished entry is never rewritten in place
+        return load_checkpoint(final, device=device)
+    if not train_if_missing:
+        raise FileNotFoundError(
+            f"no cached model for {spec} (recipe {recipe.name}) in {final.parent}; run "
+            f"`crelu train {spec} --recipe {recipe.name}` or pass train_if_missing=True"
+        )
+    stem = final.name[: -len(".safetensors")]
+    handle = _lock(final.with_name(stem + ".lock"))
+    try:
+        if not _current(final):  # another process may have finished it while we waited
+            older = sorted(final.parent.glob(stem.rsplit("-v", 1)[0] + "-v*.safetensors"))
+            older = [p for p in older if p != final and ".partial." not in p.name]
+            if older:
+                print(
+                    f"crelu: {older[-1].name} was trained by another toolkit version; "
+                    f"retraining {spec} for crelu {__version__}",
+                    file=sys.stderr,
+                )
+            elif progress:
+                print(
+                    f"crelu: {spec} (recipe {recipe.name}) is not in the cache {final.parent}; "
+                    f"training it",
+                    file=sys.stderr,
+                )
+            partial = final.with_name(stem + ".partial.safetensors")
+            model, data = parse_model_spec(spec)
+            try:
+                train_from_spec(
+                    f"{model}@{_canonical_data(data)}",
+                    recipe=recipe,
+                    out=partial,
+                    resume=True,
+                    device=device,
+                    progress=progress,
+                    seed=seed,
+                )
+                os.replace(partial, final)
+            except PermissionError as error:
+                raise _unwritable(final.parent, error) from error
+            training_state_path(partial).unlink(missing_ok=True)
+    finally:
+        handle.close()  # releases the lock
+    return load_checkpoint(final, device=device)
+
+
+def load_model(
+    spec: str | os.PathLike,
+    *,
+    recipe: str | Recipe = "fast",
+    device: str | torch.device | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    train_if_missing: bool = True,
+    progress: bool = True,
+    seed: int = 0,
+) -> nn.Module:
+    """A ready-to-use model from a checkpoint path, ``MODEL@DATA`` or a registry name.
+
+    Parameters
+    ----------
+    spec : str or path-like
+        A checkpoint file; ``MODEL@DATA`` (``convpool_c_crelu_half@textures``,
+        ``vgg@cifar10:/data/cifar``; split on the first ``@``); or a model name
+        from :func:`~invert.zoo.list_models` for an untrained model (random weights,
+        identity normalization, 10 classes; a ``UserWarning`` says so).
+    recipe : {"fast", "tiny", "paper"} or Recipe
+        How ``MODEL@DATA`` is trained (see :mod:`invert.train`); part of the cache key.
+    device : str or torch.device, optional
+        Default ``cuda`` when available, else ``cpu``.
+    cache_dir : path, optional
+        Overrides ``$CRELU_CACHE`` / ``$XDG_CACHE_HOME/crelu`` / ``~/.cache/crelu``.
+    train_if_missing : bool
+        On a cache miss, train (``True``) or raise ``FileNotFoundError``.
+    progress : bool
+        Show training progress on stderr.
+    seed : int
+        Seed of a ``MODEL@DATA`` training run (initial weights, item order,
+        augmentation, dropout); part of the cache key.
+
+    Returns
+    -------
+    Net
+        In eval mode on ``device``, normalization attached, metadata in
+        ``model.metadata``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     net = load_model("convpool_c_crelu", device="cpu")
+    >>> net.training, net.metadata["trained"]
+    (False, False)
+    """
+    from . import __version__
+    from .zoo import create_model, list_models
+
+    device = resolve_device(device)
+    if isinstance(spec, os.PathLike):
+        return load_checkpoint(spec, device=device)
+    if not isinstance(spec, str) or not spec.strip():
+        raise TypeError("spec must be a checkpoint path, MODEL@DATA, or a model name")
+    spec = spec.strip()
+    head = spec.partition("@")[0].strip()
+    if "@" in spec and head in list_models() and not Path(spec).is_file():
+        recipe = get_recipe(recipe, arch=head)
+        return _load_or_train(
+            spec,
+            recipe,
+            device=device,
+            cache_dir=cache_dir,
+            train_if_missing=train_if_missing,
+            progress=progress,
+            seed=seed,
+        )
+    if Path(spec).expanduser().is_file():
+        return load_checkpoint(Path(spec).expanduser(), device=device)
+    if spec in list_models():
+        warnings.warn(
+            f"{spec} has random weights (untrained); use {spec}@DATA for a trained model",
+            UserWarning,
+            stacklevel=2,
+        )
+        model = create_model(spec)
+        mean, std = model.normalize.statistics()
+        model.metadata = {
+            "arch": spec,
+            "config": dict(model.config),
+            "normalization": {"mean": mean, "std": std},
+            "toolkit_version": __version__,
+            "trained": False,
+        }
+        return model.to(device).eval()
+    if "@" in spec:
+        parse_model_spec(spec)  # raises the unknown-model error
+    if os.sep in spec or spec.endswith((".safetensors", ".pt", ".pth")):
+        raise FileNotFoundError(f"no such checkpoint file: {spec}")
+    raise ValueError(
+        f"{spec!r} is not a checkpoint file, MODEL@DATA or a model name; valid model names: "
+        f"{', '.join(list_models())}"
+    )
+
+
+def check_compatible(model: nn.Module, dataset) -> None:
+    """Raise ``ValueError`` when ``model`` cannot classify ``dataset``'s images.
+
+    Checks the number of classes (a checkpoint trained on CIFAR-10 applied to
+    CIFAR-100) and the number of input channels.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.data import ImageDataset
+    >>> from invert.zoo import create_model
+    >>> data = ImageDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), [0, 1], list("ab"))
+    >>> check_compatible(create_model("convpool_c", num_classes=10, width=0.25), data)
+    Traceback (most recent call last):
+    ...
+    ValueError: the model has 10 classes but the data set '' has 2; train it on this data set
+    """
+    config = getattr(model, "config", None) or {}
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and "num_classes" in config and config["num_classes"] != len(classes):
+        raise ValueError(
+            f"the model has {config['num_classes']} classes but the data set "
+            f"{getattr(dataset, 'spec', '')!r} has {len(classes)}; train it on this data set"
+        )
+    if len(dataset) and "in_channels" in config:
+        channels = int(torch.as_tensor(dataset[0][0]).shape[0])
+        if channels != config["in_channels"]:
+            raise ValueError(
+                f"the model takes {config['in_channels']}-channel images but the data set "
+                f"has {channels} channels"
+            )
