@@ -17,6 +17,15 @@ from theory.invariance import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, which spin on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class GlobalAverage(nn.Module):
     """One unit: the mean of the image, on a 3 x 3 map (the centre is what counts)."""
 
@@ -300,5 +309,7 @@ def test_bad_inputs_raise_clear_errors():
         invariance_scores(model, x, translations=[1.5], device="cpu")
     with pytest.raises(ValueError, match="N x C x H x W"):
         invariance_scores(model, torch.rand(100, 32, 32), device="cpu")
+    with pytest.raises(ValueError, match="differ in size"):
+        invariance_scores(model, [(torch.rand(3, 32, 32), 0), (torch.rand(3, 30, 32), 1)])
     with pytest.raises(ValueError, match="smaller than the model input"):
         invariance_scores(model, x, input_size=40, device="cpu")

@@ -440,6 +440,12 @@ def _as_images(images) -> torch.Tensor:
                 ) from None
             if not items or not all(isinstance(x, torch.Tensor) for x in items):
                 raise TypeError("a data set of images must yield torch tensors C x H x W")
+            shapes = {tuple(x.shape) for x in items}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"the data set's images differ in size ({len(shapes)} shapes); "
+                    "resize or crop them to one size first"
+                )
             images = torch.stack(items)
     if images.dim() != 4:
         raise ValueError(f"images must be N x C x H x W; got shape {tuple(images.shape)}")
@@ -752,7 +758,7 @@ def _scores(responses, images, names, cropper, firing_rate, top_fraction, batch_
         moved = cropper.transformed(cropper.pad(images[idx].to(device)))  # B x T x C x h x w
         out = responses(moved.flatten(0, 1))
         for name, units in out.items():
-            fired = _weights(units.view(len(idx), count, -1), thresholds[name], ties[name])
+            fired = _weights(units.reshape(len(idx), count, -1), thresholds[name], ties[name])
             w = weights[name][idx.to(device)]  # B x units
             numerators["all"][name] = numerators["all"][name] + (w * fired.mean(1)).sum(0)
             for family, part in families.items():
