@@ -73,8 +73,9 @@ def test_pairing_table_json_and_pictures(loaded, capsys, tmp_path):
         assert row["mu_r_std"] == pytest.approx(stats.std_r)
     picture = imread(hist)
     assert picture.ndim == 3 and picture.shape[0] > 100
-    image = imread(pairs)  # 12 conv1 filters of 3 x 3, 3 pairs per row
-    assert image.shape[:2] == (4 * 3 + 3 * 2, 3 * 7 + 2 * 2)
+    image = imread(pairs)  # 12 conv1 filters of 3 x 3, 3 pairs per row, magnified 24x
+    zoom = 600 // 25
+    assert image.shape[:2] == ((4 * 3 + 3 * 2) * zoom, (3 * 7 + 2 * 2) * zoom)
     assert not list(tmp_path.glob("**/.*.tmp"))  # atomic writes leave nothing behind
 
     status, out, _ = run(capsys, "pairing", "convpool_c", "--layers", "conv3", "--trials", "1")

@@ -208,10 +208,17 @@ def _histogram_png(stats) -> bytes:
 
 
 def _image_png(image) -> bytes:
-    from matplotlib.image import imsave
+    """The pair image magnified (nearest neighbour) so 3 x 3 filters stay visible."""
+    from matplotlib.figure import Figure
 
+    height, width = image.shape[:2]
+    zoom = max(1, 600 // max(height, width))
+    figure = Figure(figsize=(width * zoom / 100, height * zoom / 100), dpi=100)
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes.set_axis_off()
     buffer = io.BytesIO()
-    imsave(buffer, image, format="png", cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+    figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
