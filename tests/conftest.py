@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Two cores are shared by the xdist workers: one intra-op thread each avoids
+# oversubscription, which slows small convolutions by an order of magnitude.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
