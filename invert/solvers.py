@@ -544,15 +544,19 @@ def bounded_least_squares(
     needs hundreds of such solves for the same accuracy, and to projected gradients,
     which cannot project onto ``{x : l <= T x <= u}``.
 
-    ``x`` stays in ``range(T^T)``: the component of the input that no output sees is 0,
-    as for the unconstrained minimum-norm solution (it *is* the minimum-norm solution
-    whenever the optimal ``T x`` is unique).
+    Each Newton step solves its piece from 0, so the result is the minimum-norm
+    minimiser of the final piece (the equations plus the bounds that bind there, with
+    multiplier shifts). When no bound binds this is exactly the minimum-norm solution of
+    the constrained problem (for a ReLU layer: the minimum-norm solution of the active
+    equations, which then satisfies every inactive bound); otherwise it is a solution in
+    ``range(T^T)``, not necessarily the one of least norm.
 
     Returns ``(x, info)``; ``info.method`` is ``"alm-newton"``, ``info.iterations`` the
     Newton steps, ``info.residual`` the relative norm of the gradient of the last
     subproblem, ``info.violation`` the largest bound violation of ``T x`` relative to
-    ``max |T x|``; converged means both are below ``tol`` (default
-    :func:`default_tol` for the gradient, ``sqrt`` of it for the violation).
+    ``max |T x|``; converged means both are below ``sqrt(tol)`` (``tol`` defaults to
+    :func:`default_tol`, which each inner solve uses: the penalty makes the outer
+    iteration converge to about the square root of the inner accuracy).
 
     Examples
     --------
@@ -638,14 +642,17 @@ def bounded_least_squares(
                 grad_rel = _norms(gradient(tx)) / torch.clamp(
                     torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny
                 )
+                # a full Newton step that kept the sets lands on the piece's minimiser
                 stable = prev_weight is not None and bool(torch.equal(weight, prev_weight))
                 if bool((grad_rel <= tol).all()) or stable:
                     break
-                prev_weight = weight
                 sw = torch.sqrt(weight)
                 target_w = torch.where(weight > 0, rhs / torch.clamp(weight, min=1), 0)
+                # from 0: the minimum-norm minimiser of this quadratic piece
+                # inexact Newton: solve the piece about as accurately as x is optimal
+                inner = max(tol, 1e-2 * float(grad_rel.max()))
                 x_new, _ = least_squares(
-                    _RowWeighted(op, sw), sw * target_w, x0=x, tol=tol, max_iter=max_iter
+                    _RowWeighted(op, sw), sw * target_w, tol=inner, max_iter=max_iter
                 )
                 # backtracking (Armijo) on the subproblem objective
                 step, direction = 1.0, x_new - x
@@ -659,6 +666,7 @@ def bounded_least_squares(
                     step /= 2
                 x, tx = cand, t_cand
                 newton_steps += 1
+                prev_weight = weight if step == 1.0 else None
             # stop once the bounds hold; else update the multipliers and, when the
             # violation does not shrink fast enough, stiffen the penalty
             violation = float(violation_of(tx).max())
@@ -680,7 +688,7 @@ def bounded_least_squares(
         residual=grad_rel.detach().double().cpu(),
         data_residual=data.detach().double().cpu(),
         iterations=newton_steps,
-        converged=((grad_rel <= tol) & (violation <= feas_tol)).cpu(),
+        converged=((grad_rel <= feas_tol) & (violation <= feas_tol)).cpu(),
         equations=eq.flatten(1).sum(1).long().cpu(),
         unknowns=math.prod(op.in_shape),
         method="alm-newton",
