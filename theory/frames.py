@@ -1,0 +1,939 @@
+"""Frame bounds of convolution layers.
+
+The shifted filters ``{tau_p w_k}`` of a conv layer ``T`` (stride, padding, dilation and
+groups as in the layer, bias excluded) form a *frame* of the input space with bounds
+``A`` and ``B`` when
+
+    A ||x||^2  <=  sum_{k,p} <x, tau_p w_k>^2 = ||T x||^2  <=  B ||x||^2   for every x,
+
+i.e. ``A`` and ``B`` are the smallest and largest eigenvalues of ``T^T T`` over the
+**input** space. ``A = 0`` exactly when ``T`` has a kernel (the layer cannot be a frame:
+some input is invisible to it), e.g. when there are fewer output values than input
+values. ``B / A`` is the condition number of the reconstruction ``x = T^+ T x``
+(squared: ``B / A = kappa(T)^2``).
+
+Methods (:func:`frame_bounds`):
+
+* ``"fft"`` (circular padding, exact). On the torus the operator is block diagonal in
+  the Fourier basis: at each frequency ``w`` it acts as the ``C_out x C_in s_h s_w``
+  matrix ``K(w)`` (polyphase blocks for stride ``s``; see :mod:`invert.operators`), so
+  the eigenvalues of ``T^T T`` are those of the Gram matrices ``K(w)^H K(w)``, with
+  ``C_in s_h s_w - C_out`` zero eigenvalues per frequency when ``K(w)`` is wide (then
+  ``A = 0``). Real weights give ``K(-w) = conj K(w)``: only half the frequencies are
+  visited (one-sided layout), and frequencies are visited a few rows at a time so
+  memory stays bounded. Groups make ``T`` block diagonal: the spectrum is the union of
+  the groups' spectra. Only the extreme eigenvalues are wanted, so most frequencies
+  are settled by a *certificate* instead of an eigendecomposition: a Cholesky
+  factorisation of ``K^H K - (a + m) I`` (resp. ``(b - m) I - K^H K``) that succeeds
+  proves ``lambda_min(w) > a`` (resp. ``lambda_max(w) < b``), where ``a``/``b`` are the
+  best exact values found so far and ``m`` bounds the rounding error; the frequencies
+  that fail are solved exactly. For stride 1 the Gram matrices come directly from the
+  Fourier symbol of ``T^T T`` itself, a circular convolution with the filters'
+  autocorrelation (``2k - 1`` taps), which is much cheaper than forming ``K^H K``.
+  Finally ``A`` is recomputed from the singular values of ``K(w)`` at the minimising
+  frequencies, which keeps ill-conditioned layers accurate (eigenvalues of a Gram
+  matrix carry an absolute error near ``eps * B``; a singular value ``sigma_min``
+  only ``eps * sqrt(B)``).
+* ``"fft-svd"`` (circular padding, ``spectrum=True``): the singular values of every
+  ``K(w)``, i.e. the whole spectrum with its multiplicities.
+* ``"dense"`` (any padding, small inputs): ``torch.linalg.eigvalsh`` of the dense
+  matrix of ``T^T T``, built column by column with :meth:`ConvOperator.normal`. Used
+  for zero padding when the input dimension per group is at most
+  :data:`DENSE_MAX_DIM` (a ``4096 x 4096`` float64 matrix: 128 MiB, seconds).
+* ``"lanczos"`` (zero padding, large inputs): implicitly restarted Lanczos
+  (``scipy.sparse.linalg.eigsh``) on the matrix-free normal operator, once for the
+  largest and once for the smallest eigenvalue (``A`` included). Its ``tol`` is the
+  *a posteriori* residual norm ``||T^T T v - theta v||`` of the returned Ritz pairs,
+  so each reported value is within ``tol`` of an eigenvalue of ``T^T T``. A bound
+  whose solve did not converge is reported as ``nan`` with ``converged=False`` and a
+  :class:`FrameBoundsWarning`. ``B`` converges in tens of products; ``A`` of an
+  ill-conditioned layer sits in a tight cluster at the bottom of the spectrum and can
+  take thousands (the default limit is 300 restarts of a 100-vector Krylov basis).
+
+Precision: float64 by default. Float32 is not enough for ``A`` of ill-conditioned
+layers: rounding of the weights alone moves a singular value by about
+``1e-7 * sigma_max``, so any ``A`` below ``1e-14 B`` is noise (see the Examples of
+:func:`frame_bounds`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from invert.nets import conv_layers
+from invert.operators import ConvOperator
+
+__all__ = [
+    "FrameBounds",
+    "FrameBoundsWarning",
+    "frame_bounds",
+    "checkpoint_frame_bounds",
+    "DENSE_MAX_DIM",
+]
+
+#: Largest input dimension (per group) solved with a dense eigendecomposition by
+#: ``method="auto"`` for zero padding; above it the Lanczos method is used.
+DENSE_MAX_DIM = 4096
+
+_CHUNK_BYTES = 32 * 2**20  # working memory per block of frequencies
+_DIRECT_GRAM_SIZE = 32  # Gram matrices up to this size are simply eigendecomposed
+_METHODS = ("auto", "fft", "dense", "lanczos")
+_LANCZOS_NCV = 100  # Krylov basis size: the bottom of T^T T is a tight cluster
+_LANCZOS_RESTARTS = 300  # about 30 000 applications of T^T T
+
+
+class FrameBoundsWarning(RuntimeWarning):
+    """An iterative frame-bound computation did not reach its tolerance."""
+
+
+@dataclass(frozen=True)
+class FrameBounds:
+    """Frame bounds of a conv layer: extreme eigenvalues of ``T^T T`` on the input space.
+
+    Attributes
+    ----------
+    A, B : float
+        Lower and upper frame bounds (``0 <= A <= B``).
+    method : str
+        ``"fft"``, ``"fft-svd"``, ``"dense"`` or ``"lanczos"`` (see the module notes).
+    tol : float
+        Absolute accuracy of ``A`` and ``B``: for the exact methods a conservative
+        floating-point bound ``16 n eps B`` (``n`` the size of the matrices
+        eigendecomposed); for ``"lanczos"`` the largest residual norm of the Ritz pairs.
+    converged : bool
+        ``False`` when an iterative solve stopped before its tolerance.
+    input_dim : int
+        Dimension ``C_in H W`` of the input space.
+    spectrum : numpy.ndarray or None
+        With ``spectrum=True``: every eigenvalue of ``T^T T`` (every squared singular
+        value of ``T``, zeros included), ascending, ``input_dim`` values.
+    """
+
+    A: float
+    B: float
+    method: str
+    tol: float
+    converged: bool = True
+    input_dim: int = 0
+    spectrum: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def ratio(self) -> float:
+        """``B / A``; ``inf`` when ``A = 0``."""
+        if self.A > 0:
+            return self.B / self.A
+        return math.inf if self.B > 0 else math.nan
+
+    @property
+    def is_frame(self) -> bool:
+        """Whether ``A`` is certainly positive: ``A > tol``."""
+        return bool(self.A > self.tol)
+
+
+# --- the public entry points ------------------------------------------------------
+
+
+def frame_bounds(
+    conv_or_weight,
+    input_size: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = "circular",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+    spectrum: bool = False,
+    method: str = "auto",
+    rtol: float = 1e-8,
+    max_iter: int | None = None,
+) -> FrameBounds:
+    """Lower and upper frame bounds of the shifted filters of a conv layer.
+
+    Parameters
+    ----------
+    conv_or_weight : nn.Conv2d, torch.Tensor or numpy.ndarray
+        A conv layer (its stride, dilation and groups are used; its bias is not part of
+        the operator) or a weight ``(C_out, C_in / groups, k_h, k_w)``.
+    input_size : int or (int, int)
+        Spatial size ``(H, W)`` of the layer's input.
+    stride, dilation, groups : optional
+        As in :class:`torch.nn.Conv2d`; taken from the layer when one is given (then
+        they must be left at their defaults or agree with the layer).
+    padding : {"circular", "zeros"} or int or (int, int), optional
+        ``"circular"``: convolution on the torus (exact by FFT). ``"zeros"``: zero
+        padding by the layer's own amount, or, for a bare weight, by
+        ``dilation * (k - 1) // 2`` on each side ("same" for odd kernels). An int or a
+        pair: zero padding by that amount.
+    dtype : torch.dtype, optional
+        ``torch.float64`` (default) or ``torch.float32``.
+    device : str or torch.device, optional
+        Where to compute; ``None`` means CUDA when available, else CPU.
+    spectrum : bool, optional
+        Also return every eigenvalue of ``T^T T`` (slower: full decompositions).
+    method : {"auto", "fft", "dense", "lanczos"}, optional
+        ``"auto"``: ``"fft"`` for circular padding; for zero padding ``"dense"`` up to
+        :data:`DENSE_MAX_DIM` input dimensions per group, else ``"lanczos"``.
+    rtol : float, optional
+        Relative tolerance of the Lanczos solves.
+    max_iter : int, optional
+        Restart limit of the Lanczos solves (default 300, about 30 000 products).
+
+    Returns
+    -------
+    FrameBounds
+        ``.A``, ``.B``, ``.ratio``, ``.method``, ``.tol``, ``.converged`` and, with
+        ``spectrum=True``, ``.spectrum``.
+
+    Examples
+    --------
+    A delta filter is an orthonormal basis (``A = B = 1``); the four 2x2 Haar filters
+    with stride 2 are an orthonormal basis too:
+
+    >>> import torch
+    >>> delta = torch.zeros(1, 1, 3, 3); delta[0, 0, 1, 1] = 1
+    >>> fb = frame_bounds(delta, 8)
+    >>> round(fb.A, 12), round(fb.B, 12), fb.method
+    (1.0, 1.0, 'fft')
+    >>> haar = torch.tensor([[1., 1, 1, 1], [1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]])
+    >>> fb = frame_bounds(haar.reshape(4, 1, 2, 2) / 2, 8, stride=2)
+    >>> round(fb.A, 12), round(fb.B, 12)
+    (1.0, 1.0)
+
+    Fewer filters than input channels leave a kernel (``A = 0``); zero padding is
+    exact (dense) on small inputs:
+
+    >>> fb = frame_bounds(torch.randn(2, 3, 3, 3), 8, padding="zeros")
+    >>> fb.A, fb.method, fb.is_frame
+    (0.0, 'dense', False)
+
+    Float32 gets ``A`` wrong on ill-conditioned layers: here every filter sums to
+    ``1e-8`` (the frequency response at ``w = 0`` is tiny), so ``A = 4e-16`` exactly.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> w = torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64)
+    >>> w = w - w.mean(dim=(2, 3), keepdim=True) + 1e-8 / 9
+    >>> exact = float((w.sum(dim=(2, 3)) ** 2).sum())
+    >>> a64 = frame_bounds(w, 8).A
+    >>> a32 = frame_bounds(w, 8, dtype=torch.float32).A
+    >>> abs(a64 - exact) / exact < 1e-6, abs(a32 - exact) / exact > 0.5
+    (True, True)
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    if method not in _METHODS:
+        raise ValueError(f"method {method!r} is not supported; use one of {', '.join(_METHODS)}")
+    if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
+        raise ValueError(f"rtol must be a number in (0, 1); got {rtol!r}")
+    if max_iter is not None and not (isinstance(max_iter, int) and max_iter > 0):
+        raise ValueError(f"max_iter must be a positive int or None; got {max_iter!r}")
+    device = _resolve_device(device)
+    op = _operator(conv_or_weight, input_size, stride, padding, dilation, groups)
+    op = op.to(device=device, dtype=dtype)
+    circular = op.padding_mode == "circular"
+    if method == "auto":
+        if circular:
+            method = "fft"
+        elif max(part.in_channels for part in op.split_groups()) * math.prod(op.input_size) <= (
+            DENSE_MAX_DIM
+        ):
+            method = "dense"
+        else:
+            method = "lanczos"
+    if method == "fft" and not circular:
+        raise ValueError("method 'fft' needs padding='circular'; use 'dense' or 'lanczos'")
+    if spectrum and method == "lanczos":
+        raise ValueError(
+            f"the full spectrum needs an exact method; the input dimension "
+            f"{math.prod(op.in_shape)} is too large for 'dense' (max {DENSE_MAX_DIM} per "
+            f"group) with zero padding; use a smaller input or padding='circular'"
+        )
+    if method == "lanczos" and min(math.prod(p.in_shape) for p in op.split_groups()) < 3:
+        method = "dense"  # too small for a Krylov method
+    if method == "fft":
+        return _fft_bounds(op, spectrum=spectrum)
+    if method == "dense":
+        return _dense_bounds(op, spectrum=spectrum)
+    return _lanczos_bounds(op, rtol=rtol, max_iter=max_iter)
+
+
+def checkpoint_frame_bounds(
+    model_or_spec,
+    input_size: int | Sequence[int],
+    *,
+    padding: str = "circular",
+    random_baseline: bool = True,
+    seed: int = 0,
+    layers: Sequence[str] | None = None,
+    in_channels: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+    progress=None,
+) -> list[dict]:
+    """Frame bounds of every conv layer of a model, with a random-filter baseline.
+
+    The spatial input size of each layer is found by a forward pass of a zero image of
+    the network input size (stopped after the last conv layer has run).
+
+    Parameters
+    ----------
+    model_or_spec : nn.Module or str
+        A model (a zoo :class:`~invert.nets.Net` or any torch model with ``nn.Conv2d``
+        layers), or a spec for :func:`invert.loader.load_model` (a checkpoint path,
+        ``MODEL@DATA`` or a bare zoo name, which gives the untrained model).
+    input_size : int or (int, int)
+        Spatial size of the network input.
+    padding : {"circular", "zeros"}, optional
+        Boundary model of every layer (see :func:`frame_bounds`); ``"zeros"`` uses each
+        layer's own padding amount.
+    random_baseline : bool, optional
+        Also compute the bounds of i.i.d. Gaussian filters of the same shape, each
+        rescaled to the norm of the corresponding learned filter.
+    seed : int, optional
+        Seed of the random filters (layer ``i`` uses ``seed + i``).
+    layers : sequence of str, optional
+        Only these layers (names as in :func:`invert.nets.conv_layers`).
+    in_channels : int, optional
+        Channels of the network input (default: those of the first conv layer).
+    dtype, device : optional
+        As in :func:`frame_bounds`.
+    progress : callable, optional
+        Called with each layer name before it is computed.
+
+    Returns
+    -------
+    list of dict
+        One row per conv layer: ``layer``, ``shape`` (``C_out x C_in/g x kh x kw``),
+        ``stride``, ``input`` (``H x W``), ``A``, ``B``, ``ratio``, ``tol``, ``method``
+        and, with the baseline, ``A_random``, ``B_random``, ``ratio_random``; ``note``
+        says why a layer has no bounds (``None`` values) when it cannot be computed.
+
+    Examples
+    --------
+    >>> from invert.zoo import create_model
+    >>> rows = checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 16)
+    >>> [row["layer"] for row in rows][:3], rows[0]["input"]
+    (['conv1', 'conv2', 'conv3'], '16x16')
+    >>> rows[0]["A"] <= rows[0]["B"]
+    True
+    """
+    if padding not in ("circular", "zeros"):
+        raise ValueError(f"padding {padding!r} is not supported; use 'circular' or 'zeros'")
+    model = _load(model_or_spec)
+    convs = conv_layers(model)
+    if not convs:
+        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
+    if layers is not None:
+        names = [layers] if isinstance(layers, str) else list(layers)
+        unknown = [n for n in names if n not in convs]
+        if unknown:
+            raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
+        convs = {n: convs[n] for n in names}
+    sizes = _conv_input_sizes(model, input_size, in_channels)
+    rows = []
+    for index, (name, conv) in enumerate(convs.items()):
+        if progress is not None:
+            progress(name)
+        row = {
+            "layer": name,
+            "shape": "x".join(str(s) for s in conv.weight.shape),
+            "stride": conv.stride[0] if conv.stride[0] == conv.stride[1] else list(conv.stride),
+            "input": None,
+        }
+        keys = ["A", "B", "ratio", "tol", "method"]
+        if random_baseline:
+            keys += ["A_random", "B_random", "ratio_random"]
+        row.update(dict.fromkeys(keys))
+        row["note"] = ""
+        size = sizes.get(id(conv))
+        if size is None:
+            row["note"] = "did not run in the forward pass"
+            rows.append(row)
+            continue
+        row["input"] = f"{size[0]}x{size[1]}"
+        try:
+            fb = frame_bounds(conv, size, padding=padding, dtype=dtype, device=device)
+        except ValueError as error:  # a geometry the boundary model cannot take
+            row["note"] = str(error)
+            rows.append(row)
+            continue
+        row.update(A=fb.A, B=fb.B, ratio=fb.ratio, tol=fb.tol, method=fb.method)
+        notes = []
+        if not fb.converged:
+            notes.append("not converged")
+        if random_baseline:
+            weight = conv.weight.detach().to("cpu", torch.float64)
+            random = _random_like(weight, seed + index)
+            rb = frame_bounds(
+                random, size, stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
+                padding=_padding_of(conv, padding), dtype=dtype, device=device,
+            )  # fmt: skip
+            row.update(A_random=rb.A, B_random=rb.B, ratio_random=rb.ratio)
+            if not rb.converged:
+                notes.append("random baseline not converged")
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    return rows
+
+
+# --- building the operator ---------------------------------------------------------
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pair(value, what: str) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int or a pair of ints; got {value!r}") from None
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
+    return value
+
+
+def _as_weight(weight) -> torch.Tensor:
+    if isinstance(weight, np.ndarray):
+        weight = torch.from_numpy(weight)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"expected an nn.Conv2d or a 4-D conv weight; got {type(weight).__name__}")
+    weight = weight.detach()
+    if weight.dim() != 4:
+        raise ValueError(
+            f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {tuple(weight.shape)}"
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"conv weights must be floating point; got {weight.dtype}")
+    if weight.numel() == 0:
+        raise ValueError(f"the conv weight is empty: shape {tuple(weight.shape)}")
+    if not torch.isfinite(weight).all():
+        raise ValueError("the conv weight contains NaN or Inf values")
+    return weight
+
+
+def _padding_of(conv: nn.Conv2d, padding):
+    """The ``padding`` argument that reproduces ``conv``'s own zero padding amount."""
+    if padding == "circular":
+        return "circular"
+    amount = conv.padding
+    if isinstance(amount, str):
+        if amount == "valid":
+            return 0
+        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(t % 2 for t in totals):
+            raise ValueError("padding='same' with an even kernel extent is not supported")
+        return tuple(t // 2 for t in totals)
+    return tuple(amount)
+
+
+def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> ConvOperator:
+    if isinstance(conv_or_weight, nn.Module):
+        conv = conv_or_weight
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(
+                f"expected an nn.Conv2d or a 4-D conv weight; got {type(conv).__name__}"
+            )
+        for what, given, own in (
+            ("stride", stride, conv.stride), ("dilation", dilation, conv.dilation),
+            ("groups", groups, conv.groups),
+        ):  # fmt: skip
+            default = 1 if what == "groups" else (1, 1)
+            given = given if what == "groups" else _pair(given, what)
+            if given != default and given != own:
+                raise ValueError(
+                    f"{what}={given} disagrees with the layer's {what} {own}; leave it out"
+                )
+        weight = _as_weight(conv.weight)
+        stride, dilation, groups = conv.stride, conv.dilation, conv.groups
+        if not isinstance(padding, str) or padding == "zeros":
+            padding = _padding_of(conv, "zeros") if padding == "zeros" else padding
+    else:
+        weight = _as_weight(conv_or_weight)
+    size = _pair(input_size, "input_size")
+    if min(size) < 1:
+        raise ValueError(f"input_size must be positive; got {size}")
+    dilation = _pair(dilation, "dilation")
+    stride = _pair(stride, "stride")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive int; got {groups!r}")
+    kernel = tuple(weight.shape[2:])
+    if weight.shape[0] % groups:
+        raise ValueError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
+    if isinstance(padding, str):
+        if padding not in ("circular", "zeros"):
+            raise ValueError(
+                f"padding {padding!r} is not supported; use 'circular', 'zeros' or an amount"
+            )
+        mode = padding
+        amount = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
+    else:
+        mode, amount = "zeros", _pair(padding, "padding")
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
+    if mode == "circular" and any(n < e for n, e in zip(size, extent)):
+        raise ValueError(
+            f"input size {size} is smaller than the kernel extent {extent}: on the torus its "
+            f"taps would wrap onto each other; use a larger input or padding='zeros'"
+        )
+    return ConvOperator(
+        weight, size, stride=stride, padding=amount, padding_mode=mode, dilation=dilation,
+        groups=groups,
+    )  # fmt: skip
+
+
+# --- circular padding: the Fourier method ---------------------------------------------
+
+
+def _column_weights(op: ConvOperator) -> torch.Tensor:
+    """Multiplicity of each one-sided horizontal frequency (1 or 2)."""
+    mw = op.polyphase_size[1]
+    weights = torch.full((mw // 2 + 1,), 2, dtype=torch.int64)
+    weights[0] = 1
+    if mw % 2 == 0:
+        weights[-1] = 1
+    return weights
+
+
+def _row_chunks(op: ConvOperator, bytes_per_frequency: int, overhead: int = 0):
+    """Blocks of vertical frequencies: about ``_CHUNK_BYTES`` each, and at least the
+    ``overhead`` of one symbol evaluation (up to four times ``_CHUNK_BYTES``)."""
+    mh, mw = op.polyphase_size
+    per_row = (mw // 2 + 1) * max(1, bytes_per_frequency)
+    budget = max(_CHUNK_BYTES, min(overhead, 4 * _CHUNK_BYTES))
+    rows = max(1, budget // per_row)
+    for start in range(0, mh, rows):
+        yield list(range(start, min(mh, start + rows)))
+
+
+def _in_parallel(work, chunks: list, device: torch.device, flops: float) -> None:
+    """``work(chunk)`` for every chunk; on the CPU, one chunk per core at a time.
+
+    Batched LAPACK calls (factorisations of many small matrices) use a single core
+    each, so the chunks of a large problem (``flops``, a rough count) are spread over
+    threads that each run single-threaded torch.
+    """
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    if workers <= 1 or len(chunks) <= 1 or flops < 1e9:
+        for chunk in chunks:
+            work(chunk)
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+            for future in [pool.submit(work, chunk) for chunk in chunks]:
+                future.result()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _autocorrelation_operator(op: ConvOperator) -> ConvOperator:
+    """``T^T T`` of a stride-1 circular conv, itself a circular conv (one group).
+
+    ``(T^T T x)[c] = sum_{c', e} R[c, c', e] x[c'](n + d e)`` with
+    ``R[c, c', e] = sum_{o, q} w[o, c, q] w[o, c', q + e]``, ``|e| <= k - 1``.
+    """
+    w = op.weight
+    m, n, kh, kw = w.shape
+    r = w.new_zeros(n, n, 2 * kh - 1, 2 * kw - 1)
+    taps = [(qh, qw) for qh in range(kh) for qw in range(kw)]
+    if (kh * kw * n) ** 2 * w.element_size() <= _CHUNK_BYTES:
+        # all inner products of filter slices in one GEMM
+        flat = w.permute(0, 2, 3, 1).reshape(m, kh * kw * n)
+        inner = (flat.T @ flat).reshape(kh, kw, n, kh, kw, n)
+        products = lambda q, p: inner[q[0], q[1], :, p[0], p[1], :]  # noqa: E731
+    else:
+        products = lambda q, p: w[:, :, q[0], q[1]].T @ w[:, :, p[0], p[1]]  # noqa: E731
+    for q in taps:
+        for p in taps:
+            # <w[:, c, q], w[:, c', p]> contributes to the lag e = p - q
+            r[:, :, p[0] - q[0] + kh - 1, p[1] - q[1] + kw - 1] += products(q, p)
+    dh, dw = op.dilation
+    return ConvOperator(
+        r, op.input_size, padding=(dh * (kh - 1), dw * (kw - 1)), padding_mode="circular",
+        dilation=op.dilation,
+    )  # fmt: skip
+
+
+class _Extremes:
+    """Running extreme eigenvalues over blocks of Hermitian PSD matrices.
+
+    ``a``/``b`` are exact (eigendecomposed) values; every matrix not eigendecomposed
+    has been certified by a Cholesky factorisation to have its eigenvalues in
+    ``(a, b)``: if ``G - t I = L L^H`` succeeds in floating point, then
+    ``lambda_min(G) > t - delta`` with ``delta`` the rounding error, and the test is
+    run at ``t = a + margin`` with ``margin >= delta`` (likewise ``b I - G`` for the top).
+    """
+
+    def __init__(self, need_min: bool, dtype: torch.dtype):
+        self.need_min = need_min
+        self.dtype = dtype
+        self.a = math.inf
+        self.b = 0.0
+        self.candidates: list[tuple[float, object]] = []  # (lambda_min, key) computed exactly
+        self.size = 1
+        # blocks may be folded in from several threads: the thresholds only move
+        # outwards (a down, b up), so a certificate obtained with an older threshold
+        # stays valid; the lock keeps the updates themselves whole
+        self.lock = threading.Lock()
+
+    def margin(self, size: int, dtype: torch.dtype | None = None, b: float | None = None) -> float:
+        """A bound on the rounding error of a Gram matrix and of its factorisation."""
+        return 16 * size * torch.finfo(dtype or self.dtype).eps * (self.b if b is None else b)
+
+    def _exact(self, gram, index, keys, shift: float = 0.0) -> None:
+        """Eigendecompose ``gram[index] + shift I`` (``gram`` may hold ``G - shift I``)."""
+        if len(index) == 0:
+            return
+        values = torch.linalg.eigvalsh(gram[index]) + shift
+        top = float(values[:, -1].max())
+        low = values[:, 0].cpu()
+        with self.lock:
+            self.b = max(self.b, top)
+            if self.need_min:
+                self.candidates += [(v, keys[i]) for i, v in zip(index.tolist(), low.tolist())]
+                self.a = min(self.a, float(low.min()))
+
+    @staticmethod
+    def _sample(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+        order = torch.randperm(len(index), generator=generator)[:count]
+        return index[order.to(index.device)]
+
+    def update(self, gram: torch.Tensor, keys: list, seed: int = 0) -> None:
+        """Fold in a block ``(F, n, n)`` of Gram matrices (overwritten); ``keys[i]`` names
+        matrix ``i``."""
+        count, n = gram.shape[0], gram.shape[-1]
+        generator = torch.Generator().manual_seed(seed)
+        with self.lock:
+            self.size = max(self.size, n)
+        everything = torch.arange(count, device=gram.device)
+        if n <= _DIRECT_GRAM_SIZE:  # small matrices: decomposing is as cheap as certifying
+            self._exact(gram, everything, keys)
+            return
+        diag = gram.diagonal(dim1=-2, dim2=-1).real
+        trace, diag_max = diag.sum(dim=1), diag.max(dim=1).values  # lambda_max in [max, sum]
+        diag_min = diag.min(dim=1).values  # >= lambda_min
+        # --- the top: decompose the most promising matrix, certify the rest ---
+        best = diag_max.argmax().reshape(1)
+        self._exact(gram, best[diag_max[best] > self.b], keys)
+        # certify in single precision when computing in double: a 2x cheaper factorisation,
+        # and the top of the spectrum only needs a relative accuracy near 1e-4 to prune
+        low = torch.complex64 if gram.dtype == torch.complex128 else gram.dtype
+        b = self.b  # one threshold for the whole test (other threads may raise self.b)
+        margin = self.margin(n, torch.float32 if low == torch.complex64 else None, b=b)
+        todo = everything[trace > b - margin]
+        if len(todo):
+            shifted = (gram if len(todo) == count else gram[todo]).to(low, copy=True)
+            shifted.neg_()
+            shifted.diagonal(dim1=-2, dim2=-1).add_(b - margin)
+            self._exact(gram, todo[torch.linalg.cholesky_ex(shifted)[1] != 0], keys)
+            del shifted
+        if not self.need_min:
+            return
+        # --- the bottom ---
+        if math.isinf(self.a):  # first block: seed with the smallest diagonal and a sample
+            first = [diag_min.argmin().reshape(1), self._sample(everything, 1, generator)]
+            self._exact(gram, torch.cat(first).unique(), keys)
+        shift, pending = 0.0, None
+        while True:
+            target = self.a + self.margin(n)
+            if pending is None:  # the whole block, shifted in place
+                gram.diagonal(dim1=-2, dim2=-1).sub_(target)
+                shift = target
+                pending = everything[torch.linalg.cholesky_ex(gram)[1] != 0]
+            else:
+                shifted = gram[pending]
+                shifted.diagonal(dim1=-2, dim2=-1).sub_(target - shift)
+                pending = pending[torch.linalg.cholesky_ex(shifted)[1] != 0]
+            if len(pending) <= 4:
+                self._exact(gram, pending, keys, shift)
+                return
+            # many below the threshold: lower it with a few exact values and retest;
+            # when that does not lower it they all sit at the minimum: decompose them
+            before = self.a
+            self._exact(gram, self._sample(pending, 2, generator), keys, shift)
+            if not self.a < before:
+                self._exact(gram, pending, keys, shift)
+                return
+
+
+def _fft_bounds(op: ConvOperator, *, spectrum: bool) -> FrameBounds:
+    parts = op.split_groups()
+    eps = torch.finfo(op.weight.dtype).eps
+    input_dim = math.prod(op.in_shape)
+    if float(op.weight.abs().max()) == 0:
+        values = np.zeros(input_dim) if spectrum else None
+        return FrameBounds(0.0, 0.0, "fft-svd" if spectrum else "fft", 0.0, True, input_dim,
+                           values)  # fmt: skip
+    if spectrum:
+        return _fft_spectrum(parts, eps, input_dim)
+    size, a_value, b_value, a_values = 1, math.inf, 0.0, []
+    for g, part in enumerate(parts):
+        m = part.out_channels
+        n = part.in_channels * part.stride[0] * part.stride[1]
+        wide = m < n
+        size = max(size, min(m, n))
+        if part.kernel_size == (1, 1) and part.stride == (1, 1):
+            # K(w) = W e^{i phi(w)} at every frequency: one small SVD settles it
+            s = torch.linalg.svdvals(part.weight[:, :, 0, 0]) ** 2
+            b_value = max(b_value, float(s.max()))
+            a_values.append(0.0 if wide else float(s.min()))
+            continue
+        state = _Extremes(need_min=not wide, dtype=op.weight.dtype)
+        # stride 1: the Gram matrices are the symbol of T^T T, a circular conv with the
+        # filters' autocorrelation; cheaper than K^H K unless there are few frequencies
+        kh, kw = part.kernel_size
+        frequencies = part.polyphase_size[0] * (part.polyphase_size[1] // 2 + 1)
+        cheaper = 4 * frequencies > kh * kw * (2 * kh - 1) * (2 * kw - 1)
+        use_autocorrelation = part.stride == (1, 1) and not wide and cheaper
+        gram_op = _autocorrelation_operator(part) if use_autocorrelation else None
+        k = min(m, n)
+        itemsize = 16 if op.weight.dtype == torch.float64 else 8
+        per_frequency = itemsize * (3 * k * k + (0 if gram_op else m * n))
+        # each symbol evaluation also costs about a complex copy of its weight: amortise it
+        source = gram_op if gram_op is not None else part
+        overhead = 2 * itemsize * source.weight.numel()
+        mw = part.polyphase_size[1] // 2 + 1
+
+        def block(rows, g=g, part=part, gram_op=gram_op, state=state, wide=wide, k=k, mw=mw):
+            if gram_op is not None:
+                gram = gram_op.symbol(rows)
+            else:
+                sym = part.symbol(rows)
+                gram = sym @ sym.mH if wide else sym.mH @ sym
+                del sym
+            keys = [(g, r, c) for r in rows for c in range(mw)]
+            state.update(gram.reshape(-1, k, k), keys, seed=rows[0])
+
+        flops = 4 * frequencies * k**3  # two Cholesky factorisations per frequency
+        chunks = list(_row_chunks(part, per_frequency, overhead))
+        _in_parallel(block, chunks, op.weight.device, flops)
+        b_value = max(b_value, state.b)
+        if wide:
+            a_values.append(0.0)
+        else:
+            a_values.append(_refine_min(part, state))
+    tol = 16 * size * eps * b_value
+    a_value = max(0.0, min(a_values))
+    return FrameBounds(a_value, b_value, "fft", tol, True, input_dim)
+
+
+def _refine_min(part: ConvOperator, state: _Extremes) -> float:
+    """``A`` of one group from singular values of ``K(w)`` at the minimising frequencies."""
+    margin = 2 * state.margin(state.size)
+    near = sorted(c for c in state.candidates if c[0] <= state.a + margin)
+    # a flat minimum (many frequencies within rounding of it): any of them will do
+    near = [key for _, key in near[:64]]
+    if not near:
+        return state.a
+    best = math.inf
+    by_row: dict[int, list[int]] = {}
+    for _, r, c in near:
+        by_row.setdefault(r, []).append(c)
+    rows = sorted(by_row)
+    for start in range(0, len(rows), 8):
+        chunk = rows[start : start + 8]
+        sym = part.symbol(chunk)
+        for i, r in enumerate(chunk):
+            s = torch.linalg.svdvals(sym[i, by_row[r]])
+            best = min(best, float(s[..., -1].min()) ** 2)
+    return best
+
+
+def _fft_spectrum(parts: list[ConvOperator], eps: float, input_dim: int) -> FrameBounds:
+    pieces, size = [], 1
+    for part in parts:
+        m = part.out_channels
+        n = part.in_channels * part.stride[0] * part.stride[1]
+        size = max(size, n)
+        weights = _column_weights(part).to(part.weight.device)
+        per_frequency = (16 if part.weight.dtype == torch.float64 else 8) * 2 * m * n
+        for rows in _row_chunks(part, per_frequency):
+            s2 = torch.linalg.svdvals(part.symbol(rows)) ** 2  # (R, Fw, min(m, n))
+            s2 = s2.repeat_interleave(weights, dim=1).reshape(-1)
+            pieces.append(s2.to("cpu", torch.float64))
+            if m < n:
+                zeros = len(rows) * int(weights.sum()) * (n - m)
+                pieces.append(torch.zeros(zeros, dtype=torch.float64))
+    values = torch.cat(pieces).sort().values.numpy()
+    assert len(values) == input_dim, (len(values), input_dim)
+    b_value = float(values[-1])
+    a_value = max(0.0, float(values[0]))
+    return FrameBounds(a_value, b_value, "fft-svd", 16 * size * eps * b_value, True, input_dim,
+                       values)  # fmt: skip
+
+
+# --- zero padding: dense and Lanczos ---------------------------------------------------
+
+
+def _dense_normal(op: ConvOperator) -> torch.Tensor:
+    """The matrix of ``T^T T``, column by column (``n^2`` memory)."""
+    n = math.prod(op.in_shape)
+    if n > 4 * DENSE_MAX_DIM:
+        raise ValueError(
+            f"input dimension {n} is too large for the dense method (max {4 * DENSE_MAX_DIM}); "
+            f"use method='lanczos' or a smaller input"
+        )
+    dtype, device = op.weight.dtype, op.weight.device
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    step = max(1, min(n, 2**22 // max(1, math.prod(op.out_shape))))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        basis = torch.zeros(stop - start, n, dtype=dtype, device=device)
+        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        out[:, start:stop] = op.normal(basis.reshape(-1, *op.in_shape)).reshape(stop - start, n).T
+    return (out + out.T) / 2
+
+
+def _dense_bounds(op: ConvOperator, *, spectrum: bool) -> FrameBounds:
+    eps = torch.finfo(op.weight.dtype).eps
+    pieces, size = [], 1
+    for part in op.split_groups():
+        n_in, n_out = math.prod(part.in_shape), math.prod(part.out_shape)
+        values = torch.linalg.eigvalsh(_dense_normal(part)).to("cpu", torch.float64)
+        values = values.clamp_min(0)
+        if n_out < n_in:  # rank <= n_out: these zeros are structural
+            values[: n_in - n_out] = 0
+        pieces.append(values)
+        size = max(size, n_in)
+    values = torch.cat(pieces).sort().values.numpy()
+    a_value, b_value = float(values[0]), float(values[-1])
+    return FrameBounds(a_value, b_value, "dense", 16 * size * eps * b_value, True,
+                       math.prod(op.in_shape), values if spectrum else None)  # fmt: skip
+
+
+def _lanczos_bounds(op: ConvOperator, *, rtol: float, max_iter: int | None) -> FrameBounds:
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    max_iter = _LANCZOS_RESTARTS if max_iter is None else max_iter
+
+    np_dtype = np.float64 if op.weight.dtype == torch.float64 else np.float32
+    a_value, b_value, tol, converged = math.inf, 0.0, 0.0, True
+    for g, part in enumerate(op.split_groups()):
+        n_in, n_out = math.prod(part.in_shape), math.prod(part.out_shape)
+        weight = part.weight
+
+        def matvec(v, part=part, weight=weight):
+            x = torch.as_tensor(np.ascontiguousarray(v, dtype=np_dtype)).to(weight.device)
+            y = part.normal(x.reshape(1, *part.in_shape))
+            return y.reshape(-1).cpu().numpy()
+
+        linear = LinearOperator((n_in, n_in), matvec=matvec, dtype=np_dtype)
+        v0 = np.random.default_rng(g).standard_normal(n_in).astype(np_dtype)
+        ends = ["LA"] if n_out < n_in else ["LA", "SA"]
+        if n_out < n_in:
+            a_value = 0.0  # rank <= n_out < n_in: a structural kernel
+        for which in ends:
+            try:
+                value, vector = eigsh(
+                    linear, k=1, which=which, tol=rtol, maxiter=max_iter, v0=v0,
+                    ncv=min(n_in, _LANCZOS_NCV),
+                )  # fmt: skip
+            except ArpackNoConvergence:
+                converged = False
+                end = "largest" if which == "LA" else "smallest"
+                warnings.warn(
+                    f"Lanczos for the {end} eigenvalue of T^T T did not converge within "
+                    f"{max_iter} restarts (group {g}); it is reported as nan (raise max_iter, "
+                    f"loosen rtol, or use method='dense' on a smaller input)",
+                    FrameBoundsWarning,
+                    stacklevel=3,
+                )
+                value, vector = np.array([np.nan]), None
+            theta = float(value[0])
+            if vector is not None:
+                v = vector[:, 0] / np.linalg.norm(vector[:, 0])
+                tol = max(tol, float(np.linalg.norm(matvec(v) - theta * v)))
+            if which == "LA":
+                b_value = math.nan if math.isnan(theta) else max(b_value, theta)
+            else:
+                a_value = math.nan if math.isnan(theta) else min(a_value, max(0.0, theta))
+    return FrameBounds(a_value, b_value, "lanczos", tol, converged, math.prod(op.in_shape))
+
+
+# --- models ----------------------------------------------------------------------------
+
+
+def _load(model_or_spec) -> nn.Module:
+    if isinstance(model_or_spec, nn.Module):
+        return model_or_spec
+    if isinstance(model_or_spec, str):
+        try:
+            from invert.loader import load_model
+        except ModuleNotFoundError as error:  # pragma: no cover - until the loader lands
+            raise ValueError(
+                "loading a model from a spec needs invert.loader, which is not available"
+            ) from error
+        return load_model(model_or_spec)
+    raise TypeError(
+        f"expected an nn.Module or a model spec string; got {type(model_or_spec).__name__}"
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def _conv_input_sizes(model: nn.Module, input_size, in_channels) -> dict[int, tuple[int, int]]:
+    """Spatial input size of every conv of ``model`` for a network input of ``input_size``."""
+    size = _pair(input_size, "input_size")
+    if min(size) < 1:
+        raise ValueError(f"input_size must be positive; got {size}")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if in_channels is None:
+        in_channels = convs[0].in_channels
+    sizes: dict[int, tuple[int, int]] = {}
+    remaining = {id(c) for c in convs}
+
+    def hook(module, inputs):
+        x = inputs[0]
+        sizes.setdefault(id(module), tuple(x.shape[-2:]))
+        remaining.discard(id(module))
+        if not remaining:
+            raise _Stop
+
+    param = next(model.parameters())
+    x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
+    handles = [c.register_forward_pre_hook(hook) for c in convs]
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    except _Stop:
+        pass
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"a forward pass of a {in_channels}x{size[0]}x{size[1]} input failed ({first}); "
+            f"give the network's input size and channels"
+        ) from error
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return sizes
+
+
+def _random_like(weight: torch.Tensor, seed: int) -> torch.Tensor:
+    """Gaussian filters of ``weight``'s shape, each with its learned filter's norm."""
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+    flat = random.reshape(weight.shape[0], -1)
+    target = weight.reshape(weight.shape[0], -1).norm(dim=1, keepdim=True)
+    flat = flat * (target / flat.norm(dim=1, keepdim=True))
+    return flat.reshape(weight.shape)
