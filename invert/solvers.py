@@ -635,24 +635,21 @@ def bounded_least_squares(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # judged below
         for _ in range(max_outer):
-            prev_weight = None
+            solved = None  # weights of the piece whose minimiser x is
             for _ in range(max_newton):
                 weight, rhs = pieces(tx)
                 # gradient of the subproblem at x, relative to the data's scale
                 grad_rel = _norms(gradient(tx)) / torch.clamp(
                     torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny
                 )
-                # a full Newton step that kept the sets lands on the piece's minimiser
-                stable = prev_weight is not None and bool(torch.equal(weight, prev_weight))
-                if bool((grad_rel <= tol).all()) or stable:
-                    break
+                same = solved is not None and bool(torch.equal(weight, solved))
+                if bool((grad_rel <= tol).all()) or same:
+                    break  # x minimises the piece it lies on: a stationary point
                 sw = torch.sqrt(weight)
                 target_w = torch.where(weight > 0, rhs / torch.clamp(weight, min=1), 0)
-                # from 0: the minimum-norm minimiser of this quadratic piece
-                # inexact Newton: solve the piece about as accurately as x is optimal
-                inner = max(tol, 1e-2 * float(grad_rel.max()))
+                # each piece is solved from 0, exactly: its minimum-norm minimiser
                 x_new, _ = least_squares(
-                    _RowWeighted(op, sw), sw * target_w, tol=inner, max_iter=max_iter
+                    _RowWeighted(op, sw), sw * target_w, tol=tol, max_iter=max_iter
                 )
                 # backtracking (Armijo) on the subproblem objective
                 step, direction = 1.0, x_new - x
@@ -666,7 +663,8 @@ def bounded_least_squares(
                     step /= 2
                 x, tx = cand, t_cand
                 newton_steps += 1
-                prev_weight = weight if step == 1.0 else None
+                # only a full step lands on the piece's minimiser
+                solved = weight if step == 1.0 else None
             # stop once the bounds hold; else update the multipliers and, when the
             # violation does not shrink fast enough, stiffen the penalty
             violation = float(violation_of(tx).max())

@@ -15,14 +15,6 @@ from invert.solvers import ConvergenceError, ConvergenceWarning
 from invert.zoo import create_model, list_models, model_info
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def rel(a, b):
     return float((a - b).norm() / b.norm())
 

@@ -13,16 +13,6 @@ from invert.solvers import (
     least_squares,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny problems: thread start-up dominates, and the machine is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CASES = [
     # cout, cin, kernel, size, stride, padding, dilation, groups
     (4, 3, 3, 7, 1, 1, 1, 1),  # overcomplete, frame-like

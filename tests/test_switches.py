@@ -15,15 +15,6 @@ from invert.switches import (
     window_bounds,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 POOLS = [
     nn.MaxPool2d(2),
     nn.MaxPool2d(3, stride=2, padding=1),  # overlapping windows, as in ConvPool-CNN-C
