@@ -397,3 +397,20 @@ def test_checkpoint_bad_input():
         checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 8, padding="reflect")
     with pytest.raises(ValueError, match="forward pass"):
         checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 8, in_channels=5)
+
+
+def test_frequency_blocks_in_threads_give_the_same_bounds(monkeypatch):
+    monkeypatch.setattr(frames, "_PARALLEL_FLOPS", 0)
+    monkeypatch.setattr(frames, "_CHUNK_BYTES", 1)  # one row of frequencies per block
+    g = torch.Generator().manual_seed(8)
+    w = torch.randn(40, 40, 3, 3, dtype=torch.float64, generator=g)
+    reference = frame_bounds(w, 12, spectrum=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fb = frame_bounds(w, 12)
+        assert torch.get_num_threads() == 2  # restored after the threaded section
+    finally:
+        torch.set_num_threads(previous)
+    assert fb.B == pytest.approx(reference.B, rel=1e-12)
+    assert fb.A == pytest.approx(reference.A, rel=1e-8)

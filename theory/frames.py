@@ -87,6 +87,7 @@ DENSE_MAX_DIM = 4096
 _CHUNK_BYTES = 32 * 2**20  # working memory per block of frequencies
 _DIRECT_GRAM_SIZE = 32  # Gram matrices up to this size are simply eigendecomposed
 _METHODS = ("auto", "fft", "dense", "lanczos")
+_PARALLEL_FLOPS = 1e9  # spread the frequencies over threads above this much work
 _LANCZOS_NCV = 100  # Krylov basis size: the bottom of T^T T is a tight cluster
 _LANCZOS_RESTARTS = 300  # about 30 000 applications of T^T T
 
@@ -338,7 +339,7 @@ def checkpoint_frame_bounds(
         if unknown:
             raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
         convs = {n: convs[n] for n in names}
-    sizes = _conv_input_sizes(model, input_size, in_channels)
+    sizes = _conv_input_sizes(model, input_size, in_channels, list(convs.values()))
     rows = []
     for index, (name, conv) in enumerate(convs.items()):
         if progress is not None:
@@ -389,9 +390,9 @@ def checkpoint_frame_bounds(
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from invert.checkpoints import resolve_device
+
+    return resolve_device(device)
 
 
 def _pair(value, what: str) -> tuple[int, int]:
@@ -526,7 +527,7 @@ def _in_parallel(work, chunks: list, device: torch.device, flops: float) -> None
     threads that each run single-threaded torch.
     """
     workers = torch.get_num_threads() if device.type == "cpu" else 1
-    if workers <= 1 or len(chunks) <= 1 or flops < 1e9:
+    if workers <= 1 or len(chunks) <= 1 or flops < _PARALLEL_FLOPS:
         for chunk in chunks:
             work(chunk)
         return
@@ -887,14 +888,18 @@ class _Stop(Exception):
     pass
 
 
-def _conv_input_sizes(model: nn.Module, input_size, in_channels) -> dict[int, tuple[int, int]]:
-    """Spatial input size of every conv of ``model`` for a network input of ``input_size``."""
+def _conv_input_sizes(
+    model: nn.Module, input_size, in_channels, convs=None
+) -> dict[int, tuple[int, int]]:
+    """Spatial input size of the convs of ``model`` (all by default) for a network input
+    of ``input_size``; the forward pass stops once they have all run."""
     size = _pair(input_size, "input_size")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive; got {size}")
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if in_channels is None:
-        in_channels = convs[0].in_channels
+        in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    if convs is None:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     sizes: dict[int, tuple[int, int]] = {}
     remaining = {id(c) for c in convs}
 

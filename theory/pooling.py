@@ -565,7 +565,7 @@ def _crop_size(model, conv, channels, max_dim) -> int:
 
     for size in _CROP_SIZES:
         try:
-            shape = _conv_input_sizes(model, size, channels).get(id(conv))
+            shape = _conv_input_sizes(model, size, channels, [conv]).get(id(conv))
         except ValueError:
             continue
         if shape is not None and conv.in_channels * shape[0] * shape[1] <= max_dim:
