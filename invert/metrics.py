@@ -1,0 +1,224 @@
+"""How good a reconstruction is, and how much of the input was recoverable at all.
+
+:func:`reconstruction_metrics` returns, per sample:
+
+``relative_error``
+    ``||x' - x|| / ||x||`` in image space.
+``projection_error``, ``recoverable``
+    The part of the input that Proposition 2.1 says is recoverable. For one conv +
+    CReLU layer it is the projection of the input onto the span of the shifted filters,
+    ``P x = T^+ T x``. For any path of layers we define it as (our definition): with
+    ``u`` the input after the model's leading exactly invertible affine layers
+    (``Normalize``, dropout/identity: the space the first conv reads) and ``J`` the
+    Jacobian of the features with respect to ``u`` at ``x``, ``P u = J^+ J u``: the
+    orthogonal projection of ``u`` onto the row space of ``J``, i.e. the component
+    that the features determine to first order. It reduces to ``T^+ T u`` for one
+    conv + CReLU layer (CReLU's Jacobian is injective), to the span of the active rows
+    for ReLU, and of the switch rows under max-pooling. ``x_P`` is ``P u`` mapped back
+    to image space; ``projection_error = ||x' - x_P|| / ||x_P||`` (0 when the
+    reconstruction recovers exactly that part) and ``recoverable = ||P u|| / ||u||``.
+    Through several non-injective layers the layer-by-layer walk of
+    :func:`~invert.reconstruct.reconstruct` can lose more than ``J`` does, and
+    ``projection_error`` measures how much. ``P u`` is computed matrix-free with CGLS on
+    ``J`` (autograd's forward- and reverse-mode products), independently of the walk.
+``feature_error``
+    ``||f(x') - f|| / ||f||``: how well the reconstruction reproduces the features it
+    was computed from.
+``psnr``, ``ssim``
+    :func:`skimage.metrics.peak_signal_noise_ratio` and
+    :func:`skimage.metrics.structural_similarity` with the given ``data_range`` (1 for
+    zoo models, which read images in [0, 1]). A bit-exact reconstruction has PSNR
+    ``inf``, reported as such (no cap). SSIM uses a 7x7 window, smaller for smaller
+    images, and is ``nan`` below 3x3.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
+
+from .nets import Normalize
+from .reconstruct import _IDENTITY_TYPES, Reconstruction, features
+from .solvers import least_squares
+
+__all__ = ["reconstruction_metrics", "recoverable_part"]
+
+
+class _Jacobian:
+    """``J = d g / d u`` at ``u`` as a linear operator (batch-diagonal), by autograd.
+
+    ``J^T w`` is a vector-Jacobian product on the recorded graph; ``J v`` uses the
+    double-backward identity ``J v = d/dw <J^T w, v>`` (linear in ``w``, so exact).
+    """
+
+    def __init__(self, g, u: torch.Tensor):
+        with torch.enable_grad():
+            self._leaf = u.detach().clone().requires_grad_(True)
+            self._out = g(self._leaf)
+            self._w = torch.zeros_like(self._out, requires_grad=True)
+            (self._jtw,) = torch.autograd.grad(self._out, self._leaf, self._w, create_graph=True)
+        self.in_shape, self.out_shape = tuple(u.shape[1:]), tuple(self._out.shape[1:])
+
+    def apply(self, v):
+        with torch.enable_grad():
+            return torch.autograd.grad(self._jtw, self._w, v, retain_graph=True)[0]
+
+    def adjoint(self, w):
+        with torch.enable_grad():
+            return torch.autograd.grad(self._out, self._leaf, w, retain_graph=True)[0]
+
+
+def _split_path(model: nn.Module, feats):
+    modules = dict(model.named_modules())
+    chain = [modules[s.name] for s in feats.steps]
+    k = 0
+    while k < len(chain) and isinstance(chain[k], (Normalize, *_IDENTITY_TYPES)):
+        k += 1
+    return chain[:k], chain[k:]
+
+
+def _run(chain, x):
+    for m in chain:
+        x = m(x)
+    return x
+
+
+def recoverable_part(
+    model: nn.Module, x: torch.Tensor, feats, *, tol: float | None = None, max_iter: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x_P`` and ``||P u|| / ||u||``: the part of ``x`` the features determine (see above).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from invert.activations import CReLU
+    >>> from invert.reconstruct import features
+    >>> model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), CReLU()).double()
+    >>> x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    >>> x_p, frac = recoverable_part(model, x, features(model, x, layer="1"))
+    >>> bool(frac < 1)  # two filters cannot see three channels
+    True
+    """
+    prefix, rest = _split_path(model, feats)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            u = _run(prefix, x)
+        if not rest:
+            return x.clone(), torch.ones(x.shape[0], dtype=torch.float64)
+        jac = _Jacobian(lambda v: _run(rest, v), u)
+        with torch.no_grad():
+            pu, _ = least_squares(jac, jac.apply(u), tol=tol, max_iter=max_iter)
+            # the prefix is affine and per-channel: map the discarded part back with
+            # the inverse of its (diagonal) linear part
+            scale = torch.ones_like(u)
+            for m in prefix:
+                if isinstance(m, Normalize):
+                    scale = scale * m.std.to(u).view(1, -1, 1, 1)
+            x_p = x - scale * (u - pu)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    fraction = (pu.flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).double().cpu()
+    return x_p, fraction
+
+
+def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    side = min(a.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    if win < 3:
+        return math.nan
+    return float(structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win))
+
+
+def reconstruction_metrics(
+    model: nn.Module,
+    x: torch.Tensor,
+    rec: Reconstruction,
+    *,
+    data_range: float = 1.0,
+    projection: bool = True,
+    tol: float | None = None,
+    max_iter: int = 1000,
+) -> list[dict]:
+    """Quality metrics of a reconstruction, one dict per sample (see the module notes).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model the reconstruction inverted.
+    x : torch.Tensor
+        The original input, ``(N, C, H, W)``.
+    rec : Reconstruction
+        From :func:`invert.reconstruct.reconstruct`.
+    data_range : float, optional
+        Dynamic range of the images for PSNR and SSIM (1 for images in [0, 1]).
+    projection : bool, optional
+        Also compute the recoverable part (one CGLS solve on the Jacobian).
+    tol, max_iter : optional
+        For that solve.
+
+    Returns
+    -------
+    list of dict
+        Keys ``relative_error``, ``projection_error``, ``recoverable``,
+        ``feature_error``, ``psnr``, ``ssim`` (projection keys only with ``projection``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from invert.activations import CReLU
+    >>> from invert.reconstruct import features, reconstruct
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU()).double()
+    >>> x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    >>> rec = reconstruct(model, features(model, x, layer="1"), device="cpu")
+    >>> m = reconstruction_metrics(model, x, rec)[0]
+    >>> m["relative_error"] < 1e-8, m["psnr"] > 100, round(m["recoverable"], 6)
+    (True, True, 1.0)
+    """
+    if not isinstance(rec, Reconstruction):
+        raise TypeError(f"rec must be a Reconstruction; got {type(rec).__name__}")
+    if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(rec.image.shape):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must have the reconstruction's shape {tuple(rec.image.shape)}; "
+                         f"got {shape}")  # fmt: skip
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be positive; got {data_range}")
+    feats = rec.features
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else x.dtype
+    device = param.device if param is not None else x.device
+    x_m = x.to(device=device, dtype=dtype)
+    image = rec.image.detach().to(device=device, dtype=dtype)
+    ref = x.detach().double().cpu()
+    out = rec.image.detach().double().cpu()
+    rows = [
+        {"relative_error": float((o - r).norm() / r.norm()) if r.norm() > 0 else math.nan}
+        for o, r in zip(out, ref)
+    ]
+    if projection:
+        x_p, fraction = recoverable_part(model, x_m, feats, tol=tol, max_iter=max_iter)
+        x_p = x_p.double().cpu()
+        for row, o, p, f in zip(rows, out, x_p, fraction):
+            row["projection_error"] = float((o - p).norm() / p.norm()) if p.norm() > 0 else math.nan
+            row["recoverable"] = float(f)
+    target = feats.activation.detach().double().cpu()
+    again = features(model, image, layer=feats.layer).activation.double().cpu()
+    for row, a, t in zip(rows, again, target):
+        row["feature_error"] = float((a - t).norm() / t.norm()) if t.norm() > 0 else math.nan
+    for row, o, r in zip(rows, out.numpy(), ref.numpy()):
+        with np.errstate(divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # log10(inf) on exact images
+            row["psnr"] = float(peak_signal_noise_ratio(r, o, data_range=data_range))
+        row["ssim"] = _ssim(r, o, data_range)
+    return rows
