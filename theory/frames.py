@@ -549,19 +549,24 @@ def _autocorrelation_operator(op: ConvOperator) -> ConvOperator:
     """
     w = op.weight
     m, n, kh, kw = w.shape
-    r = w.new_zeros(n, n, 2 * kh - 1, 2 * kw - 1)
+    lags = (2 * kh - 1) * (2 * kw - 1)
     taps = [(qh, qw) for qh in range(kh) for qw in range(kw)]
+    # <w[:, c, q], w[:, c', p]> contributes to the lag e = p - q
+    lag = torch.tensor(
+        [(p[0] - q[0] + kh - 1) * (2 * kw - 1) + p[1] - q[1] + kw - 1 for q in taps for p in taps],
+        device=w.device,
+    )
+    r = w.new_zeros(n, n, lags)
     if (kh * kw * n) ** 2 * w.element_size() <= _CHUNK_BYTES:
-        # all inner products of filter slices in one GEMM
+        # all inner products of filter slices in one GEMM, summed along each lag
         flat = w.permute(0, 2, 3, 1).reshape(m, kh * kw * n)
-        inner = (flat.T @ flat).reshape(kh, kw, n, kh, kw, n)
-        products = lambda q, p: inner[q[0], q[1], :, p[0], p[1], :]  # noqa: E731
-    else:
-        products = lambda q, p: w[:, :, q[0], q[1]].T @ w[:, :, p[0], p[1]]  # noqa: E731
-    for q in taps:
-        for p in taps:
-            # <w[:, c, q], w[:, c', p]> contributes to the lag e = p - q
-            r[:, :, p[0] - q[0] + kh - 1, p[1] - q[1] + kw - 1] += products(q, p)
+        inner = (flat.T @ flat).reshape(kh * kw, n, kh * kw, n).permute(1, 3, 0, 2)
+        r.index_add_(2, lag, inner.reshape(n, n, -1))
+    else:  # one (n x n) GEMM per pair of taps
+        pairs = [(q, p) for q in taps for p in taps]
+        for (q, p), e in zip(pairs, lag.tolist()):
+            r[:, :, e] += w[:, :, q[0], q[1]].T @ w[:, :, p[0], p[1]]
+    r = r.reshape(n, n, 2 * kh - 1, 2 * kw - 1)
     dh, dw = op.dilation
     return ConvOperator(
         r, op.input_size, padding=(dh * (kh - 1), dw * (kw - 1)), padding_mode="circular",
