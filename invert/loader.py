@@ -61,10 +61,11 @@ def default_cache_dir() -> Path:
     Examples
     --------
     >>> import os
+    >>> saved = os.environ.get("CRELU_CACHE")
     >>> os.environ["CRELU_CACHE"] = "/tmp/crelu-cache"
     >>> str(default_cache_dir())
     '/tmp/crelu-cache'
-    >>> del os.environ["CRELU_CACHE"]
+    >>> _ = os.environ.pop("CRELU_CACHE") if saved is None else os.environ.update(CRELU_CACHE=saved)
     """
     if os.environ.get("CRELU_CACHE"):
         return Path(os.environ["CRELU_CACHE"]).expanduser()
@@ -97,7 +98,7 @@ def cache_path(
 
     Examples
     --------
-    >>> cache_path("convpool_c@textures", recipe="tiny", cache_dir="/tmp/c").name[:26]
+    >>> cache_path("convpool_c@textures", recipe="tiny", cache_dir="/tmp/c").name[:25]
     'convpool_c@textures-tiny-'
     """
     from . import __version__
