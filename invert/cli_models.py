@@ -24,7 +24,8 @@ def register(subparsers) -> None:
             "Train a zoo model on a data set, evaluating on its test split after every "
             "epoch. Without --out the result goes to the model cache (where "
             "load_model('MODEL@DATA') finds it); with --out it is written there, with a "
-            "resumable training state next to it (PATH.state.pt)."
+            "resumable training state next to it (same name, suffix .state.pt): run the "
+            "same command again to resume an interrupted run."
         ),
         epilog=(
             "examples: crelu train convpool_c_crelu_half@textures; "
