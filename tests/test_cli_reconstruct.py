@@ -1,0 +1,128 @@
+"""``crelu reconstruct`` end to end on a tiny checkpoint and small images in real formats."""
+
+import json
+
+import numpy as np
+import pytest
+import skimage.io
+from torch import nn
+
+from invert.checkpoints import save_checkpoint
+from invert.cli import main
+from invert.cli_reconstruct import activation_layers, prepare_image
+from invert.zoo import create_model
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    net = create_model("convpool_c_crelu", width=0.1)  # conv1: 10 filters on 3 channels
+    net.normalize.set_statistics([0.5, 0.45, 0.4], [0.25, 0.25, 0.3])
+    return str(save_checkpoint(net, folder / "net.safetensors", data="textures"))
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    rng = np.random.default_rng(0)
+    skimage.io.imsave(path, (rng.random((40, 52, 3)) * 255).astype(np.uint8))
+    return str(path)
+
+
+def run(capsys, *argv):
+    code = main(["reconstruct", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_one_layer_writes_a_png_and_a_table(capsys, checkpoint, image, tmp_path):
+    out_png = tmp_path / "rec.png"
+    code, out, err = run(capsys, "--model", checkpoint, "--image", image, "--layer", "conv1",
+                         "--out", str(out_png), "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0].split()[:3] == ["layer", "relative_error", "projection_error"]
+    figure = skimage.io.imread(out_png)  # a valid PNG, two panels side by side
+    assert figure.ndim == 3 and figure.shape[1] > 1.5 * figure.shape[0]
+    assert not list(tmp_path.glob(".rec.png*"))  # no temporary file left behind
+
+
+def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
+    code, out, err = run(capsys, "--model", checkpoint, "--image", image, "--all-layers",
+                         "--layer", "conv3", "--json", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
+    assert rows[0]["relative_error"] < 1e-8 and rows[0]["psnr"] > 150
+    assert rows[0]["projection_error"] < 1e-6 and rows[0]["converged"]
+    assert rows[2]["relative_error"] > rows[0]["relative_error"]
+    assert rows[1]["steps"][0]["kind"] == "CReLU"
+
+
+def test_skimage_image_and_float32(capsys, checkpoint):
+    args = ["--image", "skimage:camera", "--layer", "conv2", "--float32", "--no-projection"]
+    code, out, err = run(capsys, "--model", checkpoint, *args, "--json", "--device", "cpu")
+    assert code == 0, err
+    row = json.loads(out)[0]
+    assert "projection_error" not in row and 0 < row["relative_error"] < 1
+
+
+def test_image_preparation_grey_rgba_and_crop():
+    grey = prepare_image(np.linspace(0, 255, 60 * 80).reshape(60, 80).astype(np.uint8), 32)
+    assert grey.shape == (3, 32, 32) and np.allclose(grey[0], grey[2])
+    rgba = np.zeros((50, 50, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 255
+    red = prepare_image(rgba, 16)
+    assert np.allclose(red[0], 1) and np.allclose(red[1:], 0)
+    assert prepare_image(np.ones((9, 9, 3)), 32, channels=1).shape == (1, 32, 32)
+
+
+def test_activation_layers_of_plain_sequentials():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    assert activation_layers(model) == ["2", "3"]
+    assert activation_layers(create_model("vgg16", width=0.05))[:2] == ["features.1", "features.3"]
+    assert activation_layers(create_model("convpool_c", width=0.1))[:2] == ["conv1", "conv2"]
+
+
+def test_non_converging_solve_is_reported(capsys, checkpoint, image):
+    args = ["--image", image, "--layer", "conv1", "--max-iter", "1", "--no-projection"]
+    code, out, err = run(capsys, "--model", checkpoint, *args, "--json", "--device", "cpu")
+    assert code == 0
+    assert "note: conv1: least_squares (CGLS) did not reach" in err and "residual reached" in err
+    assert json.loads(out)[0]["converged"] is False
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    tiny = tmp_path / "tiny.png"
+    skimage.io.imsave(tiny, np.zeros((4, 6, 3), np.uint8), check_contrast=False)
+    return {"text": str(text), "tiny": str(tiny), "folder": str(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--image", "{text}", "--layer", "conv1"], "cannot read"),
+        (["--image", "{folder}/missing.png", "--layer", "conv1"], "no such image file"),
+        (["--image", "{tiny}", "--layer", "conv1"], "6x4 pixels, too small"),
+        (["--image", "skimage:nothing", "--layer", "conv1"], "unknown image 'skimage:nothing'"),
+        (["--image", "skimage:camera", "--layer", "conv12"], "unknown layer .conv12.; valid"),
+        (["--image", "skimage:camera", "--layer", "flatten"], r"'flatten' \(Flatten\)"),
+        (["--image", "skimage:camera"], "give --layer"),
+        (["--image", "skimage:camera", "--layer", "conv1", "--out", "{folder}/x.jpg"], ".png"),
+        (["--image", "skimage:camera", "--layer", "conv1", "--max-iter", "0"], "max-iter"),
+    ],
+)  # fmt: skip
+def test_bad_input_exits_2_with_one_line(capsys, checkpoint, bad_files, args, message):
+    args = [a.format(**bad_files) for a in args]
+    code, out, err = run(capsys, "--model", checkpoint, *args, "--device", "cpu")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crelu reconstruct: error:")
+    assert __import__("re").search(message, lines[0]), lines[0]
+
+
+def test_bad_model_spec_exits_2(capsys, image):
+    code, _, err = run(capsys, "--model", "no_such_model", "--image", image, "--layer", "conv1")
+    assert code == 2 and "no_such_model" in err and len(err.strip().splitlines()) == 1
