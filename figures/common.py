@@ -1,0 +1,422 @@
+"""What the figure scripts share: the model session, analysis sizes, output helpers.
+
+A :class:`Session` holds the run's settings (data spec, training recipe, model cache,
+device) and every model and data set it has loaded, so that the scripts run by
+:func:`figures.run_all.run_figures` train or load each model once and share it. Each
+script also runs on its own (``python -m figures.fig1_filter_pairs --out DIR``):
+:func:`run_standalone` parses the common options, builds a session and turns user
+mistakes into one line on stderr with exit status 2, as ``crelu`` does.
+
+The models (ConvPool-CNN-C of the paper's Table 1, Springenberg et al. 2014) are
+referred to by their role: ``relu`` (the baseline), ``crelu`` (CReLU, same filters),
+``double``, ``avr`` and ``crelu_half``.
+
+Analysis sizes (ours) grow with the recipe, so that ``tiny`` is a smoke test of
+seconds, ``fast`` a real but small run on two CPU cores and ``paper`` the paper's
+scale (see :data:`ANALYSIS_SIZES`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "MODELS",
+    "SEED",
+    "AnalysisSizes",
+    "ANALYSIS_SIZES",
+    "Session",
+    "check_output_dir",
+    "save_figure",
+    "write_json",
+    "markdown_table",
+    "json_ready",
+    "machine_info",
+    "run_standalone",
+]
+
+#: Seed of every random choice the scripts make (images, random filters, crops).
+SEED = 0
+
+#: Role -> zoo name of the five ConvPool-CNN-C variants of the paper's Table 1.
+MODELS = {
+    "relu": "convpool_c",
+    "double": "convpool_c_double",
+    "avr": "convpool_c_avr",
+    "crelu": "convpool_c_crelu",
+    "crelu_half": "convpool_c_crelu_half",
+}
+
+
+@dataclass(frozen=True)
+class AnalysisSizes:
+    """How much work each analysis does (ours; larger is more precise and slower).
+
+    Attributes
+    ----------
+    pairing_trials : int
+        Random filter sets per layer for the Gaussian baseline of Figs. 1-3.
+    invariance_images : int
+        Natural images for the invariance scores of Fig. 4 (at least 100: the 1%
+        firing rate needs one firing image per unit).
+    reconstruction_images : int
+        Test images reconstructed for Fig. 5 (the first one is shown).
+    reconstruction_max_iter : int
+        Iteration limit of each least-squares solve of the reconstructions.
+    pooling_images : int
+        Crops per layer for the max-pooling metrics.
+    pooling_max_dim : int
+        Largest layer-input dimension of the pooling metrics' dense rank and frame
+        bounds; the crop size is chosen to fit it.
+    """
+
+    pairing_trials: int
+    invariance_images: int
+    reconstruction_images: int
+    reconstruction_max_iter: int
+    pooling_images: int
+    pooling_max_dim: int
+
+
+ANALYSIS_SIZES = {
+    "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512),
+    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048),
+    "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096),
+}
+
+
+def _recipe_name(recipe) -> str:
+    return recipe if isinstance(recipe, str) else getattr(recipe, "name", "custom")
+
+
+def check_output_dir(out) -> Path:
+    """Create ``out`` if needed and make sure files can be written there.
+
+    Raises ``PermissionError`` (one line: which folder, why, what to do) before any
+    work starts, so a long run never fails at its last step.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp()) / "figs"
+    >>> check_output_dir(folder).is_dir()
+    True
+    """
+    path = Path(out).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PermissionError(
+            f"cannot write to the output folder {path} ({reason}); choose another --out"
+        ) from None
+    return path
+
+
+@dataclass
+class Session:
+    """Settings of a run and the models and data it has loaded (shared by the scripts).
+
+    Parameters
+    ----------
+    data : str
+        Data spec for :func:`invert.data.load_dataset` (``textures``, ``cifar10:PATH``...).
+    recipe : str or invert.train.Recipe
+        Training recipe of the models (``tiny``, ``fast``, ``paper``); also selects the
+        analysis sizes (:data:`ANALYSIS_SIZES`; ``fast`` for a custom recipe).
+    cache_dir : path, optional
+        Model cache (default: the loader's, ``$CRELU_CACHE`` or ``~/.cache/crelu``).
+    device : str, optional
+        ``None``: CUDA when available, else CPU.
+    progress : bool
+        Show training progress on stderr.
+    train_if_missing : bool
+        Train models missing from the cache (else ``FileNotFoundError``).
+
+    Examples
+    --------
+    >>> session = Session(recipe="tiny")
+    >>> session.sizes.invariance_images, session.spec("crelu")
+    (100, 'convpool_c_crelu@textures')
+    """
+
+    data: str = "textures"
+    recipe: object = "fast"
+    cache_dir: str | os.PathLike | None = None
+    device: str | None = None
+    progress: bool = True
+    train_if_missing: bool = True
+    _models: dict = field(default_factory=dict, repr=False)
+    _test_set: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        from invert.checkpoints import resolve_device
+        from invert.train import get_recipe
+
+        get_recipe(self.recipe)  # unknown names fail here, before any work
+        if not isinstance(self.data, str) or not self.data.strip():
+            raise ValueError("data must be a data set spec such as textures or cifar10:PATH")
+        self.data = self.data.strip()
+        self.device = str(resolve_device(self.device))
+
+    @property
+    def recipe_name(self) -> str:
+        return _recipe_name(self.recipe)
+
+    @property
+    def sizes(self) -> AnalysisSizes:
+        return ANALYSIS_SIZES.get(self.recipe_name, ANALYSIS_SIZES["fast"])
+
+    def spec(self, role: str) -> str:
+        """``MODEL@DATA`` of a role (``relu``, ``crelu``, ...)."""
+        if role not in MODELS:
+            raise ValueError(f"unknown model role {role!r}; valid roles: {', '.join(MODELS)}")
+        return f"{MODELS[role]}@{self.data}"
+
+    def recipe_for(self, role: str):
+        from invert.train import get_recipe
+
+        return get_recipe(self.recipe, arch=MODELS[role])
+
+    def cache_file(self, role: str) -> Path:
+        """Where the loader caches (or would cache) the model of ``role``."""
+        from invert.loader import cache_path
+
+        return cache_path(
+            self.spec(role), recipe=self.recipe_for(role), cache_dir=self.cache_dir, seed=SEED
+        )
+
+    def is_cached(self, role: str) -> bool:
+        return self.cache_file(role).is_file()
+
+    def model(self, role: str):
+        """The trained model of ``role`` (eval mode), loaded or trained once per session."""
+        if role not in self._models:
+            from invert.loader import load_model
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                self._models[role] = load_model(
+                    self.spec(role),
+                    recipe=self.recipe_for(role),
+                    device=self.device,
+                    cache_dir=self.cache_dir,
+                    train_if_missing=self.train_if_missing,
+                    progress=self.progress,
+                    seed=SEED,
+                )
+        return self._models[role]
+
+    def test_set(self):
+        """The held-out split of the data (as the models were tested on it)."""
+        if self._test_set is None:
+            from invert.data import load_dataset
+            from invert.zoo import model_info
+
+            name = self.data.partition(":")[0].strip().lower()
+            recipe = self.recipe_for("relu")
+            options = dict(recipe.data_options) if name == "textures" else {}
+            size = (
+                None
+                if name in ("cifar10", "cifar100")
+                else model_info(MODELS["relu"])["input_size"]
+            )
+            self._test_set = load_dataset(
+                self.data, split="test", image_size=size, seed=SEED, **options
+            )
+        return self._test_set
+
+    def check_cache_writable(self) -> None:
+        """Raise ``PermissionError`` now if a model must be trained into an unwritable cache."""
+        missing = [role for role in MODELS if not self.is_cached(role)]
+        if missing and self.train_if_missing:
+            folder = self.cache_file("relu").parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as error:
+                reason = error.strerror or type(error).__name__
+                raise PermissionError(
+                    f"cannot write to the model cache {folder} ({reason}); pass --cache-dir "
+                    f"DIR or set CRELU_CACHE to a writable folder"
+                ) from None
+
+
+# --- output helpers ------------------------------------------------------------------
+
+
+def save_figure(fig, path) -> Path:
+    """Write a matplotlib figure as PNG atomically, at its own size and dpi; close it.
+
+    The image is ``figsize * dpi`` pixels exactly (no tight bounding box), so each
+    figure's size is known in advance.
+    """
+    import matplotlib.pyplot as plt
+
+    from invert.checkpoints import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_ready(value):
+    """``value`` with numpy scalars/arrays made plain and non-finite floats as ``None``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2)]})
+    {'a': 1.5, 'b': [None, 2]}
+    """
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, torch.Tensor):
+        return json_ready(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, data) -> Path:
+    """Write ``data`` as indented JSON atomically (non-finite floats become null)."""
+    from invert.checkpoints import atomic_write_bytes
+
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode())
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """A GitHub-flavoured markdown table of dict rows (floats with 4 significant digits).
+
+    Examples
+    --------
+    >>> print(markdown_table([{"layer": "conv1", "A": 0.5}, {"layer": "conv2", "A": None}]))
+    | layer | A |
+    |---|---|
+    | conv1 | 0.5 |
+    | conv2 | – |
+    """
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def machine_info() -> dict:
+    """CPU model and count, platform, torch version and threads, GPU (for the report)."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        info["load_average"] = None
+    return info
+
+
+# --- running one script on its own ---------------------------------------------------------
+
+
+def _arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", default="crelu-figures", help="output folder (created)")
+    parser.add_argument(
+        "--data",
+        default="textures",
+        help="textures (embedded default), cifar10:PATH, cifar100:PATH or folder:PATH",
+    )
+    parser.add_argument("--recipe", default="fast", help="tiny, fast or paper (default: fast)")
+    parser.add_argument("--cache-dir", help="model cache (default: $CRELU_CACHE or ~/.cache/crelu)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    return parser
+
+
+def run_standalone(main, doc: str, stem: str, argv=None) -> int:
+    """Entry of ``python -m figures.SCRIPT``: parse options, run ``main``, write ``STEM.json``.
+
+    User mistakes (unknown data spec, unwritable folder, ...) print one line
+    ``python -m figures.STEM: error: ...`` and return 2.
+    """
+    title = doc.strip().splitlines()[0]
+    args = _arguments(title).parse_args(argv)
+    try:
+        out = check_output_dir(args.out)
+        session = Session(
+            data=args.data, recipe=args.recipe, cache_dir=args.cache_dir, device=args.device
+        )
+        session.test_set()  # a data spec that does not exist fails here, before training
+        session.check_cache_writable()
+        result = main(out, session=session)
+        write_json(out / f"{stem}.json", result)
+    except (ValueError, TypeError, OSError) as error:
+        if os.environ.get("CRELU_DEBUG"):
+            raise
+        text = str(error).strip()
+        message = text.splitlines()[0] if text else type(error).__name__
+        print(f"python -m figures.{stem}: error: {message}", file=sys.stderr)
+        return 2
+    print(f"{result['title']}")
+    for name in result.get("files", []):
+        print(f"  wrote {out / name}")
+    if result.get("rows"):
+        print(markdown_table(result["rows"], result.get("columns")))
+    return 0

@@ -1,0 +1,57 @@
+"""Figure 3: histograms of mu_w (learned) and mu_r (random) per conv layer, CReLU model.
+
+The same statistic as Figure 2 for the CReLU ConvPool-CNN-C: the paper finds the
+learned and random histograms aligned at every layer (CReLU does the pairing, so the
+filters no longer need to).
+
+    python -m figures.fig3_pairing_crelu --out DIR [--data textures] [--recipe fast]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from figures.common import Session, run_standalone
+from figures.fig2_pairing_relu import COLUMNS, DPI, FIGSIZE, pairing_histograms
+
+STEM = "fig3_pairing_crelu"
+
+
+def main(out, *, session: Session | None = None, **options) -> dict:
+    """Draw Figure 3 into ``out/fig3_pairing_crelu.png``; mu statistics per layer.
+
+    Parameters
+    ----------
+    out : path
+        Existing output folder.
+    session : Session, optional
+        Shared models and settings; default ``Session(**options)``.
+    **options
+        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
+
+    Returns
+    -------
+    dict
+        ``id``, ``title``, ``files``, ``rows`` (one per layer: means and stds).
+
+    Examples
+    --------
+    >>> main("figs", recipe="tiny")  # doctest: +SKIP
+    """
+    session = session or Session(**options)
+    rows = pairing_histograms(
+        session, "crelu", "CReLU", f"{out}/{STEM}.png",
+        "Fig. 3: pairing statistic mu per conv layer, CReLU model (blue: learned, red: random)",
+    )  # fmt: skip
+    return {
+        "id": "fig3",
+        "title": "Figure 3: pairing histograms mu_w vs mu_r, CReLU model",
+        "files": [f"{STEM}.png"],
+        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
+        "columns": COLUMNS,
+        "rows": rows,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(run_standalone(main, __doc__, STEM))

@@ -1,0 +1,318 @@
+"""The paper's findings as testable criteria, each a pure function of the scripts' numbers.
+
+Every criterion is written here, with its thresholds, before any result is seen, and
+copied verbatim into the report. A finding that does not hold on the data used is
+reported as ``"does not hold"``; nothing is tuned to make it pass. Verdicts:
+
+``holds`` / ``does not hold``
+    The criterion was evaluated on the numbers.
+``not testable``
+    The numbers needed are missing (e.g. a model without a test set): said, not hidden.
+
+The findings (numbering ours):
+
+* **F1** (Sections 2.1 and 4.3, Figs. 1-3): ReLU conv1 filters pair up more than
+  random filters, CReLU conv1 filters do not.
+* **F2** (Proposition 2.1, Fig. 5): reconstruction is exact through CReLU layers
+  without pooling, and its quality (PSNR) falls layer by layer.
+* **F3** (Section 4.2, Fig. 4): CReLU invariance scores >= ReLU's on most layers.
+* **F4** (Section 3.1, Table 1): CReLU-half reaches an error <= the baseline's with
+  about half its parameters.
+* **F5** (Section 4.3, Table 6): the outgoing weights of a filter's positive and
+  negative phases are far from negations of each other.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["CRITERIA", "f1_pairing", "f2_reconstruction", "f3_invariance", "f4_errors",
+           "f5_correlations", "evaluate_findings"]  # fmt: skip
+
+#: Pairing: the learned mean must lie this many random standard deviations below the
+#: random mean to count as "pairing up" (F1).
+PAIRING_MARGIN = 1.0
+#: Relative reconstruction error that counts as exact in float64 (F2).
+EXACT_ERROR = 1e-6
+#: PSNR cap (dB): anything above is "exact" and compares equal (F2).
+PSNR_CAP = 100.0
+#: Mean |cos| of the pair outgoing weights below which they are "far below 1" (F5).
+CORRELATION_LIMIT = 0.5
+#: CReLU-half's parameters must be at most this fraction of the baseline's (F4).
+HALF_PARAMS = 0.55
+
+CRITERIA = {
+    "F1": (
+        "ReLU conv1 filters pair up more than random filters while CReLU conv1 filters do not",
+        f"pairing gap g = (mean mu_r - mean mu_w) / std mu_r on conv1 (mu_r: Gaussian "
+        f"filters of the same shape). Holds iff g_ReLU > {PAIRING_MARGIN:g} (learned "
+        f"filters clearly more opposite than random ones) and g_CReLU <= "
+        f"{PAIRING_MARGIN:g}.",
+    ),
+    "F2": (
+        "Reconstruction is exact through CReLU layers without pooling, and PSNR falls "
+        "layer by layer",
+        f"CReLU model, conv1-conv4 reconstructions in float64. (a) every layer reached "
+        f"without max-pooling whose convs on the way are all frames (lower frame bound "
+        f"A > tol, circular boundary) has relative error <= {EXACT_ERROR:g}, and there is "
+        f"at least one such layer; (b) PSNR, capped at {PSNR_CAP:g} dB, does not increase "
+        f"from conv1 to conv4. Holds iff (a) and (b). Layers that are not frames are "
+        f"reported but not judged by (a): Proposition 2.1 promises only the projection "
+        f"onto the filters' span there.",
+    ),
+    "F3": (
+        "CReLU invariance >= ReLU invariance on most layers",
+        "layer invariance scores (mean of the top 20% unit scores) on every conv layer but "
+        "the class layer. Holds iff score_CReLU >= score_ReLU on more than half of the "
+        "layers.",
+    ),
+    "F4": (
+        "CReLU-half error <= baseline error at half the parameters",
+        f"test error (%) after training with the recipe, one run each. Holds iff "
+        f"error(CReLU-half) <= error(baseline) and params(CReLU-half) <= "
+        f"{HALF_PARAMS:g} x params(baseline). The binomial standard errors are reported "
+        f"as context, not used in the verdict.",
+    ),
+    "F5": (
+        "Outgoing pair correlations far below 1",
+        f"CReLU model, every CReLU layer followed by a conv: mean |cos| between the next "
+        f"layer's weights on the positive and negative phase of the same filter. Holds "
+        f"iff it is < {CORRELATION_LIMIT:g} on every layer (negated weights would give 1).",
+    ),
+}
+
+
+def _finding(key: str, verdict: str, numbers: dict, summary: str) -> dict:
+    claim, criterion = CRITERIA[key]
+    return {
+        "id": key,
+        "claim": claim,
+        "criterion": criterion,
+        "verdict": verdict,
+        "numbers": numbers,
+        "summary": summary,
+    }
+
+
+def _verdict(ok: bool) -> str:
+    return "holds" if ok else "does not hold"
+
+
+def pairing_gap(mean_w: float, mean_r: float, std_r: float) -> float:
+    """``(mean_r - mean_w) / std_r``: how far left of random the learned mu lie.
+
+    Examples
+    --------
+    >>> pairing_gap(-0.8, -0.4, 0.1)
+    4.0
+    """
+    return (mean_r - mean_w) / std_r if std_r > 0 else math.copysign(math.inf, mean_r - mean_w)
+
+
+def f1_pairing(relu: dict, crelu: dict) -> dict:
+    """F1 from the conv1 pairing rows (``mu_w_mean``, ``mu_r_mean``, ``mu_r_std``).
+
+    Examples
+    --------
+    >>> relu = {"mu_w_mean": -0.8, "mu_r_mean": -0.4, "mu_r_std": 0.1}
+    >>> crelu = {"mu_w_mean": -0.42, "mu_r_mean": -0.4, "mu_r_std": 0.1}
+    >>> f1_pairing(relu, crelu)["verdict"]
+    'holds'
+    >>> f1_pairing(crelu, crelu)["verdict"]
+    'does not hold'
+    """
+    g_relu = pairing_gap(relu["mu_w_mean"], relu["mu_r_mean"], relu["mu_r_std"])
+    g_crelu = pairing_gap(crelu["mu_w_mean"], crelu["mu_r_mean"], crelu["mu_r_std"])
+    numbers = {
+        "relu_mu_w_mean": relu["mu_w_mean"],
+        "relu_mu_r_mean": relu["mu_r_mean"],
+        "relu_mu_r_std": relu["mu_r_std"],
+        "relu_gap": g_relu,
+        "crelu_mu_w_mean": crelu["mu_w_mean"],
+        "crelu_mu_r_mean": crelu["mu_r_mean"],
+        "crelu_mu_r_std": crelu["mu_r_std"],
+        "crelu_gap": g_crelu,
+    }
+    ok = g_relu > PAIRING_MARGIN and g_crelu <= PAIRING_MARGIN
+    summary = (
+        f"conv1 gap ReLU {g_relu:.2f} (mu_w {relu['mu_w_mean']:.3f} vs mu_r "
+        f"{relu['mu_r_mean']:.3f}), CReLU {g_crelu:.2f} (mu_w {crelu['mu_w_mean']:.3f} vs "
+        f"mu_r {crelu['mu_r_mean']:.3f})"
+    )
+    return _finding("F1", _verdict(ok), numbers, summary)
+
+
+def _capped(psnr: float) -> float:
+    return psnr if math.isnan(psnr) else min(psnr, PSNR_CAP)
+
+
+def f2_reconstruction(rows: list[dict]) -> dict:
+    """F2 from the CReLU model's Fig. 5 rows, in layer order.
+
+    Each row has ``layer``, ``pooling_before``, ``frame_path``, ``A_layer``,
+    ``rel_error`` and ``psnr``.
+
+    Examples
+    --------
+    >>> rows = [
+    ...     dict(layer="conv1", pooling_before=False, frame_path=True, A_layer=1.0,
+    ...          rel_error=1e-12, psnr=float("inf")),
+    ...     dict(layer="conv2", pooling_before=False, frame_path=False, A_layer=0.0,
+    ...          rel_error=0.5, psnr=20.0),
+    ...     dict(layer="conv4", pooling_before=True, frame_path=False, A_layer=0.0,
+    ...          rel_error=0.9, psnr=12.0),
+    ... ]
+    >>> f2_reconstruction(rows)["verdict"]
+    'holds'
+    >>> rows[2]["psnr"] = 25.0
+    >>> f2_reconstruction(rows)["verdict"]
+    'does not hold'
+    """
+    judged = [r for r in rows if not r["pooling_before"] and r["frame_path"]]
+    exact = bool(judged) and all(r["rel_error"] <= EXACT_ERROR for r in judged)
+    capped = [_capped(r["psnr"]) for r in rows]
+    falling = all(b <= a for a, b in zip(capped, capped[1:]))
+    numbers = {
+        "layers": [r["layer"] for r in rows],
+        "rel_error": [r["rel_error"] for r in rows],
+        "psnr": [r["psnr"] for r in rows],
+        "A_layer": [r["A_layer"] for r in rows],
+        "frame_path": [r["frame_path"] for r in rows],
+        "pooling_before": [r["pooling_before"] for r in rows],
+        "judged_exact_layers": [r["layer"] for r in judged],
+        "exact": exact,
+        "psnr_non_increasing": falling,
+    }
+    parts = []
+    for r in rows:
+        psnr = "inf" if not math.isfinite(r["psnr"]) else f"{r['psnr']:.1f}"
+        a = "–" if r["A_layer"] is None else f"{r['A_layer']:.3g}"
+        parts.append(f"{r['layer']} err {r['rel_error']:.2g} / {psnr} dB / A {a}")
+    summary = "; ".join(parts)
+    if not judged:
+        summary += " (no layer is reached through frames only: (a) cannot be met)"
+    return _finding("F2", _verdict(exact and falling), numbers, summary)
+
+
+def f3_invariance(rows: list[dict]) -> dict:
+    """F3 from the Fig. 4 rows (``layer``, ``relu``, ``crelu`` scores).
+
+    Examples
+    --------
+    >>> rows = [dict(layer=f"conv{i}", relu=1.0, crelu=1.0 + (i % 3 > 0)) for i in range(1, 7)]
+    >>> f3_invariance(rows)["numbers"]["layers_crelu_ge_relu"]
+    6
+    """
+    wins = [r["layer"] for r in rows if r["crelu"] >= r["relu"]]
+    ok = len(wins) > len(rows) / 2
+    numbers = {
+        "layers": len(rows),
+        "layers_crelu_ge_relu": len(wins),
+        "which": wins,
+        "relu": [r["relu"] for r in rows],
+        "crelu": [r["crelu"] for r in rows],
+    }
+    summary = f"CReLU >= ReLU on {len(wins)} of {len(rows)} layers" + (
+        f" ({', '.join(wins)})" if wins else ""
+    )
+    return _finding("F3", _verdict(ok), numbers, summary)
+
+
+def f4_errors(rows: list[dict]) -> dict:
+    """F4 from the Table 1 rows (``role``, ``test_error``, ``test_error_se``, ``params``).
+
+    Examples
+    --------
+    >>> rows = [dict(role="relu", test_error=20.0, test_error_se=1.0, params=100),
+    ...         dict(role="crelu_half", test_error=19.0, test_error_se=1.0, params=50)]
+    >>> f4_errors(rows)["verdict"]
+    'holds'
+    """
+    by_role = {r["role"]: r for r in rows}
+    base, half = by_role["relu"], by_role["crelu_half"]
+    ratio = half["params"] / base["params"]
+    numbers = {
+        "baseline_error": base["test_error"],
+        "baseline_error_se": base["test_error_se"],
+        "half_error": half["test_error"],
+        "half_error_se": half["test_error_se"],
+        "baseline_params": base["params"],
+        "half_params": half["params"],
+        "params_ratio": ratio,
+    }
+    if base["test_error"] is None or half["test_error"] is None:
+        return _finding("F4", "not testable", numbers, "no test error was recorded")
+    ok = half["test_error"] <= base["test_error"] and ratio <= HALF_PARAMS
+    summary = (
+        f"CReLU-half {half['test_error']:.2f}% (+/- {half['test_error_se']:.2f}) vs baseline "
+        f"{base['test_error']:.2f}% (+/- {base['test_error_se']:.2f}) with {ratio:.2f}x the "
+        f"parameters ({half['params']} vs {base['params']})"
+    )
+    return _finding("F4", _verdict(ok), numbers, summary)
+
+
+def f5_correlations(rows: list[dict]) -> dict:
+    """F5 from the Table 6 rows (``layer``, ``abs_pair_mean``, ``pair_mean``, ...).
+
+    Examples
+    --------
+    >>> rows = [dict(layer="conv1", abs_pair_mean=0.2, pair_mean=-0.1, abs_nonpair_mean=0.1),
+    ...         dict(layer="conv2", abs_pair_mean=0.7, pair_mean=-0.7, abs_nonpair_mean=0.1)]
+    >>> f5_correlations(rows)["verdict"]
+    'does not hold'
+    """
+    values = [r["abs_pair_mean"] for r in rows]
+    ok = bool(rows) and all(v < CORRELATION_LIMIT for v in values)
+    numbers = {
+        "layers": [r["layer"] for r in rows],
+        "abs_pair_mean": values,
+        "pair_mean": [r["pair_mean"] for r in rows],
+        "abs_nonpair_mean": [r["abs_nonpair_mean"] for r in rows],
+        "max_abs_pair_mean": max(values) if values else None,
+    }
+    if not rows:
+        return _finding("F5", "not testable", numbers, "no CReLU layer followed by a conv")
+    worst = max(rows, key=lambda r: r["abs_pair_mean"])
+    summary = (
+        f"mean |cos| of pair weights {min(values):.3f}-{max(values):.3f} over {len(rows)} "
+        f"layers (largest at {worst['layer']}); non-pair "
+        f"{min(r['abs_nonpair_mean'] for r in rows):.3f}-"
+        f"{max(r['abs_nonpair_mean'] for r in rows):.3f}"
+    )
+    return _finding("F5", _verdict(ok), numbers, summary)
+
+
+def evaluate_findings(results: dict) -> list[dict]:
+    """All five findings from the scripts' results keyed by id (``fig1``, ``fig5``, ...).
+
+    A finding whose script did not run is ``not testable``.
+    """
+    findings = []
+
+    def missing(key, what):
+        return _finding(key, "not testable", {}, f"{what} did not run")
+
+    if "fig1" in results:
+        rows = {r["model"]: r for r in results["fig1"]["rows"]}
+        findings.append(f1_pairing(rows["ReLU"], rows["CReLU"]))
+    else:
+        findings.append(missing("F1", "Figure 1"))
+    if "fig5" in results:
+        findings.append(
+            f2_reconstruction([r for r in results["fig5"]["rows"] if r["model"] == "CReLU"])
+        )
+    else:
+        findings.append(missing("F2", "Figure 5"))
+    if "fig4" in results:
+        findings.append(f3_invariance(results["fig4"]["rows"]))
+    else:
+        findings.append(missing("F3", "Figure 4"))
+    if "table1" in results:
+        findings.append(f4_errors(results["table1"]["rows"]))
+    else:
+        findings.append(missing("F4", "Table 1"))
+    if "table6" in results:
+        findings.append(f5_correlations(results["table6"]["rows"]))
+    else:
+        findings.append(missing("F5", "Table 6"))
+    return findings

@@ -1,0 +1,348 @@
+"""Every figure and table of the paper in one run, with a report of the findings.
+
+:func:`run_figures` checks its inputs (data spec, output folder, model cache) before any
+work, trains the models missing from the cache (in parallel processes on a multi-core
+CPU), runs each script of this package on the shared models, and writes the PNGs plus
+``report.md`` and ``report.json``: data, recipe, model sizes, machine, wall time, every
+table, and the paper's findings F1-F5 checked against criteria fixed in
+:mod:`figures.findings`, each with its numbers and a verdict.
+
+    crelu figures --out DIR [--data textures] [--recipe fast] [--cache-dir DIR]
+    python -m figures.run_all --out DIR ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+
+from figures import (
+    fig1_filter_pairs,
+    fig2_pairing_relu,
+    fig3_pairing_crelu,
+    fig4_invariance,
+    fig5_reconstructions,
+    table1_errors,
+    table6_correlations,
+    table_frame_bounds,
+    table_pooling,
+)
+from figures.common import (
+    MODELS,
+    SEED,
+    Session,
+    check_output_dir,
+    json_ready,
+    machine_info,
+    markdown_table,
+    write_json,
+)
+from figures.findings import evaluate_findings
+
+__all__ = ["SCRIPTS", "run_figures", "train_models"]
+
+#: The scripts in the order they run (and appear in the report).
+SCRIPTS = (
+    fig1_filter_pairs,
+    fig2_pairing_relu,
+    fig3_pairing_crelu,
+    fig4_invariance,
+    fig5_reconstructions,
+    table1_errors,
+    table6_correlations,
+    table_frame_bounds,
+    table_pooling,
+)
+
+# relative training cost on a CPU (multiply-adds per image): the longest start first
+_COST = {"double": 4.0, "crelu": 2.0, "relu": 1.0, "avr": 1.0, "crelu_half": 1.0}
+
+
+def _train_worker(spec: str, recipe, cache_dir, threads: int) -> float:
+    """Train (or find) one MODEL@DATA in the cache, in a worker process; the seconds."""
+    import warnings
+
+    import torch
+
+    from invert.loader import load_model
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        load_model(
+            spec, recipe=recipe, device="cpu", cache_dir=cache_dir, progress=False, seed=SEED
+        )
+    return time.perf_counter() - started
+
+
+def train_models(session: Session, *, jobs: int | None = None, progress: bool = True) -> dict:
+    """Train every model of :data:`~figures.common.MODELS` missing from the cache.
+
+    On a CPU with ``jobs > 1`` the models train in ``jobs`` worker processes of
+    ``cpus // jobs`` threads each, longest first (small convolutions use two threads
+    poorly, so two single-threaded trainings finish sooner than two in a row). On a GPU,
+    or with ``jobs=1``, they train one after the other in this process. Each lands in
+    the shared cache (:func:`invert.loader.load_model`), from where the scripts load it.
+
+    Returns
+    -------
+    dict
+        Role -> seconds spent training it (cached models are absent).
+    """
+    from tqdm.auto import tqdm
+
+    missing = sorted((r for r in MODELS if not session.is_cached(r)), key=lambda r: -_COST[r])
+    if not missing:
+        return {}
+    if not session.train_if_missing:
+        names = ", ".join(session.spec(r) for r in missing)
+        raise FileNotFoundError(f"not in the model cache: {names}; train them or allow training")
+    cpus = os.cpu_count() or 1
+    jobs = min(cpus, 2) if jobs is None else jobs
+    jobs = max(1, min(jobs, len(missing)))
+    seconds = {}
+    if jobs == 1 or session.device != "cpu":
+        for role in missing:
+            started = time.perf_counter()
+            session.model(role)
+            seconds[role] = time.perf_counter() - started
+        return seconds
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, cpus // jobs)
+    context = multiprocessing.get_context("spawn")
+    bar = tqdm(total=len(missing), desc="training models", unit="model", disable=not progress,
+               file=sys.stderr)  # fmt: skip
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {
+            pool.submit(
+                _train_worker,
+                session.spec(role),
+                session.recipe_for(role),
+                session.cache_dir,
+                threads,
+            ): role
+            for role in missing
+        }
+        for future in as_completed(futures):
+            role = futures[future]
+            seconds[role] = future.result()
+            bar.set_postfix_str(f"{MODELS[role]} {seconds[role]:.0f} s")
+            bar.update()
+    bar.close()
+    return seconds
+
+
+def _model_rows(session: Session, trained: dict) -> list[dict]:
+    rows = []
+    for role, name in MODELS.items():
+        model = session.model(role)
+        meta = getattr(model, "metadata", {}) or {}
+        rows.append({
+            "role": role,
+            "model": name,
+            "width": (meta.get("config") or {}).get("width"),
+            "conv1_filters": model.conv1.conv.out_channels,
+            "params": sum(p.numel() for p in model.parameters()),
+            "epochs": len(meta.get("history") or []),
+            "test_accuracy": meta.get("test_accuracy"),
+            "source": f"trained now ({trained[role]:.0f} s)" if role in trained else "cache",
+        })  # fmt: skip
+    return rows
+
+
+def _data_summary(session: Session) -> dict:
+    test = session.test_set()
+    recipe = session.recipe_for("relu")
+    name = session.data.partition(":")[0].lower()
+    summary = {
+        "spec": session.data,
+        "classes": len(test.classes),
+        "class_names": list(test.classes),
+        "test_items": len(test),
+        "image_shape": list(test[0][0].shape),
+    }
+    if name == "textures":
+        summary["options"] = dict(recipe.data_options)
+    return summary
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _markdown(report: dict) -> str:
+    lines = [
+        "# CReLU paper figures: report",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"- Data: `{report['data']['spec']}`: {report['data']['classes']} classes, "
+        f"{report['data']['test_items']} test images of "
+        f"{'x'.join(map(str, report['data']['image_shape']))}"
+        + (f", options {report['data'].get('options')}" if report["data"].get("options") else ""),
+        f"- Recipe: `{report['recipe']['name']}` ({report['recipe']['epochs']} epochs, batch "
+        f"{report['recipe']['batch_size']}, lr {report['recipe']['lr']}, width "
+        f"{report['recipe']['width']}, {report['recipe']['schedule']} schedule)",
+        f"- Analysis sizes: {report['analysis_sizes']}",
+        f"- Machine: {report['machine']['cpus']} x {report['machine']['cpu']}, "
+        f"torch {report['machine']['torch']}, device {report['device']}, GPU "
+        f"{report['machine']['gpu'] or 'none'}; load average at start "
+        f"{report['machine']['load_average']}, at end {report['load_average_end']}",
+        f"- Wall time: {report['wall_time_s']:.1f} s (training {report['training_s']:.1f} s; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report["step_seconds"].items())
+        + ")",
+        f"- Toolkit {report['toolkit_version']}, seed {report['seed']}",
+        "",
+        "## Models",
+        "",
+        markdown_table(report["models"]),
+        "",
+        "## Findings",
+        "",
+        "| finding | claim | numbers | verdict |",
+        "|---|---|---|---|",
+    ]
+    for f in report["findings"]:
+        lines.append(f"| {f['id']} | {f['claim']} | {f['summary']} | **{f['verdict']}** |")
+    lines += ["", "Criteria (fixed before the run, in `figures/findings.py`):", ""]
+    for f in report["findings"]:
+        lines.append(f"- **{f['id']}**: {f['criterion']}")
+    lines += ["", "## Figures", ""]
+    for item in report["figures"]:
+        lines += [f"### {item['title']}", ""]
+        lines += [f"![{item['id']}]({name})" for name in item["files"]]
+        lines += ["", markdown_table(item["rows"], item.get("columns")), ""]
+    lines += ["## Tables", ""]
+    for item in report["tables"]:
+        lines += [f"### {item['title']}", "", markdown_table(item["rows"], item.get("columns")), ""]
+    return "\n".join(lines)
+
+
+def run_figures(
+    out="crelu-figures",
+    *,
+    data: str = "textures",
+    recipe="fast",
+    cache_dir=None,
+    device: str | None = None,
+    jobs: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Regenerate every figure and table and write ``report.md`` / ``report.json``.
+
+    Parameters
+    ----------
+    out : path
+        Output folder (created; checked writable before any work).
+    data : str
+        ``textures`` (embedded), ``cifar10:PATH``, ``cifar100:PATH`` or ``folder:PATH``.
+    recipe : {"tiny", "fast", "paper"} or Recipe
+        Training recipe of the five models; also sets the analysis sizes.
+    cache_dir : path, optional
+        Model cache (default: the loader's).
+    device : str, optional
+        ``None``: CUDA when available, else CPU.
+    jobs : int, optional
+        Training processes on a CPU (default: 2 when there are two cores or more).
+    progress : bool
+        Progress bars on stderr.
+    command : str, optional
+        The command line to record in the report.
+
+    Returns
+    -------
+    dict
+        The report (as written to ``report.json``).
+
+    Examples
+    --------
+    >>> report = run_figures("figs", recipe="tiny")  # doctest: +SKIP
+    >>> [f["verdict"] for f in report["findings"]]  # doctest: +SKIP
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from invert import __version__
+
+    started = time.perf_counter()
+    machine = machine_info()
+    out = check_output_dir(out)
+    session = Session(data=data, recipe=recipe, cache_dir=cache_dir, device=device,
+                      progress=progress)  # fmt: skip
+    session.test_set()  # an unknown or missing data set fails here, before any training
+    session.check_cache_writable()
+    trained = train_models(session, jobs=jobs, progress=progress)
+    training_s = time.perf_counter() - started
+    results, step_seconds = {}, {}
+    bar = tqdm(SCRIPTS, desc="figures", unit="step", disable=not progress, file=sys.stderr)
+    for script in bar:
+        bar.set_postfix_str(script.STEM)
+        torch.manual_seed(SEED)
+        t0 = time.perf_counter()
+        result = script.main(out, session=session)
+        step_seconds[result["id"]] = time.perf_counter() - t0
+        results[result["id"]] = result
+    bar.close()
+    recipe_obj = session.recipe_for("relu")
+    report = {
+        "command": command or f"run_figures({str(out)!r}, data={data!r}, recipe={recipe!r})",
+        "toolkit_version": __version__,
+        "seed": SEED,
+        "data": _data_summary(session),
+        "recipe": recipe_obj.to_dict(),
+        "analysis_sizes": dataclasses.asdict(session.sizes),
+        "device": session.device,
+        "machine": machine,
+        "models": _model_rows(session, trained),
+        "figures": [r for r in results.values() if r["files"]],
+        "tables": [r for r in results.values() if not r["files"]],
+        "findings": evaluate_findings(results),
+        "training_s": training_s,
+        "step_seconds": step_seconds,
+    }
+    try:
+        report["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        report["load_average_end"] = None
+    report["wall_time_s"] = time.perf_counter() - started
+    report = json_ready(report)
+    write_json(out / "report.json", report)
+    from invert.checkpoints import atomic_write_bytes
+
+    atomic_write_bytes(out / "report.md", (_markdown(report) + "\n").encode())
+    return report
+
+
+def main(argv=None) -> int:
+    """``python -m figures.run_all``: the same options as ``crelu figures``."""
+    import argparse
+
+    from figures.cli import add_arguments, run
+
+    prog = "python -m figures.run_all"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args, prog=prog)
+    except (ValueError, TypeError, OSError) as error:
+        if os.environ.get("CRELU_DEBUG"):
+            raise
+        text = str(error).strip()
+        message = text.splitlines()[0] if text else type(error).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

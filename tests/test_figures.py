@@ -1,0 +1,363 @@
+"""Tests of the figures package: the whole pipeline on the tiny recipe, each script on its
+own, the report's completeness and numbers (checked against independent computations),
+the findings' criteria on hand-made numbers, and bad input (one line, exit status 2)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import io as skio
+
+from figures import findings
+from figures.common import MODELS, Session, json_ready, markdown_table
+from figures.run_all import SCRIPTS, run_figures
+from invert.cli import main as crelu_main
+from invert.zoo import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (height, width) of each PNG, as designed (figsize x dpi): a spec, not a computed result
+EXPECTED_PNGS = {
+    "fig1_filter_pairs.png": (500, 1000),
+    "fig2_pairing_relu.png": (600, 1200),
+    "fig3_pairing_crelu.png": (600, 1200),
+    "fig4_invariance.png": (450, 800),
+    "fig5_reconstructions.png": (480, 1000),
+}
+FIGURE_IDS = {"fig1", "fig2", "fig3", "fig4", "fig5"}
+TABLE_IDS = {"table1", "table6", "frame_bounds", "pooling"}
+VERDICTS = {"holds", "does not hold"}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole pipeline once on the tiny recipe, with its own model cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    out = tmp_path_factory.mktemp("figures")
+    report = run_figures(out, recipe="tiny", cache_dir=cache, jobs=1, progress=False)
+    return out, cache, report
+
+
+@pytest.fixture(scope="session")
+def tiny_session(tiny_run):
+    """A session on the tiny models the pipeline cached (loaded once, shared)."""
+    _, cache, _ = tiny_run
+    return Session(recipe="tiny", cache_dir=cache, progress=False, train_if_missing=False)
+
+
+# --- the whole pipeline -------------------------------------------------------------------
+
+
+def test_every_png_is_a_valid_image_of_the_designed_size(tiny_run):
+    out, _, report = tiny_run
+    files = [name for item in report["figures"] for name in item["files"]]
+    assert sorted(files) == sorted(EXPECTED_PNGS)
+    for name, (height, width) in EXPECTED_PNGS.items():
+        path = out / name
+        image = skio.imread(path)
+        assert image.shape[:2] == (height, width), name
+        assert image.ndim == 3 and image.shape[2] in (3, 4), name
+        assert image[..., :3].std() > 10, f"{name} is blank"
+        assert path.stat().st_size < 200_000, f"{name} is over 200 KB"
+
+
+def test_report_json_has_every_figure_table_and_finding(tiny_run):
+    out, _, report = tiny_run
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    assert {f["id"] for f in report["figures"]} == FIGURE_IDS
+    assert {t["id"] for t in report["tables"]} == TABLE_IDS
+    for item in report["figures"] + report["tables"]:
+        assert item["rows"], item["id"]
+        assert item["title"]
+    assert [f["id"] for f in report["findings"]] == ["F1", "F2", "F3", "F4", "F5"]
+    for finding in report["findings"]:
+        assert finding["verdict"] in VERDICTS, finding
+        assert finding["criterion"] and finding["claim"] and finding["summary"]
+        numbers = [v for v in _flatten(finding["numbers"]) if isinstance(v, (int, float))]
+        assert any(math.isfinite(v) for v in numbers if not isinstance(v, bool)), finding["id"]
+    assert report["data"]["spec"] == "textures" and report["data"]["classes"] == 13
+    assert report["recipe"]["name"] == "tiny"
+    assert report["wall_time_s"] > 0 and report["machine"]["cpus"] >= 1
+    assert {m["role"] for m in report["models"]} == set(MODELS)
+
+
+def test_report_md_states_everything(tiny_run):
+    out, _, report = tiny_run
+    text = (out / "report.md").read_text()
+    for name in EXPECTED_PNGS:
+        assert f"]({name})" in text
+    for item in report["figures"] + report["tables"]:
+        assert item["title"] in text
+    for finding in report["findings"]:
+        assert f"| {finding['id']} |" in text
+        assert f"**{finding['verdict']}**" in text
+        assert finding["criterion"] in text
+    for needle in ("Data: `textures`", "Recipe: `tiny`", "Wall time:", "Machine:", "params"):
+        assert needle in text
+
+
+def _flatten(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _flatten(v)
+    else:
+        yield value
+
+
+def test_table1_parameters_match_fresh_zoo_models(tiny_run):
+    # independent of the loader and the cache: count the parameters of fresh models
+    _, _, report = tiny_run
+    table1 = next(t for t in report["tables"] if t["id"] == "table1")
+    for row in table1["rows"]:
+        fresh = create_model(row["name"], num_classes=13, width=0.125, dropout=0.0)
+        assert row["params"] == sum(p.numel() for p in fresh.parameters())
+    ratio = table1["rows"][-1]["params"] / table1["rows"][0]["params"]
+    assert 0.45 < ratio < 0.55  # CReLU-half: about half the baseline
+
+
+def test_pairing_numbers_match_a_numpy_reference(tiny_run, tiny_session):
+    _, _, report = tiny_run
+    fig1 = next(f for f in report["figures"] if f["id"] == "fig1")
+    for row, role in zip(fig1["rows"], ("relu", "crelu")):
+        weight = tiny_session.model(role).conv1.conv.weight.detach().double().numpy()
+        flat = weight.reshape(len(weight), -1)
+        unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+        gram = unit @ unit.T
+        np.fill_diagonal(gram, np.inf)
+        assert row["mu_w_mean"] == pytest.approx(gram.min(axis=1).mean(), abs=1e-12)
+    f1 = report["findings"][0]
+    relu = fig1["rows"][0]
+    expected_gap = (relu["mu_r_mean"] - relu["mu_w_mean"]) / relu["mu_r_std"]
+    assert f1["numbers"]["relu_gap"] == pytest.approx(expected_gap)
+
+
+def test_crelu_conv1_reconstruction_is_exact(tiny_run):
+    # conv1 of the CReLU model: 12 filters on 3 channels, a frame; float64 walk back
+    _, _, report = tiny_run
+    fig5 = next(f for f in report["figures"] if f["id"] == "fig5")
+    row = next(r for r in fig5["rows"] if r["model"] == "CReLU" and r["layer"] == "conv1")
+    assert row["frame_path"] and not row["pooling_before"]
+    assert row["rel_error"] < 1e-8
+    conv4 = next(r for r in fig5["rows"] if r["model"] == "CReLU" and r["layer"] == "conv4")
+    assert conv4["pooling_before"]
+
+
+# --- each script on its own -----------------------------------------------------------------
+
+
+def test_python_m_runs_a_script_on_its_own(tiny_run, tmp_path):
+    _, cache, _ = tiny_run
+    out = tmp_path / "alone"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "figures.fig1_filter_pairs", "--out", str(out), "--recipe",
+         "tiny", "--cache-dir", str(cache), "--device", "cpu"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        skio.imread(out / "fig1_filter_pairs.png").shape[:2]
+        == EXPECTED_PNGS["fig1_filter_pairs.png"]
+    )
+    result = json.loads((out / "fig1_filter_pairs.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["ReLU", "CReLU"]
+
+
+CHEAP = ("fig2_pairing_relu", "fig3_pairing_crelu", "table1_errors", "table6_correlations",
+         "table_frame_bounds")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        s if s.__name__.split(".")[-1] in CHEAP else pytest.param(s, marks=pytest.mark.slow)
+        for s in SCRIPTS
+        if s.__name__ != "figures.fig1_filter_pairs"
+    ],
+    ids=lambda s: s.__name__.split(".")[-1],
+)
+def test_each_script_main_runs_on_its_own(script, tiny_session, tmp_path):
+    result = script.main(tmp_path, session=tiny_session)
+    assert result["rows"] and result["title"]
+    for name in result["files"]:
+        assert skio.imread(tmp_path / name).shape[:2] == EXPECTED_PNGS[name]
+
+
+def test_script_main_builds_its_own_session(tiny_run, tmp_path):
+    _, cache, _ = tiny_run
+    from figures import table6_correlations
+
+    result = table6_correlations.main(tmp_path, recipe="tiny", cache_dir=cache, progress=False)
+    assert [r["layer"] for r in result["rows"]][:2] == ["conv1", "conv2"]
+
+
+# --- bad input: one line, exit status 2, nothing trained ------------------------------------
+
+
+def _one_error_line(capsys, prefix="crelu figures: error: "):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(prefix), err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [("cifar10:/nonexistent/cifar", "/nonexistent"), ("imagenet", "unknown data set spec")],
+)
+def test_bad_data_spec(data, needle, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    argv = ["figures", "--out", str(tmp_path / "o"), "--data", data, "--recipe", "tiny",
+            "--cache-dir", str(cache), "--quiet"]  # fmt: skip
+    assert crelu_main(argv) == 2
+    assert needle in _one_error_line(capsys)
+    assert not cache.exists()  # failed before any training
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_unwritable_output_folder(below, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = blocker / "figs" if below else blocker
+    cache = tmp_path / "cache"
+    argv = ["figures", "--out", str(out), "--recipe", "tiny", "--cache-dir", str(cache),
+            "--quiet"]  # fmt: skip
+    assert crelu_main(argv) == 2
+    assert "cannot write to the output folder" in _one_error_line(capsys)
+    assert not cache.exists()
+
+
+def test_unwritable_cache_is_found_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["figures", "--out", str(tmp_path / "o"), "--recipe", "tiny", "--cache-dir",
+            str(blocker / "cache"), "--quiet"]  # fmt: skip
+    assert crelu_main(argv) == 2
+    assert "cannot write to the model cache" in _one_error_line(capsys)
+
+
+def test_bad_recipe_and_jobs(tmp_path, capsys):
+    assert crelu_main(["figures", "--out", str(tmp_path), "--recipe", "huge", "--quiet"]) == 2
+    assert "unknown recipe" in _one_error_line(capsys)
+    assert crelu_main(["figures", "--out", str(tmp_path), "--jobs", "0", "--quiet"]) == 2
+    assert "--jobs" in _one_error_line(capsys)
+
+
+def test_standalone_script_bad_input_is_one_line(tmp_path, capsys):
+    from figures import common, fig4_invariance
+
+    argv = ["--out", str(tmp_path), "--data", "cifar100:/nonexistent", "--recipe", "tiny"]
+    assert common.run_standalone(fig4_invariance.main, fig4_invariance.__doc__,
+                                 fig4_invariance.STEM, argv) == 2  # fmt: skip
+    _one_error_line(capsys, prefix="python -m figures.fig4_invariance: error: ")
+
+
+def test_cache_from_an_older_toolkit_version_is_retrained_with_a_message(
+    tiny_run, tiny_session, tmp_path, capfd
+):
+    old_cache = tmp_path / "old"
+    old_cache.mkdir()
+    current = tiny_session.cache_file("relu")
+    older = old_cache / current.name.replace(current.name.rsplit("-v", 1)[1], "0.0.1.safetensors")
+    shutil.copy(current, older)
+    session = Session(recipe="tiny", cache_dir=old_cache, progress=False, device="cpu")
+    capfd.readouterr()
+    model = session.model("relu")
+    err = capfd.readouterr().err
+    assert "trained by another toolkit version" in err and "retraining" in err
+    assert session.is_cached("relu") and older.exists()  # old entry left for its version
+    assert model.metadata["toolkit_version"] != "0.0.1"
+
+
+# --- the findings' criteria on hand-made numbers --------------------------------------------
+
+
+def _crelu_rows(changes=None):
+    rows = [
+        dict(layer="conv1", pooling_before=False, frame_path=True, A_layer=1.0, rel_error=1e-13,
+             psnr=math.inf),
+        dict(layer="conv2", pooling_before=False, frame_path=False, A_layer=0.0, rel_error=0.5,
+             psnr=12.0),
+        dict(layer="conv3", pooling_before=False, frame_path=False, A_layer=0.0, rel_error=0.7,
+             psnr=10.0),
+        dict(layer="conv4", pooling_before=True, frame_path=False, A_layer=0.1, rel_error=0.9,
+             psnr=8.0),
+    ]  # fmt: skip
+    for (index, key), value in (changes or {}).items():
+        rows[index][key] = value
+    return rows
+
+
+def test_f2_criterion():
+    assert findings.f2_reconstruction(_crelu_rows())["verdict"] == "holds"
+    # an exact-looking layer on a frame path with a real error: not exact
+    assert findings.f2_reconstruction(_crelu_rows({(0, "rel_error"): 1e-3}))["verdict"] == (
+        "does not hold"
+    )
+    # no layer reached through frames only: exactness cannot be shown
+    assert findings.f2_reconstruction(_crelu_rows({(0, "frame_path"): False}))["verdict"] == (
+        "does not hold"
+    )
+    # PSNR rising from conv3 to conv4
+    assert findings.f2_reconstruction(_crelu_rows({(3, "psnr"): 11.0}))["verdict"] == (
+        "does not hold"
+    )
+    # two exact layers: 150 dB then 300 dB both count as the cap, not a rise
+    rows = _crelu_rows({(0, "psnr"): 150.0, (1, "psnr"): 300.0, (1, "frame_path"): True,
+                          (1, "rel_error"): 1e-12})  # fmt: skip
+    assert findings.f2_reconstruction(rows)["verdict"] == "holds"
+    assert findings.f2_reconstruction(_crelu_rows({(2, "psnr"): math.nan}))["verdict"] == (
+        "does not hold"
+    )
+
+
+def test_f1_criterion_margin():
+    crelu = {"mu_w_mean": -0.40, "mu_r_mean": -0.40, "mu_r_std": 0.1}
+    at_margin = {"mu_w_mean": -0.50, "mu_r_mean": -0.40, "mu_r_std": 0.1}
+    beyond = {"mu_w_mean": -0.51, "mu_r_mean": -0.40, "mu_r_std": 0.1}
+    assert findings.f1_pairing(at_margin, crelu)["verdict"] == "does not hold"  # g = 1: not > 1
+    assert findings.f1_pairing(beyond, crelu)["verdict"] == "holds"
+    assert findings.f1_pairing(beyond, beyond)["verdict"] == "does not hold"
+
+
+def test_f3_f4_f5_criteria():
+    rows = [dict(layer=f"conv{i}", relu=2.0, crelu=2.0 if i <= 4 else 1.0) for i in range(1, 9)]
+    assert findings.f3_invariance(rows)["verdict"] == "does not hold"  # ties on 4 of 8: not most
+    rows[4]["crelu"] = 2.5
+    assert findings.f3_invariance(rows)["verdict"] == "holds"
+    table = [dict(role="relu", test_error=20.0, test_error_se=1.0, params=100),
+             dict(role="crelu_half", test_error=20.0, test_error_se=1.0, params=56)]  # fmt: skip
+    assert findings.f4_errors(table)["verdict"] == "does not hold"  # 0.56 > 0.55
+    table[1]["params"] = 50
+    assert findings.f4_errors(table)["verdict"] == "holds"  # equal errors count
+    table[1]["test_error"] = None
+    assert findings.f4_errors(table)["verdict"] == "not testable"
+    corr = [dict(layer="conv1", abs_pair_mean=0.49, pair_mean=0.1, abs_nonpair_mean=0.1)]
+    assert findings.f5_correlations(corr)["verdict"] == "holds"
+    corr[0]["abs_pair_mean"] = 0.5
+    assert findings.f5_correlations(corr)["verdict"] == "does not hold"
+    assert findings.f5_correlations([])["verdict"] == "not testable"
+
+
+def test_missing_script_results_are_not_testable():
+    verdicts = [f["verdict"] for f in findings.evaluate_findings({})]
+    assert verdicts == ["not testable"] * 5
+
+
+def test_helpers():
+    assert json_ready({"x": torch.tensor([1.0, float("nan")])}) == {"x": [1.0, None]}
+    table = markdown_table([{"a": 1, "b": math.inf}], ["b", "a"])
+    assert table.splitlines()[0] == "| b | a |" and table.splitlines()[2] == "| inf | 1 |"
