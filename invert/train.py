@@ -9,10 +9,19 @@ bfloat16 autocast with channels-last tensors; on the CPU in plain float32.
 
 Determinism (ours): everything random in epoch ``e`` -- the order of the training
 items, the augmentation draws and the dropout masks -- comes from generators seeded
-by a pure function of ``(seed, epoch)`` (and the rank, for the dropout and
-augmentation streams of a distributed run). Resuming after epoch ``e`` therefore
-replays epochs ``e+1, ...`` exactly: on the CPU, a run killed with ``kill -9`` and
-resumed ends with bit-identical weights to an uninterrupted one.
+by a pure function of ``(seed, epoch)`` (and the rank, for the dropout masks of a
+distributed run). Resuming after epoch ``e`` therefore replays epochs ``e+1, ...``
+exactly: on the CPU, a run killed with ``kill -9`` and resumed ends with bit-identical
+weights to an uninterrupted one.
+
+Distributed runs (:mod:`invert.distributed`, under ``torchrun``) split each global
+batch of ``recipe.batch_size`` items across the ranks: step ``k`` of rank ``r`` sees
+the items at positions ``r, r + world_size, ...`` of the global batch a single
+process would see at step ``k``, with the same flips and shifts (the augmentation is
+drawn for the global batch on every rank and each rank keeps its rows). Without
+dropout and BatchNorm, ``N`` processes therefore follow the single-process run up to
+floating-point rounding; dropout masks are drawn per rank, and BatchNorm normalises
+each rank's share of the batch.
 
 Recipes (:data:`RECIPES`, or any :class:`Recipe`):
 
@@ -65,6 +74,9 @@ __all__ = [
     "get_recipe",
     "train",
     "Trainer",
+    "make_trainer",
+    "build_model",
+    "per_rank_batch_size",
     "epoch_order",
     "train_step",
     "evaluate",
@@ -86,7 +98,8 @@ class Recipe:
     name : str
         A label, recorded in checkpoints.
     epochs, batch_size : int
-        Length of training and items per SGD step (per process).
+        Length of training and items per SGD step (the global batch: a distributed
+        run splits it evenly across its processes).
     lr, momentum, weight_decay, nesterov
         SGD settings; ``lr`` is the peak learning rate.
     schedule : {"cosine", "step", "constant"}
@@ -302,6 +315,28 @@ def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(order[: full * batch_size].split(batch_size))
 
 
+def per_rank_batch_size(batch_size: int, world_size: int) -> int:
+    """Items per step on each of ``world_size`` processes for a global ``batch_size``.
+
+    Examples
+    --------
+    >>> per_rank_batch_size(128, 4)
+    32
+    >>> per_rank_batch_size(100, 3)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: the batch size 100 is not divisible by the world size 3; choose a batch ...
+    """
+    if world_size < 1:
+        raise ValueError(f"the world size must be a positive integer; got {world_size}")
+    if batch_size % world_size:
+        raise ValueError(
+            f"the batch size {batch_size} is not divisible by the world size {world_size}; "
+            f"choose a batch size that is a multiple of the number of processes (--batch-size)"
+        )
+    return batch_size // world_size
+
+
 def _learning_rate_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     total = recipe.epochs * steps_per_epoch
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
@@ -368,13 +403,24 @@ def evaluate(
     ['accuracy', 'loss']
     """
     device = resolve_device(device)
+    batches = torch.arange(len(dataset)).split(batch_size)
+    total_loss, correct, count = _evaluation_sums(
+        model, dataset, batches, device=device, amp=amp, channels_last=channels_last
+    )
+    if count == 0:
+        raise ValueError("cannot evaluate on an empty data set")
+    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count}
+
+
+@torch.no_grad()
+def _evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
+    """Summed loss (float64), count of correct answers (int64) and item count over ``batches``."""
     was_training = model.training
     model.eval()
     amp_dtype = torch.bfloat16 if (amp and device.type == "cuda") else None
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    batches = torch.arange(len(dataset)).split(batch_size)
     memory = _in_memory(dataset, device)
     for images, labels in _iterate_batches(dataset, batches, device, memory=memory):
         if channels_last:
@@ -385,9 +431,7 @@ def evaluate(
         correct += (logits.argmax(1) == labels).sum()
         count += len(labels)
     model.train(was_training)
-    if count == 0:
-        raise ValueError("cannot evaluate on an empty data set")
-    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count}
+    return total_loss, correct, count
 
 
 # --- data movement ------------------------------------------------------------------------
@@ -468,7 +512,10 @@ def _rng_states() -> dict:
 def _restore_rng_states(states: Mapping) -> None:
     torch.set_rng_state(states["torch"])
     if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        # a state written on a machine with more GPUs (another node of a distributed
+        # run) restores the devices this one has
+        for index, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, index)
     n = states["numpy"]
     keys = n["keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
@@ -479,10 +526,11 @@ def _restore_rng_states(states: Mapping) -> None:
 class Trainer:
     """Deterministic, resumable SGD training of a classifier; see :func:`train`.
 
-    Distributed training sets ``rank``/``world_size`` (each rank then visits its
-    share of :func:`epoch_order`) and overrides :meth:`wrap_model` (for example to
-    return ``DistributedDataParallel(model)``); only the main rank writes files and
-    shows progress.
+    Distributed training (:class:`invert.distributed.DistributedTrainer`) sets
+    ``rank``/``world_size`` (each rank then visits its share of :func:`epoch_order`,
+    ``recipe.batch_size / world_size`` items per step) and overrides the hooks
+    :meth:`wrap_model`, :meth:`evaluate_on`, ``_reduce_totals`` and ``_load_state``;
+    only the main rank writes files and shows progress.
     """
 
     def __init__(
@@ -515,7 +563,13 @@ class Trainer:
         self.device = resolve_device(device)
         self.progress = progress
         self.seed = seed
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size must be a positive integer; got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in [0, world_size={world_size}); got {rank!r}")
         self.rank, self.world_size = rank, world_size
+        # items per step on this process; the recipe's batch size is the global batch
+        self.batch_size = per_rank_batch_size(self.recipe.batch_size, world_size)
         self.history: list[dict] = []
         arch = getattr(model, "arch", "") or ""
         shift = self.recipe.max_shift
@@ -534,7 +588,18 @@ class Trainer:
 
     def steps_per_epoch(self) -> int:
         n = len(epoch_order(len(self.train_set), seed=0, epoch=0, world_size=self.world_size))
-        return len(_batches(torch.arange(n), self.recipe.batch_size))
+        return len(_batches(torch.arange(n), self.batch_size))
+
+    def evaluate_on(self, dataset) -> dict:
+        """Mean loss and accuracy of the model on ``dataset`` (every rank gets the same)."""
+        return evaluate(
+            self.model,
+            dataset,
+            batch_size=self.recipe.eval_batch_size,
+            device=self.device,
+            amp=self.recipe.amp,
+            channels_last=self.channels_last,
+        )
 
     # -- setup --
 
@@ -610,8 +675,16 @@ class Trainer:
             "order_generator_seed": self.seed,
         }
 
+    def _load_state(self) -> dict | None:
+        """The training state to resume from, or None (hook: ranks must agree)."""
+        if self.out is None or not training_state_path(self.out).exists():
+            return None
+        return load_training_state(training_state_path(self.out))
+
     def _resume(self, path: Path) -> int:
-        state = load_training_state(path)
+        return self._resume_from(load_training_state(path), path)
+
+    def _resume_from(self, state: dict, path) -> int:
         saved, now = state.get("identity", {}), self._identity()
         for key in now:
             if saved.get(key) != now[key]:
@@ -654,29 +727,36 @@ class Trainer:
 
     # -- the loop --
 
-    def fit(self, *, resume: bool = True) -> list[dict]:
-        """Train for the recipe's epochs (resuming from ``out``'s state if asked); the history."""
+    def fit(self, *, resume: bool = True, until=None) -> list[dict]:
+        """Train for the recipe's epochs (resuming from ``out``'s state if asked); the history.
+
+        ``until(trainer, record)``, if given, is called after each epoch (before the
+        checkpoint is written; it may add entries to ``record``) and stops training
+        when it returns True. A resumed run asks it again about its last epoch.
+        """
         self.setup()
         start = 0
-        if self.out is not None and resume and training_state_path(self.out).exists():
-            start = self._resume(training_state_path(self.out))
+        state = self._load_state() if resume else None
+        if state is not None:
+            # ranks other than 0 may have no ``out``: they resume from rank 0's state
+            path = training_state_path(self.out) if self.out is not None else "rank 0's state"
+            start = self._resume_from(state, path)
             if start and self.progress and self.is_main:
                 print(f"resuming {self.out} after epoch {start}", file=sys.stderr)
+            if start and until is not None and self.history and until(self, self.history[-1]):
+                self.model.eval()
+                return self.history
         for epoch in range(start, self.recipe.epochs):
             record = self.run_epoch(epoch)
             if self.test_set is not None:
-                result = evaluate(
-                    self.model,
-                    self.test_set,
-                    batch_size=self.recipe.eval_batch_size,
-                    device=self.device,
-                    amp=self.recipe.amp,
-                    channels_last=self.channels_last,
-                )
+                result = self.evaluate_on(self.test_set)
                 record["test_loss"], record["test_accuracy"] = result["loss"], result["accuracy"]
+            stop = until is not None and bool(until(self, record))
             self.history.append(record)
             self._report(record)
             self._save(epoch + 1)
+            if stop:
+                break
         self.model.eval()
         return self.history
 
@@ -686,9 +766,8 @@ class Trainer:
         first_lr = self.optimizer.param_groups[0]["lr"]
         # dropout masks: the global RNG, reseeded so the epoch depends on (seed, epoch) only
         torch.manual_seed(_derived_seed(self.seed, epoch, _DROPOUT, self.rank))
-        augmenter = torch.Generator().manual_seed(
-            _derived_seed(self.seed, epoch, _AUGMENT, self.rank)
-        )
+        # augmentation: one stream for the global batch, the same on every rank
+        augmenter = torch.Generator().manual_seed(_derived_seed(self.seed, epoch, _AUGMENT, 0))
         order = epoch_order(
             len(self.train_set),
             seed=self.seed,
@@ -696,10 +775,8 @@ class Trainer:
             rank=self.rank,
             world_size=self.world_size,
         )
-        batches = _batches(order, r.batch_size)
+        batches = _batches(order, self.batch_size)
         self.train_model.train()
-        from .data import augment
-
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
@@ -718,7 +795,7 @@ class Trainer:
             self.train_set, batches, self.device, r.num_workers, memory=self._memory
         )
         for step, (images, labels) in enumerate(stream):
-            images = augment(images, flip=r.flip, max_shift=self.max_shift, generator=augmenter)
+            images = self._augment(images, augmenter)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             loss, hits = train_step(
@@ -741,6 +818,7 @@ class Trainer:
                     )
         if bar is not None:
             bar.close()
+        loss_sum, correct, seen = self._reduce_totals(loss_sum, correct, seen)
         train_loss = loss_sum.item() / max(seen, 1)
         if not math.isfinite(train_loss):
             raise ValueError(
@@ -756,6 +834,31 @@ class Trainer:
             "seconds": seconds,
             "images_per_second": seen / seconds if seconds > 0 else None,
         }
+
+    def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Flips and shifts of this rank's share of the global batch, as one process draws them."""
+        from .data import augment
+
+        flip, shift = self.recipe.flip, self.max_shift
+        if self.world_size == 1:
+            return augment(images, flip=flip, max_shift=shift, generator=generator)
+        if not flip and not shift:
+            return images
+        # augment() is a gather with zero fill, so augmenting a map of pixel numbers
+        # (1 ... H*W, 0 = outside) for the whole global batch tells each rank where its
+        # rows' pixels come from, with exactly the draws of a single-process run
+        n, channels, height, width = images.shape
+        pixels = torch.arange(1, height * width + 1, device=images.device)
+        pixels = pixels.view(1, 1, height, width).expand(n * self.world_size, 1, height, width)
+        source = augment(pixels, flip=flip, max_shift=shift, generator=generator)
+        source = source[self.rank :: self.world_size].reshape(n, 1, height * width)
+        flat = images.reshape(n, channels, height * width)
+        out = flat.gather(2, (source - 1).clamp(min=0).expand(n, channels, height * width))
+        return out.masked_fill_(source == 0, 0).view(n, channels, height, width)
+
+    def _reduce_totals(self, loss_sum, correct, seen):
+        """Combine an epoch's summed loss, correct count and item count (hook: ranks)."""
+        return loss_sum, correct, seen
 
     def _report(self, record: dict) -> None:
         if not (self.progress and self.is_main):
@@ -832,7 +935,7 @@ def train(
     >>> len(history), sorted(history[0])[:3]
     (2, ['epoch', 'images_per_second', 'lr'])
     """
-    trainer = Trainer(
+    trainer = make_trainer(
         model,
         train_set,
         test_set=test_set,
@@ -843,6 +946,20 @@ def train(
         seed=seed,
     )
     return trainer.fit(resume=resume)
+
+
+def make_trainer(model: nn.Module, train_set, **options) -> Trainer:
+    """A :class:`Trainer`, or a distributed one inside :func:`invert.distributed.distributed`.
+
+    ``options`` are those of :class:`Trainer` (without ``rank``/``world_size``, which
+    come from the process group).
+    """
+    from .distributed import DistributedTrainer, current_context
+
+    context = current_context()
+    if context is None:
+        return Trainer(model, train_set, **options)
+    return DistributedTrainer(model, train_set, context=context, **options)
 
 
 def he_init(model: nn.Module) -> nn.Module:
@@ -922,6 +1039,37 @@ def recipe_datasets(model: str, data: str, recipe: Recipe, *, seed: int = 0):
     return train_set, test_set
 
 
+def build_model(name: str, dataset, recipe: str | Recipe = "fast") -> nn.Module:
+    """The zoo model ``name`` for ``dataset``'s classes and channels, as MODEL@DATA runs build it.
+
+    Width and dropout come from the recipe, and its ``init`` (He by default) is
+    applied; the weights are drawn from the global torch RNG (seed it first).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.data import ImageDataset
+    >>> data = ImageDataset(torch.zeros(2, 1, 32, 32, dtype=torch.uint8), [0, 1], ["a", "b"])
+    >>> net = build_model("convpool_c", data, "tiny")
+    >>> net.config["num_classes"], net.config["in_channels"], net.config["width"]
+    (2, 1, 0.125)
+    """
+    from .zoo import create_model
+
+    recipe = get_recipe(recipe, arch=name)
+    image, _ = dataset[0]
+    model = create_model(
+        name,
+        num_classes=len(dataset.classes),
+        in_channels=int(torch.as_tensor(image).shape[0]),
+        width=recipe.width,
+        dropout=recipe.dropout,
+    )
+    if recipe.init == "he":
+        he_init(model)
+    return model
+
+
 def train_from_spec(
     spec: str,
     *,
@@ -939,23 +1087,13 @@ def train_from_spec(
     metadata (data, classes, recipe, history ...).
     """
     from . import __version__
-    from .zoo import create_model
 
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)
     train_set, test_set = recipe_datasets(name, data, recipe, seed=seed)
-    image, _ = train_set[0]
     torch.manual_seed(_derived_seed(seed, 0, _INIT))  # the initial weights depend on seed only
-    model = create_model(
-        name,
-        num_classes=len(train_set.classes),
-        in_channels=int(torch.as_tensor(image).shape[0]),
-        width=recipe.width,
-        dropout=recipe.dropout,
-    )
-    if recipe.init == "he":
-        he_init(model)
-    trainer = Trainer(
+    model = build_model(name, train_set, recipe)
+    trainer = make_trainer(
         model,
         train_set,
         test_set=test_set,
