@@ -12,7 +12,8 @@ Prints a Markdown section (append it to bench/RESULTS.md):
 3. VGG-16 (torchvision layout, random init) at 224 x 224, every conv layer, circular
    padding, in a fresh process: wall time and peak RSS.
 
-Usage: ``python bench/frame_bounds.py [--threads 2] [--repeats 3] [--skip-vgg]``.
+Usage: ``python bench/frame_bounds.py [--threads 2] [--vgg-threads N] [--repeats 3]
+[--skip-vgg]``.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def run_vgg(threads: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vgg-threads", type=int, help="threads of the VGG run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-vgg", action="store_true")
     parser.add_argument("--vgg-worker", action="store_true", help=argparse.SUPPRESS)
@@ -195,7 +197,7 @@ def main() -> None:
     print("\n".join(compare_with_dense_svd()))
     print()
     if not args.skip_vgg:
-        print("\n".join(run_vgg(args.threads)))
+        print("\n".join(run_vgg(args.vgg_threads or args.threads)))
     load = os.getloadavg()
     print(f"\nLoad average at the end: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min).")
 

@@ -84,7 +84,7 @@ __all__ = [
 #: ``method="auto"`` for zero padding; above it the Lanczos method is used.
 DENSE_MAX_DIM = 4096
 
-_CHUNK_BYTES = 32 * 2**20  # working memory per block of frequencies
+_CHUNK_BYTES = 64 * 2**20  # working memory per block of frequencies
 _DIRECT_GRAM_SIZE = 32  # Gram matrices up to this size are simply eigendecomposed
 _METHODS = ("auto", "fft", "dense", "lanczos")
 _PARALLEL_FLOPS = 1e9  # spread the frequencies over threads above this much work
@@ -107,9 +107,11 @@ class FrameBounds:
     method : str
         ``"fft"``, ``"fft-svd"``, ``"dense"`` or ``"lanczos"`` (see the module notes).
     tol : float
-        Absolute accuracy of ``A`` and ``B``: for the exact methods a conservative
-        floating-point bound ``16 n eps B`` (``n`` the size of the matrices
-        eigendecomposed); for ``"lanczos"`` the largest residual norm of the Ritz pairs.
+        Absolute accuracy of ``A`` and ``B``: for the exact methods the floating-point
+        error estimate ``16 n eps B`` (``n`` the size of the matrices eigendecomposed;
+        the same margin guards the Cholesky certificates; ``A`` from singular values is
+        usually far more accurate); for ``"lanczos"`` the largest residual norm of the
+        Ritz pairs, an a-posteriori bound.
     converged : bool
         ``False`` when an iterative solve stopped before its tolerance.
     input_dim : int
@@ -510,10 +512,10 @@ def _column_weights(op: ConvOperator) -> torch.Tensor:
 
 def _row_chunks(op: ConvOperator, bytes_per_frequency: int, overhead: int = 0):
     """Blocks of vertical frequencies: about ``_CHUNK_BYTES`` each, and at least the
-    ``overhead`` of one symbol evaluation (up to four times ``_CHUNK_BYTES``)."""
+    ``overhead`` of one symbol evaluation (up to twice ``_CHUNK_BYTES``)."""
     mh, mw = op.polyphase_size
     per_row = (mw // 2 + 1) * max(1, bytes_per_frequency)
-    budget = max(_CHUNK_BYTES, min(overhead, 4 * _CHUNK_BYTES))
+    budget = max(_CHUNK_BYTES, min(overhead, 2 * _CHUNK_BYTES))
     rows = max(1, budget // per_row)
     for start in range(0, mh, rows):
         yield list(range(start, min(mh, start + rows)))
