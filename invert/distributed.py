@@ -320,9 +320,10 @@ def init_distributed(
                     timeout=datetime.timedelta(seconds=seconds),
                 )
         except (RuntimeError, ValueError) as error:  # DistError derives from RuntimeError
+            reason = _first_line(error).rstrip(".")
             raise ValueError(
                 f"no rendezvous of {world_size} processes at {where} within {seconds:g} s "
-                f"(this is rank {rank}): {_first_line(error)}; start every rank (torchrun "
+                f"(this is rank {rank}): {reason}; start every rank (torchrun "
                 f"--nnodes/--nproc_per_node), check --rdzv_endpoint or MASTER_ADDR/MASTER_PORT, "
                 f"or raise {_TIMEOUT_VARIABLE}"
             ) from None

@@ -42,7 +42,10 @@ Models built from ``MODEL@DATA`` specs start from :func:`he_init` weights.
 Layout for extensions (distributed training wraps these, it does not rewrite them):
 :func:`epoch_order` makes one rank's share of an epoch's item order,
 :func:`train_step` runs one optimisation step, and :class:`Trainer` has the hooks
-``rank``/``world_size``/``is_main`` and :meth:`Trainer.wrap_model`.
+``rank``/``world_size``/``is_main``, :meth:`Trainer.wrap_model`,
+:meth:`Trainer.evaluate_on` and the ``until`` stopping rule of :meth:`Trainer.fit`.
+:func:`make_trainer` returns the distributed trainer inside
+:func:`invert.distributed.distributed`, the plain one otherwise.
 """
 
 from __future__ import annotations
@@ -915,6 +918,10 @@ def train(
         Show a progress bar with loss and accuracy, and one line per epoch (stderr).
     seed : int
         Seeds the item order, augmentation and dropout of every epoch.
+
+    Inside :func:`invert.distributed.distributed` (a ``torchrun`` job) this trains
+    data-parallel: ``recipe.batch_size`` is split across the ranks and only rank 0
+    writes ``out``.
 
     Returns
     -------

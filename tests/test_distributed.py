@@ -22,6 +22,7 @@ below as a control).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import socket
@@ -34,7 +35,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from invert.checkpoints import load_checkpoint, load_training_state
+from invert.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from invert.cli import main
 from invert.data import augment
 from invert.distributed import current_context, distributed, distributed_environment
@@ -50,6 +51,7 @@ from invert.train import (
     train_from_spec,
     training_state_path,
 )
+from invert.zoo import create_model
 
 SPEC = "convpool_c@textures"
 TOLERANCE = 2e-2  # of the distance training moved the weights; see the module docstring
@@ -416,3 +418,32 @@ def test_torchrun_end_to_end_matches_one_process(tmp_path):
     one = train_from_spec(SPEC, recipe=get_recipe("tiny").replace(epochs=1), device="cpu",
                           progress=False)  # fmt: skip
     assert _deviation(one, load_checkpoint(out, device="cpu")) < TOLERANCE
+
+
+@pytest.mark.slow
+def test_protocols_under_two_ranks_match_one_process(tmp_path, capsys):
+    # Single: both ranks stop at the same epoch (the stopping loss is all-reduced);
+    # tencrop: the ranks' shares of the test set add up to the one-process counts
+    checkpoint = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(create_model("convpool_c", num_classes=13, width=0.125), checkpoint,
+                    data="textures", recipe=get_recipe("tiny").to_dict())  # fmt: skip
+    commands = {
+        "single": ["evaluate", SPEC, "--protocol", "single", "--recipe", "tiny", "--epochs", "2"],
+        "tencrop": ["evaluate", str(checkpoint), "--protocol", "tencrop"],
+    }
+    for name, argv in commands.items():
+        argv = [*argv, "--device", "cpu", "--quiet", "--json"]
+        assert main(argv) == 0
+        alone = json.loads(capsys.readouterr().out)
+        ranks = _run_ranks(argv, tmp_path / name)
+        assert [r["code"] for r in ranks] == [0, 0], [r["err"][-2000:] for r in ranks]
+        assert ranks[1]["out"] == "" and ranks[1]["err"] == ""
+        together = json.loads(ranks[0]["out"])
+        if name == "tencrop":
+            assert together == alone
+        else:
+            assert together["epochs"] == alone["epochs"]
+            assert together["target_epoch"] == alone["target_epoch"]
+            for key in ("target_loss", "train_loss", "test_loss"):
+                assert together[key] == pytest.approx(alone[key], rel=1e-3)
