@@ -127,6 +127,7 @@ def vgg_worker() -> None:
     from invert.zoo import create_model
     from theory.frames import checkpoint_frame_bounds
 
+    torch.manual_seed(0)
     model = create_model("vgg16", num_classes=1000)
     marks = []
     start_wall, start_cpu = time.perf_counter(), time.process_time()
