@@ -17,9 +17,12 @@ from theory.frames import FrameBoundsWarning, checkpoint_frame_bounds, frame_bou
 
 
 def dense_eigenvalues(op: ConvOperator) -> np.ndarray:
-    """Every eigenvalue of T^T T from the dense matrix of T (numpy, float64)."""
-    d = op.dense().numpy()
-    return np.linalg.eigvalsh(d.T @ d)
+    """Every eigenvalue of T^T T from the dense matrix of T (float64).
+
+    LAPACK through torch: it honours the single thread of the test run, where numpy's
+    OpenBLAS threads crawl on a shared machine."""
+    d = op.dense()
+    return torch.linalg.eigvalsh(d.T @ d).numpy()
 
 
 def same_padding(kernel, dilation):
