@@ -111,13 +111,12 @@ def read_image(source: str) -> np.ndarray:
     path = Path(source).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {source}")
+    # read the bytes ourselves: the image readers leave files open when they fail; an
+    # OSError here (permissions) is the CLI's to report, one from the decoder is ours
+    with open(path, "rb") as handle:
+        data = io.BytesIO(handle.read())
     try:
-        # read the bytes ourselves: the image readers leave files open when they fail
-        with open(path, "rb") as handle:
-            data = io.BytesIO(handle.read())
         return np.asarray(skimage.io.imread(data))
-    except OSError:
-        raise
     except Exception as error:
         raise UserError(f"cannot read {source} as an image ({type(error).__name__})") from None
 
