@@ -324,7 +324,7 @@ def _cell(value) -> str:
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
             return f"{value:.3g}"
         return f"{value:.4g}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # a pipe would end the cell
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -212,7 +212,8 @@ def _markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for f in report["findings"]:
-        lines.append(f"| {f['id']} | {f['claim']} | {f['summary']} | **{f['verdict']}** |")
+        summary = f["summary"].replace("|", "\\|")  # a pipe would end the cell
+        lines.append(f"| {f['id']} | {f['claim']} | {summary} | **{f['verdict']}** |")
     lines += ["", "Criteria (fixed before the run, in `figures/findings.py`):", ""]
     for f in report["findings"]:
         lines.append(f"- **{f['id']}**: {f['criterion']}")

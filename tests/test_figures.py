@@ -40,10 +40,23 @@ VERDICTS = {"holds", "does not hold"}
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """The whole pipeline once on the tiny recipe, with its own model cache."""
-    cache = tmp_path_factory.mktemp("cache")
-    out = tmp_path_factory.mktemp("figures")
-    report = run_figures(out, recipe="tiny", cache_dir=cache, jobs=1, progress=False)
+    """The whole pipeline once on the tiny recipe, with its own model cache.
+
+    Under pytest-xdist the workers share one run (the first to take the lock does it,
+    the others read its report), so ``-n 2`` does not pay for it twice.
+    """
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session only
+    out, cache = root / "figures-tiny", root / "figures-tiny-cache"
+    with open(root / "figures-tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "report.json").is_file():
+            report = json.loads((out / "report.json").read_text())
+        else:
+            report = run_figures(out, recipe="tiny", cache_dir=cache, jobs=1, progress=False)
     return out, cache, report
 
 
