@@ -683,7 +683,7 @@ def reconstruct(
     >>> x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
     >>> rec = reconstruct(net, features(net, x, layer="conv1"), device="cpu")
     >>> [r.method for r in rec.layers]
-    ['pos - neg', 'least squares: cgls-mixed', 'identity', 'exact']
+    ['pos - neg', 'least squares: cgls', 'identity', 'exact']
     >>> float((rec.image - x).norm() / x.norm()) < 1e-8  # 10 filters on 3 channels: a frame
     True
     """

@@ -225,7 +225,6 @@ def least_squares(
     max_iter: int = 1000,
     x0: torch.Tensor | None = None,
     strict: bool = False,
-    precision: str = "auto",
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Minimum-norm solution of ``min_x ||M (T x) - M t||^2``, matrix-free (CGLS).
 
@@ -251,24 +250,13 @@ def least_squares(
     strict : bool, optional
         Raise :class:`ConvergenceError` instead of warning when a sample does not
         converge.
-    precision : {"auto", "mixed", "native"}, optional
-        For float64 targets, ``"auto"``/``"mixed"`` run mixed-precision iterative
-        refinement: the residual is computed in float64, corrections are solved in
-        float32 (about 5 times cheaper per convolution on CPUs, more on GPUs) to a
-        relative normal residual of 1e-4, and the float64 CGLS finishes if that stalls
-        (ill-conditioned operators; each float32 solve is capped at ``max_iter / 4``
-        iterations, and the float64 finish has the full ``max_iter``; ``info.iterations``
-        counts both). Each correction is kept as ``T^T M v`` with ``v``
-        accumulated in float64, so ``x`` stays exactly in ``range(T^T M)`` and the result
-        is still the minimum-norm solution. ``"native"``: CGLS in the target's dtype.
 
     Returns
     -------
     x : torch.Tensor
         ``(N, *op.in_shape)``.
     info : SolveInfo
-        Residuals, iterations (float32 ones included), convergence, equations and
-        unknowns per sample; ``method`` is ``"cgls-mixed"`` or ``"cgls"``.
+        Residuals, iterations, convergence, equations and unknowns per sample.
 
     Examples
     --------
@@ -288,6 +276,11 @@ def least_squares(
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int; got {max_iter!r}")
     n = target.shape[0]
+
+    def forward(v):
+        y = op.apply(v)
+        return y * mask if mask is not None else y
+
     b = target * mask if mask is not None else target
     if x0 is None:
         x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
@@ -297,76 +290,22 @@ def least_squares(
         x = x0.to(device=target.device, dtype=target.dtype).clone()
     ref = _norms(op.adjoint(b))
     ref = torch.where(ref > 0, ref, torch.ones_like(ref))
-    iterations = torch.zeros(n, dtype=torch.long, device=target.device)
-    method = "cgls"
-    if precision not in ("auto", "mixed", "native"):
-        raise ValueError(f"precision must be 'auto', 'mixed' or 'native'; got {precision!r}")
-    mixed = target.dtype == torch.float64 and precision in ("auto", "mixed")
-    if mixed and hasattr(op, "to"):
-        x, iterations = _mixed_refinement(op, b, mask, x, ref, tol, max_iter)
-        method = "cgls-mixed"
-    # float64 (or the target's dtype) to the end, with the full iteration budget (the
-    # float32 iterations cost a fifth or less); returns at once when already converged
-    x, more, _ = _cgls(op, b, mask, x, ref, tol, max_iter)
-    iterations = iterations + more
-
-    normal, data = _residuals(op, x, b, mask)
-    equations = (
-        mask.expand_as(target).flatten(1).sum(1)
-        if mask is not None
-        else torch.full((n,), target[0].numel(), device=target.device)
-    )
-    info = SolveInfo(
-        residual=normal.detach().double().cpu(),
-        data_residual=data.detach().double().cpu(),
-        iterations=iterations.cpu(),
-        converged=(normal <= tol).cpu(),
-        equations=equations.cpu(),
-        unknowns=math.prod(op.in_shape),
-        method=method,
-        tol=tol,
-    )
-    _report(x, info, strict, "least_squares (CGLS)")
-    return x, info
-
-
-def _cgls(op, b, mask, x, ref, tol, max_iter, dual: bool = False):
-    """CGLS from ``x`` until ``||T^T M (b - T x)|| <= tol * ref`` per sample.
-
-    Returns ``x``, the iterations per sample, and with ``dual`` the output-space vector
-    ``v`` with ``x - x_start = T^T v`` (accumulated alongside the search directions) and
-    a lower estimate of ``||M T||`` (the largest ``||M T p|| / ||p||`` seen), else None.
-    """
-    n = b.shape[0]
-
-    def forward(v):
-        y = op.apply(v)
-        return y * mask if mask is not None else y
 
     r = b - forward(x)
     s = op.adjoint(r)
     p = s.clone()
-    w = r.clone() if dual else None  # p = T^T w
-    v = torch.zeros_like(b) if dual else None
-    norm_est = torch.zeros(n, dtype=b.dtype, device=b.device)
     gamma = _sqnorms(s)
-    iterations = torch.zeros(n, dtype=torch.long, device=b.device)
+    iterations = torch.zeros(n, dtype=torch.long, device=target.device)
     done = torch.sqrt(gamma) / ref <= tol
-    restarts = torch.zeros(n, dtype=torch.long, device=b.device)
-    for _ in range(max(max_iter, 0)):
+    restarts = torch.zeros(n, dtype=torch.long, device=target.device)
+    for _ in range(max_iter):
         if bool(done.all()):
             break
         active = ~done
         q = forward(p)
         qq = _sqnorms(q)
         alpha = torch.where(active & (qq > 0), gamma / torch.where(qq > 0, qq, 1), 0)
-        alpha = torch.where(torch.isfinite(alpha), alpha, 0)
-        done = done | (active & (alpha == 0))  # nothing left to gain (or a breakdown)
         x = x + _bcast(alpha, x) * p
-        if dual:
-            v = v + _bcast(alpha, v) * w
-            pp = _sqnorms(p)
-            norm_est = torch.maximum(norm_est, torch.sqrt(qq / torch.where(pp > 0, pp, 1)))
         r = r - _bcast(alpha, r) * q
         s = op.adjoint(r)
         gamma_new = _sqnorms(s)
@@ -381,68 +320,34 @@ def _cgls(op, b, mask, x, ref, tol, max_iter, dual: bool = False):
             redo = claim & ~true_ok
             if bool(redo.any()):
                 restarts += redo.long()
-                r = torch.where(_bcast(redo, r), r_true, r)
+                keep = _bcast(redo, r)
+                r = torch.where(keep, r_true, r)
                 s = torch.where(_bcast(redo, s), s_true, s)
                 gamma_new = torch.where(redo, _sqnorms(s_true), gamma_new)
                 gamma = torch.where(redo, torch.zeros_like(gamma), gamma)  # beta = 0
                 done = done | (redo & (restarts > 5))  # stagnated at attainable accuracy
         beta = torch.where(gamma > 0, gamma_new / torch.where(gamma > 0, gamma, 1), 0)
         p = s + _bcast(beta, p) * p
-        if dual:
-            w = r + _bcast(beta, w) * w
         gamma = gamma_new
-    return x, iterations, (v, norm_est) if dual else None
 
-
-_INNER_TOL = 1e-4  # float32 corrections: well above float32's attainable accuracy
-
-
-def _mixed_refinement(op, b, mask, x, ref, tol, max_iter):
-    """Iterative refinement: float64 residuals, float32 CGLS corrections ``T^T M v``.
-
-    Stops (leaving the rest to float64 CGLS) when a round gains less than 10x, or when
-    the residual is so far outside the range of ``T`` (inconsistent equations) that
-    float32 could not resolve its reachable part: its attainable relative accuracy is
-    about ``eps32 ||T|| ||r|| / ||T^T r||``.
-    """
-    op32 = op.to(dtype=torch.float32)
-    eps32 = torch.finfo(torch.float32).eps
-    n = b.shape[0]
-    x_start = x
-    total_v = torch.zeros_like(b)
-    iterations = torch.zeros(n, dtype=torch.long, device=b.device)
-    last, norm_t = None, None
-    for _ in range(12):
-        r = b - (op.apply(x) * mask if mask is not None else op.apply(x))
-        normal = _norms(op.adjoint(r))
-        rel = normal / ref
-        todo = rel > tol
-        if not bool(todo.any()) or int(iterations.max()) >= 2 * max_iter:
-            break
-        if last is not None and bool((rel[todo] > last[todo] * 1e-1).any()):
-            break  # stalled
-        scale = _norms(r)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        if norm_t is not None:
-            attainable = 30 * eps32 * norm_t * scale / torch.clamp(normal, min=1e-300)
-            if bool((attainable[todo] > _INNER_TOL).any()):
-                break  # inconsistent equations: float32 cannot see the correction
-        last = rel
-        r32 = (r / _bcast(scale, r)).float()
-        ref32 = _norms(op32.adjoint(r32))
-        ref32 = torch.where(ref32 > 0, ref32, torch.ones_like(ref32))
-        zero = torch.zeros(n, *op.in_shape, dtype=torch.float32, device=b.device)
-        budget = min(max_iter, max(20, max_iter // 4))  # a stalled float32 solve wastes this
-        _, its, (v, est) = _cgls(op32, r32, mask, zero, ref32, _INNER_TOL, budget, dual=True)
-        iterations += its
-        norm_t = est.double() if norm_t is None else torch.maximum(norm_t, est.double())
-        # samples already converged take no correction
-        keep = _bcast(todo, total_v)
-        total_v = total_v + torch.where(keep, v.double() * _bcast(scale, v), 0)
-        x = x_start + op.adjoint(total_v * mask if mask is not None else total_v)
-        if bool((its >= budget).any()):
-            break  # float32 could not reach its tolerance: ill-conditioned, go on in float64
-    return x, iterations
+    normal, data = _residuals(op, x, b, mask)
+    equations = (
+        mask.expand_as(target).flatten(1).sum(1)
+        if mask is not None
+        else torch.full((n,), target[0].numel(), device=target.device)
+    )
+    info = SolveInfo(
+        residual=normal.detach().double().cpu(),
+        data_residual=data.detach().double().cpu(),
+        iterations=iterations.cpu(),
+        converged=(normal <= tol).cpu(),
+        equations=equations.cpu(),
+        unknowns=math.prod(op.in_shape),
+        method="cgls",
+        tol=tol,
+    )
+    _report(x, info, strict, "least_squares (CGLS)")
+    return x, info
 
 
 # --- FFT (circular padding) ----------------------------------------------------------------
@@ -791,9 +696,8 @@ def bounded_least_squares(
             tx = torch.where(_bcast(better, tx), t_min, tx)
             grad_rel = torch.where(
                 better,
-                _norms(gradient(tx)) / torch.clamp(
-                    torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny
-                ),
+                _norms(gradient(tx))
+                / torch.clamp(torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny),
                 grad_rel,
             )
 
