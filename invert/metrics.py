@@ -39,7 +39,6 @@ import warnings
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import nn
 
 from .nets import Normalize
@@ -135,6 +134,8 @@ def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     win = min(7, side if side % 2 else side - 1)
     if win < 3:
         return math.nan
+    from skimage.metrics import structural_similarity  # imports scipy.stats: seconds
+
     return float(structural_similarity(a, b, data_range=data_range, channel_axis=0, win_size=win))
 
 
@@ -184,6 +185,8 @@ def reconstruction_metrics(
     >>> m["relative_error"] < 1e-8, m["psnr"] > 100, round(m["recoverable"], 6)
     (True, True, 1.0)
     """
+    from skimage.metrics import peak_signal_noise_ratio  # imports scipy.stats: seconds
+
     if not isinstance(rec, Reconstruction):
         raise TypeError(f"rec must be a Reconstruction; got {type(rec).__name__}")
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(rec.image.shape):

@@ -2,6 +2,32 @@
 
 Frame bounds, max-pooling reconstruction metrics, filter pairing, invariance
 scores and outgoing-weight correlations, each in a module of its own.
+``pairing`` stays in its module (``from theory.pairing import pairing``), so that
+``theory.pairing`` remains the module.
 """
 
-__all__: list[str] = []
+from .correlations import OutgoingCorrelation, outgoing_correlations
+from .frames import FrameBounds, FrameBoundsWarning, checkpoint_frame_bounds, frame_bounds
+from .invariance import InvarianceResult, Transformations, invariance_scores
+from .pairing import LayerPairing, PairingResult, layer_pairing, pair_image, random_pairing
+from .pooling import SwitchMetrics, pooling_metrics, switch_metrics
+
+__all__ = [
+    "FrameBounds",
+    "FrameBoundsWarning",
+    "InvarianceResult",
+    "LayerPairing",
+    "OutgoingCorrelation",
+    "PairingResult",
+    "SwitchMetrics",
+    "Transformations",
+    "checkpoint_frame_bounds",
+    "frame_bounds",
+    "invariance_scores",
+    "layer_pairing",
+    "outgoing_correlations",
+    "pair_image",
+    "pooling_metrics",
+    "random_pairing",
+    "switch_metrics",
+]
