@@ -1,7 +1,7 @@
 """Figure 1: conv1 filters beside their pairing filters, ReLU and CReLU models.
 
 Each normalized conv1 filter phi_i is shown next to its pairing filter
-bar-phi_i = argmin_{j != i} <phi_i, phi_j> (:func:`theory.pairing.pair_image`); mid-grey
+bar-phi_i = argmin_{j != i} <phi_i, phi_j> (:func:`theory.filter_pairing.pair_image`); mid-grey
 is zero, so a filter and its near-negation look like photographic negatives. The paper
 shows AlexNet's conv1; we show the ReLU ConvPool-CNN-C baseline and its CReLU variant
 trained on the data used. Titles give mean mu_w (learned) and mean mu_r (Gaussian
@@ -47,7 +47,7 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from theory.pairing import layer_pairing, pair_image
+    from theory.filter_pairing import layer_pairing, pair_image
 
     session = session or Session(**options)
     fig, axes = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)

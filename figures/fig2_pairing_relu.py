@@ -2,7 +2,7 @@
 
 For every conv layer but the class layer, mu_i = <phi_i, bar-phi_i> of the unit-norm
 filters (blue) against the same statistic for i.i.d. Gaussian filters of the same shape
-and count (red; :func:`theory.pairing.layer_pairing`). The paper's Fig. 2 shows AlexNet,
+and count (red; :func:`theory.filter_pairing.layer_pairing`). The paper's Fig. 2 shows AlexNet,
 whose conv1 histogram is centred far left of the random one ("pairs"), the gap closing
 with depth; we show the ReLU ConvPool-CNN-C baseline trained on the data used.
 
@@ -30,7 +30,7 @@ def pairing_histograms(session: Session, role: str, label: str, path, title: str
     import matplotlib.pyplot as plt
 
     from invert.nets import conv_layers
-    from theory.pairing import layer_pairing
+    from theory.filter_pairing import layer_pairing
 
     model = session.model(role)
     layers = list(conv_layers(model))[:-1]  # the last conv is the class layer

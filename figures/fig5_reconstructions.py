@@ -1,6 +1,6 @@
 """Figure 5: an image reconstructed from conv1 to conv4 features, CReLU and ReLU models.
 
-Our Algorithm 1 (:func:`invert.reconstruct.reconstruct`, no learning): from a layer's
+Our Algorithm 1 (:func:`invert.reconstruction.reconstruct`, no learning): from a layer's
 features, walk back one layer at a time -- CReLU exactly (z = pos - neg), each conv by
 minimum-norm least squares, max-pooling through its switches -- in float64. conv1-conv3
 of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling. The CReLU
@@ -58,7 +58,7 @@ def _reconstruct_model(session: Session, role: str, x) -> tuple[list[dict], list
 
     from invert.metrics import reconstruction_metrics
     from invert.nets import conv_layers
-    from invert.reconstruct import features, reconstruct
+    from invert.reconstruction import features, reconstruct
     from theory.frames import checkpoint_frame_bounds
 
     model = copy.deepcopy(session.model(role)).double().eval()

@@ -1,8 +1,8 @@
 """invert: CReLU networks, their data and training, and exact reconstruction.
 
-The public API is re-exported here; each concept lives in one module. Functions named
-like their module stay there, so that ``invert.reconstruct`` and ``invert.train`` remain
-the modules: ``from invert.reconstruct import reconstruct``,
+The public API is re-exported here; each concept lives in one module
+(``invert.reconstruct`` is the function, :mod:`invert.reconstruction` its module). The
+trainer's entry point stays in its module, so that ``invert.train`` remains the module:
 ``from invert.train import train``.
 """
 
@@ -13,7 +13,7 @@ from .loader import load_model
 from .metrics import reconstruction_metrics
 from .nets import Net, Normalize, conv_layers, layer_names, layer_outputs
 from .operators import ConvOperator
-from .reconstruct import Features, Reconstruction, features
+from .reconstruction import Features, Reconstruction, features, reconstruct
 from .solvers import (
     ConvergenceError,
     ConvergenceWarning,
@@ -59,6 +59,7 @@ __all__ = [
     "load_model",
     "load_state_dict_into",
     "model_info",
+    "reconstruct",
     "reconstruction_metrics",
     "register_model",
     "save_checkpoint",

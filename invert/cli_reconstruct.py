@@ -236,7 +236,7 @@ def _reconstruct(args) -> int:
     import torch
 
     from .metrics import reconstruction_metrics
-    from .reconstruct import features, reconstruct
+    from .reconstruction import features, reconstruct
     from .solvers import ConvergenceWarning
 
     if args.max_iter < 1:

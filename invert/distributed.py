@@ -8,7 +8,7 @@ Launch any training command with ``torchrun``; nothing else changes::
     # two machines, 8 GPUs each; run on both, with --node_rank 0 and 1
     torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 \\
         --rdzv_backend c10d --rdzv_endpoint node0.example:29500 \\
-        -m invert train allcnn_b_crelu@folder:/data/imagenet --recipe paper --out ab.safetensors
+        -m invert train allcnn_b_crelu1_4@folder:/data/imagenet --recipe paper --out ab.safetensors
 
 How it works (ours):
 

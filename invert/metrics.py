@@ -18,7 +18,7 @@
     to image space; ``projection_error = ||x' - x_P|| / ||x_P||`` (0 when the
     reconstruction recovers exactly that part) and ``recoverable = ||P u|| / ||u||``.
     Through several non-injective layers the layer-by-layer walk of
-    :func:`~invert.reconstruct.reconstruct` can lose more than ``J`` does, and
+    :func:`~invert.reconstruction.reconstruct` can lose more than ``J`` does, and
     ``projection_error`` measures how much. ``P u`` is computed matrix-free with CGLS on
     ``J`` (autograd's forward- and reverse-mode products), independently of the walk.
 ``feature_error``
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .nets import Normalize
-from .reconstruct import _IDENTITY_TYPES, Reconstruction, features
+from .reconstruction import _IDENTITY_TYPES, Reconstruction, features
 from .solvers import least_squares
 
 __all__ = ["reconstruction_metrics", "recoverable_part"]
@@ -97,7 +97,7 @@ def recoverable_part(
     >>> import torch
     >>> from torch import nn
     >>> from invert.activations import CReLU
-    >>> from invert.reconstruct import features
+    >>> from invert.reconstruction import features
     >>> model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), CReLU()).double()
     >>> x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
     >>> x_p, frac = recoverable_part(model, x, features(model, x, layer="1"))
@@ -158,7 +158,7 @@ def reconstruction_metrics(
     x : torch.Tensor
         The original input, ``(N, C, H, W)``.
     rec : Reconstruction
-        From :func:`invert.reconstruct.reconstruct`.
+        From :func:`invert.reconstruction.reconstruct`.
     data_range : float, optional
         Dynamic range of the images for PSNR and SSIM (1 for images in [0, 1]).
     projection : bool, optional
@@ -177,7 +177,7 @@ def reconstruction_metrics(
     >>> import torch
     >>> from torch import nn
     >>> from invert.activations import CReLU
-    >>> from invert.reconstruct import features, reconstruct
+    >>> from invert.reconstruction import features, reconstruct
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU()).double()
     >>> x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
     >>> rec = reconstruct(model, features(model, x, layer="1"), device="cpu")

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from invert.cli import main
 from invert.zoo import create_model
 from theory.correlations import outgoing_correlations
-from theory.pairing import layer_pairing
+from theory.filter_pairing import layer_pairing
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,7 @@ from invert.activations import CReLU
 from invert.metrics import reconstruction_metrics, recoverable_part
 from invert.nets import Normalize
 from invert.operators import ConvOperator
-from invert.reconstruct import features, reconstruct
+from invert.reconstruction import features, reconstruct
 
 
 def dense_jacobian(fn, u):

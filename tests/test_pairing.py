@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from invert.zoo import create_model
-from theory.pairing import layer_pairing, pair_image, pairing, random_pairing
+from theory.filter_pairing import layer_pairing, pair_image, pairing, random_pairing
 
 
 def brute_force_mu(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from torch import nn
 from invert.activations import AVR, CReLU
 from invert.nets import Normalize
 from invert.operators import ConvOperator
-from invert.reconstruct import Features, features, reconstruct
+from invert.reconstruction import Features, features, reconstruct
 from invert.solvers import ConvergenceError, ConvergenceWarning
 from invert.zoo import create_model, list_models, model_info
 

@@ -2,14 +2,20 @@
 
 Frame bounds, max-pooling reconstruction metrics, filter pairing, invariance
 scores and outgoing-weight correlations, each in a module of its own.
-``pairing`` stays in its module (``from theory.pairing import pairing``), so that
-``theory.pairing`` remains the module.
+``theory.pairing`` is the function, :mod:`theory.filter_pairing` its module.
 """
 
 from .correlations import OutgoingCorrelation, outgoing_correlations
+from .filter_pairing import (
+    LayerPairing,
+    PairingResult,
+    layer_pairing,
+    pair_image,
+    pairing,
+    random_pairing,
+)
 from .frames import FrameBounds, FrameBoundsWarning, checkpoint_frame_bounds, frame_bounds
 from .invariance import InvarianceResult, Transformations, invariance_scores
-from .pairing import LayerPairing, PairingResult, layer_pairing, pair_image, random_pairing
 from .pooling import SwitchMetrics, pooling_metrics, switch_metrics
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "layer_pairing",
     "outgoing_correlations",
     "pair_image",
+    "pairing",
     "pooling_metrics",
     "random_pairing",
     "switch_metrics",

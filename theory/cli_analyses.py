@@ -168,7 +168,7 @@ def _magnitudes(text: str | None, option: str, cast):
 
 
 def _pairing(args) -> int:
-    from theory.pairing import layer_pairing, pair_image
+    from theory.filter_pairing import layer_pairing, pair_image
 
     if args.trials < 1:
         raise ValueError(f"--trials must be positive; got {args.trials}")

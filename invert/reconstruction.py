@@ -688,7 +688,7 @@ def reconstruct(
     True
     """
     if not isinstance(feats, Features):
-        raise TypeError(f"expected Features from invert.reconstruct.features; got "
+        raise TypeError(f"expected Features from invert.reconstruction.features; got "
                         f"{type(feats).__name__}")  # fmt: skip
     if relu not in _RELU_MODES:
         raise ValueError(f"relu must be one of {_RELU_MODES}; got {relu!r}")

@@ -1,0 +1,44 @@
+"""The README's Python example runs as printed and says what the README says it does."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_python_example_runs_and_reconstructs_exactly(tmp_path):
+    text = README.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "the README has one Python example"
+    env = dict(os.environ, CRELU_CACHE=str(tmp_path / "cache"), PYTHONWARNINGS="ignore")
+    out = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    error = float(re.search(r"conv1: relative error (\S+)", out.stdout).group(1))
+    assert error < 1e-8  # Proposition 2.1: conv1 of ConvPool-C CReLU is a frame
+    assert float(re.search(r"conv2: relative error (\S+)", out.stdout).group(1)) > 0.01
+    # the output shown in the README is this example's (numbers to their printed digits,
+    # give or take rounding: float32 training differs in the last bits across CPUs)
+    shown = re.search(r"```text\n(.*?)```", text, flags=re.S).group(1)
+    number = r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+    printed = {re.sub(number, "#", line): line for line in out.stdout.splitlines()}
+    for line in shown.splitlines():
+        if line.strip() == "...":
+            continue
+        skeleton = re.sub(number, "#", line)
+        assert skeleton in printed, f"not printed: {line!r}"
+        for a, b in zip(re.findall(number, line), re.findall(number, printed[skeleton])):
+            if "e" in a:  # an error near zero: the same order of magnitude
+                assert abs(float(a)) < 1e-8 and abs(float(b)) < 1e-8, (line, printed[skeleton])
+            else:
+                digits = len(a.split(".")[1]) if "." in a else 0
+                assert abs(float(a) - float(b)) <= 2 * 10**-digits, (line, printed[skeleton])
