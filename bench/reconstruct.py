@@ -1,0 +1,353 @@
+"""Reconstruction: ours against LSQR on the explicit sparse operator and gradient inversion.
+
+Two cases, all in one run:
+
+* ``small``: a 3 x 64 x 64 image through a two-layer CReLU stack, conv 3 -> 16 and
+  32 -> 40 channels, 3 x 3, zero padding (random init; both layers are frames).
+* ``allcnn``: a 3 x 224 x 224 image through All-CNN-B with CReLU at conv1-4
+  (``create_model("allcnn_b_crelu1_4")``, random init), reconstructed from conv4.
+
+For each case (image: scikit-image's astronaut, resized; float64 model):
+
+1. **Ours**: ``invert.reconstruction.features`` + ``reconstruct`` (CGLS per conv layer),
+   wall time and PSNR against the input.
+2. **LSQR** (``scipy.sparse.linalg.lsqr``) on the explicit sparse matrix of each conv
+   layer, built by index arithmetic (checked against ``ConvOperator.apply``), given
+   the same right-hand side as our walk at that layer, and run for the smallest
+   iteration count whose relative normal-equation residual ``||A^T r|| / ||A^T b||``
+   is at most ours (searched from our CGLS count, then bisected on ``iter_lim``; LSQR
+   is deterministic, so the timed run is exactly that many iterations). Ratio = summed
+   LSQR solve time / summed CGLS solve time over the layers. Layers whose matrix has
+   more than ``--lsqr-max-nnz`` non-zeros are skipped (said so).
+3. **Gradient inversion** in the style of Mahendran & Vedaldi (2015): Adam on
+   ``||f(x) - f0||^2 / ||f0||^2 + lambda * TV(x)`` (squared-gradient TV, pixels in
+   [0, 1] space), float32, started from a grey image, stopped when it has used the
+   same wall time as ours; best of the learning rates in ``--lrs``.
+4. The **frame lower bound A** of each conv layer: 0 by counting when the layer has
+   fewer filters than input dimensions per output position (``C_out < C_in s^2``),
+   else ``theory.frames.frame_bounds`` (zero padding: dense eigenvalues for small
+   inputs, Lanczos with rtol 1e-8 otherwise).
+
+Goals: >= 10x faster than LSQR; >= 70 dB above gradient inversion at equal time;
+>= 100 dB PSNR whenever every layer has A > 0.
+
+Usage::
+
+    python bench/reconstruct.py [--case small allcnn] [--threads 1] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _say(lines: list, text: str) -> None:
+    lines.append(text)
+    print(text, file=sys.stderr, flush=True)  # progress; the section is printed at the end
+
+
+def _set_threads(threads: int) -> None:
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+
+
+# --- the explicit sparse operator -------------------------------------------------------------
+
+
+def conv_sparse(op):
+    """CSR matrix of a zero-padding ConvOperator, from index arithmetic."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    w = op.weight.detach().double().cpu().numpy()
+    cout, cin_g, kh, kw = w.shape
+    (h, wd), (ho, wo) = op.input_size, op.output_size
+    (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
+    per_group = cout // op.groups
+    o = np.arange(cout)[:, None, None, None, None, None]
+    c = np.arange(cin_g)[None, :, None, None, None, None]
+    qh = np.arange(kh)[None, None, :, None, None, None]
+    qw = np.arange(kw)[None, None, None, :, None, None]
+    i = np.arange(ho)[None, None, None, None, :, None]
+    j = np.arange(wo)[None, None, None, None, None, :]
+    rows_in = i * sh + qh * dh - ph
+    cols_in = j * sw + qw * dw - pw
+    shape = (cout, cin_g, kh, kw, ho, wo)
+    valid = np.broadcast_to((rows_in >= 0) & (rows_in < h) & (cols_in >= 0) & (cols_in < wd),
+                            shape)  # fmt: skip
+    row = np.broadcast_to((o * ho + i) * wo + j, shape)[valid]
+    channel = (o // per_group) * cin_g + c
+    col = np.broadcast_to((channel * h + rows_in) * wd + cols_in, shape)[valid]
+    val = np.broadcast_to(w[:, :, :, :, None, None], shape)[valid]
+    n_out, n_in = cout * ho * wo, op.in_channels * h * wd
+    return sp.csr_matrix((val, (row, col)), shape=(n_out, n_in))
+
+
+def conv_nnz(op) -> int:
+    """Non-zeros of the sparse matrix, without building it."""
+    import numpy as np
+
+    cout, cin_g, kh, kw = op.weight.shape
+    count = 0
+    for axis, k in ((0, kh), (1, kw)):
+        n, m = op.input_size[axis], op.output_size[axis]
+        s, p, d = op.stride[axis], op.padding[axis], op.dilation[axis]
+        pos = np.arange(m)[:, None] * s + np.arange(k)[None, :] * d - p
+        inside = int(((pos >= 0) & (pos < n)).sum())
+        count = inside if axis == 0 else count * inside
+    return count * cout * cin_g
+
+
+def lsqr_to_residual(a, b, target: float, start: int):
+    """Fewest LSQR iterations reaching ``||A^T r|| / ||A^T b|| <= target``, and that run.
+
+    LSQR and CGLS are the same Krylov method, so the search starts at our CGLS count
+    ``start`` and moves in steps of about 5%, then bisects (LSQR is deterministic).
+    """
+    import numpy as np
+    from scipy.sparse.linalg import lsqr
+
+    atb = np.linalg.norm(a.T @ b)
+
+    def run(k):
+        begin = time.perf_counter()
+        x = lsqr(a, b, atol=0, btol=0, conlim=0, iter_lim=k)[0]
+        seconds = time.perf_counter() - begin
+        return np.linalg.norm(a.T @ (b - a @ x)) / atb, seconds, x
+
+    hi = max(1, start)
+    if run(hi)[0] <= target:
+        lo = 0
+        while lo < hi - 1:  # walk down until it fails
+            step = max(1, hi // 20)
+            if run(hi - step)[0] <= target:
+                hi -= step
+            else:
+                lo = hi - step
+                break
+    else:
+        lo = hi
+        while run(hi)[0] > target:
+            lo, hi = hi, hi + max(1, hi // 20)
+            if hi > 200_000:
+                raise RuntimeError("LSQR did not reach the residual in 200000 iterations")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if run(mid)[0] <= target:
+            hi = mid
+        else:
+            lo = mid
+    residual, seconds, x = run(hi)
+    return hi, residual, seconds, x
+
+
+# --- gradient inversion (Mahendran & Vedaldi style) -------------------------------------------
+
+
+def gradient_inversion(model, layer, x_true, seconds: float, lr: float, tv: float):
+    import torch
+
+    from invert.nets import layer_outputs
+
+    model = model.float()
+    target = layer_outputs(model, x_true.float(), layer)[layer].detach()
+    scale = float((target**2).sum())
+    x = torch.full_like(x_true.float(), 0.5).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        opt.zero_grad()
+        out = layer_outputs(model, x, layer)[layer]
+        dx = x[..., 1:, :] - x[..., :-1, :]
+        dy = x[..., :, 1:] - x[..., :, :-1]
+        loss = ((out - target) ** 2).sum() / scale + tv * ((dx**2).sum() + (dy**2).sum())
+        loss.backward()
+        opt.step()
+        steps += 1
+    model.double()
+    return x.detach().double(), steps, time.perf_counter() - start
+
+
+# --- one case -------------------------------------------------------------------------------------
+
+
+def frame_lower_bound(conv, size) -> tuple[float, str]:
+    from theory.frames import frame_bounds
+
+    cin_poly = conv.in_channels * conv.stride[0] * conv.stride[1]
+    if conv.out_channels < cin_poly:
+        return 0.0, f"0 by counting ({conv.out_channels} filters < {cin_poly} inputs/position)"
+    fb = frame_bounds(conv, size, padding="zeros", device="cpu")
+    return float(fb.A), f"{fb.method}{'' if fb.converged else ', not converged'}"
+
+
+def run_case(name, model, layer, x, args, lines):
+    import numpy as np
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from invert.operators import ConvOperator
+    from invert.reconstruction import features, reconstruct
+    from invert.solvers import least_squares
+
+    def psnr(image):
+        with np.errstate(divide="ignore"):
+            return peak_signal_noise_ratio(
+                x[0].numpy(), image[0].detach().cpu().double().numpy(), data_range=1.0
+            )
+
+    # 1. ours, end to end
+    start = time.perf_counter()
+    f = features(model, x, layer=layer)
+    rec = reconstruct(model, f, device="cpu", max_iter=args.max_iter)
+    ours_total = time.perf_counter() - start
+    ours_psnr = psnr(rec.image)
+    _say(lines, f"- ours (features + reconstruct, CGLS, float64): {ours_total:.2f} s, "
+                 f"PSNR {ours_psnr:.1f} dB, converged {rec.converged}")  # fmt: skip
+
+    # 2. per conv layer: our solve and LSQR on the same right-hand side, same residual
+    modules = dict(model.named_modules())
+    convs = [s for s in f.steps if s.kind == "Conv2d"]
+    rhs = _walk_rhs(model, f, args)  # the right-hand side our walk gives each conv
+    t_ours = t_lsqr = 0.0
+    skipped = []
+    for step in convs:
+        conv = modules[step.name]
+        op = ConvOperator.from_conv(conv, step.in_shape[1:]).to(torch.float64)
+        b = rhs[step.name]
+        solve_start = time.perf_counter()
+        x_ours, info = least_squares(op, b, max_iter=args.max_iter)
+        t = time.perf_counter() - solve_start
+        A, how = frame_lower_bound(conv, step.in_shape[1:])
+        row = (f"  - {step.name}: {tuple(step.in_shape)} -> {tuple(step.out_shape)}, A = {A:.3g} "
+               f"({how}); CGLS {int(info.iterations[0])} it, {t:.2f} s, residual "
+               f"{float(info.residual[0]):.1e}")  # fmt: skip
+        nnz = conv_nnz(op)
+        if nnz > args.lsqr_max_nnz:
+            skipped.append(step.name)
+            _say(lines, row + f"; LSQR skipped ({nnz / 1e6:.0f}M non-zeros > "
+                               f"{args.lsqr_max_nnz / 1e6:.0f}M)")  # fmt: skip
+            continue
+        a = conv_sparse(op)
+        probe = torch.randn(1, *op.in_shape, dtype=torch.float64)
+        assert np.allclose(a @ probe.reshape(-1).numpy(), op.apply(probe).reshape(-1).numpy())
+        iters, res, t_l, x_l = lsqr_to_residual(
+            a, b.reshape(-1).numpy(), float(info.residual[0]), int(info.iterations[0])
+        )
+        diff = np.linalg.norm(x_l - x_ours.reshape(-1).numpy()) / np.linalg.norm(x_l)
+        t_ours += t
+        t_lsqr += t_l
+        _say(lines, row + f"; LSQR {iters} it, {t_l:.2f} s, residual {res:.1e}, "
+                           f"ratio {t_l / t:.1f}x, solutions differ by {diff:.1e}")  # fmt: skip
+    if t_ours:
+        _say(lines, f"- LSQR / ours over the compared layers: {t_lsqr:.2f} s / {t_ours:.2f} s "
+                     f"= {t_lsqr / t_ours:.1f}x (goal >= 10x)")  # fmt: skip
+
+    # 3. gradient inversion for the same wall time, best learning rate
+    best = None
+    for lr in args.lrs:
+        image, steps, used = gradient_inversion(model, layer, x, ours_total, lr, args.tv)
+        value = psnr(image)
+        _say(lines, f"  - gradient inversion lr {lr}: {steps} Adam steps in {used:.2f} s, "
+                     f"PSNR {value:.1f} dB")  # fmt: skip
+        best = value if best is None else max(best, value)
+    _say(lines, f"- ours {ours_psnr:.1f} dB vs gradient inversion {best:.1f} dB at equal time: "
+                 f"{ours_psnr - best:+.1f} dB (goal >= +70 dB)")  # fmt: skip
+    return rec
+
+
+def _walk_rhs(model, f, args) -> dict:
+    """The target ``z - b`` that the walk hands each conv layer (from our reconstruct)."""
+    import torch
+
+    from invert import reconstruction as R
+
+    captured = {}
+    original = R._solve_linear
+
+    def spy(op, bias, step, target, ctx, kind):
+        values = target.values if bias is None else target.values - bias
+        captured[step.name] = values.detach().clone()
+        return original(op, bias, step, target, ctx, kind)
+
+    R._solve_linear = spy
+    try:
+        R.reconstruct(model, f, device="cpu", max_iter=args.max_iter)
+    finally:
+        R._solve_linear = original
+    return {k: v.to(torch.float64) for k, v in captured.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--case", nargs="+", default=["small", "allcnn"], choices=["small", "allcnn"]
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-iter", type=int, default=3000)
+    parser.add_argument("--lsqr-max-nnz", type=float, default=1.5e8)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.05])
+    parser.add_argument(
+        "--tv", type=float, default=1e-6, help="TV weight of the gradient inversion"
+    )
+    parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args()
+    _set_threads(args.threads)
+
+    import numpy as np
+    import skimage.data
+    import torch
+    from skimage.transform import resize
+    from torch import nn
+
+    from invert.activations import CReLU
+    from invert.zoo import create_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    astronaut = skimage.data.astronaut() / 255.0
+
+    def image(size):
+        arr = resize(astronaut, (size, size), anti_aliasing=True).transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(arr))[None].double()
+
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
+    command = "python bench/reconstruct.py " + " ".join(sys.argv[1:])
+    machine = (f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()}, torch "
+               f"{torch.__version__}, {args.threads} thread(s)")  # fmt: skip
+    lines = [f"## Reconstruction: ours vs LSQR vs gradient inversion ({date})", "", machine,
+             "", f"Command: `{command}`", ""]  # fmt: skip
+    if "small" in args.case:
+        model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), CReLU(),
+                              nn.Conv2d(32, 40, 3, padding=1), CReLU()).double().eval()  # fmt: skip
+        _say(lines, "Case small: 3x64x64 astronaut, conv 3->16 + CReLU + conv 32->40 + CReLU, "
+                     "3x3, zero padding, random init")  # fmt: skip
+        run_case("small", model, "3", image(64), args, lines)
+        _say(lines, "")
+        print("\n".join(lines), flush=True)
+    if "allcnn" in args.case:
+        model = create_model("allcnn_b_crelu1_4").double().eval()
+        _say(lines, "Case allcnn: 3x224x224 astronaut, All-CNN-B CReLU conv1-4 (allcnn_b_crelu1_4,"
+                     " random init, identity normalization), from conv4")  # fmt: skip
+        run_case("allcnn", model, "conv4", image(224), args, lines)
+        _say(lines, "")
+    text = "\n".join(lines)
+    print(text)
+    if args.record:
+        with open(Path(__file__).with_name("RESULTS.md"), "a") as fh:
+            fh.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
