@@ -335,7 +335,6 @@ def main() -> None:
                      "3x3, zero padding, random init")  # fmt: skip
         run_case("small", model, "3", image(64), args, lines)
         _say(lines, "")
-        print("\n".join(lines), flush=True)
     if "allcnn" in args.case:
         model = create_model("allcnn_b_crelu1_4").double().eval()
         _say(lines, "Case allcnn: 3x224x224 astronaut, All-CNN-B CReLU conv1-4 (allcnn_b_crelu1_4,"
