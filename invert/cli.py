@@ -14,7 +14,14 @@ import json
 import os
 import sys
 
-__all__ = ["main", "UserError", "print_table", "emit"]
+__all__ = [
+    "main",
+    "UserError",
+    "print_table",
+    "emit",
+    "add_model_arguments",
+    "load_model_from_args",
+]
 
 # modules with a register(subparsers) function, in the order of `crelu --help`
 COMMAND_MODULES = (
@@ -77,6 +84,53 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crelu {args.command}: error: {message}", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+MODEL_HELP = (
+    "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached if "
+    "missing) or a zoo name (random weights)"
+)
+
+
+def add_model_arguments(p, *, option: str | None = None) -> None:
+    """The model SPEC (positional, or the required ``option``) and how to load it."""
+    if option is None:
+        p.add_argument("spec", metavar="SPEC", help=MODEL_HELP)
+    else:
+        p.add_argument(option, dest="spec", required=True, metavar="SPEC", help=MODEL_HELP)
+    p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
+    p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
+    p.add_argument(
+        "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+
+
+def load_model_from_args(args):
+    """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes."""
+    import warnings
+
+    from invert.checkpoints import resolve_device
+    from invert.loader import load_model
+
+    device = resolve_device(args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        model = load_model(
+            args.spec,
+            recipe=args.recipe,
+            device=device,
+            cache_dir=args.cache_dir,
+            train_if_missing=not args.no_train,
+        )
+    print_notes(args, caught)
+    return model, device
+
+
+def print_notes(args, caught) -> None:
+    """Recorded warnings as one ``crelu COMMAND: note:`` line each on stderr."""
+    for warning in caught:
+        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
 
 
 def print_table(rows: list[dict], *, columns: list[str] | None = None, file=None) -> None:

@@ -23,12 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import UserError, emit
+from .cli import UserError, add_model_arguments, emit, load_model_from_args
 
-_MODEL_HELP = (
-    "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached if "
-    "missing) or a zoo name (random weights)"
-)
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
     "ssim", "converged", "seconds",
@@ -48,7 +44,7 @@ def register(subparsers) -> None:
         "squares, max-pooling through its switches. Prints relative error, error to the "
         "recoverable part, feature error, PSNR and SSIM per layer.",
     )
-    p.add_argument("--model", required=True, metavar="SPEC", help=_MODEL_HELP)
+    add_model_arguments(p, option="--model")
     p.add_argument(
         "--image", required=True, help="image file, or skimage:NAME (e.g. skimage:astronaut)"
     )
@@ -72,12 +68,6 @@ def register(subparsers) -> None:
         "--no-projection", action="store_true",
         help="skip the recoverable part (projection_error, recoverable): one more solve per layer",
     )  # fmt: skip
-    p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
-    p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
-    p.add_argument(
-        "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
-    )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.set_defaults(run=_reconstruct)
 
 
@@ -216,22 +206,6 @@ def _layers(model, args) -> list[str]:
 # --- run --------------------------------------------------------------------------------------
 
 
-def _load(args):
-    from .checkpoints import resolve_device
-    from .loader import load_model
-
-    device = resolve_device(args.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        model = load_model(
-            args.model, recipe=args.recipe, device=device, cache_dir=args.cache_dir,
-            train_if_missing=not args.no_train,
-        )  # fmt: skip
-    for warning in caught:
-        print(f"crelu reconstruct: note: {warning.message}", file=sys.stderr)
-    return model, device
-
-
 def _reconstruct(args) -> int:
     import torch
 
@@ -242,7 +216,7 @@ def _reconstruct(args) -> int:
     if args.max_iter < 1:
         raise UserError(f"--max-iter must be positive; got {args.max_iter}")
     raw = read_image(args.image)  # before the (possibly long) model load
-    model, device = _load(args)
+    model, device = load_model_from_args(args)
     if not args.float32:
         model = model.double()
     dtype = next(model.parameters()).dtype

@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import io
 import math
-import sys
 
-from invert.cli import emit
-
-_MODEL_HELP = (
-    "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached "
-    "if missing) or a zoo name (random weights)"
-)
+from invert.cli import add_model_arguments, emit, load_model_from_args, print_notes
 
 
 def register(subparsers) -> None:
@@ -29,7 +23,7 @@ def register(subparsers) -> None:
         "filter with its most opposite filter) for the learned filters (mu_w) and for "
         "i.i.d. Gaussian filters of the same shape (mu_r).",
     )
-    _model_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--layers", help="comma-separated conv layers (default: all)")
     p.add_argument("--trials", type=int, default=10, help="random filter sets per layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the random filters")
@@ -49,7 +43,7 @@ def register(subparsers) -> None:
         "thresholds giving a 1% global firing rate G and L the firing rate over "
         "translated and rotated versions of the images on which a unit fires.",
     )
-    _model_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--data",
         help="textures, cifar10:PATH, cifar100:PATH or folder:PATH (default: crops of the "
@@ -92,47 +86,11 @@ def register(subparsers) -> None:
         "next layer's weights on the positive and the negative phase of the same filter "
         "(pair) and of different filters (non-pair), mean and std.",
     )
-    _model_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--layers", help="comma-separated CReLU layers (default: all)")
     p.add_argument("--absolute", action="store_true", help="average |cos| instead of cos")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_correlations)
-
-
-def _model_arguments(p) -> None:
-    p.add_argument("spec", metavar="SPEC", help=_MODEL_HELP)
-    p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
-    p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
-    p.add_argument(
-        "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
-    )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-
-
-def _load(args):
-    import warnings
-
-    from invert.checkpoints import resolve_device
-    from invert.loader import load_model
-
-    device = resolve_device(args.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        model = load_model(
-            args.spec,
-            recipe=args.recipe,
-            device=device,
-            cache_dir=args.cache_dir,
-            train_if_missing=not args.no_train,
-        )
-    _notes(args, caught)
-    return model, device
-
-
-def _notes(args, caught) -> None:
-    """Recorded warnings as one 'note:' line each on stderr."""
-    for warning in caught:
-        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -172,7 +130,7 @@ def _pairing(args) -> int:
 
     if args.trials < 1:
         raise ValueError(f"--trials must be positive; got {args.trials}")
-    model, _ = _load(args)
+    model, _ = load_model_from_args(args)
     stats = layer_pairing(model, layers=_names(args.layers), trials=args.trials, seed=args.seed)
     if args.out:
         _write_png(args.out, _histogram_png(stats))
@@ -238,7 +196,7 @@ def _invariance(args) -> int:
         raise ValueError(f"--n-images must be positive; got {args.n_images}")
     translations = _magnitudes(args.translations, "--translations", int)
     rotations = _magnitudes(args.rotations, "--rotations", float)
-    model, device = _load(args)
+    model, device = load_model_from_args(args)
     size = args.input_size or _model_input_size(model)
     if size < 1:
         raise ValueError(f"--input-size must be positive; got {size}")
@@ -319,10 +277,10 @@ def _correlations(args) -> int:
 
     from theory.correlations import outgoing_correlations
 
-    model, _ = _load(args)
+    model, _ = load_model_from_args(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         stats = outgoing_correlations(model, layers=_names(args.layers), absolute=args.absolute)
-    _notes(args, caught)
+    print_notes(args, caught)
     emit([s.row() for s in stats.values()], as_json=args.json)
     return 0

@@ -12,12 +12,7 @@ from __future__ import annotations
 import math
 import sys
 
-from invert.cli import emit
-
-_MODEL_HELP = (
-    "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached "
-    "if missing) or a zoo name (random weights)"
-)
+from invert.cli import add_model_arguments, emit, load_model_from_args
 
 _FRAME_COLUMNS = ["layer", "shape", "stride", "input", "A", "B", "ratio"]
 _RANDOM_COLUMNS = ["A_random", "B_random", "ratio_random"]
@@ -37,7 +32,7 @@ def register(subparsers) -> None:
         "per-filter norms. Circular padding is exact by FFT; zero padding is exact "
         "(dense) on small inputs and iterative (Lanczos) on large ones.",
     )
-    _model_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--input-size",
         type=int,
@@ -60,7 +55,7 @@ def register(subparsers) -> None:
         "space, 0 below full rank; A_nonzero on the recoverable part), means over crops "
         "of the embedded photographs, for the learned and for random filters.",
     )
-    _model_arguments(p)
+    add_model_arguments(p)
     p.add_argument(
         "--layer",
         action="append",
@@ -82,41 +77,10 @@ def register(subparsers) -> None:
     p.set_defaults(run=_pooling)
 
 
-def _model_arguments(p) -> None:
-    p.add_argument("spec", metavar="SPEC", help=_MODEL_HELP)
-    p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
-    p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
-    p.add_argument(
-        "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
-    )
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-
-
 def _format_arguments(p) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help="print JSON instead of a table")
     group.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-
-
-def _load(args):
-    import warnings
-
-    from invert.checkpoints import resolve_device
-    from invert.loader import load_model
-
-    device = resolve_device(args.device)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        model = load_model(
-            args.spec,
-            recipe=args.recipe,
-            device=device,
-            cache_dir=args.cache_dir,
-            train_if_missing=not args.no_train,
-        )
-    for warning in caught:  # one 'note:' line each, like the other analyses
-        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
-    return model, device
 
 
 def _names(values) -> list[str] | None:
@@ -167,7 +131,7 @@ def _frame_bounds(args) -> int:
     from theory.frames import checkpoint_frame_bounds
 
     _positive(args.input_size, "--input-size")
-    model, device = _load(args)
+    model, device = load_model_from_args(args)
     size = args.input_size or _native_size(model)
     rows = checkpoint_frame_bounds(
         model, size, padding=args.padding, random_baseline=not args.no_random,
@@ -184,7 +148,7 @@ def _pooling(args) -> int:
     _positive(args.n_images, "--n-images")
     _positive(args.image_size, "--image-size")
     _positive(args.pool, "--pool")
-    model, device = _load(args)
+    model, device = load_model_from_args(args)
     rows = pooling_metrics(
         model, _names(args.layer), n_images=args.n_images, image_size=args.image_size,
         pool=args.pool, random_baseline=not args.no_random, seed=args.seed, device=device,
