@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nets import Normalize
+from .nets import Normalize, eval_mode
 from .reconstruction import _IDENTITY_TYPES, Reconstruction, features
 from .solvers import least_squares
 
@@ -105,9 +105,7 @@ def recoverable_part(
     True
     """
     prefix, rest = _split_path(model, feats)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             u = _run(prefix, x)
         if not rest:
@@ -122,9 +120,6 @@ def recoverable_part(
                 if isinstance(m, Normalize):
                     scale = scale * m.std.to(u).view(1, -1, 1, 1)
             x_p = x - scale * (u - pu)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
     fraction = (pu.flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).double().cpu()
     return x_p, fraction
 

@@ -10,6 +10,7 @@ layer is then a module path as in ``model.named_modules()`` (``"features.3"``).
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
@@ -210,3 +211,25 @@ def conv_layers(model: nn.Module) -> OrderedDict[str, nn.Conv2d]:
         top = name.split(".")[0]
         named[top if per_top[top] == 1 else name] = module
     return named
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode; every module's own mode is restored after.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Dropout(), nn.Dropout().eval())
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> [m.training for m in net]
+    [True, False]
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training

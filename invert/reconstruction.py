@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import AVR, CReLU
-from .nets import Normalize, get_layer
+from .nets import Normalize, eval_mode, get_layer
 from .operators import ConvOperator
 from .solvers import (
     bounded_least_squares,
@@ -232,22 +232,17 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
         state["out"] = output
         raise _Stop
 
-    modes = {m: m.training for m in model.modules()}
     handles = [m.register_forward_hook(leaf_hook) for m in leaves]
     handles.append(target.register_forward_hook(target_hook))
     state["last"] = x
     try:
-        model.eval()
-        with torch.no_grad():
-            try:
-                model(x)
-            except _Stop:
-                pass
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    except _Stop:
+        pass
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes.items():
-            m.training = mode
     out = state["out"]
     if out is None:
         raise ValueError(f"layer {layer!r} did not run in the forward pass of the model")

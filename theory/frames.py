@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.nets import conv_layers
+from invert.nets import conv_layers, eval_mode
 from invert.operators import ConvOperator
 
 __all__ = [
@@ -920,10 +920,8 @@ def _conv_input_sizes(
     param = next(model.parameters())
     x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
     handles = [c.register_forward_pre_hook(hook) for c in convs]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x)
     except _Stop:
         pass
@@ -936,8 +934,6 @@ def _conv_input_sizes(
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     return sizes
 
 

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from invert.activations import crelu
-from invert.nets import conv_layers
+from invert.nets import conv_layers, eval_mode
 from invert.operators import ConvOperator
 from invert.solvers import least_squares
 from invert.switches import max_pool_with_switches, switch_equations
@@ -453,10 +453,8 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x)
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -467,8 +465,6 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes.items():
-            module.training = training
     return order
 
 
@@ -511,17 +507,13 @@ def _layer_input(model: nn.Module, conv: nn.Conv2d, images: torch.Tensor) -> tor
 
     param = next(model.parameters())
     handle = conv.register_forward_pre_hook(hook)
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(images.to(device=param.device, dtype=param.dtype))
     except _Stop:
         pass
     finally:
         handle.remove()
-        for module, training in modes.items():
-            module.training = training
     if "x" not in captured:
         raise ValueError("the layer did not run in the forward pass of the model")
     return captured["x"].to(torch.float64)
