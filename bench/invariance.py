@@ -15,8 +15,6 @@ speed ratio, and with ``--record`` appends them to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from figures.common import machine_line as machine
 from invert.nets import conv_layers
 from invert.zoo import create_model
 from theory.invariance import (
@@ -89,18 +88,6 @@ def reference_scores(
     n_images = len(images)
     scores = {name: (numerator[name] / k).cpu().numpy() * n_images / k for name in layers}
     return scores, thresholds
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), {platform.system()}, torch {torch.__version__}"
 
 
 def main(argv=None) -> int:

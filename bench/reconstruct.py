@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -306,6 +305,7 @@ def main() -> None:
     from skimage.transform import resize
     from torch import nn
 
+    from figures.common import machine_line
     from invert.activations import CReLU
     from invert.zoo import create_model
 
@@ -317,15 +317,9 @@ def main() -> None:
         arr = resize(astronaut, (size, size), anti_aliasing=True).transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))[None].double()
 
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
     date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
     command = "python bench/reconstruct.py " + " ".join(sys.argv[1:])
-    machine = (f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()}, torch "
-               f"{torch.__version__}, {args.threads} thread(s)")  # fmt: skip
+    machine = f"Machine: {machine_line()}, {args.threads} thread(s)"
     lines = [f"## Reconstruction: ours vs LSQR vs gradient inversion ({date})", "", machine,
              "", f"Command: `{command}`", ""]  # fmt: skip
     if "small" in args.case:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from figures.common import machine_line as machine
 from invert.data import ImageDataset
 from invert.train import Recipe, Trainer, he_init
 from invert.zoo import create_model
@@ -136,21 +135,6 @@ def compare(args, device, *, amp: bool, plain_dtype=torch.float32):
         "ratio": statistics.median(paired),
         "ratio_cpu": statistics.median(paired_cpu),
     }
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{os.cpu_count()} CPUs ({cpu}), {platform.system()}, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name()}"
-    return text
 
 
 def main(argv=None) -> int:

@@ -373,6 +373,13 @@ def machine_info() -> dict:
     return info
 
 
+def machine_line() -> str:
+    """:func:`machine_info` in one line, for benchmark records."""
+    info = machine_info()
+    text = f"{info['cpus']} CPUs ({info['cpu']}), {platform.system()}, torch {info['torch']}"
+    return text + (f", GPU {info['gpu']}" if info["gpu"] else "")
+
+
 # --- running one script on its own ---------------------------------------------------------
 
 
