@@ -116,17 +116,20 @@ def check_output_dir(out) -> Path:
     True
     """
     path = Path(out).expanduser()
+    _check_writable(path, "the output folder", "choose another --out")
+    return path
+
+
+def _check_writable(folder: Path, what: str, remedy: str) -> None:
+    """Create ``folder`` and write a probe file there, or raise a one-line PermissionError."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise PermissionError(
-            f"cannot write to the output folder {path} ({reason}); choose another --out"
-        ) from None
-    return path
+        raise PermissionError(f"cannot write to {what} {folder} ({reason}); {remedy}") from None
 
 
 @dataclass
@@ -246,18 +249,10 @@ class Session:
         """Raise ``PermissionError`` now if a model must be trained into an unwritable cache."""
         missing = [role for role in MODELS if not self.is_cached(role)]
         if missing and self.train_if_missing:
-            folder = self.cache_file("relu").parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-                os.close(fd)
-                os.unlink(probe)
-            except OSError as error:
-                reason = error.strerror or type(error).__name__
-                raise PermissionError(
-                    f"cannot write to the model cache {folder} ({reason}); pass --cache-dir "
-                    f"DIR or set CRELU_CACHE to a writable folder"
-                ) from None
+            _check_writable(
+                self.cache_file("relu").parent, "the model cache",
+                "pass --cache-dir DIR or set CRELU_CACHE to a writable folder",
+            )  # fmt: skip
 
 
 # --- output helpers ------------------------------------------------------------------

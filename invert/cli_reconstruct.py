@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoints import atomic_write_bytes
 from .cli import UserError, add_model_arguments, emit, load_model_from_args
 
 _COLUMNS = [
@@ -279,13 +278,9 @@ def write_figure(path: str, original: np.ndarray, reconstructions: list) -> None
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buffer, format="png", dpi=100)
     finally:
         plt.close(fig)
+    atomic_write_bytes(target, buffer.getvalue())

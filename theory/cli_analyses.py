@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 
+from invert.checkpoints import atomic_write_bytes
 from invert.cli import add_model_arguments, emit, load_model_from_args, print_notes
 
 
@@ -133,12 +134,12 @@ def _pairing(args) -> int:
     model, _ = load_model_from_args(args)
     stats = layer_pairing(model, layers=_names(args.layers), trials=args.trials, seed=args.seed)
     if args.out:
-        _write_png(args.out, _histogram_png(stats))
+        atomic_write_bytes(args.out, _histogram_png(stats))
     if args.pair_image:
         from invert.nets import conv_layers
 
         first = next(iter(conv_layers(model).items()))
-        _write_png(args.pair_image, _image_png(pair_image(first[1].weight)))
+        atomic_write_bytes(args.pair_image, _image_png(pair_image(first[1].weight)))
     emit([s.row() for s in stats.values()], as_json=args.json)
     return 0
 
@@ -178,12 +179,6 @@ def _image_png(image) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
-
-
-def _write_png(path: str, data: bytes) -> None:
-    from invert.checkpoints import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 # --- invariance -----------------------------------------------------------------------
