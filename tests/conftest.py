@@ -17,5 +17,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    # every test starts seeded and on one thread, whatever the previous one left
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     yield

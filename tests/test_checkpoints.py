@@ -24,14 +24,6 @@ from invert.checkpoints import (
 from invert.zoo import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: as fast, and robust on a busy machine
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randomize(model):
     """Non-default values everywhere, BatchNorm buffers included."""
     generator = torch.Generator().manual_seed(1)

@@ -15,16 +15,6 @@ from invert.zoo import create_model
 from theory.correlations import outgoing_correlations
 from theory.filter_pairing import layer_pairing
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, which spin on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 HAVE_LOADER = importlib.util.find_spec("invert.loader") is not None
 
 

@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from invert.checkpoints import save_checkpoint
 from invert.cli import main
 from invert.data import TEXTURE_NAMES
 from invert.zoo import create_model, list_models
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(capsys, *argv):

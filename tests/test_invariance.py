@@ -17,15 +17,6 @@ from theory.invariance import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, which spin on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class GlobalAverage(nn.Module):
     """One unit: the mean of the image, on a 3 x 3 map (the centre is what counts)."""
 

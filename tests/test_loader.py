@@ -20,14 +20,6 @@ from invert.zoo import create_model
 SPEC = "convpool_c@textures"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: as fast, and no oversubscription in forks
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def counted(monkeypatch):
     """Count the trainings the loader starts."""

@@ -31,14 +31,6 @@ from invert.train import Recipe, get_recipe, train
 from invert.zoo import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _coloured(n_per_class=12, classes=3, size=8, seed=0):
     """Class c has extra intensity in channel c % 3 (plus noise): learnable in a few steps."""
     generator = torch.Generator().manual_seed(seed)

@@ -27,17 +27,6 @@ from invert.train import (
 )
 from invert.zoo import create_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models run as fast on one thread, and every run here then has the same
-    # thread count as the kill-and-resume subprocesses
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = Recipe(
     name="test", epochs=2, batch_size=16, lr=0.02, schedule="constant", eval_batch_size=64
 )
