@@ -171,14 +171,6 @@ def _data_summary(session: Session) -> dict:
     return summary
 
 
-def _fmt(value, digits=3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
 def _markdown(report: dict) -> str:
     lines = [
         "# CReLU paper figures: report",
