@@ -90,7 +90,7 @@ def compare_with_dense_svd() -> list[str]:
     import numpy as np
     import torch
 
-    from invert.operators import ConvOperator
+    from invert.linalg.operators import ConvOperator
     from theory.frames import frame_bounds
 
     lines = [
@@ -124,7 +124,7 @@ def vgg_worker() -> None:
     """Every conv layer of VGG-16 at 224 (runs in its own process)."""
     import torch
 
-    from invert.zoo import create_model
+    from invert.nn.zoo import create_model
     from theory.frames import checkpoint_frame_bounds
 
     torch.manual_seed(0)

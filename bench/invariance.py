@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from figures.common import machine_line as machine
-from invert.nets import conv_layers
-from invert.zoo import create_model
+from invert.data import natural_images
+from invert.nn.net import conv_layers
+from invert.nn.zoo import create_model
 from theory.invariance import (
     Transformations,
     _Cropper,
@@ -33,7 +34,6 @@ from theory.invariance import (
     _weights,
     firing_weights,
     invariance_scores,
-    natural_images,
 )
 
 

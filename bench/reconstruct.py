@@ -152,7 +152,7 @@ def lsqr_to_residual(a, b, target: float, start: int):
 def gradient_inversion(model, layer, x_true, seconds: float, lr: float, tv: float):
     import torch
 
-    from invert.nets import layer_outputs
+    from invert.nn.net import layer_outputs
 
     model = model.float()
     target = layer_outputs(model, x_true.float(), layer)[layer].detach()
@@ -191,9 +191,9 @@ def run_case(name, model, layer, x, args, lines):
     import torch
     from skimage.metrics import peak_signal_noise_ratio
 
-    from invert.operators import ConvOperator
-    from invert.reconstruction import features, reconstruct
-    from invert.solvers import least_squares
+    from invert.linalg.operators import ConvOperator
+    from invert.linalg.solvers import least_squares
+    from invert.reconstruction.layerwise import features, reconstruct
 
     def psnr(image):
         with np.errstate(divide="ignore"):
@@ -306,8 +306,8 @@ def main() -> None:
     from torch import nn
 
     from figures.common import machine_line
-    from invert.activations import CReLU
-    from invert.zoo import create_model
+    from invert.nn.activations import CReLU
+    from invert.nn.zoo import create_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from figures.common import machine_line as machine
 from invert.data import ImageDataset
-from invert.train import Recipe, Trainer, he_init
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
+from invert.train.trainer import Recipe, Trainer, he_init
 
 LR = 0.002
 

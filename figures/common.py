@@ -169,8 +169,8 @@ class Session:
     _test_set: object = field(default=None, repr=False)
 
     def __post_init__(self):
-        from invert.checkpoints import resolve_device
-        from invert.train import get_recipe
+        from invert.train.checkpoints import resolve_device
+        from invert.train.trainer import get_recipe
 
         get_recipe(self.recipe)  # unknown names fail here, before any work
         if not isinstance(self.data, str) or not self.data.strip():
@@ -193,13 +193,13 @@ class Session:
         return f"{MODELS[role]}@{self.data}"
 
     def recipe_for(self, role: str):
-        from invert.train import get_recipe
+        from invert.train.trainer import get_recipe
 
         return get_recipe(self.recipe, arch=MODELS[role])
 
     def cache_file(self, role: str) -> Path:
         """Where the loader caches (or would cache) the model of ``role``."""
-        from invert.loader import cache_path
+        from invert.train.loader import cache_path
 
         return cache_path(
             self.spec(role), recipe=self.recipe_for(role), cache_dir=self.cache_dir, seed=SEED
@@ -211,7 +211,7 @@ class Session:
     def model(self, role: str):
         """The trained model of ``role`` (eval mode), loaded or trained once per session."""
         if role not in self._models:
-            from invert.loader import load_model
+            from invert.train.loader import load_model
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -230,7 +230,7 @@ class Session:
         """The held-out split of the data (as the models were tested on it)."""
         if self._test_set is None:
             from invert.data import load_dataset
-            from invert.zoo import model_info
+            from invert.nn.zoo import model_info
 
             name = self.data.partition(":")[0].strip().lower()
             recipe = self.recipe_for("relu")
@@ -266,7 +266,7 @@ def save_figure(fig, path) -> Path:
     """
     import matplotlib.pyplot as plt
 
-    from invert.checkpoints import atomic_write_bytes
+    from invert.train.checkpoints import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
@@ -304,7 +304,7 @@ def json_ready(value):
 
 def write_json(path, data) -> Path:
     """Write ``data`` as indented JSON atomically (non-finite floats become null)."""
-    from invert.checkpoints import atomic_write_bytes
+    from invert.train.checkpoints import atomic_write_bytes
 
     text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode())

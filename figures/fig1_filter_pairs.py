@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from figures.common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Session, run_standalone, save_figure
 
 STEM = "fig1_filter_pairs"
 FIGSIZE = (10.0, 5.0)  # inches; at DPI pixels: 1000 x 500

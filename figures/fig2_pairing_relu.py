@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 
-from figures.common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Session, run_standalone, save_figure
 
 STEM = "fig2_pairing_relu"
 FIGSIZE = (12.0, 6.0)  # inches; at DPI pixels: 1200 x 600
@@ -29,7 +29,7 @@ def pairing_histograms(session: Session, role: str, label: str, path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from invert.nets import conv_layers
+    from invert.nn.net import conv_layers
     from theory.filter_pairing import layer_pairing
 
     model = session.model(role)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
-from figures.common import Session, run_standalone
-from figures.fig2_pairing_relu import COLUMNS, DPI, FIGSIZE, pairing_histograms
+from .common import Session, run_standalone
+from .fig2_pairing_relu import COLUMNS, DPI, FIGSIZE, pairing_histograms
 
 STEM = "fig3_pairing_crelu"
 

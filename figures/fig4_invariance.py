@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from figures.common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Session, run_standalone, save_figure
 
 STEM = "fig4_invariance"
 FIGSIZE = (8.0, 4.5)  # inches; at DPI pixels: 800 x 450
@@ -80,7 +80,7 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from invert.nets import conv_layers
+    from invert.nn.net import conv_layers
     from theory.invariance import invariance_scores
 
     session = session or Session(**options)

@@ -6,7 +6,7 @@ minimum-norm least squares, max-pooling through its switches -- in float64. conv
 of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling. The CReLU
 row is the paper's Fig. 5; the ReLU row (its inactive units give no equation,
 ``relu="active"``) shows what ReLU throws away. Under each panel: PSNR against the
-original (:func:`invert.metrics.reconstruction_metrics`). The table also gives the
+original (:func:`invert.reconstruction.metrics.reconstruction_metrics`). The table also gives the
 relative error and the lower frame bound A of each conv on the way (circular boundary,
 :func:`theory.frames.checkpoint_frame_bounds`): Proposition 2.1 predicts exact recovery
 where every conv on the way is a frame (A > 0) and no pooling intervenes (finding F2).
@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from figures.common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Session, run_standalone, save_figure
 
 STEM = "fig5_reconstructions"
 FIGSIZE = (10.0, 4.8)  # inches; at DPI pixels: 1000 x 480
@@ -56,9 +56,9 @@ def _reconstruct_model(session: Session, role: str, x) -> tuple[list[dict], list
     import torch
     from torch import nn
 
-    from invert.metrics import reconstruction_metrics
-    from invert.nets import conv_layers
-    from invert.reconstruction import features, reconstruct
+    from invert.nn.net import conv_layers
+    from invert.reconstruction.layerwise import features, reconstruct
+    from invert.reconstruction.metrics import reconstruction_metrics
     from theory.frames import checkpoint_frame_bounds
 
     model = copy.deepcopy(session.model(role)).double().eval()

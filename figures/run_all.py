@@ -29,7 +29,8 @@ from figures import (
     table_frame_bounds,
     table_pooling,
 )
-from figures.common import (
+
+from .common import (
     MODELS,
     SEED,
     Session,
@@ -39,7 +40,7 @@ from figures.common import (
     markdown_table,
     write_json,
 )
-from figures.findings import evaluate_findings
+from .findings import evaluate_findings
 
 __all__ = ["SCRIPTS", "run_figures", "train_models"]
 
@@ -66,7 +67,7 @@ def _train_worker(spec: str, recipe, cache_dir, threads: int) -> float:
 
     import torch
 
-    from invert.loader import load_model
+    from invert.train.loader import load_model
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -85,7 +86,7 @@ def train_models(session: Session, *, jobs: int | None = None, progress: bool = 
     ``cpus // jobs`` threads each, longest first (small convolutions use two threads
     poorly, so two single-threaded trainings finish sooner than two in a row). On a GPU,
     or with ``jobs=1``, they train one after the other in this process. Each lands in
-    the shared cache (:func:`invert.loader.load_model`), from where the scripts load it.
+    the shared cache (:func:`invert.train.loader.load_model`), from where the scripts load it.
 
     Returns
     -------
@@ -310,7 +311,7 @@ def run_figures(
     report["wall_time_s"] = time.perf_counter() - started
     report = json_ready(report)
     write_json(out / "report.json", report)
-    from invert.checkpoints import atomic_write_bytes
+    from invert.train.checkpoints import atomic_write_bytes
 
     atomic_write_bytes(out / "report.md", (_markdown(report) + "\n").encode())
     return report
@@ -320,7 +321,7 @@ def main(argv=None) -> int:
     """``python -m figures.run_all``: the same options as ``crelu figures``."""
     import argparse
 
-    from figures.cli import add_arguments, run
+    from invert.cli.figures import add_arguments, run
 
     prog = "python -m figures.run_all"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])

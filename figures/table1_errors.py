@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 
-from figures.common import MODELS, Session, run_standalone
+from .common import MODELS, Session, run_standalone
 
 STEM = "table1_errors"
 LABELS = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from figures.common import Session, run_standalone
+from .common import Session, run_standalone
 
 STEM = "table6_correlations"
 COLUMNS = ["layer", "next", "K", "pair_mean", "pair_std", "nonpair_mean", "nonpair_std",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from figures.common import SEED, Session, run_standalone
+from .common import SEED, Session, run_standalone
 
 STEM = "table_frame_bounds"
 COLUMNS = ["model", "layer", "shape", "input", "A", "B", "ratio", "A_random", "B_random",

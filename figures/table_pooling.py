@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from figures.common import SEED, Session, run_standalone
+from .common import SEED, Session, run_standalone
 
 STEM = "table_pooling"
 COLUMNS = ["layer", "filters", "pool", "input", "images", "input_dim", "equations", "rank",

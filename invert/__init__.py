@@ -6,24 +6,42 @@ trainer's entry point stays in its module, so that ``invert.train`` remains the 
 ``from invert.train import train``.
 """
 
-from .activations import AVR, CReLU, avr, crelu, crelu_inverse
-from .checkpoints import load_checkpoint, load_state_dict_into, save_checkpoint
 from .data import ImageDataset, load_dataset
-from .loader import load_model
-from .metrics import reconstruction_metrics
-from .nets import Net, Normalize, conv_layers, layer_names, layer_outputs
-from .operators import ConvOperator
-from .reconstruction import Features, Reconstruction, features, reconstruct
-from .solvers import (
+from .linalg import (
     ConvergenceError,
     ConvergenceWarning,
+    ConvOperator,
     SolveInfo,
     bounded_least_squares,
     fft_least_squares,
     least_squares,
 )
-from .train import RECIPES, Recipe, Trainer
-from .zoo import create_model, list_models, model_info, register_model
+from .nn import (
+    AVR,
+    CReLU,
+    Net,
+    Normalize,
+    avr,
+    conv_layers,
+    create_model,
+    crelu,
+    crelu_inverse,
+    layer_names,
+    layer_outputs,
+    list_models,
+    model_info,
+    register_model,
+)
+from .reconstruction import Features, Reconstruction, features, reconstruct, reconstruction_metrics
+from .train import (
+    RECIPES,
+    Recipe,
+    Trainer,
+    load_checkpoint,
+    load_model,
+    load_state_dict_into,
+    save_checkpoint,
+)
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from invert import __version__
-from invert.checkpoints import (
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import (
     atomic_write_bytes,
     load_checkpoint,
     load_state_dict_into,
@@ -21,7 +22,6 @@ from invert.checkpoints import (
     save_checkpoint,
     save_training_state,
 )
-from invert.zoo import create_model
 
 
 def _randomize(model):

@@ -11,16 +11,16 @@ import torch
 from matplotlib.image import imread
 
 from invert.cli import main
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
 from theory.correlations import outgoing_correlations
 from theory.filter_pairing import layer_pairing
 
-HAVE_LOADER = importlib.util.find_spec("invert.loader") is not None
+HAVE_LOADER = importlib.util.find_spec("invert.train.loader") is not None
 
 
 @pytest.fixture
 def loaded(monkeypatch):
-    """A stand-in for invert.loader.load_model: tiny zoo models, the calls recorded."""
+    """A stand-in for invert.train.loader.load_model: tiny zoo models, the calls recorded."""
     calls, models = [], []
 
     def load_model(spec, *, recipe="fast", device=None, cache_dir=None, train_if_missing=True):
@@ -33,9 +33,9 @@ def loaded(monkeypatch):
         models.append(model)
         return model
 
-    module = types.ModuleType("invert.loader")
+    module = types.ModuleType("invert.train.loader")
     module.load_model = load_model
-    monkeypatch.setitem(sys.modules, "invert.loader", module)
+    monkeypatch.setitem(sys.modules, "invert.train.loader", module)
     return types.SimpleNamespace(calls=calls, models=models)
 
 
@@ -128,9 +128,9 @@ def test_bad_input_exits_2_with_one_line(loaded, capsys, argv, message):
     assert err.startswith(f"crelu {argv[0]}: error:")
 
 
-@pytest.mark.skipif(not HAVE_LOADER, reason="invert.loader is not there yet")
+@pytest.mark.skipif(not HAVE_LOADER, reason="invert.train.loader is not there yet")
 def test_real_checkpoint_through_the_real_loader(capsys, tmp_path):
-    from invert.checkpoints import save_checkpoint
+    from invert.train.checkpoints import save_checkpoint
 
     model = create_model("convpool_c_crelu", width=0.125)
     path = save_checkpoint(model, tmp_path / "net.safetensors", data="textures")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from invert.cli import main
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
 from theory.frames import frame_bounds
 
 
@@ -40,7 +40,7 @@ def test_frame_bounds_json_csv_and_table(capsys):
 
 
 def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
-    from invert.checkpoints import save_checkpoint
+    from invert.train.checkpoints import save_checkpoint
 
     model = create_model("convpool_c_crelu", width=0.125)
     path = save_checkpoint(model, tmp_path / "net.safetensors", data="textures")

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from invert.checkpoints import save_checkpoint
 from invert.cli import main
 from invert.data import TEXTURE_NAMES
-from invert.zoo import create_model, list_models
+from invert.nn.zoo import create_model, list_models
+from invert.train.checkpoints import save_checkpoint
 
 
 def run(capsys, *argv):

@@ -7,10 +7,10 @@ import pytest
 import skimage.io
 from torch import nn
 
-from invert.checkpoints import save_checkpoint
 from invert.cli import main
-from invert.cli_reconstruct import activation_layers, prepare_image
-from invert.zoo import create_model
+from invert.cli.reconstruct import activation_layers, prepare_image
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import save_checkpoint
 
 
 @pytest.fixture(scope="module")

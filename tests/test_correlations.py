@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from invert.activations import CReLU
-from invert.zoo import create_model
+from invert.nn.activations import CReLU
+from invert.nn.zoo import create_model
 from theory.correlations import crelu_layers, outgoing_correlations
 
 

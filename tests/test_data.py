@@ -17,13 +17,14 @@ import pytest
 import torch
 from skimage import io as skio
 
-from invert import data
 from invert.data import (
     ImageDataset,
     augment,
     channel_statistics,
     load_dataset,
+    statistics,
     texture_sources,
+    textures,
 )
 
 EXPECTED_TEXTURES = [
@@ -105,7 +106,7 @@ def _fake_sources(monkeypatch, shapes, seed=0):
         f"img{i}": rng.integers(0, 256, size=(*shape, 3), dtype=np.uint8)
         for i, shape in enumerate(shapes)
     }
-    monkeypatch.setattr(data, "_source_images", lambda: sources)
+    monkeypatch.setattr(textures, "_source_images", lambda: sources)
     return sources
 
 
@@ -587,7 +588,7 @@ def test_channel_statistics_match_numpy(image_folder, monkeypatch):
     n = per_channel.shape[1]
     exact = [float(Fraction(int(s), 255 * n)) for s in per_channel.sum(axis=1)]
     assert mean == exact
-    assert data._uint8_statistics(ds.images, chunk=7) == (mean, std)  # chunked sums
+    assert statistics._uint8_statistics(ds.images, chunk=7) == (mean, std)  # chunked sums
 
     # Streamed path (any dataset of (image, label)), in uneven batches.
     as_list = [ds[i] for i in range(0, len(ds), 3)]

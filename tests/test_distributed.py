@@ -35,11 +35,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from invert.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from invert.cli import main
 from invert.data import augment
-from invert.distributed import current_context, distributed, distributed_environment
-from invert.train import (
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import load_checkpoint, load_training_state, save_checkpoint
+from invert.train.distributed import current_context, distributed, distributed_environment
+from invert.train.trainer import (
     _INIT,
     Recipe,
     Trainer,
@@ -51,7 +52,6 @@ from invert.train import (
     train_from_spec,
     training_state_path,
 )
-from invert.zoo import create_model
 
 SPEC = "convpool_c@textures"
 TOLERANCE = 2e-2  # of the distance training moved the weights; see the module docstring

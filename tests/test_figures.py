@@ -21,7 +21,7 @@ from figures import findings
 from figures.common import MODELS, Session, json_ready, markdown_table
 from figures.run_all import SCRIPTS, run_figures
 from invert.cli import main as crelu_main
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 

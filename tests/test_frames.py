@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from invert.operators import ConvOperator
-from invert.zoo import create_model
+from invert.linalg.operators import ConvOperator
+from invert.nn.zoo import create_model
 from theory import frames
 from theory.frames import FrameBoundsWarning, checkpoint_frame_bounds, frame_bounds
 

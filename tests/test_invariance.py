@@ -8,11 +8,11 @@ import torch
 from skimage.transform import rotate
 from torch import nn
 
-from invert.zoo import create_model
+from invert.data import natural_images
+from invert.nn.zoo import create_model
 from theory.invariance import (
     firing_weights,
     invariance_scores,
-    natural_images,
     transform_crops,
 )
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import invert
-import invert.loader as loader
-from invert.checkpoints import read_metadata, save_checkpoint
+import invert.train.loader as loader
 from invert.data import TEXTURE_NAMES, ImageDataset, load_dataset
-from invert.loader import cache_path, check_compatible, default_cache_dir, load_model
-from invert.train import get_recipe
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import read_metadata, save_checkpoint
+from invert.train.loader import cache_path, check_compatible, default_cache_dir, load_model
+from invert.train.trainer import get_recipe
 
 SPEC = "convpool_c@textures"
 

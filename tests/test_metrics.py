@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
-from invert.activations import CReLU
-from invert.metrics import reconstruction_metrics, recoverable_part
-from invert.nets import Normalize
-from invert.operators import ConvOperator
-from invert.reconstruction import features, reconstruct
+from invert.linalg.operators import ConvOperator
+from invert.nn.activations import CReLU
+from invert.nn.net import Normalize
+from invert.reconstruction.layerwise import features, reconstruct
+from invert.reconstruction.metrics import reconstruction_metrics, recoverable_part
 
 
 def dense_jacobian(fn, u):

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from invert.operators import ConvOperator
+from invert.linalg.operators import ConvOperator
 
 
 @st.composite

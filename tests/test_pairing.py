@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
 from theory.filter_pairing import layer_pairing, pair_image, pairing, random_pairing
 
 

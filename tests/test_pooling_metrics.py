@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invert.zoo import create_model
+from invert.nn.zoo import create_model
 from theory import pooling
 from theory.frames import frame_bounds
 from theory.pooling import pooling_metrics, switch_metrics
@@ -145,9 +145,10 @@ def test_pooling_metrics_on_a_zoo_model():
         assert 0 <= row["rank"] <= row["input_dim"] and row["rank"] <= row["equations"]
         assert row["A"] == 0.0 or row["rank"] == row["input_dim"]
     # the learned row agrees with switch_metrics on the layer inputs computed here
-    from invert.nets import layer_outputs
+    from invert.data import natural_images
+    from invert.nn.net import layer_outputs
 
-    images = pooling._texture_crops(3, 8, 3, 1)
+    images = natural_images(3, size=8, seed=1)
     x = layer_outputs(model.eval(), images, "conv2")["conv2"].double()
     conv = model.conv3.conv
     m = switch_metrics(conv, x, model.pool1, device="cpu")

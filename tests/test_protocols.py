@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invert.checkpoints import save_checkpoint
 from invert.cli import main
 from invert.data import ImageDataset
-from invert.protocols import (
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import save_checkpoint
+from invert.train.protocols import (
     center_crop,
     evaluate_ten_crop,
     holdout_indices,
@@ -27,8 +28,7 @@ from invert.protocols import (
     topk_error,
     vote,
 )
-from invert.train import Recipe, get_recipe, train
-from invert.zoo import create_model
+from invert.train.trainer import Recipe, get_recipe, train
 
 
 def _coloured(n_per_class=12, classes=3, size=8, seed=0):
@@ -261,7 +261,7 @@ def test_single_protocol_stops_at_the_held_out_loss(tmp_path):
     assert (result.train_items, result.holdout_items) == (27, 9)
     # the target: the lowest held-out loss of a run on the rest, rebuilt here by hand
     part, held = holdout_indices(train_set.labels, fraction=0.25, seed=1)
-    from invert.train import _INIT, _derived_seed
+    from invert.train.trainer import _INIT, _derived_seed
 
     torch.manual_seed(_derived_seed(1, 0, _INIT))
     first = _small_net()

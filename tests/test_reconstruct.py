@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from invert.activations import AVR, CReLU
-from invert.nets import Normalize
-from invert.operators import ConvOperator
-from invert.reconstruction import Features, features, reconstruct
-from invert.solvers import ConvergenceError, ConvergenceWarning
-from invert.zoo import create_model, list_models, model_info
+from invert.linalg.operators import ConvOperator
+from invert.linalg.solvers import ConvergenceError, ConvergenceWarning
+from invert.nn.activations import AVR, CReLU
+from invert.nn.net import Normalize
+from invert.nn.zoo import create_model, list_models, model_info
+from invert.reconstruction.layerwise import Features, features, reconstruct
 
 
 def rel(a, b):

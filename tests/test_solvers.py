@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from invert.operators import ConvOperator
-from invert.solvers import (
+from invert.linalg.operators import ConvOperator
+from invert.linalg.solvers import (
     ConvergenceError,
     ConvergenceWarning,
     bounded_least_squares,

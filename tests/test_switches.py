@@ -5,15 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-from invert.activations import crelu
-from invert.operators import ConvOperator
-from invert.solvers import least_squares
-from invert.switches import (
+from invert.linalg.operators import ConvOperator
+from invert.linalg.solvers import least_squares
+from invert.linalg.switches import (
     max_pool_with_switches,
     switch_equations,
     unpool_switches,
     window_bounds,
 )
+from invert.nn.activations import crelu
 
 POOLS = [
     nn.MaxPool2d(2),

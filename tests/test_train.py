@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from invert.checkpoints import load_checkpoint, load_training_state
 from invert.data import ImageDataset
-from invert.train import (
+from invert.nn.zoo import create_model
+from invert.train.checkpoints import load_checkpoint, load_training_state
+from invert.train.trainer import (
     Recipe,
     _learning_rate_factor,
     epoch_order,
@@ -25,7 +26,6 @@ from invert.train import (
     train,
     training_state_path,
 )
-from invert.zoo import create_model
 
 SMALL = Recipe(
     name="test", epochs=2, batch_size=16, lr=0.02, schedule="constant", eval_batch_size=64

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from invert import conv_layers, create_model, layer_outputs, list_models, model_info
-from invert.activations import CReLU
+from invert.nn.activations import CReLU
 
 PAPER_NAMES = [
     "convpool_c", "convpool_c_double", "convpool_c_avr", "convpool_c_crelu",

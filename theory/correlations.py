@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.activations import CReLU
-from invert.nets import conv_layers
+from invert.nn.activations import CReLU
+from invert.nn.net import conv_layers
 
 __all__ = ["OutgoingCorrelation", "outgoing_correlations", "crelu_layers"]
 
@@ -142,7 +142,7 @@ def crelu_layers(model: nn.Module) -> OrderedDict[str, tuple[str | None, str]]:
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> found = crelu_layers(create_model("allcnn_b_crelu_all", width=0.125))
     >>> found["conv1"], found["conv12"][0]
     (('conv2', ''), None)
@@ -206,7 +206,7 @@ def outgoing_correlations(
     Parameters
     ----------
     model : nn.Module
-        A network with :class:`invert.activations.CReLU` layers.
+        A network with :class:`invert.nn.activations.CReLU` layers.
     layers : str or sequence of str, optional
         CReLU layer names (as in :func:`crelu_layers`). Default: every CReLU layer
         followed by a conv layer; the others are skipped with a ``UserWarning``.
@@ -228,7 +228,7 @@ def outgoing_correlations(
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> stats = outgoing_correlations(create_model("convpool_c_crelu", width=0.125))
     >>> list(stats)[:3]
     ['conv1', 'conv2', 'conv3']

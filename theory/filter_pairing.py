@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.nets import conv_layers
+from invert.nn.net import conv_layers
 
 __all__ = [
     "PairingResult",
@@ -195,7 +195,7 @@ class LayerPairing:
     Attributes
     ----------
     layer : str
-        Layer name (as in :func:`invert.nets.conv_layers`).
+        Layer name (as in :func:`invert.nn.net.conv_layers`).
     shape : tuple of int
         The layer's weight shape ``(out, in/groups, kh, kw)``.
     learned : PairingResult
@@ -266,7 +266,7 @@ def layer_pairing(
     Parameters
     ----------
     model : nn.Module
-        Any network; its conv layers are found with :func:`invert.nets.conv_layers`.
+        Any network; its conv layers are found with :func:`invert.nn.net.conv_layers`.
     layers : str or sequence of str, optional
         Conv layer names to analyse (default: all, in execution order).
     trials : int, optional
@@ -281,7 +281,7 @@ def layer_pairing(
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> stats = layer_pairing(create_model("convpool_c", width=0.125), layers="conv1", trials=2)
     >>> row = stats["conv1"].row()
     >>> row["filters"], row["dim"]

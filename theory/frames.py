@@ -16,7 +16,7 @@ Methods (:func:`frame_bounds`):
 
 * ``"fft"`` (circular padding, exact). On the torus the operator is block diagonal in
   the Fourier basis: at each frequency ``w`` it acts as the ``C_out x C_in s_h s_w``
-  matrix ``K(w)`` (polyphase blocks for stride ``s``; see :mod:`invert.operators`), so
+  matrix ``K(w)`` (polyphase blocks for stride ``s``; see :mod:`invert.linalg.operators`), so
   the eigenvalues of ``T^T T`` are those of the Gram matrices ``K(w)^H K(w)``, with
   ``C_in s_h s_w - C_out`` zero eigenvalues per frequency when ``K(w)`` is wide (then
   ``A = 0``). Real weights give ``K(-w) = conj K(w)``: only half the frequencies are
@@ -69,8 +69,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.nets import conv_layers, eval_mode
-from invert.operators import ConvOperator
+from invert.linalg.operators import ConvOperator
+from invert.nn.net import conv_layers, eval_mode
 
 __all__ = [
     "FrameBounds",
@@ -290,8 +290,8 @@ def checkpoint_frame_bounds(
     Parameters
     ----------
     model_or_spec : nn.Module or str
-        A model (a zoo :class:`~invert.nets.Net` or any torch model with ``nn.Conv2d``
-        layers), or a spec for :func:`invert.loader.load_model` (a checkpoint path,
+        A model (a zoo :class:`~invert.nn.net.Net` or any torch model with ``nn.Conv2d``
+        layers), or a spec for :func:`invert.train.loader.load_model` (a checkpoint path,
         ``MODEL@DATA`` or a bare zoo name, which gives the untrained model).
     input_size : int or (int, int)
         Spatial size of the network input.
@@ -304,7 +304,7 @@ def checkpoint_frame_bounds(
     seed : int, optional
         Seed of the random filters (layer ``i`` uses ``seed + i``).
     layers : sequence of str, optional
-        Only these layers (names as in :func:`invert.nets.conv_layers`).
+        Only these layers (names as in :func:`invert.nn.net.conv_layers`).
     in_channels : int, optional
         Channels of the network input (default: those of the first conv layer).
     dtype, device : optional
@@ -322,7 +322,7 @@ def checkpoint_frame_bounds(
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> rows = checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 16)
     >>> [row["layer"] for row in rows][:3], rows[0]["input"]
     (['conv1', 'conv2', 'conv3'], '16x16')
@@ -392,7 +392,7 @@ def checkpoint_frame_bounds(
 
 
 def _resolve_device(device) -> torch.device:
-    from invert.checkpoints import resolve_device
+    from invert.train.checkpoints import resolve_device
 
     return resolve_device(device)
 
@@ -880,10 +880,10 @@ def _load(model_or_spec) -> nn.Module:
         return model_or_spec
     if isinstance(model_or_spec, str):
         try:
-            from invert.loader import load_model
+            from invert.train.loader import load_model
         except ModuleNotFoundError as error:  # pragma: no cover - until the loader lands
             raise ValueError(
-                "loading a model from a spec needs invert.loader, which is not available"
+                "loading a model from a spec needs invert.train.loader, which is not available"
             ) from error
         return load_model(model_or_spec)
     raise TypeError(

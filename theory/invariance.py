@@ -48,7 +48,6 @@ on the GPU when there is one.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -59,15 +58,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invert.checkpoints import resolve_device
-from invert.nets import conv_layers, get_layer, layer_outputs
+from invert.data import natural_images
+from invert.nn.net import conv_layers, get_layer, layer_outputs
+from invert.train.checkpoints import resolve_device
 
 __all__ = [
     "InvarianceResult",
     "Transformations",
     "invariance_scores",
     "firing_weights",
-    "natural_images",
     "transform_crops",
 ]
 
@@ -347,81 +346,6 @@ def transform_crops(
 # --------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def _shrunk_sources(shorter_side: int | None, h: int, w: int) -> tuple[np.ndarray, ...]:
-    """The embedded photographs shrunk for crops of h x w (cached: resizing is slow)."""
-    from skimage.transform import resize
-
-    from invert.data import texture_sources
-
-    sources = []
-    for image in texture_sources().values():
-        factor = 1.0
-        if shorter_side is not None:
-            factor = max(
-                shorter_side / min(image.shape[:2]), h / image.shape[0], w / image.shape[1]
-            )
-        if factor < 1.0:
-            shape = (round(image.shape[0] * factor), round(image.shape[1] * factor))
-            image = resize(image, shape, order=1, anti_aliasing=True).astype(np.float32)
-        if image.shape[0] >= h and image.shape[1] >= w:
-            image.flags.writeable = False
-            sources.append(image)
-    return tuple(sources)
-
-
-def natural_images(
-    n: int = 1000,
-    *,
-    size: int | tuple[int, int] = 32,
-    shorter_side: int | None = 192,
-    seed: int = 0,
-) -> torch.Tensor:
-    """Random crops of the embedded natural photographs (the default image source).
-
-    The full photographs of :func:`invert.data.texture_sources` are shrunk (never
-    enlarged, and never below the crop size) so that their shorter side is
-    ``shorter_side`` pixels, as the ``textures`` data set does for its 32 x 32 crops
-    (6 x 32 = 192), so that a crop shows a recognisable part of a scene rather than
-    a nearly flat patch. Crops are then taken at uniformly random positions,
-    cycling through the photographs.
-
-    Parameters
-    ----------
-    n : int, optional
-        Number of crops.
-    size : int or (int, int), optional
-        Crop size: the model input plus the margin the transformations need.
-    shorter_side : int, optional
-        Shorter side of the shrunk photographs; ``None`` keeps full resolution.
-    seed : int, optional
-        Seed of the crop positions.
-
-    Returns
-    -------
-    torch.Tensor, float32, shape (n, 3, h, w), values in [0, 1]
-
-    Examples
-    --------
-    >>> natural_images(4, size=40).shape
-    torch.Size([4, 3, 40, 40])
-    """
-    h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if n < 1 or h < 1 or w < 1:
-        raise ValueError(f"need n >= 1 and a positive size; got n={n}, size={size}")
-    sources = _shrunk_sources(shorter_side, int(h), int(w))
-    if not sources:
-        raise ValueError(f"no embedded photograph is as large as {h} x {w}; use your own images")
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, 3, h, w), dtype=np.float32)
-    for i in range(n):
-        image = sources[i % len(sources)]
-        top = rng.integers(0, image.shape[0] - h + 1)
-        left = rng.integers(0, image.shape[1] - w + 1)
-        out[i] = image[top : top + h, left : left + w].transpose(2, 0, 1)
-    return torch.from_numpy(np.clip(out, 0.0, 1.0))
-
-
 def _as_images(images) -> torch.Tensor:
     """A float32 N x C x H x W tensor on the CPU from a tensor, array or data set."""
     if isinstance(images, np.ndarray):
@@ -555,7 +479,7 @@ def _input_size(model, input_size, images) -> tuple[int, int]:
             return tuple(images.shape[-2:])
         arch = getattr(model, "arch", None)
         if arch is not None:
-            from invert.zoo import model_info
+            from invert.nn.zoo import model_info
 
             try:
                 size = model_info(arch)["input_size"]
@@ -623,10 +547,10 @@ def invariance_scores(
         ``N x C x H x W`` float images in [0, 1] (or uint8), or a data set of
         ``(image, label)`` items. Images larger than ``input_size`` are transformed
         whole and centre-cropped. Default: ``n_images`` crops of the embedded
-        natural photographs (:func:`natural_images`), with the margin the
+        natural photographs (:func:`invert.data.natural_images`), with the margin the
         transformations need.
     layers : str or sequence of str, optional
-        Layers to score (default: every conv layer of :func:`invert.nets.conv_layers`;
+        Layers to score (default: every conv layer of :func:`invert.nn.net.conv_layers`;
         for zoo models the block outputs ``conv1``, ``conv2`` ..., after the activation).
     translations : sequence, optional
         Integer pixel offsets, each applied horizontally and vertically, or explicit
@@ -667,7 +591,7 @@ def invariance_scores(
     Examples
     --------
     >>> import torch
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.125)
     >>> result = invariance_scores(net, torch.rand(100, 3, 40, 40), input_size=32,
     ...                            layers=["conv1", "conv4"], rotations=(), device="cpu")

@@ -6,10 +6,10 @@ CReLU and max-pooling, and an input ``x`` of the layer:
 
 1. ``z = T x + b``; ``u = CReLU(z)``; ``pooled, switches = maxpool(u)``.
 2. The switches turn the pooled values into linear equations ``z_S = v`` on a subset
-   ``S`` of the entries of ``z`` (:func:`invert.switches.switch_equations`: a non-zero
+   ``S`` of the entries of ``z`` (:func:`invert.linalg.switches.switch_equations`: a non-zero
    pooled value of either CReLU half fixes ``z`` at its switch).
 3. The *switch-based reconstruction* is the minimum-norm least-squares solution
-   ``x' = (S T)^+ (v - b_S)`` (:func:`invert.solvers.least_squares` with the mask).
+   ``x' = (S T)^+ (v - b_S)`` (:func:`invert.linalg.solvers.least_squares` with the mask).
 
 Reported per input (:class:`SwitchMetrics`), each for the learned filters and for
 i.i.d. Gaussian filters of the same shape, each rescaled to the norm of its learned
@@ -44,11 +44,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.activations import crelu
-from invert.nets import conv_layers, eval_mode
-from invert.operators import ConvOperator
-from invert.solvers import least_squares
-from invert.switches import max_pool_with_switches, switch_equations
+from invert.data import natural_images
+from invert.linalg.operators import ConvOperator
+from invert.linalg.solvers import least_squares
+from invert.linalg.switches import max_pool_with_switches, switch_equations
+from invert.nn.activations import crelu
+from invert.nn.net import conv_layers, eval_mode
 
 from .frames import _load, _random_like, _resolve_device
 
@@ -147,7 +148,7 @@ def switch_metrics(
         Compute ``rank``, ``A`` and ``A_nonzero`` from the dense selected rows; default:
         when ``D <= DENSE_MAX_DIM``.
     tol, max_iter : optional
-        Of :func:`invert.solvers.least_squares` (default tolerance 1e-12 in float64).
+        Of :func:`invert.linalg.solvers.least_squares` (default tolerance 1e-12 in float64).
     device : optional
         ``None``: CUDA when available, else CPU.
 
@@ -298,9 +299,9 @@ def pooling_metrics(
     Parameters
     ----------
     model_or_spec : nn.Module or str
-        A model, or a spec for :func:`invert.loader.load_model`.
+        A model, or a spec for :func:`invert.train.loader.load_model`.
     layers : str or sequence of str, optional
-        Conv layers (names of :func:`invert.nets.conv_layers`); default: every conv
+        Conv layers (names of :func:`invert.nn.net.conv_layers`); default: every conv
         layer followed by a max-pooling layer (before the next conv).
     images : torch.Tensor, optional
         ``(N, C, S, S)`` network inputs in [0, 1]. Default: ``n_images`` crops of the
@@ -335,7 +336,7 @@ def pooling_metrics(
     Examples
     --------
     >>> import torch
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.05)
     >>> rows = pooling_metrics(net, "conv3", n_images=2, image_size=8, device="cpu")
     >>> [(r["layer"], r["filters"], r["pool"], r["input"]) for r in rows]
@@ -377,7 +378,7 @@ def pooling_metrics(
         batch = images
         if batch is None:
             size = image_size or _crop_size(model, conv, channels, max_dim)
-            batch = _texture_crops(n_images, size, channels, seed)
+            batch = natural_images(n_images, size=size, channels=channels, seed=seed)
         x = _layer_input(model, conv, batch)
         weight, bias = _folded(model, name, conv)
         geometry = dict(
@@ -563,27 +564,3 @@ def _crop_size(model, conv, channels, max_dim) -> int:
         if shape is not None and conv.in_channels * shape[0] * shape[1] <= max_dim:
             return size
     return _CROP_SIZES[-1]
-
-
-def _texture_crops(n_images: int, size: int, channels: int, seed: int) -> torch.Tensor:
-    from invert.data import load_dataset
-
-    classes = 13
-    per_class = -(-n_images // classes)
-    dataset = load_dataset(
-        "textures", split="test", image_size=size, seed=seed, train_per_class=1,
-        test_per_class=per_class,
-    )  # fmt: skip
-    count = len(dataset) // per_class
-    # spread over the sources: first crop of every source, then the second ...
-    order = [c * per_class + j for j in range(per_class) for c in range(count)][:n_images]
-    images = torch.stack([dataset[i][0] for i in order])
-    if channels != images.shape[1]:
-        if channels == 1:
-            images = images.mean(dim=1, keepdim=True)
-        else:
-            raise ValueError(
-                f"the model takes {channels} input channels; the embedded photographs have "
-                f"{images.shape[1]}: pass images"
-            )
-    return images

@@ -3,7 +3,7 @@
 Proposition 2.1 of the paper reconstructs the part of an input spanned by the shifts of
 the filters: with ``z = T x + b`` known (exactly, from a CReLU output), the
 reconstruction is ``x' = T^+ (z - b)``, the minimum-norm least-squares solution. Two
-solvers compute it for a :class:`~invert.operators.ConvOperator` ``T``:
+solvers compute it for a :class:`~invert.linalg.operators.ConvOperator` ``T``:
 
 * :func:`least_squares`, matrix-free, for any padding and for a subset of the
   equations (a boolean ``mask`` over the outputs: the rows selected by max-pooling
@@ -13,7 +13,7 @@ solvers compute it for a :class:`~invert.operators.ConvOperator` ``T``:
   CGNR; mathematically identical to LSQR, simpler to batch). Started from 0 every
   iterate lies in ``range(T^T M)``, so the limit is the *minimum-norm* solution.
 * :func:`fft_least_squares`, direct, for circular padding: the operator is block
-  diagonal in the Fourier basis (see :mod:`invert.operators`), so ``T^+`` is the
+  diagonal in the Fourier basis (see :mod:`invert.linalg.operators`), so ``T^+`` is the
   pseudo-inverse of one small matrix ``K(w)`` per frequency.
 
 The stopping rule is the relative residual of the normal equations,
@@ -238,7 +238,7 @@ def least_squares(
         operator is moved to its device and dtype.
     mask : torch.Tensor, optional
         Bool, shape ``op.out_shape`` or ``target.shape``: the equations (outputs) to
-        use, e.g. from :func:`invert.switches.switch_equations`. ``None``: all.
+        use, e.g. from :func:`invert.linalg.switches.switch_equations`. ``None``: all.
     tol : float, optional
         Stop a sample when ``||T^T M (t - T x)|| / ||T^T M t|| <= tol``; default
         :func:`default_tol` of the dtype.
@@ -261,7 +261,7 @@ def least_squares(
     Examples
     --------
     >>> import torch
-    >>> from invert.operators import ConvOperator
+    >>> from invert.linalg.operators import ConvOperator
     >>> op = ConvOperator(torch.randn(8, 2, 3, 3, dtype=torch.float64), 6, padding=1)
     >>> x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     >>> x_rec, info = least_squares(op, op.apply(x))
@@ -371,7 +371,7 @@ def fft_least_squares(
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Minimum-norm least squares ``x = T^+ t`` for circular padding, direct, by FFT.
 
-    With the polyphase split and ``torch.fft.rfft2`` (see :mod:`invert.operators`),
+    With the polyphase split and ``torch.fft.rfft2`` (see :mod:`invert.linalg.operators`),
     ``fft2(T x)(w) = K(w) fft2(polyphase(x))(w)``, and both maps are unitary up to a
     common scale, so ``T^+`` acts as ``K(w)^+`` on each frequency. Singular values of
     ``K(w)`` below ``rcond * sigma_max`` (``sigma_max`` = the largest over *all*
@@ -404,7 +404,7 @@ def fft_least_squares(
     Examples
     --------
     >>> import torch
-    >>> from invert.operators import ConvOperator
+    >>> from invert.linalg.operators import ConvOperator
     >>> w = torch.randn(8, 2, 3, 3, dtype=torch.float64)
     >>> op = ConvOperator(w, 8, padding=1, padding_mode="circular")
     >>> x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
@@ -564,7 +564,7 @@ def bounded_least_squares(
     Examples
     --------
     >>> import torch
-    >>> from invert.operators import ConvOperator
+    >>> from invert.linalg.operators import ConvOperator
     >>> op = ConvOperator(torch.randn(6, 2, 3, 3, dtype=torch.float64), 6, padding=1)
     >>> x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     >>> z = op.apply(x)  # a ReLU layer sees relu(z): equations where z > 0, z <= 0 elsewhere

@@ -20,7 +20,7 @@ gives equations on the pre-activation ``z``:
 Overlapping windows can share a switch; duplicates are merged into one equation whose
 value is their mean (they are equal for features computed by the model). The result
 is a mask over ``z`` and the values, ready for
-``least_squares(op, values - bias, mask=mask)`` (:func:`invert.solvers.least_squares`).
+``least_squares(op, values - bias, mask=mask)`` (:func:`invert.linalg.solvers.least_squares`).
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def switch_equations(
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from invert.activations import crelu
+    >>> from invert.nn.activations import crelu
     >>> z = torch.tensor([[[[1.0, -3.0], [2.0, 0.5]]]])
     >>> pooled, idx = max_pool_with_switches(crelu(z), nn.MaxPool2d(2))
     >>> mask, values = switch_equations(pooled, idx, z.shape[1:])

@@ -2,7 +2,7 @@
 
 :func:`load_model` accepts
 
-* a **checkpoint file** written by :func:`~invert.checkpoints.save_checkpoint`
+* a **checkpoint file** written by :func:`~invert.train.checkpoints.save_checkpoint`
   (``runs/model.safetensors``);
 * ``MODEL@DATA`` (``convpool_c_crelu_half@textures``, ``vgg@cifar10:/data/cifar``),
   split on the first ``@``: the model trained on the data set with a named recipe.
@@ -16,7 +16,7 @@ Every form returns the model in eval mode, on the best device (``cuda`` when
 available), with its input normalization attached, and its metadata dict as
 ``model.metadata`` (``arch``, ``config``, ``data``, ``classes``, ``normalization``,
 ``recipe``, ``history``, ``toolkit_version``, ...). The same convention holds for
-:func:`~invert.checkpoints.load_checkpoint`.
+:func:`~invert.train.checkpoints.load_checkpoint`.
 
 The cache (ours)
 ----------------
@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .checkpoints import load_checkpoint, resolve_device
-from .train import Recipe, get_recipe, parse_model_spec, train_from_spec, training_state_path
+from .trainer import Recipe, get_recipe, parse_model_spec, train_from_spec, training_state_path
 
 __all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible"]
 
@@ -76,11 +76,9 @@ def default_cache_dir() -> Path:
 
 def _canonical_data(data: str) -> str:
     """The data spec with its path made absolute (``cifar10:~/x`` -> ``cifar10:/home/u/x``)."""
-    name, sep, path = data.partition(":")
-    name = name.strip().lower()
-    if not sep or not path:
-        return name
-    return f"{name}:{Path(path).expanduser().resolve()}"
+    from invert.data import DataSpec
+
+    return str(DataSpec.parse(data).resolved())
 
 
 def _slug(text: str, limit: int = 48) -> str:
@@ -101,7 +99,7 @@ def cache_path(
     >>> cache_path("convpool_c@textures", recipe="tiny", cache_dir="/tmp/c").name[:25]
     'convpool_c@textures-tiny-'
     """
-    from . import __version__
+    from invert import __version__
 
     stem = _cache_stem(spec, recipe, cache_dir, seed)
     return stem.with_name(stem.name + f"-v{__version__}.safetensors")
@@ -140,7 +138,8 @@ def _lock(path: Path):
 
 def _current(path: Path) -> bool:
     """The entry exists and was written by this toolkit version."""
-    from . import __version__
+    from invert import __version__
+
     from .checkpoints import read_metadata
 
     if not path.is_file():
@@ -152,7 +151,7 @@ def _current(path: Path) -> bool:
 
 
 def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progress, seed):
-    from . import __version__
+    from invert import __version__
 
     final = cache_path(spec, recipe=recipe, cache_dir=cache_dir, seed=seed)
     if _current(final):  # fast path: a finished entry is never rewritten in place
@@ -218,7 +217,7 @@ def load_model(
     spec : str or path-like
         A checkpoint file; ``MODEL@DATA`` (``convpool_c_crelu_half@textures``,
         ``vgg@cifar10:/data/cifar``; split on the first ``@``); or a model name
-        from :func:`~invert.zoo.list_models` for an untrained model (random weights,
+        from :func:`~invert.nn.zoo.list_models` for an untrained model (random weights,
         identity normalization, 10 classes; a ``UserWarning`` says so).
     recipe : {"fast", "tiny", "paper"} or Recipe
         How ``MODEL@DATA`` is trained (see :mod:`invert.train`); part of the cache key.
@@ -249,8 +248,8 @@ def load_model(
     >>> net.training, net.metadata["trained"]
     (False, False)
     """
-    from . import __version__
-    from .zoo import create_model, list_models
+    from invert import __version__
+    from invert.nn.zoo import create_model, list_models
 
     device = resolve_device(device)
     if isinstance(spec, os.PathLike):
@@ -308,7 +307,7 @@ def check_compatible(model: nn.Module, dataset) -> None:
     --------
     >>> import torch
     >>> from invert.data import ImageDataset
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> data = ImageDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), [0, 1], list("ab"))
     >>> check_compatible(create_model("convpool_c", num_classes=10, width=0.25), data)
     Traceback (most recent call last):

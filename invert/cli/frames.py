@@ -1,6 +1,6 @@
 """Subcommands ``crelu frame-bounds`` and ``crelu pooling``.
 
-Both take a model SPEC as :func:`invert.loader.load_model` understands it: a checkpoint
+Both take a model SPEC as :func:`invert.train.loader.load_model` understands it: a checkpoint
 path, ``MODEL@DATA`` (trained with ``--recipe`` and cached on a miss, unless
 ``--no-train``) or a bare zoo name (fresh random weights, which is what frame bounds
 of a random initialisation need). Tables go to stdout; ``--json`` / ``--csv`` print
@@ -98,7 +98,7 @@ def _positive(value, option):
 
 
 def _native_size(model) -> int:
-    from invert.zoo import list_models, model_info
+    from invert.nn.zoo import list_models, model_info
 
     arch = getattr(model, "arch", None)
     return model_info(arch)["input_size"] if arch in list_models() else 32

@@ -2,7 +2,7 @@
 
 Each family is a list of layer specs; each registered variant says which conv
 layers use CReLU or AVR instead of ReLU and which have their filter count halved.
-:func:`create_model` turns a registry name into a :class:`~invert.nets.Net` whose
+:func:`create_model` turns a registry name into a :class:`~invert.nn.net.Net` whose
 layers are named ``conv1``, ``pool1``, ``drop1`` ... in execution order.
 
 Families (the paper's Section F is unavailable; where it is silent we follow the
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .activations import AVR, CReLU
-from .nets import Net, Normalize
+from .net import Net, Normalize
 
 __all__ = ["create_model", "list_models", "register_model", "model_info"]
 

@@ -1,7 +1,7 @@
 """Subcommands about models: ``crelu models``, ``train``, ``evaluate``, ``info``.
 
 ``crelu train`` and ``crelu evaluate`` also run under ``torchrun`` (one process per
-GPU, data-parallel; see :mod:`invert.distributed`): results are printed by rank 0.
+GPU, data-parallel; see :mod:`invert.train.distributed`): results are printed by rank 0.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli import emit
+from invert.cli import emit
 
 __all__ = ["register"]
 
@@ -161,15 +161,15 @@ _fraction = _number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 def _models(args) -> int:
-    from .zoo import list_models, model_info
+    from invert.nn.zoo import list_models, model_info
 
     emit([model_info(name) for name in list_models()], as_json=args.json)
     return 0
 
 
 def _train(args) -> int:
-    from .distributed import distributed, distributed_environment
-    from .train import get_recipe, parse_model_spec, per_rank_batch_size
+    from invert.train.distributed import distributed, distributed_environment
+    from invert.train.trainer import get_recipe, parse_model_spec, per_rank_batch_size
 
     name, _ = parse_model_spec(args.spec)
     recipe = get_recipe(args.recipe, arch=name).replace(
@@ -183,10 +183,10 @@ def _train(args) -> int:
 
 
 def _train_run(args, name, recipe, context) -> int:
-    from .checkpoints import resolve_device
-    from .distributed import broadcast_object
-    from .loader import cache_path, load_model
-    from .train import train_from_spec
+    from invert.train.checkpoints import resolve_device
+    from invert.train.distributed import broadcast_object
+    from invert.train.loader import cache_path, load_model
+    from invert.train.trainer import train_from_spec
 
     device = context.device if context is not None else resolve_device(args.device)
     main = context is None or context.is_main
@@ -229,8 +229,8 @@ def _train_run(args, name, recipe, context) -> int:
 def _train_into_cache_distributed(spec, options, main, broadcast_object):
     """Rank 0 owns the cache entry (lock, partial file, rename: :func:`load_model`);
     the other ranks join the same training run without touching the cache."""
-    from .loader import load_model
-    from .train import train_from_spec
+    from invert.train.loader import load_model
+    from invert.train.trainer import train_from_spec
 
     cached = None
     if main:
@@ -246,8 +246,8 @@ def _train_into_cache_distributed(spec, options, main, broadcast_object):
 
 
 def _evaluate(args) -> int:
-    from .distributed import distributed, distributed_environment
-    from .train import get_recipe, parse_model_spec, per_rank_batch_size
+    from invert.train.distributed import distributed, distributed_environment
+    from invert.train.trainer import get_recipe, parse_model_spec, per_rank_batch_size
 
     if args.protocol != "tencrop":
         name, _ = parse_model_spec(args.spec)
@@ -276,9 +276,9 @@ def _evaluate(args) -> int:
 
 
 def _training_protocol(args, name, recipe, device, main) -> dict:
-    from .checkpoints import resolve_device
-    from .protocols import kfold_protocol, single_protocol
-    from .train import build_model, parse_model_spec, recipe_datasets
+    from invert.train.checkpoints import resolve_device
+    from invert.train.protocols import kfold_protocol, single_protocol
+    from invert.train.trainer import build_model, parse_model_spec, recipe_datasets
 
     _, data = parse_model_spec(args.spec)
     device = device if device is not None else resolve_device(args.device)
@@ -306,12 +306,12 @@ def _training_protocol(args, name, recipe, device, main) -> dict:
 
 
 def _ten_crop_run(args, recipe, device, context, main) -> dict:
-    from .checkpoints import resolve_device
-    from .data import load_dataset
-    from .distributed import broadcast_object
-    from .loader import check_compatible, load_model
-    from .protocols import evaluate_ten_crop
-    from .zoo import list_models, model_info
+    from invert.data import load_dataset
+    from invert.nn.zoo import list_models, model_info
+    from invert.train.checkpoints import resolve_device
+    from invert.train.distributed import broadcast_object
+    from invert.train.loader import check_compatible, load_model
+    from invert.train.protocols import evaluate_ten_crop
 
     device = device if device is not None else resolve_device(args.device)
     progress = not args.quiet and main
@@ -426,7 +426,7 @@ def _print_protocol(args, result: dict) -> None:
 
 
 def _summary(path: str) -> dict:
-    from .checkpoints import load_checkpoint
+    from invert.train.checkpoints import load_checkpoint
 
     model = load_checkpoint(path, device="cpu")
     meta = model.metadata

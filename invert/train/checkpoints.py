@@ -2,7 +2,7 @@
 
 A **checkpoint** is a single ``.safetensors`` file: the model's ``state_dict`` and,
 in the header's metadata, a JSON document with everything needed to rebuild and
-use the model -- the registry name and :func:`~invert.zoo.create_model` arguments
+use the model -- the registry name and :func:`~invert.nn.zoo.create_model` arguments
 (``arch``, ``config``), the input normalization, the toolkit version, and what
 the caller adds (data set spec, class names, training history, recipe). Reading
 one never runs code from the file: safetensors holds raw tensors only.
@@ -206,7 +206,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
     Parameters
     ----------
     model : nn.Module
-        Usually a zoo :class:`~invert.nets.Net`; its ``arch`` and ``config`` and the
+        Usually a zoo :class:`~invert.nn.net.Net`; its ``arch`` and ``config`` and the
         statistics of its ``normalize`` layer are recorded automatically.
     path : str or path-like
         Destination file (conventionally ``*.safetensors``); parent folders are made.
@@ -224,7 +224,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
     Examples
     --------
     >>> import tempfile, pathlib
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu_half", width=0.25)
     >>> file = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
     >>> save_checkpoint(net, file, data="textures", classes=["a", "b"]).name
@@ -237,7 +237,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
         raise TypeError(f"metadata keys {clash} are set by save_checkpoint itself")
-    from . import __version__
+    from invert import __version__
 
     meta = {
         "format": FORMAT,
@@ -352,7 +352,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device | Non
     Examples
     --------
     >>> import tempfile, pathlib, torch
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu_half", width=0.25)
     >>> file = pathlib.Path(tempfile.mkdtemp()) / "net.safetensors"
     >>> _ = save_checkpoint(net, file, classes=list("abcdefghij"))
@@ -360,7 +360,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device | Non
     >>> again.metadata["classes"][:3], torch.equal(again.conv1.conv.weight, net.conv1.conv.weight)
     (['a', 'b', 'c'], True)
     """
-    from .zoo import create_model
+    from invert.nn.zoo import create_model
 
     path = _existing_file(path)
     device = resolve_device(device)
@@ -462,7 +462,7 @@ def load_state_dict_into(
     Parameters
     ----------
     model : nn.Module
-        The model to fill, e.g. from :func:`~invert.zoo.create_model`.
+        The model to fill, e.g. from :func:`~invert.nn.zoo.create_model`.
     source : path or mapping
         A ``.pt``/``.pth`` file (read with ``torch.load(weights_only=True)``), a
         ``.safetensors`` file (with or without our metadata), or a state dict.
@@ -483,7 +483,7 @@ def load_state_dict_into(
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> a, b = create_model("convpool_c", width=0.25), create_model("convpool_c", width=0.25)
     >>> _ = load_state_dict_into(b, a.state_dict())
     >>> bool((a.conv1.conv.weight == b.conv1.conv.weight).all())

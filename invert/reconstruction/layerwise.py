@@ -12,11 +12,11 @@ layer                     inverse
 ========================  ==================================================================
 ``CReLU``                 exact: ``z = pos - neg``
 ``Conv2d``                minimum-norm least squares ``x = T^+ (z - b)``: CGLS
-                          (:func:`~invert.solvers.least_squares`) or, with circular
+                          (:func:`~invert.linalg.solvers.least_squares`) or, with circular
                           padding, directly per frequency
-                          (:func:`~invert.solvers.fft_least_squares`)
+                          (:func:`~invert.linalg.solvers.fft_least_squares`)
 ``MaxPool2d``             switches: each pooled value is an equation ``u(p) = v`` at its
-                          switch (:mod:`invert.switches`); the equations pass through the
+                          switch (:mod:`invert.linalg.switches`); the equations pass through the
                           activation (``pos``/``neg`` rules for CReLU) and BatchNorm below
                           and the conv is solved once, on those rows only
 ``BatchNorm2d`` (eval)    exact inverse of the per-channel affine map
@@ -30,7 +30,7 @@ paper)                    ``"active"`` (default): equations on the active units 
                           ``"constrained"``: those equations and ``z <= 0`` on
                           the inactive units (``z <=`` the window maximum under
                           max-pooling), solved by
-                          :func:`~invert.solvers.bounded_least_squares`
+                          :func:`~invert.linalg.solvers.bounded_least_squares`
 ``LeakyReLU`` (slope>0)   exact
 ``AVR``                   sign lost: refused unless ``avr="naive"`` (``z = |z|``)
 ========================  ==================================================================
@@ -57,16 +57,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import AVR, CReLU
-from .nets import Normalize, eval_mode, get_layer
-from .operators import ConvOperator
-from .solvers import (
+from invert.linalg.operators import ConvOperator
+from invert.linalg.solvers import (
     bounded_least_squares,
     default_tol,
     fft_least_squares,
     least_squares,
 )
-from .switches import crelu_equations, max_pool_with_switches, unpool_switches, window_bounds
+from invert.linalg.switches import (
+    crelu_equations,
+    max_pool_with_switches,
+    unpool_switches,
+    window_bounds,
+)
+from invert.nn.activations import AVR, CReLU
+from invert.nn.net import Normalize, eval_mode, get_layer
 
 __all__ = ["features", "reconstruct", "Features", "Reconstruction", "LayerReport", "Step"]
 
@@ -168,7 +173,7 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     The model runs in evaluation mode (BatchNorm with running statistics, dropout off:
     the maps :func:`reconstruct` inverts); its modes are restored afterwards. It must
     be a chain: every leaf module's input is the previous one's output (an
-    ``nn.Sequential``, a zoo :class:`~invert.nets.Net`, nested sequentials ...).
+    ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`, nested sequentials ...).
 
     Parameters
     ----------
@@ -187,7 +192,7 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     Examples
     --------
     >>> import torch
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.1)
     >>> f = features(net, torch.rand(1, 3, 32, 32), layer="conv4")
     >>> f.path[:4], tuple(f.activation.shape)
@@ -663,7 +668,7 @@ def reconstruct(
     device : optional
         ``None``: CUDA when available, else CPU.
     strict : bool, optional
-        Raise :class:`~invert.solvers.ConvergenceError` when a solve does not converge
+        Raise :class:`~invert.linalg.solvers.ConvergenceError` when a solve does not converge
         (default: warn and report it in ``rec.layers``).
 
     Returns
@@ -673,7 +678,7 @@ def reconstruct(
     Examples
     --------
     >>> import torch
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.1).double()  # conv1: 10 filters
     >>> x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
     >>> rec = reconstruct(net, features(net, x, layer="conv1"), device="cpu")

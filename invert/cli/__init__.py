@@ -25,11 +25,11 @@ __all__ = [
 
 # modules with a register(subparsers) function, in the order of `crelu --help`
 COMMAND_MODULES = (
-    "invert.cli_models",
-    "invert.cli_reconstruct",
-    "theory.cli_frames",
-    "theory.cli_analyses",
-    "figures.cli",
+    "invert.cli.models",
+    "invert.cli.reconstruct",
+    "invert.cli.frames",
+    "invert.cli.analyses",
+    "invert.cli.figures",
 )
 
 
@@ -110,8 +110,8 @@ def load_model_from_args(args):
     """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes."""
     import warnings
 
-    from invert.checkpoints import resolve_device
-    from invert.loader import load_model
+    from invert.train.checkpoints import resolve_device
+    from invert.train.loader import load_model
 
     device = resolve_device(args.device)
     with warnings.catch_warnings(record=True) as caught:

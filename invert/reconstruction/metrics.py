@@ -41,9 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nets import Normalize, eval_mode
-from .reconstruction import _IDENTITY_TYPES, Reconstruction, features
-from .solvers import least_squares
+from invert.linalg.solvers import least_squares
+from invert.nn.net import Normalize, eval_mode
+
+from .layerwise import _IDENTITY_TYPES, Reconstruction, features
 
 __all__ = ["reconstruction_metrics", "recoverable_part"]
 
@@ -96,7 +97,7 @@ def recoverable_part(
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from invert.activations import CReLU
+    >>> from invert.nn.activations import CReLU
     >>> from invert.reconstruction import features
     >>> model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), CReLU()).double()
     >>> x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
@@ -171,7 +172,7 @@ def reconstruction_metrics(
     --------
     >>> import torch
     >>> from torch import nn
-    >>> from invert.activations import CReLU
+    >>> from invert.nn.activations import CReLU
     >>> from invert.reconstruction import features, reconstruct
     >>> model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU()).double()
     >>> x = torch.rand(1, 3, 8, 8, dtype=torch.float64)

@@ -35,7 +35,7 @@ and so do the counts of each class in the folds (stratification);
 ``stratified=False`` shuffles all items together instead.
 
 The protocols train with :func:`~invert.train.make_trainer`, so inside
-:func:`invert.distributed.distributed` (under ``torchrun``) each model trains
+:func:`invert.train.distributed.distributed` (under ``torchrun``) each model trains
 data-parallel; the fold models' test probabilities are then computed on every rank.
 """
 
@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import resolve_device
-from .train import (
+from .trainer import (
     _INIT,
     Recipe,
     _derived_seed,
@@ -219,7 +219,7 @@ def subset(dataset, indices, *, label: str | None = None):
     >>> len(part), part.labels.tolist(), part.classes, part.spec
     (2, [1, 1], ['a', 'b'], '[odd]')
     """
-    from .data import ImageDataset
+    from invert.data import ImageDataset
 
     index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
     spec = str(getattr(dataset, "spec", "") or "") + (f"[{label}]" if label else "")
@@ -259,7 +259,7 @@ def predict_probabilities(
     Examples
     --------
     >>> from invert.data import ImageDataset
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> data = ImageDataset(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), [0, 1, 0], list("ab"))
     >>> p = predict_probabilities(create_model("convpool_c", num_classes=2, width=0.125), data)
     >>> tuple(p.shape), bool(torch.allclose(p.sum(1), torch.ones(3)))
@@ -433,13 +433,13 @@ def evaluate_ten_crop(
         ``count``, ``crop_size``, ``center_top1_error``, ``center_top5_error``,
         ``ten_crop_top1_error``, ``ten_crop_top5_error`` (top-5: None with fewer than
         5 classes). The 10-patch scores are the mean of the patches' softmax
-        probabilities. Inside :func:`invert.distributed.distributed` the items are
+        probabilities. Inside :func:`invert.train.distributed.distributed` the items are
         shared out among the ranks and the counts of errors summed.
 
     Examples
     --------
     >>> from invert.data import ImageDataset
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> data = ImageDataset(torch.zeros(2, 3, 36, 36, dtype=torch.uint8), [0, 1], list("ab"))
     >>> net = create_model("convpool_c", num_classes=2, width=0.125)
     >>> result = evaluate_ten_crop(net, data, crop_size=32)
@@ -450,7 +450,7 @@ def evaluate_ten_crop(
 
     device = resolve_device(device)
     if crop_size is None:
-        from .zoo import model_info
+        from invert.nn.zoo import model_info
 
         arch = getattr(model, "arch", None)
         if not arch:

@@ -1,7 +1,7 @@
 """Subcommands for the paper's filter analyses: ``crelu pairing``, ``crelu invariance``,
 ``crelu correlations``.
 
-Each takes a model SPEC as :func:`invert.loader.load_model` understands it: a
+Each takes a model SPEC as :func:`invert.train.loader.load_model` understands it: a
 checkpoint path, ``MODEL@DATA`` (trained with ``--recipe`` and cached on a miss,
 unless ``--no-train``) or a bare zoo name (fresh random weights). Tables go to stdout,
 ``--json`` prints the same rows as JSON.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import math
 
-from invert.checkpoints import atomic_write_bytes
 from invert.cli import add_model_arguments, emit, load_model_from_args, print_notes
+from invert.train.checkpoints import atomic_write_bytes
 
 
 def register(subparsers) -> None:
@@ -136,7 +136,7 @@ def _pairing(args) -> int:
     if args.out:
         atomic_write_bytes(args.out, _histogram_png(stats))
     if args.pair_image:
-        from invert.nets import conv_layers
+        from invert.nn.net import conv_layers
 
         first = next(iter(conv_layers(model).items()))
         atomic_write_bytes(args.pair_image, _image_png(pair_image(first[1].weight)))
@@ -198,7 +198,11 @@ def _invariance(args) -> int:
     margin = Transformations.build(translations, rotations, (size, size)).margin((size, size))
     images = None
     if args.data is not None:
-        images = _dataset_images(args.data, args.split, args.n_images, size, margin, args.seed)
+        from invert.data.natural_images import dataset_images
+
+        images = dataset_images(
+            args.data, args.n_images, split=args.split, size=size, margin=margin, seed=args.seed
+        )
     result = invariance_scores(
         model,
         images,
@@ -220,7 +224,7 @@ def _invariance(args) -> int:
 
 
 def _model_input_size(model) -> int:
-    from invert.zoo import model_info
+    from invert.nn.zoo import model_info
 
     arch = getattr(model, "arch", None)
     try:
@@ -229,39 +233,6 @@ def _model_input_size(model) -> int:
         raise ValueError(
             "the model's input size is unknown (not a zoo architecture); pass --input-size"
         ) from None
-
-
-def _dataset_images(spec, split, n, size, margin, seed):
-    """Up to n images of the data set, with the transformation margin where possible."""
-    import torch
-
-    from invert.data import load_dataset
-
-    kind = spec.partition(":")[0].strip().lower()
-    if kind == "textures":
-        from invert.data import TEXTURE_NAMES
-
-        # crops with room for the transformations, at the scale the data set shows
-        big = size + 2 * margin
-        per_class = {
-            ("train_per_class" if split == "train" else "test_per_class"): math.ceil(
-                n / len(TEXTURE_NAMES)
-            )
-        }
-        dataset = load_dataset(
-            spec, split=split, image_size=big, context=6.0 * size / big, **per_class
-        )
-    elif kind == "folder":
-        dataset = load_dataset(spec, split=split, image_size=size + 2 * margin)
-    else:
-        dataset = load_dataset(spec, split=split)  # CIFAR: 32 x 32, borders by --boundary
-    total = len(dataset)
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(total, generator=generator)[: min(n, total)].sort().values
-    stored = getattr(dataset, "images", None)
-    if isinstance(stored, torch.Tensor):
-        return stored[chosen]
-    return torch.stack([dataset[int(i)][0] for i in chosen])
 
 
 # --- correlations ---------------------------------------------------------------------

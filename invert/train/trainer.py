@@ -14,7 +14,7 @@ distributed run). Resuming after epoch ``e`` therefore replays epochs ``e+1, ...
 exactly: on the CPU, a run killed with ``kill -9`` and resumed ends with bit-identical
 weights to an uninterrupted one.
 
-Distributed runs (:mod:`invert.distributed`, under ``torchrun``) split each global
+Distributed runs (:mod:`invert.train.distributed`, under ``torchrun``) split each global
 batch of ``recipe.batch_size`` items across the ranks: step ``k`` of rank ``r`` sees
 the items at positions ``r, r + world_size, ...`` of the global batch a single
 process would see at step ``k``, with the same flips and shifts (the augmentation is
@@ -45,7 +45,7 @@ Layout for extensions (distributed training wraps these, it does not rewrite the
 ``rank``/``world_size``/``is_main``, :meth:`Trainer.wrap_model`,
 :meth:`Trainer.evaluate_on` and the ``until`` stopping rule of :meth:`Trainer.fit`.
 :func:`make_trainer` returns the distributed trainer inside
-:func:`invert.distributed.distributed`, the plain one otherwise.
+:func:`invert.train.distributed.distributed`, the plain one otherwise.
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ def evaluate(
     --------
     >>> import torch
     >>> from invert.data import ImageDataset
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> data = ImageDataset(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), [0, 1, 0, 1], ["a", "b"])
     >>> sorted(evaluate(create_model("convpool_c", num_classes=2, width=0.125), data))
     ['accuracy', 'loss']
@@ -529,7 +529,7 @@ def _restore_rng_states(states: Mapping) -> None:
 class Trainer:
     """Deterministic, resumable SGD training of a classifier; see :func:`train`.
 
-    Distributed training (:class:`invert.distributed.DistributedTrainer`) sets
+    Distributed training (:class:`invert.train.distributed.DistributedTrainer`) sets
     ``rank``/``world_size`` (each rank then visits its share of :func:`epoch_order`,
     ``recipe.batch_size / world_size`` items per step) and overrides the hooks
     :meth:`wrap_model`, :meth:`evaluate_on`, ``_reduce_totals`` and ``_load_state``;
@@ -608,7 +608,7 @@ class Trainer:
 
     def setup(self) -> None:
         """Normalization from the training set, device placement, optimiser and schedule."""
-        from .data import channel_statistics
+        from invert.data import channel_statistics
 
         normalize = getattr(self.model, "normalize", None)
         if normalize is not None and hasattr(normalize, "set_statistics"):
@@ -840,7 +840,7 @@ class Trainer:
 
     def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Flips and shifts of this rank's share of the global batch, as one process draws them."""
-        from .data import augment
+        from invert.data import augment
 
         flip, shift = self.recipe.flip, self.max_shift
         if self.world_size == 1:
@@ -893,14 +893,14 @@ def train(
     The model's ``normalize`` layer receives the per-channel statistics of
     ``train_set``. Each epoch trains on a seeded order of the items with random
     flips (and shifts for VGG), then evaluates on ``test_set``. With ``out``, a
-    checkpoint (:func:`~invert.checkpoints.save_checkpoint`) and a training state
+    checkpoint (:func:`~invert.train.checkpoints.save_checkpoint`) and a training state
     (:func:`training_state_path`) are written atomically after every epoch, and a
     later call with ``resume=True`` continues after the last finished epoch.
 
     Parameters
     ----------
     model : nn.Module
-        A classifier, usually from :func:`~invert.zoo.create_model`; modified in place.
+        A classifier, usually from :func:`~invert.nn.zoo.create_model`; modified in place.
     train_set, test_set : Dataset
         Items ``(image C x H x W in [0, 1], label)``; :class:`~invert.data.ImageDataset`
         in memory is indexed directly (fast path), others go through a DataLoader.
@@ -919,7 +919,7 @@ def train(
     seed : int
         Seeds the item order, augmentation and dropout of every epoch.
 
-    Inside :func:`invert.distributed.distributed` (a ``torchrun`` job) this trains
+    Inside :func:`invert.train.distributed.distributed` (a ``torchrun`` job) this trains
     data-parallel: ``recipe.batch_size`` is split across the ranks and only rank 0
     writes ``out``.
 
@@ -934,7 +934,7 @@ def train(
     --------
     >>> import torch
     >>> from invert.data import ImageDataset
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     >>> data = ImageDataset(images, torch.arange(16) % 2, ["a", "b"])
     >>> net = create_model("convpool_c", num_classes=2, width=0.125)
@@ -956,7 +956,7 @@ def train(
 
 
 def make_trainer(model: nn.Module, train_set, **options) -> Trainer:
-    """A :class:`Trainer`, or a distributed one inside :func:`invert.distributed.distributed`.
+    """A :class:`Trainer`, or a distributed one inside :func:`invert.train.distributed.distributed`.
 
     ``options`` are those of :class:`Trainer` (without ``rank``/``world_size``, which
     come from the process group).
@@ -982,13 +982,13 @@ def he_init(model: nn.Module) -> nn.Module:
 
     Examples
     --------
-    >>> from invert.zoo import create_model
+    >>> from invert.nn.zoo import create_model
     >>> net = he_init(create_model("convpool_c", width=0.25))
     >>> w = net.conv2.conv.weight.detach()  # after a ReLU: std sqrt(2 / fan_in)
     >>> round(float(w.std() * w[0].numel() ** 0.5), 1)
     1.4
     """
-    from .activations import AVR, CReLU
+    from invert.nn.activations import AVR, CReLU
 
     gain = 1.0  # the first layer sees the normalised input
     for module in model.modules():
@@ -1016,7 +1016,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     >>> parse_model_spec("vgg@cifar10:/data/x@y")
     ('vgg', 'cifar10:/data/x@y')
     """
-    from .zoo import list_models
+    from invert.nn.zoo import list_models
 
     if not isinstance(spec, str):
         raise TypeError(f"expected a MODEL@DATA string; got {type(spec).__name__}")
@@ -1034,13 +1034,12 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
 
 def recipe_datasets(model: str, data: str, recipe: Recipe, *, seed: int = 0):
     """The train and test sets of a MODEL@DATA run (image size from the model)."""
-    from .data import load_dataset
-    from .zoo import model_info
+    from invert.data import DataSpec, load_dataset
+    from invert.nn.zoo import model_info
 
-    size = model_info(model)["input_size"]
-    name = data.partition(":")[0].strip().lower()
-    options = dict(recipe.data_options) if name == "textures" else {}
-    image_size = None if name in ("cifar10", "cifar100") else size
+    spec = DataSpec.parse(data)
+    image_size = spec.image_size(model_info(model)["input_size"])
+    options = spec.options(recipe.data_options)
     train_set = load_dataset(data, split="train", image_size=image_size, seed=seed, **options)
     test_set = load_dataset(data, split="test", image_size=image_size, seed=seed, **options)
     return train_set, test_set
@@ -1061,7 +1060,7 @@ def build_model(name: str, dataset, recipe: str | Recipe = "fast") -> nn.Module:
     >>> net.config["num_classes"], net.config["in_channels"], net.config["width"]
     (2, 1, 0.125)
     """
-    from .zoo import create_model
+    from invert.nn.zoo import create_model
 
     recipe = get_recipe(recipe, arch=name)
     image, _ = dataset[0]
@@ -1093,7 +1092,7 @@ def train_from_spec(
     dropout, and is returned in eval mode; ``model.metadata`` is the checkpoint
     metadata (data, classes, recipe, history ...).
     """
-    from . import __version__
+    from invert import __version__
 
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)

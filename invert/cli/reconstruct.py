@@ -1,6 +1,6 @@
 """Subcommand ``crelu reconstruct``: an image back from a layer's features.
 
-The model SPEC goes through :func:`invert.loader.load_model` (checkpoint path,
+The model SPEC goes through :func:`invert.train.loader.load_model` (checkpoint path,
 ``MODEL@DATA`` trained and cached on a miss, or a zoo name with random weights). The
 image is a file (anything :func:`skimage.io.imread` reads) or ``skimage:NAME`` (one of
 the images scikit-image ships, e.g. ``skimage:astronaut``); it is converted to the
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write_bytes
-from .cli import UserError, add_model_arguments, emit, load_model_from_args
+from invert.cli import UserError, add_model_arguments, emit, load_model_from_args
+from invert.train.checkpoints import atomic_write_bytes
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
@@ -148,7 +148,7 @@ def _input_size(model, args) -> int:
         if args.size < 1:
             raise UserError(f"--size must be positive; got {args.size}")
         return args.size
-    from .zoo import list_models, model_info
+    from invert.nn.zoo import list_models, model_info
 
     arch = getattr(model, "arch", None) or getattr(model, "metadata", {}).get("arch")
     if arch in list_models():
@@ -164,7 +164,7 @@ def activation_layers(model) -> list[str]:
     the activation module after the conv (``features.1``) in plain sequentials."""
     from torch import nn
 
-    from .nets import conv_layers
+    from invert.nn.net import conv_layers
 
     names = dict(model.named_modules())
     out = []
@@ -192,7 +192,7 @@ def _layers(model, args) -> list[str]:
         return [args.layer]
     layers = activation_layers(model)
     if args.layer:
-        from .nets import get_layer
+        from invert.nn.net import get_layer
 
         get_layer(model, args.layer)  # unknown name: the error lists the valid ones
         if args.layer not in layers:
@@ -208,9 +208,9 @@ def _layers(model, args) -> list[str]:
 def _reconstruct(args) -> int:
     import torch
 
-    from .metrics import reconstruction_metrics
-    from .reconstruction import features, reconstruct
-    from .solvers import ConvergenceWarning
+    from invert.linalg.solvers import ConvergenceWarning
+    from invert.reconstruction.layerwise import features, reconstruct
+    from invert.reconstruction.metrics import reconstruction_metrics
 
     if args.max_iter < 1:
         raise UserError(f"--max-iter must be positive; got {args.max_iter}")

@@ -64,7 +64,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoints import resolve_device
-from .train import Trainer, _evaluation_sums, training_state_path
+from .trainer import Trainer, _evaluation_sums, training_state_path
 
 __all__ = [
     "DistributedContext",
@@ -365,7 +365,7 @@ def distributed(*, device=None, backend: str | None = None, timeout=None):
     """Run the block as one rank of a ``torchrun`` job, or as a single process.
 
     Inside the block, :func:`~invert.train.train`, :func:`~invert.train.train_from_spec`
-    and the protocols of :mod:`invert.protocols` train data-parallel. The group is
+    and the protocols of :mod:`invert.train.protocols` train data-parallel. The group is
     left when the block ends, also on errors. Outside ``torchrun`` (``WORLD_SIZE``
     unset or 1) it yields None and changes nothing.
 

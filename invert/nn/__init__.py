@@ -1,0 +1,28 @@
+"""Networks: activations, the named-layer :class:`Net`, the model zoo, and the probe.
+
+``invert.nn`` is the bottom layer of the toolkit: everything else (reconstruction,
+training, the analyses in :mod:`theory`) reads models through these names.
+"""
+
+from .activations import AVR, CReLU, avr, crelu, crelu_inverse
+from .net import Net, Normalize, conv_layers, eval_mode, get_layer, layer_names, layer_outputs
+from .zoo import create_model, list_models, model_info, register_model
+
+__all__ = [
+    "AVR",
+    "CReLU",
+    "Net",
+    "Normalize",
+    "avr",
+    "conv_layers",
+    "create_model",
+    "crelu",
+    "crelu_inverse",
+    "eval_mode",
+    "get_layer",
+    "layer_names",
+    "layer_outputs",
+    "list_models",
+    "model_info",
+    "register_model",
+]

@@ -1,0 +1,15 @@
+"""Reconstruction of a model's input from the features of any layer, with no learning."""
+
+from .layerwise import Features, LayerReport, Reconstruction, Step, features, reconstruct
+from .metrics import reconstruction_metrics, recoverable_part
+
+__all__ = [
+    "Features",
+    "LayerReport",
+    "Reconstruction",
+    "Step",
+    "features",
+    "reconstruct",
+    "reconstruction_metrics",
+    "recoverable_part",
+]

@@ -1,0 +1,21 @@
+"""Training: recipes, the trainer, distributed runs, the paper's protocols, checkpoints, the loader.
+
+``from invert.train import train`` is the trainer's entry point.
+"""
+
+from .checkpoints import load_checkpoint, load_state_dict_into, save_checkpoint
+from .loader import load_model
+from .trainer import RECIPES, Recipe, Trainer, get_recipe, train, train_from_spec
+
+__all__ = [
+    "RECIPES",
+    "Recipe",
+    "Trainer",
+    "get_recipe",
+    "load_checkpoint",
+    "load_model",
+    "load_state_dict_into",
+    "save_checkpoint",
+    "train",
+    "train_from_spec",
+]
