@@ -152,7 +152,7 @@ def lsqr_to_residual(a, b, target: float, start: int):
 def gradient_inversion(model, layer, x_true, seconds: float, lr: float, tv: float):
     import torch
 
-    from invert.nn.net import layer_outputs
+    from invert.nn import layer_outputs
 
     model = model.float()
     target = layer_outputs(model, x_true.float(), layer)[layer].detach()
@@ -193,7 +193,7 @@ def run_case(name, model, layer, x, args, lines):
 
     from invert.linalg.operators import ConvOperator
     from invert.linalg.solvers import least_squares
-    from invert.reconstruction.layerwise import features, reconstruct
+    from invert.reconstruction import features, reconstruct
 
     def psnr(image):
         with np.errstate(divide="ignore"):
@@ -265,7 +265,7 @@ def _walk_rhs(model, f, args) -> dict:
     """The target ``z - b`` that the walk hands each conv layer (from our reconstruct)."""
     import torch
 
-    from invert import reconstruction as R
+    from invert.reconstruction import layerwise as R
 
     captured = {}
     original = R._solve_linear

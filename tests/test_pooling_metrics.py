@@ -146,7 +146,7 @@ def test_pooling_metrics_on_a_zoo_model():
         assert row["A"] == 0.0 or row["rank"] == row["input_dim"]
     # the learned row agrees with switch_metrics on the layer inputs computed here
     from invert.data import natural_images
-    from invert.nn.net import layer_outputs
+    from invert.nn import layer_outputs
 
     images = natural_images(3, size=8, seed=1)
     x = layer_outputs(model.eval(), images, "conv2")["conv2"].double()

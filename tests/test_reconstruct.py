@@ -12,7 +12,7 @@ from invert.linalg.solvers import ConvergenceError, ConvergenceWarning
 from invert.nn.activations import AVR, CReLU
 from invert.nn.net import Normalize
 from invert.nn.zoo import create_model, list_models, model_info
-from invert.reconstruction.layerwise import Features, features, reconstruct
+from invert.reconstruction import Features, features, reconstruct
 
 
 def rel(a, b):

@@ -70,7 +70,7 @@ import torch
 from torch import nn
 
 from invert.linalg.operators import ConvOperator
-from invert.nn.net import conv_layers, eval_mode
+from invert.nn import conv_layers, eval_mode, layer_inputs
 
 __all__ = [
     "FrameBounds",
@@ -891,10 +891,6 @@ def _load(model_or_spec) -> nn.Module:
     )
 
 
-class _Stop(Exception):
-    pass
-
-
 def _conv_input_sizes(
     model: nn.Module, input_size, in_channels, convs=None
 ) -> dict[int, tuple[int, int]]:
@@ -907,34 +903,19 @@ def _conv_input_sizes(
         in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     if convs is None:
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    sizes: dict[int, tuple[int, int]] = {}
-    remaining = {id(c) for c in convs}
-
-    def hook(module, inputs):
-        x = inputs[0]
-        sizes.setdefault(id(module), tuple(x.shape[-2:]))
-        remaining.discard(id(module))
-        if not remaining:
-            raise _Stop
-
+    names = {module: name for name, module in model.named_modules()}
     param = next(model.parameters())
     x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
-    handles = [c.register_forward_pre_hook(hook) for c in convs]
     try:
         with eval_mode(model), torch.no_grad():
-            model(x)
-    except _Stop:
-        pass
+            seen = layer_inputs(model, x, [names[c] for c in convs])
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"a forward pass of a {in_channels}x{size[0]}x{size[1]} input failed ({first}); "
             f"give the network's input size and channels"
         ) from error
-    finally:
-        for handle in handles:
-            handle.remove()
-    return sizes
+    return {id(c): tuple(seen[names[c]].shape[-2:]) for c in convs}
 
 
 def _random_like(weight: torch.Tensor, seed: int) -> torch.Tensor:

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invert.data import natural_images
-from invert.nn.net import conv_layers, get_layer, layer_outputs
+from invert.nn import conv_layers, get_layer, layer_outputs, model_input_size
 from invert.train.checkpoints import resolve_device
 
 __all__ = [
@@ -477,16 +477,9 @@ def _input_size(model, input_size, images) -> tuple[int, int]:
     if input_size is None:
         if images is not None:
             return tuple(images.shape[-2:])
-        arch = getattr(model, "arch", None)
-        if arch is not None:
-            from invert.nn.zoo import model_info
-
-            try:
-                size = model_info(arch)["input_size"]
-            except ValueError:
-                size = None
-            if size:
-                return (size, size)
+        size = model_input_size(model) if model is not None else None
+        if size:
+            return (size, size)
         raise ValueError("pass input_size: the model's input size is unknown")
     if isinstance(input_size, (int, np.integer)):
         input_size = (int(input_size), int(input_size))

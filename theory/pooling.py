@@ -48,8 +48,8 @@ from invert.data import natural_images
 from invert.linalg.operators import ConvOperator
 from invert.linalg.solvers import least_squares
 from invert.linalg.switches import max_pool_with_switches, switch_equations
+from invert.nn import conv_layers, eval_mode, execution_order, layer_inputs
 from invert.nn.activations import crelu
-from invert.nn.net import conv_layers, eval_mode
 
 from .frames import _load, _random_like, _resolve_device
 
@@ -444,29 +444,15 @@ def _zero_padding(conv: nn.Conv2d):
 
 def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
     """Leaf modules in the order they run on ``x`` (first call of each)."""
-    order: list[nn.Module] = []
-    seen: set[int] = set()
-
-    def hook(module, inputs, output):
-        if id(module) not in seen:
-            seen.add(id(module))
-            order.append(module)
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with eval_mode(model), torch.no_grad():
-            model(x)
+            return [module for _, module in execution_order(model, x)]
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"a forward pass of a {tuple(x.shape[1:])} input failed ({first}); give images of "
             f"the size and channels the network takes"
         ) from error
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
 
 
 def _following_pools(model, convs, channels, sizes) -> dict[str, nn.MaxPool2d | None]:
@@ -497,27 +483,11 @@ def _following_pools(model, convs, channels, sizes) -> dict[str, nn.MaxPool2d | 
 
 
 def _layer_input(model: nn.Module, conv: nn.Conv2d, images: torch.Tensor) -> torch.Tensor:
-    captured = {}
-
-    class _Stop(Exception):
-        pass
-
-    def hook(module, inputs):
-        captured["x"] = inputs[0].detach()
-        raise _Stop
-
+    name = next(n for n, m in model.named_modules() if m is conv)
     param = next(model.parameters())
-    handle = conv.register_forward_pre_hook(hook)
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(images.to(device=param.device, dtype=param.dtype))
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if "x" not in captured:
-        raise ValueError("the layer did not run in the forward pass of the model")
-    return captured["x"].to(torch.float64)
+    with eval_mode(model), torch.no_grad():
+        x = layer_inputs(model, images.to(device=param.device, dtype=param.dtype), name)[name]
+    return x.detach().to(torch.float64)
 
 
 def _folded(model: nn.Module, name: str, conv: nn.Conv2d):

@@ -5,7 +5,8 @@ training, the analyses in :mod:`theory`) reads models through these names.
 """
 
 from .activations import AVR, CReLU, avr, crelu, crelu_inverse
-from .net import Net, Normalize, conv_layers, eval_mode, get_layer, layer_names, layer_outputs
+from .net import Net, Normalize, conv_layers, eval_mode, get_layer, layer_names, model_input_size
+from .probe import execution_order, forward_to, layer_inputs, layer_outputs, probe
 from .zoo import create_model, list_models, model_info, register_model
 
 __all__ = [
@@ -19,10 +20,15 @@ __all__ = [
     "crelu",
     "crelu_inverse",
     "eval_mode",
+    "execution_order",
+    "forward_to",
     "get_layer",
+    "layer_inputs",
     "layer_names",
     "layer_outputs",
     "list_models",
     "model_info",
+    "model_input_size",
+    "probe",
     "register_model",
 ]

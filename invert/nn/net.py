@@ -17,7 +17,20 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Net", "Normalize", "layer_names", "layer_outputs", "conv_layers", "get_layer"]
+__all__ = [
+    "EVAL_IDENTITY",
+    "Net",
+    "Normalize",
+    "conv_layers",
+    "eval_mode",
+    "get_layer",
+    "layer_names",
+    "model_input_size",
+]
+
+
+#: Layers that are the identity in eval mode.
+EVAL_IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 
 
 class Normalize(nn.Module):
@@ -77,27 +90,49 @@ class Net(nn.Sequential):
         The registry name the network was created from.
     config : dict
         The keyword arguments of :func:`invert.create_model` that rebuild it.
+    input_size : int, optional
+        The side of the square images the architecture is designed for.
 
     Examples
     --------
     >>> from invert import create_model
     >>> net = create_model("convpool_c_crelu", width=0.25)
-    >>> net.layer_names()[:4]
-    ['normalize', 'drop0', 'conv1', 'conv2']
+    >>> net.layer_names()[:4], net.input_size
+    (['normalize', 'drop0', 'conv1', 'conv2'], 32)
     """
 
-    def __init__(self, layers: Iterable[tuple[str, nn.Module]], *, arch: str, config: dict):
+    def __init__(
+        self,
+        layers: Iterable[tuple[str, nn.Module]],
+        *,
+        arch: str,
+        config: dict,
+        input_size: int | None = None,
+    ):
         super().__init__(OrderedDict(layers))
         self.arch = arch
         self.config = dict(config)
+        self.input_size = input_size
 
     def layer_names(self) -> list[str]:
         """Names of the top-level layers, in execution order."""
         return list(self._modules)
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once every requested layer ran."""
+def model_input_size(model: nn.Module) -> int | None:
+    """The side of the square images ``model`` is designed for, or None when unknown.
+
+    Zoo models (and checkpoints of them) carry it; any other module may set an
+    ``input_size`` attribute.
+
+    Examples
+    --------
+    >>> from invert import create_model
+    >>> model_input_size(create_model("allcnn_b")), model_input_size(nn.Identity())
+    (224, None)
+    """
+    size = getattr(model, "input_size", None)
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -124,68 +159,6 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         valid = ", ".join(layer_names(model))
         raise ValueError(f"unknown layer {name!r}; valid layers: {valid}")
     return modules[name]
-
-
-def layer_outputs(
-    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
-) -> dict[str, torch.Tensor]:
-    """Activations of the named layers for input ``x``.
-
-    The forward pass stops as soon as every requested layer has produced its
-    output, so asking for ``conv1`` of a deep network costs one layer.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any module; layers are addressed as in :func:`layer_names`.
-    x : torch.Tensor
-        Input batch.
-    layers : str or sequence of str
-        Layer names.
-
-    Returns
-    -------
-    dict of str to torch.Tensor
-        The output of each requested layer, keyed by name.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from invert import create_model
-    >>> net = create_model("convpool_c_crelu", width=0.25).eval()
-    >>> out = layer_outputs(net, torch.rand(2, 3, 32, 32), "conv1")
-    >>> out["conv1"].shape
-    torch.Size([2, 48, 32, 32])
-    """
-    names = [layers] if isinstance(layers, str) else list(layers)
-    if not names:
-        raise ValueError("no layer requested")
-    targets = {name: get_layer(model, name) for name in names}
-    outputs: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(module, inputs, output):
-            outputs[name] = output
-            if len(outputs) == len(targets):
-                raise _Stop
-
-        return hook
-
-    try:
-        for name, module in targets.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        try:
-            model(x)
-        except _Stop:
-            pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [name for name in names if name not in outputs]
-    if missing:
-        raise ValueError(f"layers {missing} did not run in the forward pass of the model")
-    return {name: outputs[name] for name in names}
 
 
 def conv_layers(model: nn.Module) -> OrderedDict[str, nn.Conv2d]:

@@ -274,7 +274,7 @@ def _build(name: str, variant: Variant, config: dict) -> Net:
             layers.append((f"fc{len(spec.hidden) + 1}", nn.Sequential(OrderedDict(head))))
     if not any(isinstance(s, Classifier) for s in variant.layers):
         layers += [("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
-    return Net(layers, arch=name, config=config)
+    return Net(layers, arch=name, config=config, input_size=variant.input_size)
 
 
 # --- torchvision-compatible reference architectures (no weights) ------------------
@@ -425,8 +425,9 @@ def create_model(
         num_classes=num_classes, in_channels=in_channels, width=float(width), dropout=dropout
     )
     if name in _REFERENCE:
-        build = _REFERENCE[name][0]
-        return Net(build(num_classes, in_channels, float(width), dropout), arch=name, config=config)
+        build, _, size = _REFERENCE[name]
+        layers = build(num_classes, in_channels, float(width), dropout)
+        return Net(layers, arch=name, config=config, input_size=size)
     return _build(name, _VARIANTS[name], config)
 
 

@@ -1,6 +1,7 @@
 """Reconstruction of a model's input from the features of any layer, with no learning."""
 
-from .layerwise import Features, LayerReport, Reconstruction, Step, features, reconstruct
+from .features import Features, Step, features
+from .layerwise import LayerReport, Reconstruction, reconstruct
 from .metrics import reconstruction_metrics, recoverable_part
 
 __all__ = [

@@ -1,9 +1,5 @@
-"""Reconstruct an image from the features of any layer, with no learning.
+"""The paper's reconstruction, layer by layer (our Algorithm 1), with no learning.
 
-:func:`features` runs a model up to a layer and keeps, besides the activation, what
-inverting it needs: the layers on the way as leaf modules in execution order, their
-input and output shapes, the max-pooling switches, and a fingerprint of those layers
-(features from another model, or from changed weights, are refused).
 :func:`reconstruct` walks back from the activation to the input one layer at a time
 (Proposition 2.1 of the paper, applied layer by layer: our Algorithm 1):
 
@@ -47,7 +43,6 @@ naming the layer. Exact recovery needs features computed in float64
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -66,206 +61,18 @@ from invert.linalg.solvers import (
 )
 from invert.linalg.switches import (
     crelu_equations,
-    max_pool_with_switches,
     unpool_switches,
     window_bounds,
 )
 from invert.nn.activations import AVR, CReLU
-from invert.nn.net import Normalize, eval_mode, get_layer
+from invert.nn.net import EVAL_IDENTITY, Normalize
 
-__all__ = ["features", "reconstruct", "Features", "Reconstruction", "LayerReport", "Step"]
+from .features import Features, check_images, fingerprint
+
+__all__ = ["LayerReport", "Reconstruction", "reconstruct"]
 
 _RELU_MODES = ("naive", "active", "constrained")
 _METHODS = ("auto", "cg", "fft")
-_IDENTITY_TYPES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout)
-
-
-# --- features -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    """One leaf module on the way to the layer: its path, type and per-sample shapes."""
-
-    name: str
-    kind: str
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-
-
-@dataclass
-class Features:
-    """A layer's activation and what inverting it needs.
-
-    Attributes
-    ----------
-    activation : torch.Tensor
-        ``(N, C, H, W)`` output of the layer; edit it freely (same shape) before
-        reconstructing.
-    layer : str
-        The layer's name in the model.
-    steps : tuple of Step
-        The leaf modules from the input to the layer, in execution order.
-    switches : dict of int to torch.Tensor
-        Max-pooling switches, keyed by the index of the pooling step.
-    fingerprint : str
-        SHA-256 of the steps' types, settings, parameters and buffers.
-    """
-
-    activation: torch.Tensor
-    layer: str
-    steps: tuple[Step, ...]
-    switches: dict[int, torch.Tensor]
-    fingerprint: str
-
-    @property
-    def path(self) -> list[str]:
-        """Names of the leaf modules from the input to the layer."""
-        return [s.name for s in self.steps]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.steps[0].in_shape
-
-    def __repr__(self) -> str:
-        return (
-            f"Features(layer={self.layer!r}, activation={tuple(self.activation.shape)}, "
-            f"steps={len(self.steps)}, switches={len(self.switches)})"
-        )
-
-
-class _Stop(Exception):
-    pass
-
-
-def _fingerprint(model: nn.Module, names: list[str]) -> str:
-    modules = dict(model.named_modules())
-    digest = hashlib.sha256()
-    for name in names:
-        module = modules.get(name)
-        if module is None:
-            return ""
-        digest.update(f"{name}|{type(module).__qualname__}|{module.extra_repr()}".encode())
-        tensors = list(module.named_parameters(recurse=False))
-        tensors += list(module.named_buffers(recurse=False))
-        for key, t in tensors:
-            if t is None:
-                continue
-            t = t.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def _check_images(x, what="x") -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor; got {type(x).__name__}")
-    if x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"{what} must be a floating (N, C, H, W) batch; got {x.dtype} "
-                         f"{tuple(x.shape)}")  # fmt: skip
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or Inf")
-
-
-def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
-    """Run ``model`` on ``x`` up to ``layer`` and keep what inversion needs.
-
-    The model runs in evaluation mode (BatchNorm with running statistics, dropout off:
-    the maps :func:`reconstruct` inverts); its modes are restored afterwards. It must
-    be a chain: every leaf module's input is the previous one's output (an
-    ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`, nested sequentials ...).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The network.
-    x : torch.Tensor
-        ``(N, C, H, W)`` input batch (for zoo models: images in [0, 1]).
-    layer : str
-        A module name: a child such as ``"conv3"`` or ``"3"``, or a path such as
-        ``"features.4"``. The output of that module is the feature.
-
-    Returns
-    -------
-    Features
-
-    Examples
-    --------
-    >>> import torch
-    >>> from invert.nn.zoo import create_model
-    >>> net = create_model("convpool_c_crelu", width=0.1)
-    >>> f = features(net, torch.rand(1, 3, 32, 32), layer="conv4")
-    >>> f.path[:4], tuple(f.activation.shape)
-    (['normalize', 'drop0', 'conv1.conv', 'conv1.act'], (1, 38, 16, 16))
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
-    _check_images(x)
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module name (str); got {type(layer).__name__}")
-    target = get_layer(model, layer)  # ValueError listing the valid names
-    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise ValueError(f"the model's {name} contains NaN or Inf")
-    device = next((p.device for p in model.parameters()), x.device)
-    names = {m: n for n, m in model.named_modules()}
-    leaves = [m for m in model.modules() if not list(m.children())]
-    steps: list[Step] = []
-    switches: dict[int, torch.Tensor] = {}
-    state = {"last": None, "out": None}
-    x = x.to(device).clone()  # in-place layers must not touch the caller's tensor
-
-    def leaf_hook(module, inputs, output):
-        name = names[module]
-        if not inputs or inputs[0] is not state["last"]:
-            raise ValueError(
-                f"layer {name!r} ({type(module).__name__}) does not read the previous layer's "
-                "output: reconstruction needs a plain chain of layers (e.g. nn.Sequential)"
-            )
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(f"layer {name!r} ({type(module).__name__}) does not output a "
-                             "tensor; reconstruction needs a plain chain of layers")  # fmt: skip
-        if isinstance(module, nn.MaxPool2d):
-            pooled, idx = max_pool_with_switches(inputs[0], module)
-            switches[len(steps)] = idx
-        steps.append(
-            Step(name, type(module).__name__, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
-        )
-        state["last"] = output
-
-    def target_hook(module, inputs, output):
-        state["out"] = output
-        raise _Stop
-
-    handles = [m.register_forward_hook(leaf_hook) for m in leaves]
-    handles.append(target.register_forward_hook(target_hook))
-    state["last"] = x
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(x)
-    except _Stop:
-        pass
-    finally:
-        for h in handles:
-            h.remove()
-    out = state["out"]
-    if out is None:
-        raise ValueError(f"layer {layer!r} did not run in the forward pass of the model")
-    if not steps or out is not state["last"]:
-        raise ValueError(
-            f"the output of {layer!r} is not the output of its last leaf module; "
-            "reconstruction needs a plain chain of layers"
-        )
-    if not torch.isfinite(out).all():
-        raise ValueError(f"the activation of {layer!r} contains NaN or Inf")
-    path = [s.name for s in steps]
-    return Features(
-        activation=out.detach().clone(),
-        layer=layer,
-        steps=tuple(steps),
-        switches=switches,
-        fingerprint=_fingerprint(model, path),
-    )
 
 
 # --- the walk back ---------------------------------------------------------------------------
@@ -592,7 +399,7 @@ def _invert_adaptive_avgpool(module: nn.AdaptiveAvgPool2d, step, target, ctx):
 _HANDLERS: list[tuple[type, Callable]] = [
     (Normalize, _invert_normalize),
     (nn.BatchNorm2d, _invert_batchnorm),
-    (_IDENTITY_TYPES, _invert_identity),
+    (EVAL_IDENTITY, _invert_identity),
     (CReLU, _invert_crelu),
     (nn.ReLU, _invert_relu),
     (nn.LeakyReLU, _invert_leaky),
@@ -678,7 +485,7 @@ def reconstruct(
     Examples
     --------
     >>> import torch
-    >>> from invert.nn.zoo import create_model
+    >>> from invert import create_model, features
     >>> net = create_model("convpool_c_crelu", width=0.1).double()  # conv1: 10 filters
     >>> x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
     >>> rec = reconstruct(net, features(net, x, layer="conv1"), device="cpu")
@@ -706,7 +513,7 @@ def reconstruct(
     ctx = _Context(relu, avr, method, tol, max_iter, strict, dtype, device, feats.switches)
     plan = _plan(modules, feats.steps, ctx)
     act = feats.activation
-    _check_images(act, "the features' activation")
+    check_images(act, "the features' activation")
     if tuple(act.shape[1:]) != feats.steps[-1].out_shape:
         raise ValueError(
             f"the activation has shape {tuple(act.shape[1:])} per sample but layer "
@@ -716,7 +523,7 @@ def reconstruct(
         if idx.shape[0] != act.shape[0]:
             raise ValueError(f"the activation has {act.shape[0]} samples but the switches of "
                              f"{feats.steps[i].name!r} {idx.shape[0]}")  # fmt: skip
-    if _fingerprint(model, feats.path) != feats.fingerprint:
+    if fingerprint(model, feats.path) != feats.fingerprint:
         raise ValueError(
             "these features come from another model (or its weights changed since); "
             "compute them with features(model, x, layer=...) on this model"

@@ -42,9 +42,10 @@ import torch
 from torch import nn
 
 from invert.linalg.solvers import least_squares
-from invert.nn.net import Normalize, eval_mode
+from invert.nn.net import EVAL_IDENTITY, Normalize, eval_mode
 
-from .layerwise import _IDENTITY_TYPES, Reconstruction, features
+from .features import features
+from .layerwise import Reconstruction
 
 __all__ = ["reconstruction_metrics", "recoverable_part"]
 
@@ -77,7 +78,7 @@ def _split_path(model: nn.Module, feats):
     modules = dict(model.named_modules())
     chain = [modules[s.name] for s in feats.steps]
     k = 0
-    while k < len(chain) and isinstance(chain[k], (Normalize, *_IDENTITY_TYPES)):
+    while k < len(chain) and isinstance(chain[k], (Normalize, *EVAL_IDENTITY)):
         k += 1
     return chain[:k], chain[k:]
 
