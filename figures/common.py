@@ -25,13 +25,14 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from invert.files import check_writable
 
 __all__ = [
     "MODELS",
@@ -116,20 +117,8 @@ def check_output_dir(out) -> Path:
     True
     """
     path = Path(out).expanduser()
-    _check_writable(path, "the output folder", "choose another --out")
+    check_writable(path, "the output folder", "choose another --out")
     return path
-
-
-def _check_writable(folder: Path, what: str, remedy: str) -> None:
-    """Create ``folder`` and write a probe file there, or raise a one-line PermissionError."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise PermissionError(f"cannot write to {what} {folder} ({reason}); {remedy}") from None
 
 
 @dataclass
@@ -169,7 +158,7 @@ class Session:
     _test_set: object = field(default=None, repr=False)
 
     def __post_init__(self):
-        from invert.train.checkpoints import resolve_device
+        from invert.device import resolve_device
         from invert.train.trainer import get_recipe
 
         get_recipe(self.recipe)  # unknown names fail here, before any work
@@ -249,7 +238,7 @@ class Session:
         """Raise ``PermissionError`` now if a model must be trained into an unwritable cache."""
         missing = [role for role in MODELS if not self.is_cached(role)]
         if missing and self.train_if_missing:
-            _check_writable(
+            check_writable(
                 self.cache_file("relu").parent, "the model cache",
                 "pass --cache-dir DIR or set CRELU_CACHE to a writable folder",
             )  # fmt: skip
@@ -266,7 +255,7 @@ def save_figure(fig, path) -> Path:
     """
     import matplotlib.pyplot as plt
 
-    from invert.train.checkpoints import atomic_write_bytes
+    from invert.files import atomic_write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
@@ -304,7 +293,7 @@ def json_ready(value):
 
 def write_json(path, data) -> Path:
     """Write ``data`` as indented JSON atomically (non-finite floats become null)."""
-    from invert.train.checkpoints import atomic_write_bytes
+    from invert.files import atomic_write_bytes
 
     text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
     return atomic_write_bytes(path, text.encode())

@@ -311,7 +311,7 @@ def run_figures(
     report["wall_time_s"] = time.perf_counter() - started
     report = json_ready(report)
     write_json(out / "report.json", report)
-    from invert.train.checkpoints import atomic_write_bytes
+    from invert.files import atomic_write_bytes
 
     atomic_write_bytes(out / "report.md", (_markdown(report) + "\n").encode())
     return report

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from invert import __version__
+from invert.files import atomic_write_bytes
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import (
-    atomic_write_bytes,
     load_checkpoint,
     load_state_dict_into,
     load_training_state,

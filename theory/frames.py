@@ -69,7 +69,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.linalg.operators import ConvOperator
+from invert.device import resolve_device
+from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator, as_pair
 from invert.nn import conv_layers, eval_mode, layer_inputs
 
 __all__ = [
@@ -80,9 +81,6 @@ __all__ = [
     "DENSE_MAX_DIM",
 ]
 
-#: Largest input dimension (per group) solved with a dense eigendecomposition by
-#: ``method="auto"`` for zero padding; above it the Lanczos method is used.
-DENSE_MAX_DIM = 4096
 
 _CHUNK_BYTES = 64 * 2**20  # working memory per block of frequencies
 _DIRECT_GRAM_SIZE = 32  # Gram matrices up to this size are simply eigendecomposed
@@ -239,7 +237,7 @@ def frame_bounds(
         raise ValueError(f"rtol must be a number in (0, 1); got {rtol!r}")
     if max_iter is not None and not (isinstance(max_iter, int) and max_iter > 0):
         raise ValueError(f"max_iter must be a positive int or None; got {max_iter!r}")
-    device = _resolve_device(device)
+    device = resolve_device(device)
     op = _operator(conv_or_weight, input_size, stride, padding, dilation, groups)
     op = op.to(device=device, dtype=dtype)
     circular = op.padding_mode == "circular"
@@ -391,24 +389,6 @@ def checkpoint_frame_bounds(
 # --- building the operator ---------------------------------------------------------
 
 
-def _resolve_device(device) -> torch.device:
-    from invert.train.checkpoints import resolve_device
-
-    return resolve_device(device)
-
-
-def _pair(value, what: str) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        value = tuple(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an int or a pair of ints; got {value!r}") from None
-    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
-    return value
-
-
 def _as_weight(weight) -> torch.Tensor:
     if isinstance(weight, np.ndarray):
         weight = torch.from_numpy(weight)
@@ -455,7 +435,7 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
             ("groups", groups, conv.groups),
         ):  # fmt: skip
             default = 1 if what == "groups" else (1, 1)
-            given = given if what == "groups" else _pair(given, what)
+            given = given if what == "groups" else as_pair(given, what)
             if given != default and given != own:
                 raise ValueError(
                     f"{what}={given} disagrees with the layer's {what} {own}; leave it out"
@@ -466,11 +446,11 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
             padding = _padding_of(conv, "zeros") if padding == "zeros" else padding
     else:
         weight = _as_weight(conv_or_weight)
-    size = _pair(input_size, "input_size")
+    size = as_pair(input_size, "input_size")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive; got {size}")
-    dilation = _pair(dilation, "dilation")
-    stride = _pair(stride, "stride")
+    dilation = as_pair(dilation, "dilation")
+    stride = as_pair(stride, "stride")
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int; got {groups!r}")
     kernel = tuple(weight.shape[2:])
@@ -484,7 +464,7 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
         mode = padding
         amount = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel))
     else:
-        mode, amount = "zeros", _pair(padding, "padding")
+        mode, amount = "zeros", as_pair(padding, "padding")
     extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
     if mode == "circular" and any(n < e for n, e in zip(size, extent)):
         raise ValueError(
@@ -896,7 +876,7 @@ def _conv_input_sizes(
 ) -> dict[int, tuple[int, int]]:
     """Spatial input size of the convs of ``model`` (all by default) for a network input
     of ``input_size``; the forward pass stops once they have all run."""
-    size = _pair(input_size, "input_size")
+    size = as_pair(input_size, "input_size")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive; got {size}")
     if in_channels is None:

@@ -59,8 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from invert.data import natural_images
+from invert.device import resolve_device
 from invert.nn import conv_layers, get_layer, layer_outputs, model_input_size
-from invert.train.checkpoints import resolve_device
 
 __all__ = [
     "InvarianceResult",

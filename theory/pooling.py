@@ -45,19 +45,17 @@ import torch
 from torch import nn
 
 from invert.data import natural_images
-from invert.linalg.operators import ConvOperator
+from invert.device import resolve_device
+from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator
 from invert.linalg.solvers import least_squares
 from invert.linalg.switches import max_pool_with_switches, switch_equations
 from invert.nn import conv_layers, eval_mode, execution_order, layer_inputs
 from invert.nn.activations import crelu
 
-from .frames import _load, _random_like, _resolve_device
+from .frames import _load, _random_like
 
 __all__ = ["SwitchMetrics", "switch_metrics", "pooling_metrics", "DENSE_MAX_DIM"]
 
-#: Largest layer-input dimension for which rank and frame bounds of the selected rows
-#: are computed (a dense SVD of up to ``equations x DENSE_MAX_DIM`` per input).
-DENSE_MAX_DIM = 4096
 
 _CROP_SIZES = (32, 24, 16, 12, 8, 6, 4)
 
@@ -170,7 +168,7 @@ def switch_metrics(
     >>> m.equations.tolist(), m.rank.tolist(), m.A.tolist(), m.A_nonzero.tolist()
     ([4, 4], [4, 4], [0.0, 0.0], [1.0, 1.0])
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     with torch.no_grad():
         return _switch_metrics(
             conv_or_weight, x, pool, bias, stride, padding, dilation, groups, dense, tol,
@@ -344,7 +342,7 @@ def pooling_metrics(
     >>> 0 <= rows[0]["rel_error"] <= 1
     True
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if not (isinstance(n_images, int) and n_images >= 1):
         raise ValueError(f"n_images must be a positive int; got {n_images!r}")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):

@@ -110,7 +110,7 @@ def load_model_from_args(args):
     """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes."""
     import warnings
 
-    from invert.train.checkpoints import resolve_device
+    from invert.device import resolve_device
     from invert.train.loader import load_model
 
     device = resolve_device(args.device)

@@ -13,7 +13,7 @@ import io
 import math
 
 from invert.cli import add_model_arguments, emit, load_model_from_args, print_notes
-from invert.train.checkpoints import atomic_write_bytes
+from invert.files import atomic_write_bytes
 
 
 def register(subparsers) -> None:

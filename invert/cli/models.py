@@ -183,7 +183,7 @@ def _train(args) -> int:
 
 
 def _train_run(args, name, recipe, context) -> int:
-    from invert.train.checkpoints import resolve_device
+    from invert.device import resolve_device
     from invert.train.distributed import broadcast_object
     from invert.train.loader import cache_path, load_model
     from invert.train.trainer import train_from_spec
@@ -276,7 +276,7 @@ def _evaluate(args) -> int:
 
 
 def _training_protocol(args, name, recipe, device, main) -> dict:
-    from invert.train.checkpoints import resolve_device
+    from invert.device import resolve_device
     from invert.train.protocols import kfold_protocol, single_protocol
     from invert.train.trainer import build_model, parse_model_spec, recipe_datasets
 
@@ -307,8 +307,8 @@ def _training_protocol(args, name, recipe, device, main) -> dict:
 
 def _ten_crop_run(args, recipe, device, context, main) -> dict:
     from invert.data import load_dataset
+    from invert.device import resolve_device
     from invert.nn.zoo import list_models, model_info
-    from invert.train.checkpoints import resolve_device
     from invert.train.distributed import broadcast_object
     from invert.train.loader import check_compatible, load_model
     from invert.train.protocols import evaluate_ten_crop

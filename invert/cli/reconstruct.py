@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from invert.cli import UserError, add_model_arguments, emit, load_model_from_args
-from invert.train.checkpoints import atomic_write_bytes
+from invert.files import atomic_write_bytes
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",

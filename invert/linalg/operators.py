@@ -34,16 +34,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvOperator"]
+__all__ = ["DENSE_MAX_DIM", "ConvOperator", "as_pair"]
+
+#: Largest input dimension for which analyses build dense matrices (a 4096 x 4096
+#: float64 matrix is 128 MiB and takes seconds to decompose); above it they go matrix-free.
+DENSE_MAX_DIM = 4096
 
 _PADDING_MODES = ("zeros", "circular")
 
 
-def _pair(value, what: str) -> tuple[int, int]:
-    if isinstance(value, int):
+def as_pair(value, what: str = "value") -> tuple[int, int]:
+    """An int or a pair of ints (kernel, stride, padding, size) as a pair; else an error.
+
+    Examples
+    --------
+    >>> as_pair(3), as_pair((2, 1))
+    ((3, 3), (2, 1))
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError(f"{what} must be an int or a pair of ints; got {value!r}") from None
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
     return value
 
@@ -103,14 +117,14 @@ class ConvOperator:
         if weight.shape[0] % groups:
             raise ValueError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
         self.weight = weight
-        self.input_size = _pair(input_size, "input_size")
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.input_size = as_pair(input_size, "input_size")
+        self.stride = as_pair(stride, "stride")
+        self.dilation = as_pair(dilation, "dilation")
         if padding == "valid":
             padding = 0
         elif isinstance(padding, str):
             raise ValueError(f"padding {padding!r} is not supported; give the amount per side")
-        self.padding = _pair(padding, "padding")
+        self.padding = as_pair(padding, "padding")
         self.padding_mode = padding_mode
         self.groups = groups
         if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:

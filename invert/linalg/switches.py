@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .operators import as_pair
+
 __all__ = ["max_pool_with_switches", "switch_equations", "unpool_switches", "window_bounds"]
 
 _ACTIVATIONS = ("crelu", "relu", None)
@@ -160,8 +162,8 @@ def window_bounds(
     n, c = pooled.shape[:2]
     _, h, w = _pre_shape(input_shape, n)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-        _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding),
-        _pair(pool.dilation),
+        as_pair(pool.kernel_size), as_pair(pool.stride or pool.kernel_size), as_pair(pool.padding),
+        as_pair(pool.dilation),
     )  # fmt: skip
     oh, ow = pooled.shape[2:]
     dev = pooled.device
@@ -178,10 +180,6 @@ def window_bounds(
     bound = pooled.new_full((n, c, h * w), math.inf)
     bound.scatter_reduce_(2, index, src, reduce="amin")
     return bound.view(n, c, h, w)
-
-
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def crelu_equations(

@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invert.linalg.operators import ConvOperator
+from invert.device import resolve_device
+from invert.linalg.operators import ConvOperator, as_pair
 from invert.linalg.solvers import (
     bounded_least_squares,
     default_tol,
@@ -289,7 +290,7 @@ def _invert_maxpool(module: nn.MaxPool2d, step, target, ctx, index):
 
 def _avgpool_operator(step, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
     c, h, w = step.in_shape
-    kernel, stride, padding = _pair(kernel), _pair(stride or kernel), _pair(padding)
+    kernel, stride, padding = as_pair(kernel), as_pair(stride or kernel), as_pair(padding)
     weight = torch.full((c, 1, *kernel), 1.0 / (divisor or kernel[0] * kernel[1]))
     op = ConvOperator(weight.double(), (h, w), stride=stride, padding=padding, groups=c)
     if op.out_shape != step.out_shape:
@@ -305,10 +306,6 @@ def _avgpool_operator(step, kernel, stride, padding, ceil_mode, count_include_pa
         full = F.avg_pool2d(ones, kernel, stride, padding, count_include_pad=True)
         rows = (counts / full)[0]  # y = (4 / n_in) * (sum / 4)
     return op, rows
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 class _ScaledRows:
@@ -434,12 +431,6 @@ def _plan(modules: dict, steps, ctx: _Context) -> list:
     return plan
 
 
-def _default_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def reconstruct(
     model: nn.Module,
     feats: Features,
@@ -509,7 +500,7 @@ def reconstruct(
     if any(step.name not in modules for step in feats.steps):
         raise ValueError("these features come from another model: its layers "
                          f"{feats.path} are not all in this one")  # fmt: skip
-    device = _default_device(device)
+    device = resolve_device(device)
     ctx = _Context(relu, avr, method, tol, max_iter, strict, dtype, device, feats.switches)
     plan = _plan(modules, feats.steps, ctx)
     act = feats.activation

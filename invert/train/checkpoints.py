@@ -26,7 +26,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -38,6 +37,9 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 from torch import nn
 
+from invert.device import resolve_device
+from invert.files import atomic_write_bytes
+
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
@@ -46,7 +48,6 @@ __all__ = [
     "load_state_dict_into",
     "save_training_state",
     "load_training_state",
-    "atomic_write_bytes",
 ]
 
 FORMAT = "crelu-checkpoint"
@@ -54,63 +55,6 @@ FORMAT_VERSION = 1
 # metadata keys filled in by save_checkpoint itself
 _RESERVED = ("format", "format_version", "arch", "config", "normalization", "toolkit_version")
 _MAX_LISTED_KEYS = 5
-
-
-# --- small shared helpers -------------------------------------------------------------
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` -> ``cuda`` when available, else ``cpu``; otherwise the named device."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-    return resolved
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> atomic_write_bytes(folder / "a.bin", b"abc").read_bytes()
-    b'abc'
-    """
-    path = Path(path)
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise PermissionError(f"cannot write to directory {folder}: {error.strerror}") from error
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

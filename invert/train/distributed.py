@@ -63,7 +63,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoints import resolve_device
+from invert.device import resolve_device
+
 from .trainer import Trainer, _evaluation_sums, training_state_path
 
 __all__ = [

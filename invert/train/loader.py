@@ -49,7 +49,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoints import load_checkpoint, resolve_device
+from invert.device import resolve_device
+
+from .checkpoints import load_checkpoint
 from .trainer import Recipe, get_recipe, parse_model_spec, train_from_spec, training_state_path
 
 __all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible"]

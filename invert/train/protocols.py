@@ -52,7 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import resolve_device
+from invert.device import resolve_device
+
 from .trainer import (
     _INIT,
     Recipe,

@@ -64,9 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invert.device import resolve_device
+
 from .checkpoints import (
     load_training_state,
-    resolve_device,
     save_checkpoint,
     save_training_state,
 )
