@@ -370,12 +370,12 @@ def test_layers_the_boundary_model_cannot_take_get_a_note():
 def test_random_baseline_keeps_shape_and_filter_norms():
     w = torch.randn(6, 3, 3, 3, dtype=torch.float64)
     w[2] = 0
-    r = frames._random_like(w, seed=1)
+    r = frames.gaussian_like(w, seed=1)
     assert r.shape == w.shape
     np.testing.assert_allclose(r.reshape(6, -1).norm(dim=1), w.reshape(6, -1).norm(dim=1),
                                rtol=1e-12)  # fmt: skip
     assert not torch.allclose(r, w)
-    assert torch.equal(r, frames._random_like(w, seed=1))
+    assert torch.equal(r, frames.gaussian_like(w, seed=1))
 
 
 def test_any_torch_model_and_the_reference_architectures():

@@ -70,8 +70,14 @@ import torch
 from torch import nn
 
 from invert.device import resolve_device
-from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator, as_pair
-from invert.nn import conv_layers, eval_mode, layer_inputs
+from invert.linalg.operators import (
+    DENSE_MAX_DIM,
+    ConvOperator,
+    as_conv_weight,
+    as_pair,
+    conv_padding,
+)
+from invert.nn import conv_input_sizes, conv_layers
 
 __all__ = [
     "FrameBounds",
@@ -268,7 +274,7 @@ def frame_bounds(
 
 
 def checkpoint_frame_bounds(
-    model_or_spec,
+    model: nn.Module,
     input_size: int | Sequence[int],
     *,
     padding: str = "circular",
@@ -287,10 +293,9 @@ def checkpoint_frame_bounds(
 
     Parameters
     ----------
-    model_or_spec : nn.Module or str
-        A model (a zoo :class:`~invert.nn.net.Net` or any torch model with ``nn.Conv2d``
-        layers), or a spec for :func:`invert.train.loader.load_model` (a checkpoint path,
-        ``MODEL@DATA`` or a bare zoo name, which gives the untrained model).
+    model : nn.Module
+        A zoo :class:`~invert.nn.Net` or any torch model with ``nn.Conv2d`` layers
+        (:func:`invert.load_model` turns a checkpoint path or ``MODEL@DATA`` into one).
     input_size : int or (int, int)
         Spatial size of the network input.
     padding : {"circular", "zeros"}, optional
@@ -329,7 +334,7 @@ def checkpoint_frame_bounds(
     """
     if padding not in ("circular", "zeros"):
         raise ValueError(f"padding {padding!r} is not supported; use 'circular' or 'zeros'")
-    model = _load(model_or_spec)
+    model = check_model(model)
     convs = conv_layers(model)
     if not convs:
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
@@ -339,7 +344,7 @@ def checkpoint_frame_bounds(
         if unknown:
             raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
         convs = {n: convs[n] for n in names}
-    sizes = _conv_input_sizes(model, input_size, in_channels, list(convs.values()))
+    sizes = conv_input_sizes(model, input_size, in_channels=in_channels, convs=convs.values())
     rows = []
     for index, (name, conv) in enumerate(convs.items()):
         if progress is not None:
@@ -355,7 +360,7 @@ def checkpoint_frame_bounds(
             keys += ["A_random", "B_random", "ratio_random"]
         row.update(dict.fromkeys(keys))
         row["note"] = ""
-        size = sizes.get(id(conv))
+        size = sizes.get(conv)
         if size is None:
             row["note"] = "did not run in the forward pass"
             rows.append(row)
@@ -373,10 +378,11 @@ def checkpoint_frame_bounds(
             notes.append("not converged")
         if random_baseline:
             weight = conv.weight.detach().to("cpu", torch.float64)
-            random = _random_like(weight, seed + index)
+            random = gaussian_like(weight, seed + index)
+            own = "circular" if padding == "circular" else conv_padding(conv)
             rb = frame_bounds(
                 random, size, stride=conv.stride, dilation=conv.dilation, groups=conv.groups,
-                padding=_padding_of(conv, padding), dtype=dtype, device=device,
+                padding=own, dtype=dtype, device=device,
             )  # fmt: skip
             row.update(A_random=rb.A, B_random=rb.B, ratio_random=rb.ratio)
             if not rb.converged:
@@ -387,40 +393,6 @@ def checkpoint_frame_bounds(
 
 
 # --- building the operator ---------------------------------------------------------
-
-
-def _as_weight(weight) -> torch.Tensor:
-    if isinstance(weight, np.ndarray):
-        weight = torch.from_numpy(weight)
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"expected an nn.Conv2d or a 4-D conv weight; got {type(weight).__name__}")
-    weight = weight.detach()
-    if weight.dim() != 4:
-        raise ValueError(
-            f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {tuple(weight.shape)}"
-        )
-    if not weight.is_floating_point():
-        raise TypeError(f"conv weights must be floating point; got {weight.dtype}")
-    if weight.numel() == 0:
-        raise ValueError(f"the conv weight is empty: shape {tuple(weight.shape)}")
-    if not torch.isfinite(weight).all():
-        raise ValueError("the conv weight contains NaN or Inf values")
-    return weight
-
-
-def _padding_of(conv: nn.Conv2d, padding):
-    """The ``padding`` argument that reproduces ``conv``'s own zero padding amount."""
-    if padding == "circular":
-        return "circular"
-    amount = conv.padding
-    if isinstance(amount, str):
-        if amount == "valid":
-            return 0
-        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
-        if any(t % 2 for t in totals):
-            raise ValueError("padding='same' with an even kernel extent is not supported")
-        return tuple(t // 2 for t in totals)
-    return tuple(amount)
 
 
 def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> ConvOperator:
@@ -440,12 +412,12 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
                 raise ValueError(
                     f"{what}={given} disagrees with the layer's {what} {own}; leave it out"
                 )
-        weight = _as_weight(conv.weight)
+        weight = as_conv_weight(conv.weight)
         stride, dilation, groups = conv.stride, conv.dilation, conv.groups
         if not isinstance(padding, str) or padding == "zeros":
-            padding = _padding_of(conv, "zeros") if padding == "zeros" else padding
+            padding = conv_padding(conv) if padding == "zeros" else padding
     else:
-        weight = _as_weight(conv_or_weight)
+        weight = as_conv_weight(conv_or_weight)
     size = as_pair(input_size, "input_size")
     if min(size) < 1:
         raise ValueError(f"input_size must be positive; got {size}")
@@ -855,51 +827,23 @@ def _lanczos_bounds(op: ConvOperator, *, rtol: float, max_iter: int | None) -> F
 # --- models ----------------------------------------------------------------------------
 
 
-def _load(model_or_spec) -> nn.Module:
-    if isinstance(model_or_spec, nn.Module):
-        return model_or_spec
-    if isinstance(model_or_spec, str):
-        try:
-            from invert.train.loader import load_model
-        except ModuleNotFoundError as error:  # pragma: no cover - until the loader lands
-            raise ValueError(
-                "loading a model from a spec needs invert.train.loader, which is not available"
-            ) from error
-        return load_model(model_or_spec)
-    raise TypeError(
-        f"expected an nn.Module or a model spec string; got {type(model_or_spec).__name__}"
-    )
+def check_model(model) -> nn.Module:
+    """``model`` itself if it is an ``nn.Module``; a ``TypeError`` that says what to do if not."""
+    if isinstance(model, nn.Module):
+        return model
+    hint = " (load a spec with invert.load_model(spec) first)" if isinstance(model, str) else ""
+    raise TypeError(f"expected an nn.Module; got {type(model).__name__}{hint}")
 
 
-def _conv_input_sizes(
-    model: nn.Module, input_size, in_channels, convs=None
-) -> dict[int, tuple[int, int]]:
-    """Spatial input size of the convs of ``model`` (all by default) for a network input
-    of ``input_size``; the forward pass stops once they have all run."""
-    size = as_pair(input_size, "input_size")
-    if min(size) < 1:
-        raise ValueError(f"input_size must be positive; got {size}")
-    if in_channels is None:
-        in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
-    if convs is None:
-        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    names = {module: name for name, module in model.named_modules()}
-    param = next(model.parameters())
-    x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
-    try:
-        with eval_mode(model), torch.no_grad():
-            seen = layer_inputs(model, x, [names[c] for c in convs])
-    except (RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"a forward pass of a {in_channels}x{size[0]}x{size[1]} input failed ({first}); "
-            f"give the network's input size and channels"
-        ) from error
-    return {id(c): tuple(seen[names[c]].shape[-2:]) for c in convs}
+def gaussian_like(weight: torch.Tensor, seed: int) -> torch.Tensor:
+    """The random baseline: Gaussian filters of ``weight``'s shape, each with its filter's norm.
 
-
-def _random_like(weight: torch.Tensor, seed: int) -> torch.Tensor:
-    """Gaussian filters of ``weight``'s shape, each with its learned filter's norm."""
+    Examples
+    --------
+    >>> w = torch.ones(2, 1, 2, 2)
+    >>> [round(n, 12) for n in gaussian_like(w, 0).flatten(1).norm(dim=1).tolist()]
+    [2.0, 2.0]
+    """
     generator = torch.Generator().manual_seed(seed)
     random = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
     flat = random.reshape(weight.shape[0], -1)

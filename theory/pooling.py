@@ -46,13 +46,13 @@ from torch import nn
 
 from invert.data import natural_images
 from invert.device import resolve_device
-from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator
+from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator, as_conv_weight, conv_padding
 from invert.linalg.solvers import least_squares
 from invert.linalg.switches import max_pool_with_switches, switch_equations
-from invert.nn import conv_layers, eval_mode, execution_order, layer_inputs
+from invert.nn import conv_input_sizes, conv_layers, eval_mode, execution_order, layer_inputs
 from invert.nn.activations import crelu
 
-from .frames import _load, _random_like
+from .frames import check_model, gaussian_like
 
 __all__ = ["SwitchMetrics", "switch_metrics", "pooling_metrics", "DENSE_MAX_DIM"]
 
@@ -255,9 +255,7 @@ def _block_operator(conv_or_weight, x, bias, stride, padding, dilation, groups):
         if bias is not None:
             b = torch.as_tensor(bias)
     else:
-        from .frames import _as_weight
-
-        weight = _as_weight(conv_or_weight)
+        weight = as_conv_weight(conv_or_weight)
         op = ConvOperator(weight, x.shape[-2:], stride=stride, padding=padding,
                           dilation=dilation, groups=groups)  # fmt: skip
         b = torch.zeros(weight.shape[0]) if bias is None else torch.as_tensor(bias)
@@ -275,7 +273,7 @@ def _block_operator(conv_or_weight, x, bias, stride, padding, dilation, groups):
 
 
 def pooling_metrics(
-    model_or_spec,
+    model: nn.Module,
     layers: str | Sequence[str] | None = None,
     *,
     images: torch.Tensor | None = None,
@@ -296,8 +294,8 @@ def pooling_metrics(
 
     Parameters
     ----------
-    model_or_spec : nn.Module or str
-        A model, or a spec for :func:`invert.train.loader.load_model`.
+    model : nn.Module
+        The network (:func:`invert.load_model` turns a spec into one).
     layers : str or sequence of str, optional
         Conv layers (names of :func:`invert.nn.net.conv_layers`); default: every conv
         layer followed by a max-pooling layer (before the next conv).
@@ -348,7 +346,7 @@ def pooling_metrics(
     if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
         raise ValueError(f"image_size must be a positive int; got {image_size!r}")
     default_pool = _as_pool(pool)
-    model = _load(model_or_spec)
+    model = check_model(model)
     convs = conv_layers(model)
     if not convs:
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
@@ -387,7 +385,7 @@ def pooling_metrics(
         pool_name = _describe(block_pool) + ("" if pools.get(name) else " (assumed)")
         filter_sets = [("learned", weight)]
         if random_baseline:
-            filter_sets.append(("random", _random_like(weight, seed + index)))
+            filter_sets.append(("random", gaussian_like(weight, seed + index)))
         for label, w in filter_sets:
             metrics = switch_metrics(
                 w, x, block_pool, bias=bias, dense=dense, device=device, **geometry
@@ -435,9 +433,7 @@ def _zero_padding(conv: nn.Conv2d):
             f"pooling metrics use the layer's zero padding; padding_mode {conv.padding_mode!r} "
             "is not supported"
         )
-    from .frames import _padding_of
-
-    return _padding_of(conv, "zeros")
+    return conv_padding(conv)
 
 
 def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
@@ -522,11 +518,9 @@ def _folded(model: nn.Module, name: str, conv: nn.Conv2d):
 
 def _crop_size(model, conv, channels, max_dim) -> int:
     """The largest default crop whose layer input has at most ``max_dim`` values."""
-    from .frames import _conv_input_sizes
-
     for size in _CROP_SIZES:
         try:
-            shape = _conv_input_sizes(model, size, channels, [conv]).get(id(conv))
+            shape = conv_input_sizes(model, size, in_channels=channels, convs=[conv]).get(conv)
         except ValueError:
             continue
         if shape is not None and conv.in_channels * shape[0] * shape[1] <= max_dim:

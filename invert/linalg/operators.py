@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DENSE_MAX_DIM", "ConvOperator", "as_pair"]
+__all__ = ["DENSE_MAX_DIM", "ConvOperator", "as_conv_weight", "as_pair", "conv_padding"]
 
 #: Largest input dimension for which analyses build dense matrices (a 4096 x 4096
 #: float64 matrix is 128 MiB and takes seconds to decompose); above it they go matrix-free.
@@ -60,6 +60,51 @@ def as_pair(value, what: str = "value") -> tuple[int, int]:
     if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
     return value
+
+
+def as_conv_weight(weight) -> torch.Tensor:
+    """A 4-D conv weight (tensor or array) as a detached tensor, validated.
+
+    Examples
+    --------
+    >>> as_conv_weight(torch.ones(2, 1, 3, 3)).shape
+    torch.Size([2, 1, 3, 3])
+    """
+    if hasattr(weight, "__array__") and not isinstance(weight, torch.Tensor):  # numpy
+        weight = torch.as_tensor(weight)
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"expected an nn.Conv2d or a 4-D conv weight; got {type(weight).__name__}")
+    weight = weight.detach()
+    if weight.dim() != 4:
+        raise ValueError(
+            f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {tuple(weight.shape)}"
+        )
+    if not weight.is_floating_point():
+        raise TypeError(f"conv weights must be floating point; got {weight.dtype}")
+    if weight.numel() == 0:
+        raise ValueError(f"the conv weight is empty: shape {tuple(weight.shape)}")
+    if not torch.isfinite(weight).all():
+        raise ValueError("the conv weight contains NaN or Inf values")
+    return weight
+
+
+def conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """The per-side zero-padding amount of ``conv`` (``"same"``/``"valid"`` resolved).
+
+    Examples
+    --------
+    >>> conv_padding(nn.Conv2d(1, 1, 5, padding="same")), conv_padding(nn.Conv2d(1, 1, 3))
+    ((2, 2), (0, 0))
+    """
+    amount = conv.padding
+    if amount == "valid":
+        return (0, 0)
+    if amount == "same":
+        totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        if any(t % 2 for t in totals):
+            raise ValueError("padding='same' with an even kernel extent is not supported")
+        return tuple(t // 2 for t in totals)
+    return as_pair(amount, "padding")
 
 
 class ConvOperator:
@@ -163,18 +208,11 @@ class ConvOperator:
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"expected an nn.Conv2d; got {type(conv).__name__}")
-        padding = conv.padding
-        if isinstance(padding, str):  # "same" / "valid" as nn.Conv2d stores them
-            if padding == "same":
-                totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
-                if any(t % 2 for t in totals):
-                    raise ValueError("padding='same' with an even kernel extent is not supported")
-                padding = tuple(t // 2 for t in totals)
         return cls(
             conv.weight.detach(),
             input_size,
             stride=conv.stride,
-            padding=padding,
+            padding=conv_padding(conv),
             padding_mode=conv.padding_mode,
             dilation=conv.dilation,
             groups=conv.groups,

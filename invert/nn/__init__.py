@@ -6,7 +6,7 @@ training, the analyses in :mod:`theory`) reads models through these names.
 
 from .activations import AVR, CReLU, avr, crelu, crelu_inverse
 from .net import Net, Normalize, conv_layers, eval_mode, get_layer, layer_names, model_input_size
-from .probe import execution_order, forward_to, layer_inputs, layer_outputs, probe
+from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs, probe
 from .zoo import create_model, list_models, model_info, register_model
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Net",
     "Normalize",
     "avr",
+    "conv_input_sizes",
     "conv_layers",
     "create_model",
     "crelu",

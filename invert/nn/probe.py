@@ -19,9 +19,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .net import get_layer
+from invert.linalg.operators import as_pair
 
-__all__ = ["Probe", "execution_order", "forward_to", "layer_inputs", "layer_outputs", "probe"]
+from .net import eval_mode, get_layer
+
+__all__ = [
+    "Probe",
+    "conv_input_sizes",
+    "execution_order",
+    "forward_to",
+    "layer_inputs",
+    "layer_outputs",
+    "probe",
+]
 
 #: ``leaf(name, module, inputs, output)``, called for every leaf module as it runs.
 LeafCallback = Callable[[str, nn.Module, tuple, object], None]
@@ -209,6 +219,48 @@ def forward_to(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     True
     """
     return probe(model, x, outputs=[layer]).outputs[layer]
+
+
+def conv_input_sizes(
+    model: nn.Module,
+    input_size,
+    *,
+    in_channels: int | None = None,
+    convs: Sequence[nn.Conv2d] | None = None,
+) -> dict[nn.Conv2d, tuple[int, int]]:
+    """Spatial input size of the convs of ``model`` (all by default) for a network input
+    of ``input_size`` (int or pair); one forward pass of zeros, stopped after the last.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(4, 4, 3))
+    >>> list(conv_input_sizes(net, 17).values())
+    [(17, 17), (8, 8)]
+    """
+    size = as_pair(input_size, "input_size")
+    if min(size) < 1:
+        raise ValueError(f"input_size must be positive; got {size}")
+    convs = (
+        list(convs)
+        if convs is not None
+        else [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    )
+    if in_channels is None:
+        in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    names = {module: name for name, module in model.named_modules()}
+    param = next(model.parameters())
+    x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
+    try:
+        with eval_mode(model), torch.no_grad():
+            seen = layer_inputs(model, x, [names[c] for c in convs])
+    except (RuntimeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"a forward pass of a {in_channels}x{size[0]}x{size[1]} input failed ({first}); "
+            f"give the network's input size and channels"
+        ) from error
+    return {c: tuple(seen[names[c]].shape[-2:]) for c in convs}
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
