@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,24 +386,22 @@ def run_standalone(main, doc: str, stem: str, argv=None) -> int:
     User mistakes (unknown data spec, unwritable folder, ...) print one line
     ``python -m figures.STEM: error: ...`` and return 2.
     """
+    from invert.cli.common import run_safely
+
     title = doc.strip().splitlines()[0]
     args = _arguments(title).parse_args(argv)
-    try:
-        out = check_output_dir(args.out)
-        session = Session(
-            data=args.data, recipe=args.recipe, cache_dir=args.cache_dir, device=args.device
-        )
-        session.test_set()  # a data spec that does not exist fails here, before training
-        session.check_cache_writable()
-        result = main(out, session=session)
-        write_json(out / f"{stem}.json", result)
-    except (ValueError, TypeError, OSError) as error:
-        if os.environ.get("CRELU_DEBUG"):
-            raise
-        text = str(error).strip()
-        message = text.splitlines()[0] if text else type(error).__name__
-        print(f"python -m figures.{stem}: error: {message}", file=sys.stderr)
-        return 2
+    return run_safely(f"python -m figures.{stem}", _standalone, main, stem, args)
+
+
+def _standalone(main, stem: str, args) -> int:
+    out = check_output_dir(args.out)
+    session = Session(
+        data=args.data, recipe=args.recipe, cache_dir=args.cache_dir, device=args.device
+    )
+    session.test_set()  # a data spec that does not exist fails here, before training
+    session.check_cache_writable()
+    result = main(out, session=session)
+    write_json(out / f"{stem}.json", result)
     print(f"{result['title']}")
     for name in result.get("files", []):
         print(f"  wrote {out / name}")

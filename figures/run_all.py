@@ -321,21 +321,14 @@ def main(argv=None) -> int:
     """``python -m figures.run_all``: the same options as ``crelu figures``."""
     import argparse
 
+    from invert.cli.common import run_safely
     from invert.cli.figures import add_arguments, run
 
     prog = "python -m figures.run_all"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        return run(args, prog=prog)
-    except (ValueError, TypeError, OSError) as error:
-        if os.environ.get("CRELU_DEBUG"):
-            raise
-        text = str(error).strip()
-        message = text.splitlines()[0] if text else type(error).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
+    return run_safely(prog, lambda: run(args, prog=prog))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ import skimage.io
 from torch import nn
 
 from invert.cli import main
-from invert.cli.reconstruct import activation_layers, prepare_image
+from invert.data.images import prepare_image
+from invert.nn import activation_layers
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import save_checkpoint
 
@@ -37,7 +38,7 @@ def run(capsys, *argv):
 
 def test_one_layer_writes_a_png_and_a_table(capsys, checkpoint, image, tmp_path):
     out_png = tmp_path / "rec.png"
-    code, out, err = run(capsys, "--model", checkpoint, "--image", image, "--layer", "conv1",
+    code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv1",
                          "--out", str(out_png), "--device", "cpu")  # fmt: skip
     assert code == 0, err
     assert out.splitlines()[0].split()[:3] == ["layer", "relative_error", "projection_error"]
@@ -47,8 +48,8 @@ def test_one_layer_writes_a_png_and_a_table(capsys, checkpoint, image, tmp_path)
 
 
 def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
-    code, out, err = run(capsys, "--model", checkpoint, "--image", image, "--all-layers",
-                         "--layer", "conv3", "--json", "--device", "cpu")  # fmt: skip
+    code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv1,conv2,conv3",
+                         "--json", "--device", "cpu")  # fmt: skip
     assert code == 0, err
     rows = json.loads(out)
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
@@ -59,8 +60,8 @@ def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
 
 
 def test_skimage_image_and_float32(capsys, checkpoint):
-    args = ["--image", "skimage:camera", "--layer", "conv2", "--float32", "--no-projection"]
-    code, out, err = run(capsys, "--model", checkpoint, *args, "--json", "--device", "cpu")
+    args = ["--image", "skimage:camera", "--layers", "conv2", "--float32", "--no-projection"]
+    code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
     assert code == 0, err
     row = json.loads(out)[0]
     assert "projection_error" not in row and 0 < row["relative_error"] < 1
@@ -84,8 +85,8 @@ def test_activation_layers_of_plain_sequentials():
 
 
 def test_non_converging_solve_is_reported(capsys, checkpoint, image):
-    args = ["--image", image, "--layer", "conv1", "--max-iter", "1", "--no-projection"]
-    code, out, err = run(capsys, "--model", checkpoint, *args, "--json", "--device", "cpu")
+    args = ["--image", image, "--layers", "conv1", "--max-iter", "1", "--no-projection"]
+    code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
     assert code == 0
     assert "note: conv1: least_squares (CGLS) did not reach" in err and "residual reached" in err
     assert json.loads(out)[0]["converged"] is False
@@ -103,20 +104,20 @@ def bad_files(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--image", "{text}", "--layer", "conv1"], "cannot read"),
-        (["--image", "{folder}/missing.png", "--layer", "conv1"], "no such image file"),
-        (["--image", "{tiny}", "--layer", "conv1"], "6x4 pixels, too small"),
-        (["--image", "skimage:nothing", "--layer", "conv1"], "unknown image 'skimage:nothing'"),
-        (["--image", "skimage:camera", "--layer", "conv12"], "unknown layer .conv12.; valid"),
-        (["--image", "skimage:camera", "--layer", "flatten"], r"'flatten' \(Flatten\)"),
+        (["--image", "{text}", "--layers", "conv1"], "cannot read"),
+        (["--image", "{folder}/missing.png", "--layers", "conv1"], "no such image file"),
+        (["--image", "{tiny}", "--layers", "conv1"], "6x4 pixels, too small"),
+        (["--image", "skimage:nothing", "--layers", "conv1"], "unknown image 'skimage:nothing'"),
+        (["--image", "skimage:camera", "--layers", "conv12"], "unknown layer .conv12.; valid"),
+        (["--image", "skimage:camera", "--layers", "flatten"], r"'flatten' \(Flatten\)"),
         (["--image", "skimage:camera"], "give --layer"),
-        (["--image", "skimage:camera", "--layer", "conv1", "--out", "{folder}/x.jpg"], ".png"),
-        (["--image", "skimage:camera", "--layer", "conv1", "--max-iter", "0"], "max-iter"),
+        (["--image", "skimage:camera", "--layers", "conv1", "--out", "{folder}/x.jpg"], ".png"),
+        (["--image", "skimage:camera", "--layers", "conv1", "--max-iter", "0"], "max-iter"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line(capsys, checkpoint, bad_files, args, message):
     args = [a.format(**bad_files) for a in args]
-    code, out, err = run(capsys, "--model", checkpoint, *args, "--device", "cpu")
+    code, out, err = run(capsys, checkpoint, *args, "--device", "cpu")
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("crelu reconstruct: error:")
@@ -124,5 +125,14 @@ def test_bad_input_exits_2_with_one_line(capsys, checkpoint, bad_files, args, me
 
 
 def test_bad_model_spec_exits_2(capsys, image):
-    code, _, err = run(capsys, "--model", "no_such_model", "--image", image, "--layer", "conv1")
+    code, _, err = run(capsys, "no_such_model", "--image", image, "--layers", "conv1")
     assert code == 2 and "no_such_model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_old_spellings_still_work_with_a_note(capsys, checkpoint, image):
+    old = ["--model", checkpoint, "--all-layers", "--layer", "conv2", "--size", "32"]
+    code, out, err = run(capsys, *old, "--image", image, "--json", "--device", "cpu")
+    assert code == 0, err
+    assert [r["layer"] for r in json.loads(out)] == ["conv1", "conv2"]
+    for old in ("--model", "--all-layers", "--layer", "--size"):
+        assert f"note: {old} is deprecated" in err

@@ -21,16 +21,25 @@ from pathlib import Path
 
 import numpy as np
 
-from invert.cli import UserError, add_model_arguments, emit, load_model_from_args
 from invert.files import atomic_write_bytes
+
+from .common import (
+    UserError,
+    add_image_size_argument,
+    add_layers_argument,
+    add_model_arguments,
+    add_table_arguments,
+    deprecated,
+    emit_rows,
+    image_size_of,
+    layer_list,
+    load_model_from_args,
+)
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
     "ssim", "converged", "seconds",
 ]  # fmt: skip
-_NOT_IMAGES = {"download_all", "file_hash", "data_dir", "lbp_frontal_face", "lfw_subset",
-               "stereo_motorcycle", "binary_blobs"}  # fmt: skip
-_MAX_UPSCALE = 4
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
 
 
@@ -43,23 +52,26 @@ def register(subparsers) -> None:
         "squares, max-pooling through its switches. Prints relative error, error to the "
         "recoverable part, feature error, PSNR and SSIM per layer.",
     )
-    add_model_arguments(p, option="--model")
+    add_model_arguments(p, deprecated_option="--model")
     p.add_argument(
         "--image", required=True, help="image file, or skimage:NAME (e.g. skimage:astronaut)"
     )
-    p.add_argument(
-        "--layer", help="layer whose output is inverted, e.g. conv4 (or 3 for a plain Sequential)"
-    )
-    p.add_argument(
-        "--all-layers", action="store_true",
-        help="reconstruct from every conv layer (up to --layer if given), as in Fig. 5",
+    add_layers_argument(
+        p, "layers whose output is inverted, e.g. conv4 or conv1,conv3 (3 for a plain "
+        "Sequential); 'all': every conv layer, as in Fig. 5",
     )  # fmt: skip
-    p.add_argument("--out", help="write a PNG: the original and the reconstructions side by side")
-    p.add_argument("--json", action="store_true", help="print JSON (with per-step diagnostics)")
+    deprecated(p, "--all-layers", new="--layers all (or --layers up to the one you want)",
+               dest="all_layers", nargs=0)  # fmt: skip
+    p.add_argument(
+        "--out",
+        metavar="PNG",
+        help="write a PNG: the original and the reconstructions side by side",
+    )
+    add_table_arguments(p)
     p.add_argument("--relu", default="active", choices=("active", "constrained", "naive"),
                    help="how ReLU layers are undone (default: active)")  # fmt: skip
     p.add_argument("--avr", choices=("naive",), help="allow AVR layers, taking |z| as z (lossy)")
-    p.add_argument("--size", type=int, help="input side (default: the zoo model's native size)")
+    add_image_size_argument(p, "input side (default: the model's own input size)", old=("--size",))
     p.add_argument("--max-iter", type=int, default=1000, help="iteration limit per solve")
     p.add_argument("--tol", type=float, help="relative residual per solve (default 1e-12)")
     p.add_argument("--float32", action="store_true", help="keep the model in float32 (faster)")
@@ -70,136 +82,24 @@ def register(subparsers) -> None:
     p.set_defaults(run=_reconstruct)
 
 
-# --- input --------------------------------------------------------------------------------
-
-
-def _skimage_names() -> list[str]:
-    import skimage.data
-
-    return sorted(n for n in skimage.data.__all__
-                  if callable(getattr(skimage.data, n, None)) and n not in _NOT_IMAGES)  # fmt: skip
-
-
-def read_image(source: str) -> np.ndarray:
-    """The image at a path, or ``skimage:NAME``, as a numpy array (as stored)."""
-    if source.startswith("skimage:"):
-        import skimage.data
-
-        name = source.partition(":")[2]
-        if name not in _skimage_names():
-            raise UserError(f"unknown image {source!r}; scikit-image ships: "
-                            f"{', '.join(_skimage_names())}")  # fmt: skip
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return np.asarray(getattr(skimage.data, name)())
-        except Exception as error:  # e.g. an image that needs a download
-            raise UserError(f"cannot load {source}: {error}".splitlines()[0]) from None
-    import skimage.io
-
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {source}")
-    # read the bytes ourselves: the image readers leave files open when they fail; an
-    # OSError here (permissions) is the CLI's to report, one from the decoder is ours
-    with open(path, "rb") as handle:
-        data = io.BytesIO(handle.read())
-    try:
-        return np.asarray(skimage.io.imread(data))
-    except Exception as error:
-        raise UserError(f"cannot read {source} as an image ({type(error).__name__})") from None
-
-
-def prepare_image(image: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
-    """``(channels, size, size)`` float64 in [0, 1]: colour-converted, resized, centre-cropped."""
-    from skimage.color import gray2rgb, rgb2gray, rgba2rgb
-    from skimage.transform import resize
-    from skimage.util import img_as_float
-
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = gray2rgb(image)
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise UserError(f"expected a grey, RGB or RGBA image; got an array of shape {image.shape}")
-    image = img_as_float(image)
-    if image.shape[-1] == 4:
-        image = rgba2rgb(image)
-    if channels == 1:
-        image = rgb2gray(image)[..., None]
-    elif channels != 3:
-        raise UserError(f"the model reads {channels}-channel images; only 1 or 3 are supported")
-    h, w = image.shape[:2]
-    if min(h, w) * _MAX_UPSCALE < size:
-        raise UserError(
-            f"the image is {w}x{h} pixels, too small for a {size}x{size} input: its shorter "
-            f"side must be at least {math.ceil(size / _MAX_UPSCALE)} pixels"
-        )
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    image = resize(image, (nh, nw), anti_aliasing=scale < 1, preserve_range=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    image = np.clip(image[top : top + size, left : left + size], 0, 1)
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float64)
-
-
-def _input_size(model, args) -> int:
-    if args.size:
-        if args.size < 1:
-            raise UserError(f"--size must be positive; got {args.size}")
-        return args.size
-    from invert.nn.zoo import list_models, model_info
-
-    arch = getattr(model, "arch", None) or getattr(model, "metadata", {}).get("arch")
-    if arch in list_models():
-        return model_info(arch)["input_size"]
-    raise UserError("cannot tell the model's input size; pass --size")
-
-
-# --- layers ---------------------------------------------------------------------------------
-
-
-def activation_layers(model) -> list[str]:
-    """The layer after each conv whose output is its activation: ``conv3`` for zoo blocks,
-    the activation module after the conv (``features.1``) in plain sequentials."""
-    from torch import nn
-
-    from invert.nn.net import conv_layers
-
-    names = dict(model.named_modules())
-    out = []
-    for name, conv in conv_layers(model).items():
-        module = names.get(name)
-        if module is conv:  # a bare conv: its activation is the next leaf (after BN)
-            parent_name, _, child = name.rpartition(".")
-            parent = names[parent_name] if parent_name else model
-            children = list(parent.named_children())
-            index = [n for n, _ in children].index(child)
-            for next_name, nxt in children[index + 1 :]:
-                if isinstance(nxt, nn.BatchNorm2d):
-                    continue
-                if not isinstance(nxt, nn.Conv2d) and not list(nxt.children()):
-                    name = f"{parent_name}.{next_name}" if parent_name else next_name
-                break
-        out.append(name)
-    return out
-
-
 def _layers(model, args) -> list[str]:
-    if not args.all_layers:
-        if not args.layer:
-            raise UserError("give --layer NAME, or --all-layers")
-        return [args.layer]
-    layers = activation_layers(model)
-    if args.layer:
-        from invert.nn.net import get_layer
+    """The layers to invert: ``--layers`` names, or every activation layer (up to the last
+    named one with the deprecated ``--all-layers``)."""
+    from invert.nn import activation_layers, get_layer
 
-        get_layer(model, args.layer)  # unknown name: the error lists the valid ones
-        if args.layer not in layers:
-            raise UserError(f"--layer {args.layer!r} is not one of the conv layers "
-                            f"{', '.join(layers)}")  # fmt: skip
-        layers = layers[: layers.index(args.layer) + 1]
-    return layers
+    wanted = args.layers
+    if wanted is None and args.all_layers is None:
+        raise UserError("give --layers NAME[,NAME...] or --layers all")
+    every = activation_layers(model)
+    names = layer_list(wanted) or every
+    for name in names:
+        get_layer(model, name)  # unknown name: the error lists the valid ones
+    if args.all_layers is not None and wanted and wanted.strip().lower() != "all":
+        last = names[-1]
+        if last not in every:
+            raise UserError(f"--layers {last!r} is not one of the conv layers {', '.join(every)}")
+        names = every[: every.index(last) + 1]
+    return names
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -208,9 +108,9 @@ def _layers(model, args) -> list[str]:
 def _reconstruct(args) -> int:
     import torch
 
+    from invert.data.images import prepare_image, read_image
     from invert.linalg.solvers import ConvergenceWarning
-    from invert.reconstruction import features, reconstruct
-    from invert.reconstruction.metrics import reconstruction_metrics
+    from invert.reconstruction import features, reconstruct, reconstruction_metrics
 
     if args.max_iter < 1:
         raise UserError(f"--max-iter must be positive; got {args.max_iter}")
@@ -220,7 +120,7 @@ def _reconstruct(args) -> int:
         model = model.double()
     dtype = next(model.parameters()).dtype
     channels = int(getattr(model, "config", {}).get("in_channels", 3))
-    size = _input_size(model, args)
+    size = image_size_of(args, model)
     x = torch.from_numpy(prepare_image(raw, size, channels))[None].to(device=device, dtype=dtype)
     layers = _layers(model, args)
 
@@ -245,8 +145,7 @@ def _reconstruct(args) -> int:
         images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics["psnr"]))
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
-    columns = [c for c in _COLUMNS if c in rows[0]]
-    emit(rows, as_json=args.json, columns=None if args.json else columns)
+    emit_rows(args, rows, _COLUMNS)
     return 0
 
 

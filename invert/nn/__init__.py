@@ -5,7 +5,16 @@ training, the analyses in :mod:`theory`) reads models through these names.
 """
 
 from .activations import AVR, CReLU, avr, crelu, crelu_inverse
-from .net import Net, Normalize, conv_layers, eval_mode, get_layer, layer_names, model_input_size
+from .net import (
+    Net,
+    Normalize,
+    activation_layers,
+    conv_layers,
+    eval_mode,
+    get_layer,
+    layer_names,
+    model_input_size,
+)
 from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs, probe
 from .zoo import create_model, list_models, model_info, register_model
 
@@ -14,6 +23,7 @@ __all__ = [
     "CReLU",
     "Net",
     "Normalize",
+    "activation_layers",
     "avr",
     "conv_input_sizes",
     "conv_layers",

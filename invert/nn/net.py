@@ -19,6 +19,7 @@ from torch import nn
 
 __all__ = [
     "EVAL_IDENTITY",
+    "activation_layers",
     "Net",
     "Normalize",
     "conv_layers",
@@ -206,3 +207,35 @@ def eval_mode(model: nn.Module):
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def activation_layers(model: nn.Module) -> list[str]:
+    """The layer after each conv whose output is its activation.
+
+    ``conv3`` for zoo blocks (conv, BatchNorm, activation in one layer); in plain
+    sequentials the activation module after the conv (``features.1``), skipping a
+    BatchNorm in between.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    >>> activation_layers(net)
+    ['2', '3']
+    """
+    names = dict(model.named_modules())
+    out = []
+    for name, conv in conv_layers(model).items():
+        module = names.get(name)
+        if module is conv:  # a bare conv: its activation is the next leaf (after BN)
+            parent_name, _, child = name.rpartition(".")
+            parent = names[parent_name] if parent_name else model
+            children = list(parent.named_children())
+            index = [n for n, _ in children].index(child)
+            for next_name, nxt in children[index + 1 :]:
+                if isinstance(nxt, nn.BatchNorm2d):
+                    continue
+                if not isinstance(nxt, nn.Conv2d) and not list(nxt.children()):
+                    name = f"{parent_name}.{next_name}" if parent_name else next_name
+                break
+        out.append(name)
+    return out

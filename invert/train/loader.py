@@ -211,6 +211,7 @@ def load_model(
     train_if_missing: bool = True,
     progress: bool = True,
     seed: int = 0,
+    weights: str | os.PathLike | None = None,
 ) -> nn.Module:
     """A ready-to-use model from a checkpoint path, ``MODEL@DATA`` or a registry name.
 
@@ -234,6 +235,11 @@ def load_model(
     seed : int
         Seed of a ``MODEL@DATA`` training run (initial weights, item order,
         augmentation, dropout); part of the cache key.
+    weights : path, optional
+        With a registry name (``vgg16``, ``alexnet``, any zoo name): a plain PyTorch
+        state dict to load into it (``.pt``/``.pth`` read with
+        ``torch.load(weights_only=True)``, or ``.safetensors``); mismatched keys are
+        named in the error. The input normalization stays the identity.
 
     Returns
     -------
@@ -254,6 +260,8 @@ def load_model(
     from invert.nn.zoo import create_model, list_models
 
     device = resolve_device(device)
+    if weights is not None:
+        return _with_weights(spec, weights, device)
     if isinstance(spec, os.PathLike):
         return load_checkpoint(spec, device=device)
     if not isinstance(spec, str) or not spec.strip():
@@ -297,6 +305,41 @@ def load_model(
         f"{spec!r} is not a checkpoint file, MODEL@DATA or a model name; valid model names: "
         f"{', '.join(list_models())}"
     )
+
+
+def _with_weights(spec, weights, device) -> nn.Module:
+    """A registry architecture with a user's state dict loaded into it."""
+    from invert import __version__
+    from invert.nn.zoo import create_model, list_models
+
+    from .checkpoints import load_state_dict_into, read_state_dict
+
+    if not isinstance(spec, str) or spec.strip() not in list_models():
+        raise ValueError(
+            f"--weights needs an architecture name such as vgg16 or alexnet, not {spec!r}; "
+            f"valid names: {', '.join(list_models())}"
+        )
+    name = spec.strip()
+    state = read_state_dict(weights)
+    classes = _class_count(state)
+    model = create_model(name, **({"num_classes": classes} if classes else {}))
+    load_state_dict_into(model, state)
+    mean, std = model.normalize.statistics()
+    model.metadata = {
+        "arch": name,
+        "config": dict(model.config),
+        "normalization": {"mean": mean, "std": std},
+        "toolkit_version": __version__,
+        "trained": True,
+        "weights": str(weights),
+    }
+    return model.to(device).eval()
+
+
+def _class_count(state) -> int | None:
+    """The number of classes a state dict's last layer outputs (its last bias)."""
+    biases = [v for k, v in state.items() if k.endswith("bias") and v.dim() == 1]
+    return int(biases[-1].numel()) if biases else None
 
 
 def check_compatible(model: nn.Module, dataset) -> None:

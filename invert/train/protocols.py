@@ -76,6 +76,7 @@ __all__ = [
     "single_protocol",
     "subset",
     "ten_crop",
+    "ten_crop_test_set",
     "topk_error",
     "vote",
 ]
@@ -402,6 +403,39 @@ def ten_crop(images: torch.Tensor, size) -> torch.Tensor:
 
 
 @torch.no_grad()
+def ten_crop_test_set(
+    data: str, *, crop_size: int, resize: int | None = None, seed: int = 0, data_options=None
+):
+    """The test split for :func:`evaluate_ten_crop`, loaded larger than the crops.
+
+    Images are loaded at ``resize`` pixels (default ``crop_size * 256 / 224``, the
+    ImageNet ratio); CIFAR's 32 x 32 images cannot be resized (crops smaller than 32 pick
+    corners, 32 only mirrors). For ``textures`` the sources are rescaled so that a crop of
+    the training size shows what it showed in training: ``context`` (from
+    ``data_options``, the options the model was trained with) shrinks by
+    ``crop_size / resize``.
+
+    Examples
+    --------
+    >>> test = ten_crop_test_set("textures", crop_size=32, data_options={"test_per_class": 2})
+    >>> tuple(test[0][0].shape)
+    (3, 37, 37)
+    """
+    from invert.data import DataSpec, load_dataset
+
+    spec = DataSpec.parse(data)
+    if spec.fixed_size:
+        if resize not in (None, spec.fixed_size):
+            raise ValueError("CIFAR images are 32 x 32 and cannot be resized (--resize)")
+        size = None
+    else:
+        size = resize or round(crop_size * 256 / 224)
+    options = spec.options(data_options)
+    if spec.takes_options:
+        options["context"] = options.get("context", 6.0) * crop_size / size
+    return load_dataset(data, split="test", image_size=size, seed=seed, **options)
+
+
 def evaluate_ten_crop(
     model: nn.Module,
     dataset,

@@ -1,0 +1,341 @@
+"""What every subcommand shares: the option vocabulary, model loading, output, and the
+one error handler.
+
+The vocabulary (the same spelling on every command):
+
+* the model is the first positional argument, ``SPEC``: a checkpoint path,
+  ``MODEL@DATA`` (trained and cached on a miss unless ``--no-train``) or a zoo name;
+* ``--layers`` (comma-separated; ``all`` where a command takes every layer);
+* ``--image-size`` (the side of the square input);
+* ``--json`` / ``--csv`` on every command that prints a table;
+* ``--quiet``: progress is shown on stderr unless it is given;
+* ``--device``, ``--seed``, ``--out`` (documented per command).
+
+Older spellings (``--model``, ``--layer``, ``--size``, ``--input-size``, ``--crop-size``,
+``--progress``) still work for one release and print a one-line deprecation note.
+
+User mistakes escape a command as :class:`UserError`, ``ValueError``, ``TypeError`` or
+``OSError``; :func:`run_safely` prints them as one line ``PROG: error: ...`` and returns
+exit status 2 (``CRELU_DEBUG=1`` re-raises them for a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+__all__ = [
+    "Parser",
+    "UserError",
+    "add_image_size_argument",
+    "add_layers_argument",
+    "add_model_arguments",
+    "add_table_arguments",
+    "emit",
+    "emit_rows",
+    "image_size_of",
+    "layer_list",
+    "load_model_from_args",
+    "number",
+    "print_notes",
+    "print_table",
+    "run_safely",
+]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``PROG: error: ...``), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# errors that mean "bad input" when they escape a command
+USER_ERRORS = (UserError, ValueError, TypeError, OSError)
+
+
+def run_safely(prog: str, function, *args) -> int:
+    """``function(*args)`` as a command: user mistakes become one line on stderr, status 2.
+
+    Examples
+    --------
+    >>> def fails():
+    ...     raise ValueError("no such layer 'conv99'\\ntraceback details")
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
+    ...     status = run_safely("crelu demo", fails)
+    >>> status, err.getvalue()
+    (2, "crelu demo: error: no such layer 'conv99'\\n")
+    """
+    try:
+        return int(function(*args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
+    except USER_ERRORS as error:
+        if os.environ.get("CRELU_DEBUG"):
+            raise
+        text = str(error).strip()
+        message = text.splitlines()[0] if text else type(error).__name__
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
+            message = f"{message}: {error.filename}"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+
+
+# --- option parsers ------------------------------------------------------------------------
+
+
+def number(cast, accept, expected: str):
+    """An argparse ``type``: ``cast(text)`` if ``accept`` takes it, else a one-line error.
+
+    Examples
+    --------
+    >>> number(int, lambda v: v > 0, "a positive integer")("3")
+    3
+    """
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = number(int, lambda v: v >= 1, "a positive integer")
+non_negative_int = number(int, lambda v: v >= 0, "an integer >= 0")
+at_least_two = number(int, lambda v: v >= 2, "an integer >= 2")
+positive_float = number(float, lambda v: 0 < v < math.inf, "a positive number")
+fraction = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling: stores into the new option's ``dest`` and prints a note."""
+
+    def __init__(self, option_strings, dest, *, new: str, append: bool = False, **kwargs):
+        self.new, self.append = new, append
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: note: {option_string} is deprecated and will be removed in the "
+            f"next release; use {self.new}",
+            file=sys.stderr,
+        )
+        if self.append:
+            values = ",".join(filter(None, [getattr(namespace, self.dest, None), values]))
+        setattr(namespace, self.dest, values)
+        spellings = getattr(namespace, "spellings", None) or {}
+        namespace.spellings = {**spellings, self.dest: option_string}
+
+
+def deprecated(p, *old: str, new: str, dest: str, nargs=None, append=False, type=None):
+    """Accept the old spellings ``old`` of the option ``new`` (hidden from ``--help``)."""
+    kwargs = {"nargs": nargs} if nargs is not None else {}
+    if type is not None:
+        kwargs["type"] = type
+    p.add_argument(*old, dest=dest, action=_Deprecated, new=new, append=append, **kwargs)
+
+
+# --- the shared options --------------------------------------------------------------------
+
+MODEL_HELP = (
+    "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached if "
+    "missing) or a zoo name (random weights, or your own with --weights)"
+)
+
+
+def add_model_arguments(p, *, deprecated_option: str | None = None) -> None:
+    """The model ``SPEC`` (first positional) and how to load it: recipe, cache, device."""
+    p.add_argument("spec", metavar="SPEC", nargs="?", help=MODEL_HELP)
+    if deprecated_option:  # its own dest: an absent positional would overwrite it
+        deprecated(p, deprecated_option, new="the positional SPEC", dest="spec_option")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="a plain PyTorch state dict (.pt/.pth/.safetensors) for a zoo or reference "
+        "architecture named by SPEC (e.g. vgg16), loaded with weights_only=True",
+    )
+    p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
+    p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
+    p.add_argument(
+        "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
+    )
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    add_quiet_argument(p)
+
+
+def add_quiet_argument(p) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    deprecated(p, "--progress", new="the default (progress is shown unless --quiet)",
+               dest="progress_flag", nargs=0)  # fmt: skip
+
+
+def add_layers_argument(p, help: str, *, old: tuple[str, ...] = ("--layer",)) -> None:
+    """``--layers NAME[,NAME...]`` (and the older ``--layer``, repeatable)."""
+    p.add_argument("--layers", metavar="NAMES", help=help)
+    if old:
+        deprecated(p, *old, new="--layers", dest="layers", append=True)
+
+
+def add_image_size_argument(p, help: str, *, old: tuple[str, ...] = ()) -> None:
+    """``--image-size N`` (and the older spellings ``old``)."""
+    p.add_argument("--image-size", type=int, metavar="N", help=help)
+    if old:
+        deprecated(p, *old, new="--image-size", dest="image_size", type=int)
+
+
+def spelling(args, dest: str) -> str:
+    """The option as the user typed it (an old spelling, or ``--dest-with-dashes``)."""
+    return (getattr(args, "spellings", None) or {}).get(dest, "--" + dest.replace("_", "-"))
+
+
+def check_positive(args, *dests: str) -> None:
+    """A one-line error for each option among ``dests`` that was given and is below 1."""
+    for dest in dests:
+        value = getattr(args, dest, None)
+        if value is not None and value < 1:
+            raise UserError(f"{spelling(args, dest)} must be a positive integer; got {value}")
+
+
+def add_table_arguments(p, *, what: str = "a table") -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")
+    group.add_argument("--csv", action="store_true", help=f"print CSV instead of {what}")
+
+
+def layer_list(text: str | None) -> list[str] | None:
+    """``"conv1, conv2"`` -> ``["conv1", "conv2"]``; None (or ``all``) -> None (every layer)."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UserError("--layers needs at least one layer name (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+def image_size_of(args, model) -> int:
+    """``--image-size``, else the model's own input size; a one-line error if neither."""
+    check_positive(args, "image_size")
+    if getattr(args, "image_size", None):
+        return args.image_size
+    from invert.nn import model_input_size
+
+    size = model_input_size(model)
+    if size is None:
+        raise UserError("the model's input size is unknown (not a zoo architecture); "
+                        "pass --image-size")  # fmt: skip
+    return size
+
+
+def load_model_from_args(args):
+    """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes.
+
+    ``args.load_model`` (set by :func:`invert.cli.main`'s ``load_model=``) replaces
+    :func:`invert.load_model`, so tests can run commands on small models without training.
+    """
+    import warnings
+
+    from invert.device import resolve_device
+
+    spec = args.spec or getattr(args, "spec_option", None)
+    if not spec:
+        raise UserError("give the model: a checkpoint path, MODEL@DATA or a zoo name")
+    device = resolve_device(args.device)
+    loader = getattr(args, "load_model", None)
+    if loader is None:
+        from invert.train.loader import load_model as loader
+    options = dict(
+        recipe=args.recipe, device=device, cache_dir=args.cache_dir,
+        train_if_missing=not args.no_train,
+    )  # fmt: skip
+    if getattr(args, "weights", None):
+        options["weights"] = args.weights
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        model = loader(spec, **options)
+    print_notes(args, caught)
+    return model, device
+
+
+def print_notes(args, caught) -> None:
+    """Recorded warnings as one ``crelu COMMAND: note:`` line each on stderr."""
+    for warning in caught:
+        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def print_table(rows: list[dict], *, columns: list[str] | None = None, file=None) -> None:
+    """Print dict rows as an aligned text table (floats with 4 significant digits)."""
+    file = file or sys.stdout
+    if not rows:
+        print("(no rows)", file=file)
+        return
+    columns = columns or list(rows[0])
+
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)), file=file)
+
+
+def json_safe(rows: list[dict]) -> list[dict]:
+    """JSON has no inf or nan: write them as strings (``"inf"``, ``"nan"``)."""
+    return [
+        {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
+
+
+def emit(rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None) -> None:
+    """Write rows to stdout as a table, JSON or CSV."""
+    if as_json:
+        json.dump(json_safe(rows), sys.stdout, indent=2, default=float)
+        print()
+    elif as_csv:
+        import csv
+
+        columns = columns or (list(rows[0]) if rows else [])
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        print_table(rows, columns=columns)
+
+
+def emit_rows(args, rows: list[dict], columns: list[str] | None = None) -> None:
+    """:func:`emit` as ``--json``/``--csv`` ask (every field); the table shows ``columns``
+    where present, and each row's ``note`` becomes a ``note:`` line on stderr."""
+    if getattr(args, "json", False) or getattr(args, "csv", False):
+        emit(rows, as_json=getattr(args, "json", False), as_csv=getattr(args, "csv", False))
+        return
+    if columns is not None:
+        columns = [c for c in columns if any(c in r for r in rows)]
+    emit(rows, columns=columns)
+    for row in rows:
+        if row.get("note"):
+            print(f"crelu {args.command}: note: {row['layer']}: {row['note']}", file=sys.stderr)

@@ -1,0 +1,65 @@
+"""``crelu frame-bounds``: frame bounds A, B and B/A of every conv layer.
+
+The model SPEC is a checkpoint path, ``MODEL@DATA`` (trained with ``--recipe`` and
+cached on a miss, unless ``--no-train``), a bare zoo name (fresh random weights, which is
+what frame bounds of a random initialisation need) or a reference architecture with
+``--weights`` (your own state dict).
+"""
+
+from __future__ import annotations
+
+from .common import (
+    add_image_size_argument,
+    add_layers_argument,
+    add_model_arguments,
+    add_table_arguments,
+    check_positive,
+    emit_rows,
+    image_size_of,
+    layer_list,
+    load_model_from_args,
+)
+
+__all__ = ["register"]
+
+_COLUMNS = ["layer", "shape", "stride", "input", "A", "B", "ratio"]
+_RANDOM_COLUMNS = ["A_random", "B_random", "ratio_random"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "frame-bounds",
+        help="frame bounds A, B and B/A of every conv layer, with a random-filter baseline",
+        description="For every conv layer: the extreme eigenvalues A and B of T^T T over "
+        "the layer's input space (A = 0 when some input is invisible to the layer), "
+        "the condition B/A, and the same for Gaussian filters of the same shape and "
+        "per-filter norms. Circular padding is exact by FFT; zero padding is exact "
+        "(dense) on small inputs and iterative (Lanczos) on large ones.",
+    )
+    add_model_arguments(p)
+    add_image_size_argument(
+        p, "side of the network input (default: the model's own input size)", old=("--input-size",)
+    )
+    p.add_argument(
+        "--padding", default="circular", choices=("circular", "zeros"),
+        help="boundary model of every layer (default: circular, exact by FFT)",
+    )  # fmt: skip
+    add_layers_argument(p, "comma-separated conv layers (default: all)", old=())
+    p.add_argument("--no-random", action="store_true", help="skip the random-filter baseline")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random filters")
+    add_table_arguments(p)
+    p.set_defaults(run=_frame_bounds)
+
+
+def _frame_bounds(args) -> int:
+    from theory.frames import checkpoint_frame_bounds
+
+    check_positive(args, "image_size")
+    model, device = load_model_from_args(args)
+    rows = checkpoint_frame_bounds(
+        model, image_size_of(args, model), padding=args.padding,
+        random_baseline=not args.no_random, seed=args.seed, layers=layer_list(args.layers),
+        device=device,
+    )  # fmt: skip
+    emit_rows(args, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
+    return 0

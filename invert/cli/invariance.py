@@ -1,0 +1,127 @@
+"""``crelu invariance``: invariance scores of the layers (Goodfellow et al. 2009, Fig. 4)."""
+
+from __future__ import annotations
+
+import math
+
+from .common import (
+    add_image_size_argument,
+    add_layers_argument,
+    add_model_arguments,
+    add_table_arguments,
+    emit_rows,
+    image_size_of,
+    layer_list,
+    load_model_from_args,
+)
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "invariance",
+        help="invariance scores of the layers (Goodfellow et al. 2009, Fig. 4)",
+        description="Per layer: mean of the top 20% of unit scores S = L / G, with "
+        "thresholds giving a 1% global firing rate G and L the firing rate over "
+        "translated and rotated versions of the images on which a unit fires.",
+    )
+    add_model_arguments(p)
+    p.add_argument(
+        "--data",
+        help="textures, cifar10:PATH, cifar100:PATH or folder:PATH (default: crops of the "
+        "embedded natural photographs, with room for the transformations)",
+    )
+    p.add_argument("--split", default="test", help="data set split (default: test)")
+    add_layers_argument(p, "comma-separated layers (default: every conv layer)", old=())
+    p.add_argument("--n-images", type=int, default=1000, help="images used (default: 1000)")
+    add_image_size_argument(
+        p, "side of the model input (default: the model's own input size)", old=("--input-size",)
+    )
+    p.add_argument(
+        "--firing-rate",
+        type=float,
+        default=0.01,
+        help="global firing rate G the unit thresholds are set for (default: 0.01)",
+    )
+    p.add_argument(
+        "--top-fraction", type=float, default=0.2,
+        help="share of a layer's units, by score, whose mean is the layer score (default: 0.2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--translations",
+        help="pixel shifts, each applied +/- horizontally and vertically, e.g. 1,2,3,4 "
+        "(default: 1-4 px for 32 px inputs, scaled with the input size); 'none' for none",
+    )
+    p.add_argument(
+        "--rotations",
+        help="angles in degrees, each applied +/-, e.g. 10,20,30 "
+        "(default: 5,10,...,30); 'none' for none",
+    )
+    p.add_argument(
+        "--boundary",
+        default="reflect",
+        choices=("reflect", "circular", "replicate", "zeros", "error"),
+        help="fills pixels a transformation needs beyond the image (default: reflect)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="model inputs per forward pass")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image sample")
+    add_table_arguments(p)
+    p.set_defaults(run=_invariance)
+
+
+def _magnitudes(text: str | None, option: str, cast):
+    """'1,2' -> [-1, 1, -2, 2]; 'none' -> []; None -> None (the library default)."""
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", ""):
+        return []
+    values = []
+    for item in text.split(","):
+        try:
+            value = cast(item.strip())
+        except ValueError:
+            raise ValueError(
+                f"{option} takes comma-separated {cast.__name__} values such as 1,2,3; got {text!r}"
+            ) from None
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{option} values must be positive (each is applied +/-); got {item}")
+        values += [-value, value]
+    return values
+
+
+def _invariance(args) -> int:
+    from theory.invariance import Transformations, invariance_scores
+
+    if args.n_images < 1:
+        raise ValueError(f"--n-images must be positive; got {args.n_images}")
+    translations = _magnitudes(args.translations, "--translations", int)
+    rotations = _magnitudes(args.rotations, "--rotations", float)
+    model, device = load_model_from_args(args)
+    size = image_size_of(args, model)
+    margin = Transformations.build(translations, rotations, (size, size)).margin((size, size))
+    images = None
+    if args.data is not None:
+        from invert.data.natural_images import dataset_images
+
+        images = dataset_images(
+            args.data, args.n_images, split=args.split, size=size, margin=margin, seed=args.seed
+        )
+    result = invariance_scores(
+        model,
+        images,
+        layers=layer_list(args.layers),
+        translations=translations,
+        rotations=rotations,
+        input_size=size,
+        boundary=args.boundary,
+        firing_rate=args.firing_rate,
+        top_fraction=args.top_fraction,
+        n_images=args.n_images,
+        batch_size=args.batch_size,
+        device=device,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    emit_rows(args, result.rows())
+    return 0

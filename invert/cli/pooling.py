@@ -1,0 +1,62 @@
+"""``crelu pooling``: what max-pooling switches keep (switch-based reconstruction metrics)."""
+
+from __future__ import annotations
+
+from .common import (
+    add_image_size_argument,
+    add_layers_argument,
+    add_model_arguments,
+    add_table_arguments,
+    check_positive,
+    emit_rows,
+    layer_list,
+    load_model_from_args,
+)
+
+__all__ = ["register"]
+
+_COLUMNS = [
+    "layer", "filters", "pool", "input", "images", "equations", "rank", "input_dim",
+    "rel_error", "A", "A_nonzero",
+]  # fmt: skip
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pooling",
+        help="what max-pooling switches keep: switch-based reconstruction metrics",
+        description="Our definition (the paper's supplement is unavailable): each layer "
+        "as conv + CReLU + max-pool; the pooled values and their switches give linear "
+        "equations on the pre-activation; the least-squares reconstruction's relative "
+        "error, the rank of the selected rows and their frame bounds (A over the input "
+        "space, 0 below full rank; A_nonzero on the recoverable part), means over crops "
+        "of the embedded photographs, for the learned and for random filters.",
+    )
+    add_model_arguments(p)
+    add_layers_argument(p, "conv layers, comma-separated (default: layers followed by max-pooling)")
+    p.add_argument("--n-images", type=int, default=8, help="crops per layer (default: 8)")
+    add_image_size_argument(
+        p, "side of the crops (default: per layer, the largest of 32..4 whose layer input is "
+        "small enough for the dense rank)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pool", type=int,
+        help="k: k x k / k pooling for layers without their own pooling",
+    )  # fmt: skip
+    p.add_argument("--no-random", action="store_true", help="skip the random-filter baseline")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and random filters")
+    add_table_arguments(p)
+    p.set_defaults(run=_pooling)
+
+
+def _pooling(args) -> int:
+    from theory.pooling import pooling_metrics
+
+    check_positive(args, "n_images", "image_size", "pool")
+    model, device = load_model_from_args(args)
+    rows = pooling_metrics(
+        model, layer_list(args.layers), n_images=args.n_images, image_size=args.image_size,
+        pool=args.pool, random_baseline=not args.no_random, seed=args.seed, device=device,
+    )  # fmt: skip
+    emit_rows(args, rows, _COLUMNS)
+    return 0
