@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None, *, load_model=None) -> int:
         parser.print_help()
         return 2
     args.load_model = load_model
-    return run_safely(f"crelu {args.command}", args.run, args)
+    status = run_safely(f"crelu {args.command}", args.run, args)
+    if status == 0:
+        for note in getattr(args, "deprecations", None) or []:
+            print(f"crelu {args.command}: note: {note}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

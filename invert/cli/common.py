@@ -125,18 +125,16 @@ fraction = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
 class _Deprecated(argparse.Action):
-    """An old spelling: stores into the new option's ``dest`` and prints a note."""
+    """An old spelling: stores into the new option's ``dest`` and records a note, which
+    :func:`invert.cli.main` prints when the command succeeds (an error stays one line)."""
 
     def __init__(self, option_strings, dest, *, new: str, append: bool = False, **kwargs):
         self.new, self.append = new, append
         super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(
-            f"{parser.prog}: note: {option_string} is deprecated and will be removed in the "
-            f"next release; use {self.new}",
-            file=sys.stderr,
-        )
+        note = f"{option_string} is deprecated (removed in the next release); use {self.new}"
+        namespace.deprecations = [*(getattr(namespace, "deprecations", None) or []), note]
         if self.append:
             values = ",".join(filter(None, [getattr(namespace, self.dest, None), values]))
         setattr(namespace, self.dest, values)
