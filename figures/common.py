@@ -386,7 +386,7 @@ def run_standalone(main, doc: str, stem: str, argv=None) -> int:
     User mistakes (unknown data spec, unwritable folder, ...) print one line
     ``python -m figures.STEM: error: ...`` and return 2.
     """
-    from invert.cli.common import run_safely
+    from invert.errors import run_safely
 
     title = doc.strip().splitlines()[0]
     args = _arguments(title).parse_args(argv)

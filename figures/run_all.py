@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sys
 import time
 
@@ -266,7 +267,7 @@ def run_figures(
     import torch
     from tqdm.auto import tqdm
 
-    from invert import __version__
+    from invert.version import __version__
 
     started = time.perf_counter()
     machine = machine_info()
@@ -317,18 +318,68 @@ def run_figures(
     return report
 
 
+def add_arguments(p) -> None:
+    """The options of ``crelu figures`` (also used by ``python -m figures.run_all``)."""
+    p.add_argument("--out", default="crelu-figures", help="output folder (default: crelu-figures)")
+    p.add_argument(
+        "--data",
+        default="textures",
+        help="textures (embedded natural-image crops, the default), cifar10:PATH, "
+        "cifar100:PATH or folder:PATH (local files only)",
+    )
+    p.add_argument(
+        "--recipe",
+        default="fast",
+        help="training recipe and analysis sizes: tiny (seconds, smoke test), fast (minutes "
+        "on a laptop CPU, the default) or paper (the paper's schedule, for a GPU)",
+    )
+    p.add_argument("--cache-dir", help="model cache (default: $CRELU_CACHE or ~/.cache/crelu)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="training processes on a CPU (default: 2 when there are at least 2 cores)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_from_args(args, *, prog: str = "crelu figures") -> int:
+    """Run :func:`run_figures` with parsed :func:`add_arguments` options; print a summary."""
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer; got {args.jobs}")
+    options = ["--out", args.out, "--data", args.data, "--recipe", args.recipe]
+    if args.cache_dir:
+        options += ["--cache-dir", args.cache_dir]
+    report = run_figures(
+        args.out,
+        data=args.data,
+        recipe=args.recipe,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        command=" ".join([prog, *(shlex.quote(c) for c in options)]),
+    )
+    print(f"wrote {args.out}/report.md, report.json and "
+          f"{sum(len(f['files']) for f in report['figures'])} figures "
+          f"in {report['wall_time_s']:.0f} s")  # fmt: skip
+    for finding in report["findings"]:
+        print(f"  {finding['id']} {finding['verdict']:>13}: {finding['summary']}")
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv=None) -> int:
     """``python -m figures.run_all``: the same options as ``crelu figures``."""
     import argparse
 
-    from invert.cli.common import run_safely
-    from invert.cli.figures import add_arguments, run
+    from invert.errors import run_safely
 
     prog = "python -m figures.run_all"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_safely(prog, lambda: run(args, prog=prog))
+    return run_safely(prog, lambda: run_from_args(args, prog=prog))
 
 
 if __name__ == "__main__":

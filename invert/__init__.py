@@ -42,10 +42,10 @@ from .train import (
     load_state_dict_into,
     save_checkpoint,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
+    "__version__",
     "AVR",
     "RECIPES",
     "ConvOperator",

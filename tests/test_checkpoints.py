@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from invert import __version__
 from invert.files import atomic_write_bytes
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import (
@@ -22,6 +21,7 @@ from invert.train.checkpoints import (
     save_checkpoint,
     save_training_state,
 )
+from invert.version import __version__
 
 
 def _randomize(model):

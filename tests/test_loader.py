@@ -11,6 +11,7 @@ import torch
 
 import invert
 import invert.train.loader as loader
+import invert.version
 from invert.data import TEXTURE_NAMES, ImageDataset, load_dataset
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import read_metadata, save_checkpoint
@@ -78,10 +79,10 @@ def test_missing_entry_without_training_is_an_error(tmp_path, counted):
 
 def test_entry_from_another_toolkit_version_is_retrained(tmp_path, counted, monkeypatch, capsys):
     current = invert.__version__
-    monkeypatch.setattr(invert, "__version__", "0.0.1")
+    monkeypatch.setattr(invert.version, "__version__", "0.0.1")
     old = load_model(SPEC, recipe="tiny", cache_dir=tmp_path, device="cpu", progress=False)
     assert old.metadata["toolkit_version"] == "0.0.1"
-    monkeypatch.setattr(invert, "__version__", current)
+    monkeypatch.setattr(invert.version, "__version__", current)
     capsys.readouterr()
     new = load_model(SPEC, recipe="tiny", cache_dir=tmp_path, device="cpu", progress=False)
     assert len(counted) == 2

@@ -32,7 +32,7 @@ COMMAND_MODULES = (
 
 def build_parser() -> Parser:
     """The ``crelu`` parser with every subcommand."""
-    from invert import __version__
+    from invert.version import __version__
 
     parser = Parser(
         prog="crelu",

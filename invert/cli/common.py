@@ -14,9 +14,9 @@ The vocabulary (the same spelling on every command):
 Older spellings (``--model``, ``--layer``, ``--size``, ``--input-size``, ``--crop-size``,
 ``--progress``) still work for one release and print a one-line deprecation note.
 
-User mistakes escape a command as :class:`UserError`, ``ValueError``, ``TypeError`` or
-``OSError``; :func:`run_safely` prints them as one line ``PROG: error: ...`` and returns
-exit status 2 (``CRELU_DEBUG=1`` re-raises them for a traceback).
+User mistakes escape a command as :class:`~invert.errors.UserError`, ``ValueError``,
+``TypeError`` or ``OSError``; :func:`~invert.errors.run_safely` prints them as one line
+``PROG: error: ...`` and returns exit status 2 (``CRELU_DEBUG=1`` re-raises them).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 
+from invert.errors import USER_ERRORS, UserError, run_safely  # noqa: F401 (re-exported)
+
 __all__ = [
+    "USER_ERRORS",
     "Parser",
     "UserError",
     "add_image_size_argument",
@@ -46,51 +48,11 @@ __all__ = [
 ]
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
-
-
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``PROG: error: ...``), exit status 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-# errors that mean "bad input" when they escape a command
-USER_ERRORS = (UserError, ValueError, TypeError, OSError)
-
-
-def run_safely(prog: str, function, *args) -> int:
-    """``function(*args)`` as a command: user mistakes become one line on stderr, status 2.
-
-    Examples
-    --------
-    >>> def fails():
-    ...     raise ValueError("no such layer 'conv99'\\ntraceback details")
-    >>> import contextlib, io
-    >>> with contextlib.redirect_stderr(io.StringIO()) as err:
-    ...     status = run_safely("crelu demo", fails)
-    >>> status, err.getvalue()
-    (2, "crelu demo: error: no such layer 'conv99'\\n")
-    """
-    try:
-        return int(function(*args) or 0)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into `head` and closed early: not an error
-        sys.stderr.close()
-        return 0
-    except USER_ERRORS as error:
-        if os.environ.get("CRELU_DEBUG"):
-            raise
-        text = str(error).strip()
-        message = text.splitlines()[0] if text else type(error).__name__
-        if isinstance(error, OSError) and error.filename and str(error.filename) not in message:
-            message = f"{message}: {error.filename}"
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        return 2
 
 
 # --- option parsers ------------------------------------------------------------------------

@@ -181,7 +181,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
         raise TypeError(f"metadata keys {clash} are set by save_checkpoint itself")
-    from invert import __version__
+    from invert.version import __version__
 
     meta = {
         "format": FORMAT,

@@ -101,7 +101,7 @@ def cache_path(
     >>> cache_path("convpool_c@textures", recipe="tiny", cache_dir="/tmp/c").name[:25]
     'convpool_c@textures-tiny-'
     """
-    from invert import __version__
+    from invert.version import __version__
 
     stem = _cache_stem(spec, recipe, cache_dir, seed)
     return stem.with_name(stem.name + f"-v{__version__}.safetensors")
@@ -140,7 +140,7 @@ def _lock(path: Path):
 
 def _current(path: Path) -> bool:
     """The entry exists and was written by this toolkit version."""
-    from invert import __version__
+    from invert.version import __version__
 
     from .checkpoints import read_metadata
 
@@ -153,7 +153,7 @@ def _current(path: Path) -> bool:
 
 
 def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progress, seed):
-    from invert import __version__
+    from invert.version import __version__
 
     final = cache_path(spec, recipe=recipe, cache_dir=cache_dir, seed=seed)
     if _current(final):  # fast path: a finished entry is never rewritten in place
@@ -256,8 +256,8 @@ def load_model(
     >>> net.training, net.metadata["trained"]
     (False, False)
     """
-    from invert import __version__
     from invert.nn.zoo import create_model, list_models
+    from invert.version import __version__
 
     device = resolve_device(device)
     if weights is not None:
@@ -309,8 +309,8 @@ def load_model(
 
 def _with_weights(spec, weights, device) -> nn.Module:
     """A registry architecture with a user's state dict loaded into it."""
-    from invert import __version__
     from invert.nn.zoo import create_model, list_models
+    from invert.version import __version__
 
     from .checkpoints import load_state_dict_into, read_state_dict
 

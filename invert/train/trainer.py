@@ -1093,7 +1093,7 @@ def train_from_spec(
     dropout, and is returned in eval mode; ``model.metadata`` is the checkpoint
     metadata (data, classes, recipe, history ...).
     """
-    from invert import __version__
+    from invert.version import __version__
 
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)
