@@ -37,6 +37,9 @@ __all__ = [
     "MODELS",
     "SEED",
     "AnalysisSizes",
+    "Result",
+    "pixel_size",
+    "script",
     "ANALYSIS_SIZES",
     "Session",
     "check_output_dir",
@@ -129,8 +132,11 @@ class Session:
     data : str
         Data spec for :func:`invert.data.load_dataset` (``textures``, ``cifar10:PATH``...).
     recipe : str or invert.train.Recipe
-        Training recipe of the models (``tiny``, ``fast``, ``paper``); also selects the
-        analysis sizes (:data:`ANALYSIS_SIZES`; ``fast`` for a custom recipe).
+        Training recipe of the models (``tiny``, ``fast``, ``paper``).
+    sizes : str or AnalysisSizes, optional
+        How much work the analyses do: a key of :data:`ANALYSIS_SIZES` or your own.
+        Default: the sizes named like the recipe (``fast`` for a custom recipe), so a
+        ``tiny`` run is a smoke test throughout.
     cache_dir : path, optional
         Model cache (default: the loader's, ``$CRELU_CACHE`` or ``~/.cache/crelu``).
     device : str, optional
@@ -153,6 +159,7 @@ class Session:
     device: str | None = None
     progress: bool = True
     train_if_missing: bool = True
+    sizes: AnalysisSizes | str | None = None
     _models: dict = field(default_factory=dict, repr=False)
     _test_set: object = field(default=None, repr=False)
 
@@ -165,14 +172,18 @@ class Session:
             raise ValueError("data must be a data set spec such as textures or cifar10:PATH")
         self.data = self.data.strip()
         self.device = str(resolve_device(self.device))
+        if self.sizes is None:
+            self.sizes = self.recipe_name if self.recipe_name in ANALYSIS_SIZES else "fast"
+        if isinstance(self.sizes, str):
+            if self.sizes not in ANALYSIS_SIZES:
+                raise ValueError(
+                    f"unknown analysis sizes {self.sizes!r}; valid: {', '.join(ANALYSIS_SIZES)}"
+                )
+            self.sizes = ANALYSIS_SIZES[self.sizes]
 
     @property
     def recipe_name(self) -> str:
         return _recipe_name(self.recipe)
-
-    @property
-    def sizes(self) -> AnalysisSizes:
-        return ANALYSIS_SIZES.get(self.recipe_name, ANALYSIS_SIZES["fast"])
 
     def spec(self, role: str) -> str:
         """``MODEL@DATA`` of a role (``relu``, ``crelu``, ...)."""
@@ -217,17 +228,12 @@ class Session:
     def test_set(self):
         """The held-out split of the data (as the models were tested on it)."""
         if self._test_set is None:
-            from invert.data import load_dataset
+            from invert.data import DataSpec, load_dataset
             from invert.nn.zoo import model_info
 
-            name = self.data.partition(":")[0].strip().lower()
-            recipe = self.recipe_for("relu")
-            options = dict(recipe.data_options) if name == "textures" else {}
-            size = (
-                None
-                if name in ("cifar10", "cifar100")
-                else model_info(MODELS["relu"])["input_size"]
-            )
+            spec = DataSpec.parse(self.data)
+            size = spec.image_size(model_info(MODELS["relu"])["input_size"])
+            options = spec.options(self.recipe_for("relu").data_options)
             self._test_set = load_dataset(
                 self.data, split="test", image_size=size, seed=SEED, **options
             )
@@ -244,6 +250,84 @@ class Session:
 
 
 # --- output helpers ------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    """What a figure or table script returns; the report and the findings read its fields.
+
+    Attributes
+    ----------
+    id : str
+        ``fig1`` ... ``fig5``, ``table1``, ``table6``, ``frame_bounds``, ``pooling``.
+    title : str
+        One line for the report.
+    rows : list of dict
+        The numbers, one dict per table row (the report prints ``columns`` of them).
+    columns : list of str, optional
+        The columns the report shows (default: every key of the first row).
+    files : list of str
+        Images written into the output folder (empty for tables).
+    size : (int, int), optional
+        Pixel height and width of the figure.
+    details : dict
+        Script-specific facts for the report (image counts, test indices, ...).
+    """
+
+    id: str
+    title: str
+    rows: list[dict]
+    columns: list[str] | None = None
+    files: list[str] = field(default_factory=list)
+    size: tuple[int, int] | None = None
+    details: dict = field(default_factory=dict)
+
+    def where(self, **match) -> list[dict]:
+        """The rows whose fields equal ``match`` (``result.where(model="CReLU")``)."""
+        return [r for r in self.rows if all(r.get(k) == v for k, v in match.items())]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready fields (``details`` merged in)."""
+        out = {"id": self.id, "title": self.title, "files": list(self.files)}
+        if self.size is not None:
+            out["size"] = list(self.size)
+        return {**out, **self.details, "columns": self.columns, "rows": self.rows}
+
+
+def pixel_size(figsize, dpi) -> tuple[int, int]:
+    """``(height, width)`` in pixels of a figure of ``figsize`` inches at ``dpi``."""
+    return int(figsize[1] * dpi), int(figsize[0] * dpi)
+
+
+def script(make):
+    """The ``main(out, *, session=None, **options)`` of a script from its ``make(session, out)``.
+
+    ``make`` draws and computes; ``main`` builds a :class:`Session` from ``options``
+    (``data``, ``recipe``, ``cache_dir``, ``device``, ...) when none is given, and returns
+    ``make``'s :class:`Result`.
+    """
+
+    def main(out, *, session: Session | None = None, **options) -> Result:
+        return make(session or Session(**options), Path(out))
+
+    main.__doc__ = f"""{(make.__doc__ or "").strip()}
+
+    Parameters
+    ----------
+    out : path
+        Existing output folder.
+    session : Session, optional
+        Shared models and settings; default ``Session(**options)``.
+    **options
+        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
+
+    Returns
+    -------
+    Result
+    """
+    main.__name__ = main.__qualname__ = "main"
+    main.__module__ = make.__module__
+    return main
 
 
 def save_figure(fig, path) -> Path:
@@ -401,10 +485,10 @@ def _standalone(main, stem: str, args) -> int:
     session.test_set()  # a data spec that does not exist fails here, before training
     session.check_cache_writable()
     result = main(out, session=session)
-    write_json(out / f"{stem}.json", result)
-    print(f"{result['title']}")
-    for name in result.get("files", []):
+    write_json(out / f"{stem}.json", result.to_dict())
+    print(result.title)
+    for name in result.files:
         print(f"  wrote {out / name}")
-    if result.get("rows"):
-        print(markdown_table(result["rows"], result.get("columns")))
+    if result.rows:
+        print(markdown_table(result.rows, result.columns))
     return 0

@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig1_filter_pairs"
 FIGSIZE = (10.0, 5.0)  # inches; at DPI pixels: 1000 x 500
 DPI = 100
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Draw Figure 1 into ``out/fig1_filter_pairs.png``; the pairing numbers of conv1.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder.
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files``, ``rows`` (one per model: mean/std of mu_w and mu_r).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Draw Figure 1 into ``out/fig1_filter_pairs.png``; the pairing numbers of conv1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,7 +30,6 @@ def main(out, *, session: Session | None = None, **options) -> dict:
 
     from theory.filter_pairing import layer_pairing, pair_image
 
-    session = session or Session(**options)
     fig, axes = plt.subplots(1, 2, figsize=FIGSIZE, dpi=DPI)
     rows = []
     for ax, role, label in zip(axes, ("relu", "crelu"), ("ReLU", "CReLU")):
@@ -68,14 +48,16 @@ def main(out, *, session: Session | None = None, **options) -> dict:
         rows.append({"model": label, **stats.row()})
     fig.suptitle("Fig. 1: each normalized conv1 filter (left) beside its pairing filter (right)")
     save_figure(fig, f"{out}/{STEM}.png")
-    return {
-        "id": "fig1",
-        "title": "Figure 1: conv1 filter pairs (ReLU and CReLU models)",
-        "files": [f"{STEM}.png"],
-        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
-        "rows": rows,
-    }
+    return Result(
+        id="fig1",
+        title="Figure 1: conv1 filter pairs (ReLU and CReLU models)",
+        rows=rows,
+        files=[f"{STEM}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

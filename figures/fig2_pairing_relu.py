@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 
-from .common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig2_pairing_relu"
 FIGSIZE = (12.0, 6.0)  # inches; at DPI pixels: 1200 x 600
@@ -55,41 +55,23 @@ def pairing_histograms(session: Session, role: str, label: str, path, title: str
     return rows
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Draw Figure 2 into ``out/fig2_pairing_relu.png``; mu statistics per layer.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder.
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files``, ``rows`` (one per layer: means and stds).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
-    session = session or Session(**options)
+def make(session: Session, out) -> Result:
+    """Draw Figure 2 into ``out/fig2_pairing_relu.png``; mu statistics per layer."""
     rows = pairing_histograms(
         session, "relu", "ReLU", f"{out}/{STEM}.png",
         "Fig. 2: pairing statistic mu per conv layer, ReLU model (blue: learned, red: random)",
     )  # fmt: skip
-    return {
-        "id": "fig2",
-        "title": "Figure 2: pairing histograms mu_w vs mu_r, ReLU model",
-        "files": [f"{STEM}.png"],
-        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="fig2",
+        title="Figure 2: pairing histograms mu_w vs mu_r, ReLU model",
+        rows=rows,
+        columns=COLUMNS,
+        files=[f"{STEM}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

@@ -11,47 +11,29 @@ from __future__ import annotations
 
 import sys
 
-from .common import Session, run_standalone
+from .common import Result, Session, pixel_size, run_standalone, script
 from .fig2_pairing_relu import COLUMNS, DPI, FIGSIZE, pairing_histograms
 
 STEM = "fig3_pairing_crelu"
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Draw Figure 3 into ``out/fig3_pairing_crelu.png``; mu statistics per layer.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder.
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files``, ``rows`` (one per layer: means and stds).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
-    session = session or Session(**options)
+def make(session: Session, out) -> Result:
+    """Draw Figure 3 into ``out/fig3_pairing_crelu.png``; mu statistics per layer."""
     rows = pairing_histograms(
         session, "crelu", "CReLU", f"{out}/{STEM}.png",
         "Fig. 3: pairing statistic mu per conv layer, CReLU model (blue: learned, red: random)",
     )  # fmt: skip
-    return {
-        "id": "fig3",
-        "title": "Figure 3: pairing histograms mu_w vs mu_r, CReLU model",
-        "files": [f"{STEM}.png"],
-        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="fig3",
+        title="Figure 3: pairing histograms mu_w vs mu_r, CReLU model",
+        rows=rows,
+        columns=COLUMNS,
+        files=[f"{STEM}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

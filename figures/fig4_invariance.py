@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig4_invariance"
 FIGSIZE = (8.0, 4.5)  # inches; at DPI pixels: 800 x 450
@@ -27,7 +27,9 @@ COLUMNS = ["layer", "relu", "crelu", "crelu_minus_relu", "relu_translation", "cr
 
 def _images(session: Session):
     """``None`` (the invariance module's own natural crops) for textures, else test images."""
-    if session.data.partition(":")[0].strip().lower() == "textures":
+    from invert.data import DataSpec
+
+    if DataSpec.parse(session.data).kind == "textures":
         return None
     test = session.test_set()
     n = min(len(test), session.sizes.invariance_images)
@@ -53,28 +55,8 @@ def _pool_gaps(model, layers: list[str]) -> list[float]:
     return gaps
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Draw Figure 4 into ``out/fig4_invariance.png``; layer scores of both models.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder.
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files``, ``rows`` (one per layer: both scores, their
-        difference, and the per-family scores), ``images``.
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Draw Figure 4 into ``out/fig4_invariance.png``; layer scores of both models."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,7 +65,6 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     from invert.nn.net import conv_layers
     from theory.invariance import invariance_scores
 
-    session = session or Session(**options)
     images = _images(session)
     results, layers = {}, None
     for role in ("relu", "crelu"):
@@ -121,17 +102,21 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, f"{out}/{STEM}.png")
-    return {
-        "id": "fig4",
-        "title": "Figure 4: invariance scores per layer, ReLU vs CReLU",
-        "files": [f"{STEM}.png"],
-        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
-        "images": results["relu"].n_images,
-        "transformations": len(results["relu"].transformations),
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="fig4",
+        title="Figure 4: invariance scores per layer, ReLU vs CReLU",
+        rows=rows,
+        columns=COLUMNS,
+        files=[f"{STEM}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+        details={
+            "images": results["relu"].n_images,
+            "transformations": len(results["relu"].transformations),
+        },
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

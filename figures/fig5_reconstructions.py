@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from .common import SEED, Session, run_standalone, save_figure
+from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig5_reconstructions"
 FIGSIZE = (10.0, 4.8)  # inches; at DPI pixels: 1000 x 480
@@ -104,34 +104,13 @@ def _reconstruct_model(session: Session, role: str, x) -> tuple[list[dict], list
     return rows, images
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Draw Figure 5 into ``out/fig5_reconstructions.png``; errors and PSNR per layer.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder.
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files``, ``rows`` (one per model and layer: pooling on the
-        way, frame bounds, relative error, PSNR, SSIM, convergence), ``test_indices``.
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Draw Figure 5 into ``out/fig5_reconstructions.png``; errors and PSNR per layer."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    session = session or Session(**options)
     x, indices = pick_images(session.test_set(), session.sizes.reconstruction_images)
     x = x.double()
     fig, axes = plt.subplots(2, 1 + len(LAYERS), figsize=FIGSIZE, dpi=DPI)
@@ -152,16 +131,18 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     fig.suptitle("Fig. 5: reconstructions from conv1-conv4 features (linear, no learning)")
     fig.tight_layout()
     save_figure(fig, f"{out}/{STEM}.png")
-    return {
-        "id": "fig5",
-        "title": "Figure 5: reconstructions from conv1-conv4, CReLU and ReLU models",
-        "files": [f"{STEM}.png"],
-        "size": [int(FIGSIZE[1] * DPI), int(FIGSIZE[0] * DPI)],
-        "test_indices": indices,
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="fig5",
+        title="Figure 5: reconstructions from conv1-conv4, CReLU and ReLU models",
+        rows=rows,
+        columns=COLUMNS,
+        files=[f"{STEM}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+        details={"test_indices": indices},
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

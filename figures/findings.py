@@ -283,7 +283,7 @@ def f5_correlations(rows: list[dict]) -> dict:
 
 
 def evaluate_findings(results: dict) -> list[dict]:
-    """All five findings from the scripts' results keyed by id (``fig1``, ``fig5``, ...).
+    """All five findings from the scripts' :class:`~figures.common.Result` keyed by id.
 
     A finding whose script did not run is ``not testable``.
     """
@@ -293,26 +293,24 @@ def evaluate_findings(results: dict) -> list[dict]:
         return _finding(key, "not testable", {}, f"{what} did not run")
 
     if "fig1" in results:
-        rows = {r["model"]: r for r in results["fig1"]["rows"]}
-        findings.append(f1_pairing(rows["ReLU"], rows["CReLU"]))
+        fig1 = results["fig1"]
+        findings.append(f1_pairing(fig1.where(model="ReLU")[0], fig1.where(model="CReLU")[0]))
     else:
         findings.append(missing("F1", "Figure 1"))
     if "fig5" in results:
-        findings.append(
-            f2_reconstruction([r for r in results["fig5"]["rows"] if r["model"] == "CReLU"])
-        )
+        findings.append(f2_reconstruction(results["fig5"].where(model="CReLU")))
     else:
         findings.append(missing("F2", "Figure 5"))
     if "fig4" in results:
-        findings.append(f3_invariance(results["fig4"]["rows"]))
+        findings.append(f3_invariance(results["fig4"].rows))
     else:
         findings.append(missing("F3", "Figure 4"))
     if "table1" in results:
-        findings.append(f4_errors(results["table1"]["rows"]))
+        findings.append(f4_errors(results["table1"].rows))
     else:
         findings.append(missing("F4", "Table 1"))
     if "table6" in results:
-        findings.append(f5_correlations(results["table6"]["rows"]))
+        findings.append(f5_correlations(results["table6"].rows))
     else:
         findings.append(missing("F5", "Table 6"))
     return findings

@@ -159,8 +159,9 @@ def _model_rows(session: Session, trained: dict) -> list[dict]:
 
 def _data_summary(session: Session) -> dict:
     test = session.test_set()
+    from invert.data import DataSpec
+
     recipe = session.recipe_for("relu")
-    name = session.data.partition(":")[0].lower()
     summary = {
         "spec": session.data,
         "classes": len(test.classes),
@@ -168,7 +169,7 @@ def _data_summary(session: Session) -> dict:
         "test_items": len(test),
         "image_shape": list(test[0][0].shape),
     }
-    if name == "textures":
+    if DataSpec.parse(session.data).takes_options:
         summary["options"] = dict(recipe.data_options)
     return summary
 
@@ -285,8 +286,8 @@ def run_figures(
         torch.manual_seed(SEED)
         t0 = time.perf_counter()
         result = script.main(out, session=session)
-        step_seconds[result["id"]] = time.perf_counter() - t0
-        results[result["id"]] = result
+        step_seconds[result.id] = time.perf_counter() - t0
+        results[result.id] = result
     bar.close()
     recipe_obj = session.recipe_for("relu")
     report = {
@@ -299,8 +300,8 @@ def run_figures(
         "device": session.device,
         "machine": machine,
         "models": _model_rows(session, trained),
-        "figures": [r for r in results.values() if r["files"]],
-        "tables": [r for r in results.values() if not r["files"]],
+        "figures": [r.to_dict() for r in results.values() if r.files],
+        "tables": [r.to_dict() for r in results.values() if not r.files],
         "findings": evaluate_findings(results),
         "training_s": training_s,
         "step_seconds": step_seconds,

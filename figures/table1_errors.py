@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 
-from .common import MODELS, Session, run_standalone
+from .common import MODELS, Result, Session, run_standalone, script
 
 STEM = "table1_errors"
 LABELS = {
@@ -38,28 +38,8 @@ COLUMNS = ["model", "name", "params", "params_vs_baseline", "train_error", "test
            "test_error_se", "paper_test_error", "paper_params_M"]  # fmt: skip
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Collect Table 1 (errors in %, parameter counts) for the data and recipe used.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder (nothing is drawn; the table goes to the report).
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files`` (empty), ``rows`` (one per model), ``test_items``.
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
-    session = session or Session(**options)
+def make(session: Session, out) -> Result:
+    """Collect Table 1 (errors in %, parameter counts) for the data and recipe used."""
     n_test = len(session.test_set())
     rows = []
     for role, name in MODELS.items():
@@ -89,16 +69,17 @@ def main(out, *, session: Session | None = None, **options) -> dict:
     base = rows[0]["params"]
     for row in rows:
         row["params_vs_baseline"] = row["params"] / base
-    return {
-        "id": "table1",
-        "title": "Table 1: test error (%) and parameters of baseline, double, AVR, CReLU, "
-        "CReLU-half",
-        "files": [],
-        "test_items": n_test,
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="table1",
+        title="Table 1: test error (%) and parameters of baseline, double, AVR, CReLU, CReLU-half",
+        rows=rows,
+        columns=COLUMNS,
+        files=[],
+        details={"test_items": n_test},
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

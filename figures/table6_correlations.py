@@ -17,37 +17,17 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .common import Session, run_standalone
+from .common import Result, Session, run_standalone, script
 
 STEM = "table6_correlations"
 COLUMNS = ["layer", "next", "K", "pair_mean", "pair_std", "nonpair_mean", "nonpair_std",
            "abs_pair_mean", "abs_pair_std", "abs_nonpair_mean", "abs_nonpair_std"]  # fmt: skip
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Collect Table 6 for the CReLU model (every CReLU layer followed by a conv).
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder (nothing is drawn; the table goes to the report).
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files`` (empty), ``rows`` (one per layer).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Collect Table 6 for the CReLU model (every CReLU layer followed by a conv)."""
     from theory.correlations import outgoing_correlations
 
-    session = session or Session(**options)
     model = session.model("crelu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # CReLU layers without a next conv
@@ -64,14 +44,16 @@ def main(out, *, session: Session | None = None, **options) -> dict:
             abs_nonpair_std=absolute.nonpair_std,
         )
         rows.append(row)
-    return {
-        "id": "table6",
-        "title": "Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
-        "files": [],
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="table6",
+        title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
+        rows=rows,
+        columns=COLUMNS,
+        files=[],
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

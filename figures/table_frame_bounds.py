@@ -16,51 +16,33 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Session, run_standalone
+from .common import SEED, Result, Session, run_standalone, script
 
 STEM = "table_frame_bounds"
 COLUMNS = ["model", "layer", "shape", "input", "A", "B", "ratio", "A_random", "B_random",
            "ratio_random"]  # fmt: skip
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Collect the frame-bounds table for the ReLU and CReLU models.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder (nothing is drawn; the table goes to the report).
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files`` (empty), ``rows`` (one per model and conv layer).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Collect the frame-bounds table for the ReLU and CReLU models."""
     from theory.frames import checkpoint_frame_bounds
 
-    session = session or Session(**options)
     rows = []
     for role, label in (("relu", "ReLU"), ("crelu", "CReLU")):
         table = checkpoint_frame_bounds(
             session.model(role), 32, padding="circular", seed=SEED, device=session.device
         )
         rows += [{"model": label, **row} for row in table]
-    return {
-        "id": "frame_bounds",
-        "title": "Frame bounds per conv layer (circular boundary), learned vs random filters",
-        "files": [],
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="frame_bounds",
+        title="Frame bounds per conv layer (circular boundary), learned vs random filters",
+        rows=rows,
+        columns=COLUMNS,
+        files=[],
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

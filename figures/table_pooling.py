@@ -16,50 +16,32 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Session, run_standalone
+from .common import SEED, Result, Session, run_standalone, script
 
 STEM = "table_pooling"
 COLUMNS = ["layer", "filters", "pool", "input", "images", "input_dim", "equations", "rank",
            "rel_error", "rel_error_max", "A", "A_nonzero"]  # fmt: skip
 
 
-def main(out, *, session: Session | None = None, **options) -> dict:
-    """Collect the pooling-metrics table for the CReLU model.
-
-    Parameters
-    ----------
-    out : path
-        Existing output folder (nothing is drawn; the table goes to the report).
-    session : Session, optional
-        Shared models and settings; default ``Session(**options)``.
-    **options
-        ``data``, ``recipe``, ``cache_dir``, ``device`` for a new session.
-
-    Returns
-    -------
-    dict
-        ``id``, ``title``, ``files`` (empty), ``rows`` (one per layer and filter set).
-
-    Examples
-    --------
-    >>> main("figs", recipe="tiny")  # doctest: +SKIP
-    """
+def make(session: Session, out) -> Result:
+    """Collect the pooling-metrics table for the CReLU model."""
     from theory.pooling import pooling_metrics
 
-    session = session or Session(**options)
     sizes = session.sizes
     rows = pooling_metrics(
         session.model("crelu"), n_images=sizes.pooling_images, max_dim=sizes.pooling_max_dim,
         seed=SEED, device=session.device,
     )  # fmt: skip
-    return {
-        "id": "pooling",
-        "title": "Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
-        "files": [],
-        "columns": COLUMNS,
-        "rows": rows,
-    }
+    return Result(
+        id="pooling",
+        title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
+        rows=rows,
+        columns=COLUMNS,
+        files=[],
+    )
 
+
+main = script(make)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

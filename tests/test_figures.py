@@ -204,8 +204,8 @@ CHEAP = ("fig2_pairing_relu", "fig3_pairing_crelu", "table1_errors", "table6_cor
 )
 def test_each_script_main_runs_on_its_own(script, tiny_session, tmp_path):
     result = script.main(tmp_path, session=tiny_session)
-    assert result["rows"] and result["title"]
-    for name in result["files"]:
+    assert result.rows and result.title
+    for name in result.files:
         assert skio.imread(tmp_path / name).shape[:2] == EXPECTED_PNGS[name]
 
 
@@ -214,7 +214,7 @@ def test_script_main_builds_its_own_session(tiny_run, tmp_path):
     from figures import table6_correlations
 
     result = table6_correlations.main(tmp_path, recipe="tiny", cache_dir=cache, progress=False)
-    assert [r["layer"] for r in result["rows"]][:2] == ["conv1", "conv2"]
+    assert [r["layer"] for r in result.rows][:2] == ["conv1", "conv2"]
 
 
 # --- bad input: one line, exit status 2, nothing trained ------------------------------------
