@@ -25,6 +25,11 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
+    _register_train(subparsers)
+    _register_evaluate(subparsers)
+
+
+def _register_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train MODEL@DATA and print its test accuracy",
@@ -66,6 +71,8 @@ def register(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(run=_train)
 
+
+def _register_evaluate(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="the paper's evaluation protocols: single, k-fold average/vote, 10-patch",

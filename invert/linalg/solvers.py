@@ -511,6 +511,143 @@ class _RowWeighted:
         return self.op.adjoint(self.sw * y)
 
 
+class _AugmentedLagrangian:
+    """The state of :func:`bounded_least_squares`: data rows, bounds, multipliers, penalty.
+
+    Its subproblem at penalty ``rho`` is ``1/2 ||M(Tx - t)||^2 + rho/2 ||(Tx - u +
+    lambda_u / rho)_+||^2 + rho/2 ||(l - Tx + lambda_l / rho)_+||^2`` on the rows that
+    have a bound; all methods are batched over the samples.
+    """
+
+    def __init__(self, op, target, mask, lower, upper, tol, max_iter):
+        self.op, self.target, self.tol, self.max_iter = op, target, tol, max_iter
+        self.eq = mask.expand_as(target).to(target.dtype) if mask is not None else (
+            torch.ones_like(target)
+        )  # fmt: skip
+        self.bounds = []  # (finite?, value, multiplier, sign): sign +1 for upper bounds
+        for bound, sign in ((upper, 1.0), (lower, -1.0)):
+            if bound is not None:
+                finite = torch.isfinite(bound)
+                value = torch.where(finite, bound, 0)
+                self.bounds.append([finite, value, torch.zeros_like(target), sign])
+        self.rho = 1.0
+        self.tiny = torch.finfo(target.dtype).tiny
+        self.scale = _norms(op.adjoint(self.eq * target))
+        self.newton_steps = torch.zeros(target.shape[0], dtype=torch.long)
+        self.grad_rel = torch.zeros(target.shape[0], dtype=target.dtype, device=target.device)
+
+    def _excess(self, tx, finite, value, lam, sign):
+        """``(sign (Tx - value) + lambda / rho)_+`` on the bounded rows."""
+        return torch.where(finite, torch.relu(sign * (tx - value) + lam / self.rho), 0)
+
+    def piece(self, tx):
+        """Row weights and targets of the quadratic piece at the current violated sets."""
+        weight, rhs = self.eq.clone(), self.eq * self.target
+        for finite, value, lam, sign in self.bounds:
+            active = (finite & (sign * (tx - value) + lam / self.rho > 0)) * self.rho
+            weight, rhs = weight + active, rhs + active * (value - sign * lam / self.rho)
+        return weight, rhs
+
+    def objective(self, tx):
+        total = _sqnorms(self.eq * (tx - self.target))
+        for bound in self.bounds:
+            total = total + self.rho * _sqnorms(self._excess(tx, *bound))
+        return total / 2
+
+    def gradient(self, tx):
+        g = self.eq * (tx - self.target)
+        for bound in self.bounds:
+            g = g + bound[3] * self.rho * self._excess(tx, *bound)
+        return self.op.adjoint(g)
+
+    def relative_gradient(self, tx, rhs):
+        """The subproblem's gradient at ``x``, relative to the data's scale."""
+        level = torch.maximum(self.scale, _norms(self.op.adjoint(rhs)))
+        return _norms(self.gradient(tx)) / torch.clamp(level, min=self.tiny)
+
+    def violation(self, tx):
+        """The largest bound violation of ``Tx``, relative to ``max |Tx|``."""
+        over = torch.zeros_like(tx)
+        for finite, value, _, sign in self.bounds:
+            over = torch.maximum(over, torch.where(finite, sign * (tx - value), 0))
+        level = torch.clamp(tx.flatten(1).abs().amax(1), min=self.tiny)
+        return over.flatten(1).amax(1) / level
+
+    def solve_piece(self, weight, rhs, x0=None):
+        sw = torch.sqrt(weight)
+        target = torch.where(weight > 0, rhs / torch.clamp(weight, min=1), 0)
+        op = _RowWeighted(self.op, sw)
+        return least_squares(op, sw * target, tol=self.tol, max_iter=self.max_iter, x0=x0)[0]
+
+    def minimise(self, x, tx, max_newton):
+        """Semismooth Newton on the subproblem from ``x``; returns the new ``(x, Tx)``."""
+        solved = None  # weights of the piece whose minimiser x is
+        for _ in range(max_newton):
+            weight, rhs = self.piece(tx)
+            self.grad_rel = self.relative_gradient(tx, rhs)
+            same = solved is not None and bool(torch.equal(weight, solved))
+            if bool((self.grad_rel <= self.tol).all()) or same:
+                break  # x minimises the piece it lies on: a stationary point
+            # the piece solved warm-started from x: the step of least norm (from 0 the
+            # steps are long, the line search short and the iteration cycles)
+            direction = self.solve_piece(weight, rhs, x0=x) - x
+            # backtracking (Armijo) on the subproblem objective
+            step, f0 = 1.0, self.objective(tx)
+            slope = (self.gradient(tx) * direction).flatten(1).sum(1)
+            for _ in range(30):
+                cand = x + step * direction
+                t_cand = self.op.apply(cand)
+                if bool((self.objective(t_cand) <= f0 + 1e-4 * step * slope + 1e-14 * f0).all()):
+                    break
+                step /= 2
+            x, tx = cand, t_cand
+            self.newton_steps += 1
+            solved = weight if step == 1.0 else None  # only a full step lands on the minimiser
+        return x, tx
+
+    def update_multipliers(self, tx, *, stiffen: bool) -> None:
+        for bound in self.bounds:
+            finite, value, lam, sign = bound
+            bound[2] = torch.where(finite, torch.relu(lam + self.rho * sign * (tx - value)), 0)
+        if stiffen:
+            self.rho = min(self.rho * 10, 1e6)
+
+    def least_norm_end(self, x, tx):
+        """The minimum-norm minimiser of the final piece, for the samples where it loses
+        nothing (as feasible, fits the data as well)."""
+        weight, rhs = self.piece(tx)
+        x_min = self.solve_piece(weight, rhs)
+        t_min = self.op.apply(x_min)
+        feas_tol = math.sqrt(self.tol)
+        slack = feas_tol * _norms(self.eq * self.target)
+        better = (self.violation(t_min) <= torch.clamp(self.violation(tx), min=feas_tol)) & (
+            _norms(self.eq * (t_min - self.target)) <= _norms(self.eq * (tx - self.target)) + slack
+        )
+        if bool(better.any()):
+            x = torch.where(_bcast(better, x), x_min, x)
+            tx = torch.where(_bcast(better, tx), t_min, tx)
+            self.grad_rel = torch.where(better, self.relative_gradient(tx, rhs), self.grad_rel)
+        return x, tx
+
+    def info(self, tx) -> SolveInfo:
+        feas_tol = math.sqrt(self.tol)
+        violation = self.violation(tx)
+        b = self.eq * self.target
+        bn = _norms(b)
+        data = _norms(self.eq * tx - b) / torch.where(bn > 0, bn, torch.ones_like(bn))
+        return SolveInfo(
+            residual=self.grad_rel.detach().double().cpu(),
+            data_residual=data.detach().double().cpu(),
+            iterations=self.newton_steps,
+            converged=((self.grad_rel <= feas_tol) & (violation <= feas_tol)).cpu(),
+            equations=self.eq.flatten(1).sum(1).long().cpu(),
+            unknowns=math.prod(self.op.in_shape),
+            method="alm-newton",
+            tol=self.tol,
+            violation=violation.detach().double().cpu(),
+        )
+
+
 def bounded_least_squares(
     op: ConvOperator,
     target: torch.Tensor,
@@ -582,139 +719,23 @@ def bounded_least_squares(
     tol = default_tol(target.dtype) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be positive; got {tol}")
+    problem = _AugmentedLagrangian(op, target, mask, lower, upper, tol, max_iter)
     feas_tol = math.sqrt(tol)
-    n = target.shape[0]
-    eq = mask.expand_as(target).to(target.dtype) if mask is not None else torch.ones_like(target)
-    has_hi = torch.isfinite(upper) if upper is not None else None
-    has_lo = torch.isfinite(lower) if lower is not None else None
-    hi = torch.where(has_hi, upper, 0) if upper is not None else None
-    lo = torch.where(has_lo, lower, 0) if lower is not None else None
-    lam_hi = torch.zeros_like(target) if upper is not None else None
-    lam_lo = torch.zeros_like(target) if lower is not None else None
-    tiny = torch.finfo(target.dtype).tiny
-
-    def pieces(tx):
-        """Row weights and targets of the quadratic piece at the current violated sets."""
-        weight, rhs = eq.clone(), eq * target
-        if hi is not None:
-            s = (has_hi & (tx - hi + lam_hi / rho > 0)) * rho
-            weight, rhs = weight + s, rhs + s * (hi - lam_hi / rho)
-        if lo is not None:
-            s = (has_lo & (lo - tx + lam_lo / rho > 0)) * rho
-            weight, rhs = weight + s, rhs + s * (lo + lam_lo / rho)
-        return weight, rhs
-
-    def objective(tx):
-        val = _sqnorms(eq * (tx - target))
-        if hi is not None:
-            val = val + rho * _sqnorms(torch.where(has_hi, torch.relu(tx - hi + lam_hi / rho), 0))
-        if lo is not None:
-            val = val + rho * _sqnorms(torch.where(has_lo, torch.relu(lo - tx + lam_lo / rho), 0))
-        return val / 2
-
-    def gradient(tx):
-        g = eq * (tx - target)
-        if hi is not None:
-            g = g + rho * torch.where(has_hi, torch.relu(tx - hi + lam_hi / rho), 0)
-        if lo is not None:
-            g = g - rho * torch.where(has_lo, torch.relu(lo - tx + lam_lo / rho), 0)
-        return op.adjoint(g)
-
-    def violation_of(tx):
-        over = torch.zeros_like(tx)
-        if hi is not None:
-            over = torch.maximum(over, torch.where(has_hi, tx - hi, 0))
-        if lo is not None:
-            over = torch.maximum(over, torch.where(has_lo, lo - tx, 0))
-        level = torch.clamp(tx.flatten(1).abs().amax(1), min=tiny)
-        return over.flatten(1).amax(1) / level
-
-    scale_ref = _norms(op.adjoint(eq * target))
-    x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
+    x = torch.zeros(target.shape[0], *op.in_shape, dtype=target.dtype, device=target.device)
     tx = op.apply(x)
-    newton_steps = torch.zeros(n, dtype=torch.long)
-    rho, last_violation = 1.0, math.inf
-    grad_rel = torch.zeros(n, dtype=target.dtype, device=target.device)
+    last_violation = math.inf
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # judged below
         for _ in range(max_outer):
-            solved = None  # weights of the piece whose minimiser x is
-            for _ in range(max_newton):
-                weight, rhs = pieces(tx)
-                # gradient of the subproblem at x, relative to the data's scale
-                grad_rel = _norms(gradient(tx)) / torch.clamp(
-                    torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny
-                )
-                same = solved is not None and bool(torch.equal(weight, solved))
-                if bool((grad_rel <= tol).all()) or same:
-                    break  # x minimises the piece it lies on: a stationary point
-                sw = torch.sqrt(weight)
-                target_w = torch.where(weight > 0, rhs / torch.clamp(weight, min=1), 0)
-                # each piece is solved from 0, exactly: its minimum-norm minimiser
-                x_new, _ = least_squares(
-                    _RowWeighted(op, sw), sw * target_w, tol=tol, max_iter=max_iter, x0=x
-                )
-                # backtracking (Armijo) on the subproblem objective
-                step, direction = 1.0, x_new - x
-                f0 = objective(tx)
-                slope = (gradient(tx) * direction).flatten(1).sum(1)
-                for _ in range(30):
-                    cand = x + step * direction
-                    t_cand = op.apply(cand)
-                    if bool((objective(t_cand) <= f0 + 1e-4 * step * slope + 1e-14 * f0).all()):
-                        break
-                    step /= 2
-                x, tx = cand, t_cand
-                newton_steps += 1
-                # only a full step lands on the piece's minimiser
-                solved = weight if step == 1.0 else None
+            x, tx = problem.minimise(x, tx, max_newton)
             # stop once the bounds hold; else update the multipliers and, when the
             # violation does not shrink fast enough, stiffen the penalty
-            violation = float(violation_of(tx).max())
+            violation = float(problem.violation(tx).max())
             if violation <= feas_tol:
                 break
-            if hi is not None:
-                lam_hi = torch.where(has_hi, torch.relu(lam_hi + rho * (tx - hi)), 0)
-            if lo is not None:
-                lam_lo = torch.where(has_lo, torch.relu(lam_lo + rho * (lo - tx)), 0)
-            if violation > last_violation / 4:
-                rho = min(rho * 10, 1e6)
+            problem.update_multipliers(tx, stiffen=violation > last_violation / 4)
             last_violation = violation
-
-        # the minimum-norm minimiser of the final piece, where it loses nothing
-        weight, rhs = pieces(tx)
-        sw = torch.sqrt(weight)
-        target_w = torch.where(weight > 0, rhs / torch.clamp(weight, min=1), 0)
-        x_min, _ = least_squares(_RowWeighted(op, sw), sw * target_w, tol=tol, max_iter=max_iter)
-        t_min = op.apply(x_min)
-        slack = feas_tol * _norms(eq * target)
-        better = (violation_of(t_min) <= torch.clamp(violation_of(tx), min=feas_tol)) & (
-            _norms(eq * (t_min - target)) <= _norms(eq * (tx - target)) + slack
-        )
-        if bool(better.any()):
-            x = torch.where(_bcast(better, x), x_min, x)
-            tx = torch.where(_bcast(better, tx), t_min, tx)
-            grad_rel = torch.where(
-                better,
-                _norms(gradient(tx))
-                / torch.clamp(torch.maximum(scale_ref, _norms(op.adjoint(rhs))), min=tiny),
-                grad_rel,
-            )
-
-    violation = violation_of(tx)
-    b = eq * target
-    bn = _norms(b)
-    data = _norms(eq * tx - b) / torch.where(bn > 0, bn, torch.ones_like(bn))
-    info = SolveInfo(
-        residual=grad_rel.detach().double().cpu(),
-        data_residual=data.detach().double().cpu(),
-        iterations=newton_steps,
-        converged=((grad_rel <= feas_tol) & (violation <= feas_tol)).cpu(),
-        equations=eq.flatten(1).sum(1).long().cpu(),
-        unknowns=math.prod(op.in_shape),
-        method="alm-newton",
-        tol=tol,
-        violation=violation.detach().double().cpu(),
-    )
+        x, tx = problem.least_norm_end(x, tx)
+    info = problem.info(tx)
     _report(x, info, strict, "bounded_least_squares")
     return x, info
