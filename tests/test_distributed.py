@@ -38,13 +38,12 @@ import torch
 from invert.cli import main
 from invert.data import augment
 from invert.nn.zoo import create_model
+from invert.train.batches import INIT, derived_seed
 from invert.train.checkpoints import load_checkpoint, load_training_state, save_checkpoint
 from invert.train.distributed import current_context, distributed, distributed_environment
 from invert.train.trainer import (
-    _INIT,
     Recipe,
     Trainer,
-    _derived_seed,
     build_model,
     evaluate,
     get_recipe,
@@ -191,7 +190,7 @@ def _deviation(reference, model) -> float:
     relative to how far that run moved from its initial weights ``w_0``."""
     recipe = get_recipe("tiny")
     train_set, _ = recipe_datasets("convpool_c", "textures", recipe)
-    torch.manual_seed(_derived_seed(0, 0, _INIT))  # as train_from_spec(seed=0) does
+    torch.manual_seed(derived_seed(0, 0, INIT))  # as train_from_spec(seed=0) does
     start = _parameters(build_model("convpool_c", train_set, recipe))
     moved = (_parameters(reference) - start).norm()
     return ((_parameters(model) - _parameters(reference)).norm() / moved).item()

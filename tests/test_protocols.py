@@ -261,9 +261,9 @@ def test_single_protocol_stops_at_the_held_out_loss(tmp_path):
     assert (result.train_items, result.holdout_items) == (27, 9)
     # the target: the lowest held-out loss of a run on the rest, rebuilt here by hand
     part, held = holdout_indices(train_set.labels, fraction=0.25, seed=1)
-    from invert.train.trainer import _INIT, _derived_seed
+    from invert.train.batches import INIT, derived_seed
 
-    torch.manual_seed(_derived_seed(1, 0, _INIT))
+    torch.manual_seed(derived_seed(1, 0, INIT))
     first = _small_net()
     history = train(
         first, subset(train_set, part), test_set=subset(train_set, held),

@@ -15,11 +15,11 @@ from torch.utils.data import Dataset
 
 from invert.data import ImageDataset
 from invert.nn.zoo import create_model
+from invert.train.batches import epoch_order
 from invert.train.checkpoints import load_checkpoint, load_training_state
 from invert.train.trainer import (
     Recipe,
     _learning_rate_factor,
-    epoch_order,
     get_recipe,
     he_init,
     parse_model_spec,

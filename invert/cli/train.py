@@ -140,8 +140,9 @@ def _register_evaluate(subparsers) -> None:
 
 
 def _train(args) -> int:
+    from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
-    from invert.train.trainer import get_recipe, parse_model_spec, per_rank_batch_size
+    from invert.train.trainer import get_recipe, parse_model_spec
 
     name, _ = parse_model_spec(args.spec)
     recipe = get_recipe(args.recipe, arch=name).replace(
@@ -218,8 +219,9 @@ def _train_into_cache_distributed(spec, options, main, broadcast_object):
 
 
 def _evaluate(args) -> int:
+    from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
-    from invert.train.trainer import get_recipe, parse_model_spec, per_rank_batch_size
+    from invert.train.trainer import get_recipe, parse_model_spec
 
     if args.protocol != "tencrop":
         name, _ = parse_model_spec(args.spec)

@@ -65,7 +65,7 @@ from torch import nn
 
 from invert.device import resolve_device
 
-from .trainer import Trainer, _evaluation_sums, training_state_path
+from .trainer import Trainer, evaluation_sums, training_state_path
 
 __all__ = [
     "DistributedContext",
@@ -458,7 +458,7 @@ class DistributedTrainer(Trainer):
 
     def evaluate_on(self, dataset) -> dict:
         indices = torch.arange(self.rank, len(dataset), self.world_size)
-        loss, correct, count = _evaluation_sums(
+        loss, correct, count = evaluation_sums(
             self.model,
             dataset,
             indices.split(self.recipe.eval_batch_size),

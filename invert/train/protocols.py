@@ -54,15 +54,8 @@ from torch import nn
 
 from invert.device import resolve_device
 
-from .trainer import (
-    _INIT,
-    Recipe,
-    _derived_seed,
-    _in_memory,
-    _iterate_batches,
-    get_recipe,
-    make_trainer,
-)
+from .batches import INIT, derived_seed, in_memory, iterate_batches
+from .trainer import Recipe, get_recipe, make_trainer
 
 __all__ = [
     "KFoldResult",
@@ -225,7 +218,7 @@ def subset(dataset, indices, *, label: str | None = None):
 
     index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
     spec = str(getattr(dataset, "spec", "") or "") + (f"[{label}]" if label else "")
-    memory = _in_memory(dataset)
+    memory = in_memory(dataset)
     if memory is not None:
         images, labels = memory
         return ImageDataset(
@@ -273,8 +266,8 @@ def predict_probabilities(
     amp_dtype = torch.bfloat16 if (amp and device.type == "cuda") else None
     batches = torch.arange(len(dataset)).split(batch_size)
     out = []
-    memory = _in_memory(dataset, device)
-    for images, _ in _iterate_batches(dataset, batches, device, num_workers, memory=memory):
+    memory = in_memory(dataset, device)
+    for images, _ in iterate_batches(dataset, batches, device, num_workers, memory=memory):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
         out.append(F.softmax(logits.float(), dim=1).cpu())
@@ -501,9 +494,9 @@ def evaluate_ten_crop(
     # wrong answers: centre top-1, centre top-5, ten top-1, ten top-5; then the count
     counts = torch.zeros(5, dtype=torch.float64)
     classes = None
-    memory = _in_memory(dataset, device)
+    memory = in_memory(dataset, device)
     batches = indices.split(batch_size)
-    for images, labels in _iterate_batches(dataset, batches, device, num_workers, memory=memory):
+    for images, labels in iterate_batches(dataset, batches, device, num_workers, memory=memory):
         crops = ten_crop(images, (h, w))
         n = len(images)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -589,7 +582,7 @@ class KFoldResult:
 
 
 def _seeded_model(make_model: Callable[[], nn.Module], seed: int, run: int) -> nn.Module:
-    torch.manual_seed(_derived_seed(seed, run, _INIT))
+    torch.manual_seed(derived_seed(seed, run, INIT))
     model = make_model()
     if not isinstance(model, nn.Module):
         raise TypeError(f"make_model must return a torch.nn.Module; got {type(model).__name__}")

@@ -66,6 +66,17 @@ from torch import nn
 
 from invert.device import resolve_device
 
+from .batches import (
+    AUGMENT,
+    DROPOUT,
+    INIT,
+    derived_seed,
+    epoch_order,
+    in_memory,
+    iterate_batches,
+    per_rank_batch_size,
+    split_batches,
+)
 from .checkpoints import (
     load_training_state,
     save_checkpoint,
@@ -80,10 +91,9 @@ __all__ = [
     "Trainer",
     "make_trainer",
     "build_model",
-    "per_rank_batch_size",
-    "epoch_order",
     "train_step",
     "evaluate",
+    "evaluation_sums",
     "training_state_path",
     "parse_model_spec",
     "train_from_spec",
@@ -268,79 +278,6 @@ def get_recipe(recipe: str | Recipe = "fast", *, arch: str | None = None) -> Rec
     return RECIPES[recipe](arch)
 
 
-# --- pure functions of (seed, epoch) ----------------------------------------------------
-
-_ORDER, _AUGMENT, _DROPOUT, _INIT = 0, 1, 2, 3
-
-
-def _derived_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
-    """A 63-bit seed that depends only on its arguments (numpy's SeedSequence hashing)."""
-    state = np.random.SeedSequence([seed, epoch, stream, rank]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
-def epoch_order(
-    num_items: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1
-) -> torch.Tensor:
-    """The item indices one process visits in an epoch, a pure function of the arguments.
-
-    All ranks draw the same permutation of ``range(num_items)``; rank ``r`` takes
-    positions ``r, r + world_size, ...`` after padding the permutation with its own
-    beginning to a multiple of ``world_size`` (as
-    :class:`torch.utils.data.DistributedSampler` does), so every rank gets the same
-    number of items.
-
-    Examples
-    --------
-    >>> a = epoch_order(10, seed=0, epoch=3)
-    >>> bool((a == epoch_order(10, seed=0, epoch=3)).all()), sorted(a.tolist()) == list(range(10))
-    (True, True)
-    >>> halves = [epoch_order(10, seed=0, epoch=3, rank=r, world_size=2) for r in (0, 1)]
-    >>> sorted(torch.cat(halves).tolist()) == list(range(10))
-    True
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size); got rank={rank}, world={world_size}")
-    generator = torch.Generator().manual_seed(_derived_seed(seed, epoch, _ORDER))
-    order = torch.randperm(num_items, generator=generator)
-    if world_size > 1:
-        padded = -(-num_items // world_size) * world_size
-        order = torch.cat([order, order[: padded - num_items]])
-        order = order[rank::world_size]
-    return order
-
-
-def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    # drop the ragged last batch (a batch of one breaks BatchNorm); a different
-    # handful of items is left out each epoch since the order changes
-    if len(order) <= batch_size:
-        return [order] if len(order) else []
-    full = len(order) // batch_size
-    return list(order[: full * batch_size].split(batch_size))
-
-
-def per_rank_batch_size(batch_size: int, world_size: int) -> int:
-    """Items per step on each of ``world_size`` processes for a global ``batch_size``.
-
-    Examples
-    --------
-    >>> per_rank_batch_size(128, 4)
-    32
-    >>> per_rank_batch_size(100, 3)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: the batch size 100 is not divisible by the world size 3; choose a batch ...
-    """
-    if world_size < 1:
-        raise ValueError(f"the world size must be a positive integer; got {world_size}")
-    if batch_size % world_size:
-        raise ValueError(
-            f"the batch size {batch_size} is not divisible by the world size {world_size}; "
-            f"choose a batch size that is a multiple of the number of processes (--batch-size)"
-        )
-    return batch_size // world_size
-
-
 def _learning_rate_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     total = recipe.epochs * steps_per_epoch
     warmup = round(recipe.warmup_epochs * steps_per_epoch)
@@ -408,7 +345,7 @@ def evaluate(
     """
     device = resolve_device(device)
     batches = torch.arange(len(dataset)).split(batch_size)
-    total_loss, correct, count = _evaluation_sums(
+    total_loss, correct, count = evaluation_sums(
         model, dataset, batches, device=device, amp=amp, channels_last=channels_last
     )
     if count == 0:
@@ -417,7 +354,7 @@ def evaluate(
 
 
 @torch.no_grad()
-def _evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
+def evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
     """Summed loss (float64), count of correct answers (int64) and item count over ``batches``."""
     was_training = model.training
     model.eval()
@@ -425,8 +362,8 @@ def _evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
-    memory = _in_memory(dataset, device)
-    for images, labels in _iterate_batches(dataset, batches, device, memory=memory):
+    memory = in_memory(dataset, device)
+    for images, labels in iterate_batches(dataset, batches, device, memory=memory):
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -436,50 +373,6 @@ def _evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last
         count += len(labels)
     model.train(was_training)
     return total_loss, correct, count
-
-
-# --- data movement ------------------------------------------------------------------------
-
-
-def _in_memory(dataset, device=None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(uint8 images, int64 labels)`` of an in-memory data set, on ``device`` if given.
-
-    On CUDA the whole uint8 set moves to the device once (CIFAR-10 is 150 MB), so a
-    batch costs one gather and one conversion there.
-    """
-    images = getattr(dataset, "images", None)  # lazy data sets raise AttributeError: None
-    labels = getattr(dataset, "labels", None)
-    if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8) or labels is None:
-        return None
-    labels = torch.as_tensor(labels, dtype=torch.int64)
-    if device is not None and torch.device(device).type == "cuda":
-        images, labels = images.to(device), labels.to(device)
-    return images, labels
-
-
-def _iterate_batches(dataset, batches, device, num_workers: int = 0, memory=None):
-    """Yield ``(float images in [0, 1], labels)`` on ``device``, one per index batch.
-
-    In-memory data sets (or ``memory``, their tensors from :func:`_in_memory`) are
-    indexed directly, uint8 -> float per batch; others go through a DataLoader that
-    reads exactly the same batches.
-    """
-    memory = memory if memory is not None else _in_memory(dataset)
-    if memory is not None:
-        images, labels = memory
-        for index in batches:
-            index = index.to(images.device)
-            x = images[index].to(device, non_blocking=True).float().div_(255)
-            yield x, labels[index].to(device, non_blocking=True)
-        return
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=[b.tolist() for b in batches],
-        num_workers=num_workers,
-        pin_memory=torch.device(device).type == "cuda",
-    )
-    for x, y in loader:
-        yield x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
 
 
 # --- the trainer ------------------------------------------------------------------------
@@ -592,7 +485,7 @@ class Trainer:
 
     def steps_per_epoch(self) -> int:
         n = len(epoch_order(len(self.train_set), seed=0, epoch=0, world_size=self.world_size))
-        return len(_batches(torch.arange(n), self.batch_size))
+        return len(split_batches(torch.arange(n), self.batch_size))
 
     def evaluate_on(self, dataset) -> dict:
         """Mean loss and accuracy of the model on ``dataset`` (every rank gets the same)."""
@@ -622,7 +515,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self._check_input_size()
-        self._memory = _in_memory(self.train_set, self.device)
+        self._memory = in_memory(self.train_set, self.device)
         r = self.recipe
         self.optimizer = torch.optim.SGD(
             self.model.parameters(),
@@ -769,9 +662,9 @@ class Trainer:
         started = time.perf_counter()
         first_lr = self.optimizer.param_groups[0]["lr"]
         # dropout masks: the global RNG, reseeded so the epoch depends on (seed, epoch) only
-        torch.manual_seed(_derived_seed(self.seed, epoch, _DROPOUT, self.rank))
+        torch.manual_seed(derived_seed(self.seed, epoch, DROPOUT, self.rank))
         # augmentation: one stream for the global batch, the same on every rank
-        augmenter = torch.Generator().manual_seed(_derived_seed(self.seed, epoch, _AUGMENT, 0))
+        augmenter = torch.Generator().manual_seed(derived_seed(self.seed, epoch, AUGMENT, 0))
         order = epoch_order(
             len(self.train_set),
             seed=self.seed,
@@ -779,7 +672,7 @@ class Trainer:
             rank=self.rank,
             world_size=self.world_size,
         )
-        batches = _batches(order, self.batch_size)
+        batches = split_batches(order, self.batch_size)
         self.train_model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
@@ -795,7 +688,7 @@ class Trainer:
                 leave=False,
                 file=sys.stderr,
             )
-        stream = _iterate_batches(
+        stream = iterate_batches(
             self.train_set, batches, self.device, r.num_workers, memory=self._memory
         )
         for step, (images, labels) in enumerate(stream):
@@ -1098,7 +991,7 @@ def train_from_spec(
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)
     train_set, test_set = recipe_datasets(name, data, recipe, seed=seed)
-    torch.manual_seed(_derived_seed(seed, 0, _INIT))  # the initial weights depend on seed only
+    torch.manual_seed(derived_seed(seed, 0, INIT))  # the initial weights depend on seed only
     model = build_model(name, train_set, recipe)
     trainer = make_trainer(
         model,
