@@ -22,8 +22,9 @@ DPI = 100
 COLUMNS = ["model", "layer", "filters", "dim", "mu_w_mean", "mu_w_std", "mu_r_mean", "mu_r_std"]
 
 
-def pairing_histograms(session: Session, role: str, label: str, path, title: str) -> list[dict]:
-    """Draw the mu_w / mu_r histograms of every conv layer but the last into ``path``."""
+def pairing_figure(session: Session, out, *, number: int, role: str, label: str) -> Result:
+    """Figure ``number``: the mu_w / mu_r histograms of every conv layer but the last,
+    for the model of ``role``, into ``out/fig{number}_pairing_{role}.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -49,26 +50,27 @@ def pairing_histograms(session: Session, role: str, label: str, path, title: str
     for ax in list(axes.flat)[len(layers) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(
+        f"Fig. {number}: pairing statistic mu per conv layer, {label} model "
+        "(blue: learned, red: random)",
+        fontsize=11,
+    )
     fig.tight_layout()
-    save_figure(fig, path)
-    return rows
+    stem = f"fig{number}_pairing_{role}"
+    save_figure(fig, f"{out}/{stem}.png")
+    return Result(
+        id=f"fig{number}",
+        title=f"Figure {number}: pairing histograms mu_w vs mu_r, {label} model",
+        rows=rows,
+        columns=COLUMNS,
+        files=[f"{stem}.png"],
+        size=pixel_size(FIGSIZE, DPI),
+    )
 
 
 def make(session: Session, out) -> Result:
     """Draw Figure 2 into ``out/fig2_pairing_relu.png``; mu statistics per layer."""
-    rows = pairing_histograms(
-        session, "relu", "ReLU", f"{out}/{STEM}.png",
-        "Fig. 2: pairing statistic mu per conv layer, ReLU model (blue: learned, red: random)",
-    )  # fmt: skip
-    return Result(
-        id="fig2",
-        title="Figure 2: pairing histograms mu_w vs mu_r, ReLU model",
-        rows=rows,
-        columns=COLUMNS,
-        files=[f"{STEM}.png"],
-        size=pixel_size(FIGSIZE, DPI),
-    )
+    return pairing_figure(session, out, number=2, role="relu", label="ReLU")
 
 
 main = script(make)

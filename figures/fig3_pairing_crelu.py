@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import sys
 
-from .common import Result, Session, pixel_size, run_standalone, script
-from .fig2_pairing_relu import COLUMNS, DPI, FIGSIZE, pairing_histograms
+from .common import Result, Session, run_standalone, script
+from .fig2_pairing_relu import pairing_figure
 
 STEM = "fig3_pairing_crelu"
 
 
 def make(session: Session, out) -> Result:
     """Draw Figure 3 into ``out/fig3_pairing_crelu.png``; mu statistics per layer."""
-    rows = pairing_histograms(
-        session, "crelu", "CReLU", f"{out}/{STEM}.png",
-        "Fig. 3: pairing statistic mu per conv layer, CReLU model (blue: learned, red: random)",
-    )  # fmt: skip
-    return Result(
-        id="fig3",
-        title="Figure 3: pairing histograms mu_w vs mu_r, CReLU model",
-        rows=rows,
-        columns=COLUMNS,
-        files=[f"{STEM}.png"],
-        size=pixel_size(FIGSIZE, DPI),
-    )
+    return pairing_figure(session, out, number=3, role="crelu", label="CReLU")
 
 
 main = script(make)

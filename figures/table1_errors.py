@@ -74,7 +74,6 @@ def make(session: Session, out) -> Result:
         title="Table 1: test error (%) and parameters of baseline, double, AVR, CReLU, CReLU-half",
         rows=rows,
         columns=COLUMNS,
-        files=[],
         details={"test_items": n_test},
     )
 

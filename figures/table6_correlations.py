@@ -49,7 +49,6 @@ def make(session: Session, out) -> Result:
         title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
         rows=rows,
         columns=COLUMNS,
-        files=[],
     )
 
 

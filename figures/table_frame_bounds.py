@@ -38,7 +38,6 @@ def make(session: Session, out) -> Result:
         title="Frame bounds per conv layer (circular boundary), learned vs random filters",
         rows=rows,
         columns=COLUMNS,
-        files=[],
     )
 
 

@@ -37,7 +37,6 @@ def make(session: Session, out) -> Result:
         title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
         rows=rows,
         columns=COLUMNS,
-        files=[],
     )
 
 
