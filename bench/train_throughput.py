@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from figures.common import machine_line as machine
 from invert.data import ImageDataset
 from invert.nn.zoo import create_model
-from invert.train.trainer import Recipe, Trainer, he_init
+from invert.train.recipe import Hardware, Recipe
+from invert.train.trainer import Trainer, he_init
 
 LR = 0.002
 
@@ -99,8 +100,8 @@ def compare(args, device, *, amp: bool, plain_dtype=torch.float32):
     # both sides finite on random labels
     recipe = Recipe(
         name="bench", epochs=10**6, batch_size=args.batch_size, lr=LR, momentum=0.9,
-        weight_decay=5e-4, schedule="cosine", grad_clip=1.0, num_workers=0, amp=amp,
-        channels_last=amp,
+        weight_decay=5e-4, schedule="cosine", grad_clip=1.0,
+        hardware=Hardware(num_workers=0, amp=amp, channels_last=amp),
     )  # fmt: skip
     trainer = Trainer(model, data, recipe=recipe, device=device, progress=False)
     trainer.setup()

@@ -165,7 +165,7 @@ class Session:
 
     def __post_init__(self):
         from invert.device import resolve_device
-        from invert.train.trainer import get_recipe
+        from invert.train.recipe import get_recipe
 
         get_recipe(self.recipe)  # unknown names fail here, before any work
         if not isinstance(self.data, str) or not self.data.strip():
@@ -192,7 +192,7 @@ class Session:
         return f"{MODELS[role]}@{self.data}"
 
     def recipe_for(self, role: str):
-        from invert.train.trainer import get_recipe
+        from invert.train.recipe import get_recipe
 
         return get_recipe(self.recipe, arch=MODELS[role])
 
@@ -233,7 +233,7 @@ class Session:
 
             spec = DataSpec.parse(self.data)
             size = spec.image_size(model_info(MODELS["relu"])["input_size"])
-            options = spec.options(self.recipe_for("relu").data_options)
+            options = spec.options(self.recipe_for("relu").data.options)
             self._test_set = load_dataset(
                 self.data, split="test", image_size=size, seed=SEED, **options
             )

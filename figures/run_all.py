@@ -170,7 +170,7 @@ def _data_summary(session: Session) -> dict:
         "image_shape": list(test[0][0].shape),
     }
     if DataSpec.parse(session.data).takes_options:
-        summary["options"] = dict(recipe.data_options)
+        summary["options"] = dict(recipe.data.options)
     return summary
 
 
@@ -186,7 +186,7 @@ def _markdown(report: dict) -> str:
         + (f", options {report['data'].get('options')}" if report["data"].get("options") else ""),
         f"- Recipe: `{report['recipe']['name']}` ({report['recipe']['epochs']} epochs, batch "
         f"{report['recipe']['batch_size']}, lr {report['recipe']['lr']}, width "
-        f"{report['recipe']['width']}, {report['recipe']['schedule']} schedule)",
+        f"{report['recipe']['model']['width']}, {report['recipe']['schedule']} schedule)",
         f"- Analysis sizes: {report['analysis_sizes']}",
         f"- Machine: {report['machine']['cpus']} x {report['machine']['cpu']}, "
         f"torch {report['machine']['torch']}, device {report['device']}, GPU "

@@ -16,7 +16,7 @@ from invert.data import TEXTURE_NAMES, ImageDataset, load_dataset
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import read_metadata, save_checkpoint
 from invert.train.loader import cache_path, check_compatible, default_cache_dir, load_model
-from invert.train.trainer import get_recipe
+from invert.train.recipe import get_recipe
 
 SPEC = "convpool_c@textures"
 
@@ -58,9 +58,9 @@ def test_cache_miss_trains_and_the_hit_loads(tmp_path, counted):
         assert model.metadata["classes"] == list(TEXTURE_NAMES)
         assert model.metadata["recipe"]["name"] == "tiny"
         assert model.config["num_classes"] == len(TEXTURE_NAMES)
-        assert model.config["width"] == get_recipe("tiny").width
+        assert model.config["width"] == get_recipe("tiny").model.width
     # the normalization is the training set's per-channel mean and std
-    train_set = load_dataset("textures", **get_recipe("tiny").data_options)
+    train_set = load_dataset("textures", **get_recipe("tiny").data.options)
     pixels = train_set.images.double().div(255).transpose(0, 1).reshape(3, -1)
     assert second.normalize.mean.tolist() == pytest.approx(pixels.mean(1).tolist(), abs=1e-6)
     assert second.normalize.std.tolist() == pytest.approx(

@@ -28,7 +28,8 @@ from invert.train.protocols import (
     topk_error,
     vote,
 )
-from invert.train.trainer import Recipe, get_recipe, train
+from invert.train.recipe import Hardware, Recipe, get_recipe
+from invert.train.trainer import train
 
 
 def _coloured(n_per_class=12, classes=3, size=8, seed=0):
@@ -50,7 +51,7 @@ def _small_net(classes=3):
 
 
 RECIPE = Recipe(name="proto", epochs=3, batch_size=8, lr=0.05, schedule="constant", flip=False,
-                eval_batch_size=64, num_workers=0)  # fmt: skip
+                hardware=Hardware(eval_batch_size=64, num_workers=0))  # fmt: skip
 
 
 def _hand_probabilities(model, images) -> np.ndarray:

@@ -17,10 +17,8 @@ from invert.data import ImageDataset
 from invert.nn.zoo import create_model
 from invert.train.batches import epoch_order
 from invert.train.checkpoints import load_checkpoint, load_training_state
+from invert.train.recipe import Hardware, ModelSettings, Recipe, get_recipe, learning_rate_factor
 from invert.train.trainer import (
-    Recipe,
-    _learning_rate_factor,
-    get_recipe,
     he_init,
     parse_model_spec,
     train,
@@ -28,8 +26,9 @@ from invert.train.trainer import (
 )
 
 SMALL = Recipe(
-    name="test", epochs=2, batch_size=16, lr=0.02, schedule="constant", eval_batch_size=64
-)
+    name="test", epochs=2, batch_size=16, lr=0.02, schedule="constant",
+    hardware=Hardware(eval_batch_size=64),
+)  # fmt: skip
 
 
 def _separable(n_per_class=24, size=32, seed=0):
@@ -103,15 +102,15 @@ def test_learning_rate_schedules_match_their_formulas():
     steps = 10
     for step in (0, 7, 20, 39):
         expected = 0.5 * (1 + math.cos(math.pi * step / 40))
-        assert _learning_rate_factor(cos, step, steps) == pytest.approx(expected)
+        assert learning_rate_factor(cos, step, steps) == pytest.approx(expected)
     warm = Recipe(epochs=4, schedule="cosine", warmup_epochs=1)
-    assert _learning_rate_factor(warm, 0, steps) == pytest.approx(0.1)
-    assert _learning_rate_factor(warm, 9, steps) == pytest.approx(1.0)
-    assert _learning_rate_factor(warm, 25, steps) == pytest.approx(
+    assert learning_rate_factor(warm, 0, steps) == pytest.approx(0.1)
+    assert learning_rate_factor(warm, 9, steps) == pytest.approx(1.0)
+    assert learning_rate_factor(warm, 25, steps) == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 15 / 30))
     )
     step = Recipe(epochs=10, schedule="step", milestones=(3, 6), gamma=0.5)
-    assert [_learning_rate_factor(step, e * steps, steps) for e in (0, 2, 3, 5, 6, 9)] == [
+    assert [learning_rate_factor(step, e * steps, steps) for e in (0, 2, 3, 5, 6, 9)] == [
         1,
         1,
         0.5,
@@ -119,22 +118,24 @@ def test_learning_rate_schedules_match_their_formulas():
         0.25,
         0.25,
     ]
-    assert _learning_rate_factor(Recipe(schedule="constant"), 99, steps) == 1.0
+    assert learning_rate_factor(Recipe(schedule="constant"), 99, steps) == 1.0
 
 
 def test_recipes_and_their_validation():
     assert get_recipe("tiny").epochs <= 3
     paper = get_recipe("paper", arch="convpool_c")
-    assert paper.momentum == 0.9 and paper.weight_decay > 0 and paper.width == 1.0
+    assert paper.momentum == 0.9 and paper.weight_decay > 0 and paper.model.width == 1.0
     assert get_recipe("paper", arch="vgg_crelu1").max_shift == 4
     custom = Recipe(epochs=1)
     assert get_recipe(custom) is custom
     assert get_recipe("fast").replace(epochs=3, lr=None).epochs == 3
     with pytest.raises(ValueError, match="valid recipes: tiny, fast, paper"):
         get_recipe("slow")
-    for bad in (dict(epochs=0), dict(lr=-1.0), dict(schedule="linear"), dict(dropout=1.5)):
+    for bad in (dict(epochs=0), dict(lr=-1.0), dict(schedule="linear")):
         with pytest.raises(ValueError):
             Recipe(**bad)
+    with pytest.raises(ValueError):
+        ModelSettings(dropout=1.5)
 
 
 def test_parse_model_spec_splits_on_the_first_at():
@@ -271,8 +272,8 @@ def test_divergence_and_misfit_inputs_are_reported():
 # --- kill -9 and resume -------------------------------------------------------------------
 
 KILL_RECIPE = Recipe(
-    name="kill", epochs=5, batch_size=16, lr=0.02, schedule="cosine", dropout=None,
-    eval_batch_size=64, num_workers=0,
+    name="kill", epochs=5, batch_size=16, lr=0.02, schedule="cosine",
+    hardware=Hardware(eval_batch_size=64, num_workers=0),
 )  # fmt: skip
 
 

@@ -142,7 +142,8 @@ def _register_evaluate(subparsers) -> None:
 def _train(args) -> int:
     from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
-    from invert.train.trainer import get_recipe, parse_model_spec
+    from invert.train.recipe import get_recipe
+    from invert.train.trainer import parse_model_spec
 
     name, _ = parse_model_spec(args.spec)
     recipe = get_recipe(args.recipe, arch=name).replace(
@@ -221,7 +222,8 @@ def _train_into_cache_distributed(spec, options, main, broadcast_object):
 def _evaluate(args) -> int:
     from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
-    from invert.train.trainer import get_recipe, parse_model_spec
+    from invert.train.recipe import get_recipe
+    from invert.train.trainer import parse_model_spec
 
     if args.protocol != "tencrop":
         name, _ = parse_model_spec(args.spec)
@@ -305,20 +307,21 @@ def _ten_crop_run(args, recipe, device, context, main) -> dict:
     crop = args.image_size or model_input_size(model)
     if crop is None:
         raise ValueError("the model has no zoo architecture: pass --image-size")
-    trained = (model.metadata.get("recipe") or {}).get("data_options") or {}
+    used = model.metadata.get("recipe") or {}  # older checkpoints: a flat "data_options"
+    trained = (used.get("data") or {}).get("options") or used.get("data_options") or {}
     test_set = ten_crop_test_set(
         data, crop_size=crop, resize=args.resize, seed=args.seed,
-        data_options=trained or recipe.data_options,
+        data_options=trained or recipe.data.options,
     )  # fmt: skip
     check_compatible(model, test_set)
     result = evaluate_ten_crop(
         model,
         test_set,
         crop_size=crop,
-        batch_size=max(1, recipe.eval_batch_size // 10),
+        batch_size=max(1, recipe.hardware.eval_batch_size // 10),
         device=device,
-        amp=recipe.amp,
-        num_workers=recipe.num_workers,
+        amp=recipe.hardware.amp,
+        num_workers=recipe.hardware.num_workers,
     )
     import torch
 

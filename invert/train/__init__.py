@@ -5,10 +5,14 @@
 
 from .checkpoints import load_checkpoint, load_state_dict_into, save_checkpoint
 from .loader import load_model
-from .trainer import RECIPES, Recipe, Trainer, get_recipe, train, train_from_spec
+from .recipe import RECIPES, DataSettings, Hardware, ModelSettings, Recipe, get_recipe
+from .trainer import Trainer, train, train_from_spec
 
 __all__ = [
     "RECIPES",
+    "DataSettings",
+    "Hardware",
+    "ModelSettings",
     "Recipe",
     "Trainer",
     "get_recipe",

@@ -377,7 +377,7 @@ def distributed(*, device=None, backend: str | None = None, timeout=None):
     >>> from invert.train import get_recipe, train_from_spec
     >>> with distributed(device="cpu") as context:  # under torchrun: one rank of many
     ...     net = train_from_spec("convpool_c@textures", recipe=get_recipe("tiny").replace(
-    ...         epochs=1, data_options={"train_per_class": 4, "test_per_class": 2}),
+    ...         epochs=1, options={"train_per_class": 4, "test_per_class": 2}),
     ...         device="cpu", progress=False)
     >>> context is None, net.metadata["epochs"]
     (True, 1)
@@ -461,9 +461,9 @@ class DistributedTrainer(Trainer):
         loss, correct, count = evaluation_sums(
             self.model,
             dataset,
-            indices.split(self.recipe.eval_batch_size),
+            indices.split(self.recipe.hardware.eval_batch_size),
             device=self.device,
-            amp=self.recipe.amp,
+            amp=self.recipe.hardware.amp,
             channels_last=self.channels_last,
         )
         loss, correct, count = self._all_reduce([loss, correct, float(count)])

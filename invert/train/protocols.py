@@ -819,9 +819,9 @@ def kfold_protocol(
         probabilities = predict_probabilities(
             trainer.model,
             test_set,
-            batch_size=recipe.eval_batch_size,
+            batch_size=recipe.hardware.eval_batch_size,
             device=trainer.device,
-            amp=recipe.amp,
+            amp=recipe.hardware.amp,
         )
         test_errors.append(topk_error(probabilities, test_labels))
         total = probabilities.double() if total is None else total + probabilities.double()

@@ -23,21 +23,8 @@ dropout and BatchNorm, ``N`` processes therefore follow the single-process run u
 floating-point rounding; dropout masks are drawn per rank, and BatchNorm normalises
 each rank's share of the batch.
 
-Recipes (:data:`RECIPES`, or any :class:`Recipe`):
-
-``tiny``
-    Seconds, for tests: width 0.125, 16 + 8 texture crops per class, 2 epochs.
-``fast``
-    Minutes on two CPU cores: width 0.25, 200 + 100 texture crops per class, 10
-    epochs of SGD (batch 64, lr 0.02, momentum 0.9, weight decay 5e-4, one warm-up
-    epoch then cosine decay, gradient norm clipped at 1, no dropout). ConvPool-CNN-C
-    variants reach roughly 55-80% test accuracy on the 13 texture classes (chance
-    7.7%); AVR is the weakest, as in the paper.
-``paper``
-    The paper's CIFAR setup at full width, for a GPU: Springenberg et al.'s schedule
-    for ConvPool-CNN-C (and All-CNN-B), Zagoruyko's for VGG (with random shifts).
-
-Models built from ``MODEL@DATA`` specs start from :func:`he_init` weights.
+Recipes are in :mod:`invert.train.recipe`; models built from ``MODEL@DATA`` specs start
+from :func:`he_init` weights.
 
 Layout for extensions (distributed training wraps these, it does not rewrite them):
 :func:`epoch_order` makes one rank's share of an epoch's item order,
@@ -50,13 +37,11 @@ Layout for extensions (distributed training wraps these, it does not rewrite the
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,11 +67,9 @@ from .checkpoints import (
     save_checkpoint,
     save_training_state,
 )
+from .recipe import Recipe, get_recipe, learning_rate_factor
 
 __all__ = [
-    "Recipe",
-    "RECIPES",
-    "get_recipe",
     "train",
     "Trainer",
     "make_trainer",
@@ -99,198 +82,6 @@ __all__ = [
     "train_from_spec",
     "he_init",
 ]
-
-_SCHEDULES = ("cosine", "step", "constant")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to train: optimiser, schedule, augmentation, and the size of a MODEL@DATA run.
-
-    Parameters
-    ----------
-    name : str
-        A label, recorded in checkpoints.
-    epochs, batch_size : int
-        Length of training and items per SGD step (the global batch: a distributed
-        run splits it evenly across its processes).
-    lr, momentum, weight_decay, nesterov
-        SGD settings; ``lr`` is the peak learning rate.
-    schedule : {"cosine", "step", "constant"}
-        ``cosine``: half-cosine decay from ``lr`` to 0 over all steps; ``step``:
-        multiply by ``gamma`` at each epoch in ``milestones``; ``constant``.
-    milestones : tuple of int
-        Epochs (counted from 0) at which a ``step`` schedule decays.
-    gamma : float
-        Decay factor of the ``step`` schedule.
-    warmup_epochs : float
-        Linear warm-up from ``lr / steps`` to ``lr`` over this many epochs.
-    width : float
-        Filter-count multiplier for models built from ``MODEL@DATA`` specs.
-    dropout : float or None
-        Overrides every dropout rate of models built from specs; None keeps the
-        architecture's rates.
-    flip : bool
-        Random horizontal flips.
-    max_shift : int or None
-        Random shifts of up to this many pixels; None: 4 for the VGG family (the
-        paper's VGG recipe), 0 otherwise.
-    data_options : dict
-        Extra options for :func:`~invert.data.load_dataset` when the data set is
-        ``textures`` (``train_per_class``, ``test_per_class``, ...).
-    eval_batch_size : int
-        Items per step when evaluating.
-    num_workers : int
-        Loader processes for data sets read from disk (folders).
-    amp, channels_last : bool
-        bfloat16 autocast and channels-last memory on CUDA (ignored on the CPU).
-    init : {"he", "default"}
-        Initialisation of models built from specs: :func:`he_init`, or PyTorch's.
-    grad_clip : float or None
-        Rescale the gradient to at most this global L2 norm before each step (keeps
-        the first steps of a deep network without BatchNorm from diverging).
-    """
-
-    name: str = "custom"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0
-    width: float = 1.0
-    dropout: float | None = None
-    flip: bool = True
-    max_shift: int | None = None
-    data_options: dict = field(default_factory=dict)
-    eval_batch_size: int = 256
-    num_workers: int = 2
-    amp: bool = True
-    channels_last: bool = True
-    init: str = "he"
-    grad_clip: float | None = None
-
-    def __post_init__(self):
-        def positive_int(name):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"recipe {name} must be a positive integer; got {value!r}")
-
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            positive_int(name)
-        for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"recipe {name} must be a finite number >= 0; got {value!r}")
-        if self.lr <= 0 or self.width <= 0:
-            raise ValueError("recipe lr and width must be positive")
-        if self.grad_clip is not None and not (
-            isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0
-        ):
-            raise ValueError(f"recipe grad_clip must be None or positive; got {self.grad_clip!r}")
-        if self.init not in ("he", "default"):
-            raise ValueError(f"recipe init must be 'he' or 'default'; got {self.init!r}")
-        if self.schedule not in _SCHEDULES:
-            raise ValueError(f"recipe schedule must be one of {_SCHEDULES}; got {self.schedule!r}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"recipe dropout must be None or in [0, 1); got {self.dropout!r}")
-        if self.max_shift is not None and (
-            isinstance(self.max_shift, bool)
-            or not isinstance(self.max_shift, int)
-            or self.max_shift < 0
-        ):
-            raise ValueError("recipe max_shift must be None or an integer >= 0")
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        object.__setattr__(self, "data_options", dict(self.data_options))
-
-    def to_dict(self) -> dict:
-        """Plain JSON-ready fields (stored in checkpoints and the cache key)."""
-        out = dataclasses.asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
-
-    def replace(self, **changes) -> Recipe:
-        """A copy with some fields changed (``None`` values are ignored)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def _paper_recipe(arch: str | None) -> Recipe:
-    if arch is not None and arch.startswith("vgg"):
-        # Zagoruyko's cifar.torch: SGD momentum 0.9, weight decay 5e-4, batch 128, 300
-        # epochs, learning rate halved every 25 epochs. His Torch7 run starts at lr 1;
-        # ours starts at 0.1, the value PyTorch ports of the recipe use.
-        return Recipe(
-            name="paper", epochs=300, batch_size=128, lr=0.1, weight_decay=5e-4,
-            schedule="step", milestones=tuple(range(25, 300, 25)), gamma=0.5, max_shift=4,
-        )  # fmt: skip
-    # Springenberg et al. (2014) for ConvPool-CNN-C on CIFAR: SGD momentum 0.9, weight
-    # decay 1e-3, 350 epochs, learning rate x0.1 after epochs 200, 250, 300; they pick
-    # the rate from {0.25, 0.1, 0.05, 0.01} on validation data, we fix 0.05. Ours: the
-    # gradient norm is clipped at 1 -- without it, He-initialised ConvPool-CNN-C (no
-    # BatchNorm, a ReLU on the class scores) diverged or died at these rates in our
-    # runs. The same recipe serves All-CNN-B on folders of images.
-    return Recipe(
-        name="paper", epochs=350, batch_size=128, lr=0.05, weight_decay=1e-3,
-        schedule="step", milestones=(200, 250, 300), gamma=0.1, grad_clip=1.0,
-    )  # fmt: skip
-
-
-RECIPES = {
-    # seconds on a CPU: for tests and smoke runs only
-    "tiny": lambda arch: Recipe(
-        name="tiny", epochs=2, batch_size=32, lr=0.02, width=0.125, dropout=0.0,
-        schedule="constant", grad_clip=1.0, num_workers=0,
-        data_options={"train_per_class": 16, "test_per_class": 8},
-    ),
-    # minutes on two CPU cores: a quarter-width model on 2600 texture crops reaches
-    # about 75-80% test accuracy on the 13 texture classes (chance: 7.7%)
-    "fast": lambda arch: Recipe(
-        name="fast", epochs=10, batch_size=64, lr=0.02, width=0.25, dropout=0.0,
-        weight_decay=5e-4, schedule="cosine", warmup_epochs=1.0, grad_clip=1.0,
-        data_options={"train_per_class": 200, "test_per_class": 100},
-    ),
-    # the paper's CIFAR setup, full width: meant for a GPU
-    "paper": _paper_recipe,
-}  # fmt: skip
-
-
-def get_recipe(recipe: str | Recipe = "fast", *, arch: str | None = None) -> Recipe:
-    """The named recipe (``tiny``, ``fast``, ``paper``) for a model, or ``recipe`` itself.
-
-    ``paper`` depends on the family: VGG gets Zagoruyko's schedule and random shifts,
-    the others Springenberg's.
-
-    Examples
-    --------
-    >>> get_recipe("tiny").epochs
-    2
-    >>> get_recipe("paper", arch="vgg").max_shift
-    4
-    """
-    if isinstance(recipe, Recipe):
-        return recipe
-    if not isinstance(recipe, str) or recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
-    return RECIPES[recipe](arch)
-
-
-def _learning_rate_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
-    total = recipe.epochs * steps_per_epoch
-    warmup = round(recipe.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return (step + 1) / warmup
-    if recipe.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    if recipe.schedule == "step":
-        epoch = step // steps_per_epoch
-        return recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
-    return 1.0
-
 
 # --- one step, one evaluation -------------------------------------------------------------
 
@@ -472,8 +263,8 @@ class Trainer:
         shift = self.recipe.max_shift
         self.max_shift = (4 if arch.startswith("vgg") else 0) if shift is None else shift
         cuda = self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if (cuda and self.recipe.amp) else None
-        self.channels_last = cuda and self.recipe.channels_last
+        self.amp_dtype = torch.bfloat16 if (cuda and self.recipe.hardware.amp) else None
+        self.channels_last = cuda and self.recipe.hardware.channels_last
 
     @property
     def is_main(self) -> bool:
@@ -492,9 +283,9 @@ class Trainer:
         return evaluate(
             self.model,
             dataset,
-            batch_size=self.recipe.eval_batch_size,
+            batch_size=self.recipe.hardware.eval_batch_size,
             device=self.device,
-            amp=self.recipe.amp,
+            amp=self.recipe.hardware.amp,
             channels_last=self.channels_last,
         )
 
@@ -526,7 +317,7 @@ class Trainer:
         )
         steps = self.steps_per_epoch()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: _learning_rate_factor(r, step, steps)
+            self.optimizer, lambda step: learning_rate_factor(r, step, steps)
         )
         self.train_model = self.wrap_model(self.model)
 
@@ -689,7 +480,7 @@ class Trainer:
                 file=sys.stderr,
             )
         stream = iterate_batches(
-            self.train_set, batches, self.device, r.num_workers, memory=self._memory
+            self.train_set, batches, self.device, r.hardware.num_workers, memory=self._memory
         )
         for step, (images, labels) in enumerate(stream):
             images = self._augment(images, augmenter)
@@ -799,7 +590,7 @@ def train(
         Items ``(image C x H x W in [0, 1], label)``; :class:`~invert.data.ImageDataset`
         in memory is indexed directly (fast path), others go through a DataLoader.
     recipe : {"tiny", "fast", "paper"} or Recipe
-        See :data:`RECIPES`. The recipe's ``width``/``dropout``/``data_options`` only
+        See :data:`RECIPES`. The recipe's ``model`` and ``data`` settings only
         matter for MODEL@DATA runs (:func:`train_from_spec`).
     out : path, optional
         The checkpoint file to write every epoch; the state goes next to it.
@@ -933,7 +724,7 @@ def recipe_datasets(model: str, data: str, recipe: Recipe, *, seed: int = 0):
 
     spec = DataSpec.parse(data)
     image_size = spec.image_size(model_info(model)["input_size"])
-    options = spec.options(recipe.data_options)
+    options = spec.options(recipe.data.options)
     train_set = load_dataset(data, split="train", image_size=image_size, seed=seed, **options)
     test_set = load_dataset(data, split="test", image_size=image_size, seed=seed, **options)
     return train_set, test_set
@@ -962,10 +753,10 @@ def build_model(name: str, dataset, recipe: str | Recipe = "fast") -> nn.Module:
         name,
         num_classes=len(dataset.classes),
         in_channels=int(torch.as_tensor(image).shape[0]),
-        width=recipe.width,
-        dropout=recipe.dropout,
+        width=recipe.model.width,
+        dropout=recipe.model.dropout,
     )
-    if recipe.init == "he":
+    if recipe.model.init == "he":
         he_init(model)
     return model
 
