@@ -316,3 +316,26 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
     assert final.metadata["epochs"] == KILL_RECIPE.epochs
     assert _same_weights(reference, final)
     assert load_training_state(state)["epoch"] == KILL_RECIPE.epochs
+
+
+def test_pinned_cpu_threads_make_training_independent_of_the_callers_threads():
+    """The summation order of a gradient depends on the thread count: without a pinned
+    count the same run differs between 1 and 2 threads; with one it does not."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    data = ImageDataset(images.to(torch.uint8), torch.arange(64) % 4, list("abcd"))
+
+    def weights(threads, pinned):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        net = he_init(create_model("convpool_c_crelu", num_classes=4, width=0.125, dropout=0.0))
+        hardware = Hardware(num_workers=0, cpu_threads=1 if pinned else None)
+        recipe = Recipe(epochs=1, batch_size=32, lr=0.02, hardware=hardware)
+        train(net, data, recipe=recipe, device="cpu", progress=False)
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    try:
+        assert not torch.equal(weights(1, pinned=False), weights(2, pinned=False))
+        assert torch.equal(weights(1, pinned=True), weights(2, pinned=True))
+        assert torch.get_num_threads() == 2  # the trainer restores the caller's count
+    finally:
+        torch.set_num_threads(1)

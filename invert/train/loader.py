@@ -52,7 +52,8 @@ from torch import nn
 from invert.device import resolve_device
 
 from .checkpoints import load_checkpoint
-from .trainer import Recipe, get_recipe, parse_model_spec, train_from_spec, training_state_path
+from .recipe import Recipe, get_recipe
+from .trainer import parse_model_spec, train_from_spec, training_state_path
 
 __all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible"]
 

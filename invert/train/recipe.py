@@ -111,16 +111,23 @@ class Hardware:
         Loader processes for data sets read from disk (folders).
     amp, channels_last : bool
         bfloat16 autocast and channels-last memory on CUDA (ignored on the CPU).
+    cpu_threads : int or None
+        Intra-op threads while training on the CPU (restored after); None keeps torch's
+        setting. The summation order of a gradient depends on the thread count, so a
+        fixed count makes a run give the same weights whatever else runs beside it.
     """
 
     eval_batch_size: int = 256
     num_workers: int = 2
     amp: bool = True
     channels_last: bool = True
+    cpu_threads: int | None = None
 
     def __post_init__(self):
         _check_count("recipe", "eval_batch_size", self.eval_batch_size)
         _check_count("recipe", "num_workers", self.num_workers, minimum=0)
+        if self.cpu_threads is not None:
+            _check_count("recipe", "cpu_threads", self.cpu_threads)
 
 
 _PARTS = {"model": ModelSettings, "data": DataSettings, "hardware": Hardware}
@@ -274,7 +281,8 @@ RECIPES = {
     # seconds on a CPU: for tests and smoke runs only
     "tiny": lambda arch: Recipe(
         name="tiny", epochs=2, batch_size=32, lr=0.02, schedule="constant", grad_clip=1.0,
-        model=ModelSettings(width=0.125, dropout=0.0), hardware=Hardware(num_workers=0),
+        model=ModelSettings(width=0.125, dropout=0.0),
+        hardware=Hardware(num_workers=0, cpu_threads=1),
         data=DataSettings({"train_per_class": 16, "test_per_class": 8}),
     ),
     # minutes on two CPU cores: a quarter-width model on 2600 texture crops reaches
@@ -282,7 +290,7 @@ RECIPES = {
     "fast": lambda arch: Recipe(
         name="fast", epochs=10, batch_size=64, lr=0.02, weight_decay=5e-4,
         schedule="cosine", warmup_epochs=1.0, grad_clip=1.0,
-        model=ModelSettings(width=0.25, dropout=0.0),
+        model=ModelSettings(width=0.25, dropout=0.0), hardware=Hardware(cpu_threads=1),
         data=DataSettings({"train_per_class": 200, "test_per_class": 100}),
     ),
     # the paper's CIFAR setup, full width: meant for a GPU

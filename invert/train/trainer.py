@@ -37,6 +37,7 @@ Layout for extensions (distributed training wraps these, it does not rewrite the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -209,6 +210,18 @@ def _restore_rng_states(states: Mapping) -> None:
     np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
     version, internal, gauss = states["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int | None):
+    """Run the block with ``count`` intra-op threads (None: as they are), restored after."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Trainer:
@@ -423,6 +436,11 @@ class Trainer:
         when it returns True. A resumed run asks it again about its last epoch.
         """
         self.setup()
+        threads = self.recipe.hardware.cpu_threads
+        with _intra_op_threads(threads if self.device.type == "cpu" else None):
+            return self._fit(resume, until)
+
+    def _fit(self, resume, until) -> list[dict]:
         start = 0
         state = self._load_state() if resume else None
         if state is not None:
