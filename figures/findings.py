@@ -6,8 +6,22 @@ reported as ``"does not hold"``; nothing is tuned to make it pass. Verdicts:
 
 ``holds`` / ``does not hold``
     The criterion was evaluated on the numbers.
+``inconclusive``
+    Trained with several seeds, a comparison the verdict rests on lies within the seed
+    spread (see below): neither holding nor failing is shown.
 ``not testable``
     The numbers needed are missing (e.g. a model without a test set): said, not hidden.
+
+Uncertainty from seeds (fixed before any multi-seed run). F1, F3 and F4 compare
+quantities of trained models. With ``N >= 2`` seeds per variant each quantity is the
+mean over its seeds, with standard error ``SE = s / sqrt(N)`` (``s``: the sample standard
+deviation over the seeds); the uncertainty of a difference ``D = a - b`` of two
+independently trained quantities is ``SE_D = sqrt(SE_a^2 + SE_b^2)`` (a fixed threshold
+has none). The sign of ``D`` counts as shown only when ``|D| > 2 SE_D``
+(:func:`decide`); with one seed ``SE_D = 0`` and the comparisons are those of the
+single-run criteria (ties as written there). F2, F5 and F6 are properties of one trained
+model, not comparisons between models: they are judged on the models of the first seed,
+the ones the figures show.
 
 The findings (numbering ours):
 
@@ -20,14 +34,16 @@ The findings (numbering ours):
   about half its parameters.
 * **F5** (Section 4.3, Table 6): the outgoing weights of a filter's positive and
   negative phases are far from negations of each other.
+* **F6** (ours, beyond the paper; Fig. 5): joint inversion recovers the input from
+  every layer up to the first max-pooling, for the CReLU and for the ReLU model.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["CRITERIA", "f1_pairing", "f2_reconstruction", "f3_invariance", "f4_errors",
-           "f5_correlations", "evaluate_findings"]  # fmt: skip
+__all__ = ["CRITERIA", "decide", "f1_pairing", "f2_reconstruction", "f3_invariance",
+           "f4_errors", "f5_correlations", "f6_joint", "evaluate_findings"]  # fmt: skip
 
 #: Pairing: the learned mean must lie this many random standard deviations below the
 #: random mean to count as "pairing up" (F1).
@@ -40,6 +56,10 @@ PSNR_CAP = 100.0
 CORRELATION_LIMIT = 0.5
 #: CReLU-half's parameters must be at most this fraction of the baseline's (F4).
 HALF_PARAMS = 0.55
+#: A difference counts as shown beyond this many of its standard errors (seeds).
+SEED_SIGMAS = 2.0
+#: PSNR (dB) from which joint inversion counts as recovering the input (F6).
+RECOVERED_PSNR = 100.0
 
 CRITERIA = {
     "F1": (
@@ -47,7 +67,8 @@ CRITERIA = {
         f"pairing gap g = (mean mu_r - mean mu_w) / std mu_r on conv1 (mu_r: Gaussian "
         f"filters of the same shape). Holds iff g_ReLU > {PAIRING_MARGIN:g} (learned "
         f"filters clearly more opposite than random ones) and g_CReLU <= "
-        f"{PAIRING_MARGIN:g}.",
+        f"{PAIRING_MARGIN:g}. With seeds: g is the mean over seeds and each comparison with "
+        f"the margin must clear {SEED_SIGMAS:g} standard errors (else inconclusive).",
     ),
     "F2": (
         "Reconstruction is exact through CReLU layers without pooling, and PSNR falls "
@@ -62,22 +83,34 @@ CRITERIA = {
     ),
     "F3": (
         "CReLU invariance >= ReLU invariance on most layers",
-        "layer invariance scores (mean of the top 20% unit scores) on every conv layer but "
-        "the class layer. Holds iff score_CReLU >= score_ReLU on more than half of the "
-        "layers.",
+        f"layer invariance scores (mean of the top 20% unit scores) on every conv layer but "
+        f"the class layer. Holds iff score_CReLU >= score_ReLU on more than half of the "
+        f"layers. With seeds: a layer counts for CReLU (against it) only when the mean "
+        f"difference is above (below) {SEED_SIGMAS:g} standard errors; holds iff the layers "
+        f"counted for CReLU are more than half, does not hold iff those not counted against "
+        f"it are at most half, else inconclusive.",
     ),
     "F4": (
         "CReLU-half error <= baseline error at half the parameters",
         f"test error (%) after training with the recipe, one run each. Holds iff "
         f"error(CReLU-half) <= error(baseline) and params(CReLU-half) <= "
         f"{HALF_PARAMS:g} x params(baseline). The binomial standard errors are reported "
-        f"as context, not used in the verdict.",
+        f"as context, not used in the verdict. With seeds: mean errors over seeds, and the "
+        f"difference must clear {SEED_SIGMAS:g} standard errors of the seed spread (else "
+        f"inconclusive).",
     ),
     "F5": (
         "Outgoing pair correlations far below 1",
         f"CReLU model, every CReLU layer followed by a conv: mean |cos| between the next "
         f"layer's weights on the positive and negative phase of the same filter. Holds "
         f"iff it is < {CORRELATION_LIMIT:g} on every layer (negated weights would give 1).",
+    ),
+    "F6": (
+        "Joint inversion recovers the input from every layer up to the first max-pool, for "
+        "CReLU and for ReLU models",
+        f"Fig. 5's joint rows (Gauss-Newton through all layers at once, float64): for the "
+        f"CReLU and the ReLU model, every conv layer reached before the first max-pooling. "
+        f"Holds iff PSNR >= {RECOVERED_PSNR:g} dB on each of them (on every Fig. 5 image).",
     ),
 }
 
@@ -98,6 +131,51 @@ def _verdict(ok: bool) -> str:
     return "holds" if ok else "does not hold"
 
 
+def seed_stats(values) -> tuple[float, float, int]:
+    """``(mean, standard error, N)`` of per-seed values (SE 0 for a single value).
+
+    Examples
+    --------
+    >>> seed_stats([1.0, 3.0])
+    (2.0, 1.0, 2)
+    >>> seed_stats(5.0)
+    (5.0, 0.0, 1)
+    """
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0, n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n), n
+
+
+def decide(difference: float, se: float) -> bool | None:
+    """Whether ``difference >= 0`` is shown: True or False when ``|difference| > 2 se``
+    (or ``se == 0``, where ``0`` counts as >= 0), None within the seed spread.
+
+    Examples
+    --------
+    >>> decide(0.5, 0.1), decide(-0.5, 0.1), decide(0.1, 0.1), decide(0.0, 0.0)
+    (True, False, None, True)
+    """
+    if math.isnan(difference):
+        return False
+    if se == 0:
+        return difference >= 0
+    if abs(difference) > SEED_SIGMAS * se:
+        return difference > 0
+    return None
+
+
+def _three_way(*decisions) -> str:
+    """``holds`` if every decision is True, ``does not hold`` if one is False, else
+    ``inconclusive``."""
+    if any(d is False for d in decisions):
+        return "does not hold"
+    return "holds" if all(d is True for d in decisions) else "inconclusive"
+
+
 def pairing_gap(mean_w: float, mean_r: float, std_r: float) -> float:
     """``(mean_r - mean_w) / std_r``: how far left of random the learned mu lie.
 
@@ -109,8 +187,9 @@ def pairing_gap(mean_w: float, mean_r: float, std_r: float) -> float:
     return (mean_r - mean_w) / std_r if std_r > 0 else math.copysign(math.inf, mean_r - mean_w)
 
 
-def f1_pairing(relu: dict, crelu: dict) -> dict:
-    """F1 from the conv1 pairing rows (``mu_w_mean``, ``mu_r_mean``, ``mu_r_std``).
+def f1_pairing(relu, crelu) -> dict:
+    """F1 from the conv1 pairing rows (``mu_w_mean``, ``mu_r_mean``, ``mu_r_std``): one
+    dict per model, or a list of them, one per seed.
 
     Examples
     --------
@@ -121,25 +200,48 @@ def f1_pairing(relu: dict, crelu: dict) -> dict:
     >>> f1_pairing(crelu, crelu)["verdict"]
     'does not hold'
     """
-    g_relu = pairing_gap(relu["mu_w_mean"], relu["mu_r_mean"], relu["mu_r_std"])
-    g_crelu = pairing_gap(crelu["mu_w_mean"], crelu["mu_r_mean"], crelu["mu_r_std"])
+    relu = relu if isinstance(relu, list) else [relu]
+    crelu = crelu if isinstance(crelu, list) else [crelu]
+
+    def gaps(rows):
+        return [pairing_gap(r["mu_w_mean"], r["mu_r_mean"], r["mu_r_std"]) for r in rows]
+
+    g_relu, se_relu, n = seed_stats(gaps(relu))
+    g_crelu, se_crelu, _ = seed_stats(gaps(crelu))
+    first_r, first_c = relu[0], crelu[0]
     numbers = {
-        "relu_mu_w_mean": relu["mu_w_mean"],
-        "relu_mu_r_mean": relu["mu_r_mean"],
-        "relu_mu_r_std": relu["mu_r_std"],
+        "seeds": n,
+        "relu_mu_w_mean": first_r["mu_w_mean"],
+        "relu_mu_r_mean": first_r["mu_r_mean"],
+        "relu_mu_r_std": first_r["mu_r_std"],
         "relu_gap": g_relu,
-        "crelu_mu_w_mean": crelu["mu_w_mean"],
-        "crelu_mu_r_mean": crelu["mu_r_mean"],
-        "crelu_mu_r_std": crelu["mu_r_std"],
+        "relu_gap_se": se_relu,
+        "crelu_mu_w_mean": first_c["mu_w_mean"],
+        "crelu_mu_r_mean": first_c["mu_r_mean"],
+        "crelu_mu_r_std": first_c["mu_r_std"],
         "crelu_gap": g_crelu,
+        "crelu_gap_se": se_crelu,
     }
-    ok = g_relu > PAIRING_MARGIN and g_crelu <= PAIRING_MARGIN
-    summary = (
-        f"conv1 gap ReLU {g_relu:.2f} (mu_w {relu['mu_w_mean']:.3f} vs mu_r "
-        f"{relu['mu_r_mean']:.3f}), CReLU {g_crelu:.2f} (mu_w {crelu['mu_w_mean']:.3f} vs "
-        f"mu_r {crelu['mu_r_mean']:.3f})"
-    )
-    return _finding("F1", _verdict(ok), numbers, summary)
+    relu_pairs = g_relu > PAIRING_MARGIN if se_relu == 0 else decide(
+        g_relu - PAIRING_MARGIN, se_relu
+    )  # fmt: skip
+    crelu_does_not = decide(PAIRING_MARGIN - g_crelu, se_crelu)
+    if n == 1:
+        summary = (
+            f"conv1 gap ReLU {g_relu:.2f} (mu_w {first_r['mu_w_mean']:.3f} vs mu_r "
+            f"{first_r['mu_r_mean']:.3f}), CReLU {g_crelu:.2f} (mu_w "
+            f"{first_c['mu_w_mean']:.3f} vs mu_r {first_c['mu_r_mean']:.3f})"
+        )
+    else:
+        summary = (
+            f"conv1 gap over {n} seeds: ReLU {g_relu:.2f} +/- {se_relu:.2f}, CReLU "
+            f"{g_crelu:.2f} +/- {se_crelu:.2f} (margin {PAIRING_MARGIN:g})"
+        )
+    return _finding("F1", _three_way(relu_pairs, crelu_does_not), numbers, summary)
+
+
+def _decibels(psnr: float) -> str:
+    return "inf dB" if math.isinf(psnr) else f"{psnr:.0f} dB"
 
 
 def _capped(psnr: float) -> float:
@@ -195,7 +297,8 @@ def f2_reconstruction(rows: list[dict]) -> dict:
 
 
 def f3_invariance(rows: list[dict]) -> dict:
-    """F3 from the Fig. 4 rows (``layer``, ``relu``, ``crelu`` scores).
+    """F3 from the Fig. 4 rows (``layer``, ``relu``, ``crelu`` scores; each score a number,
+    or a list with one per seed).
 
     Examples
     --------
@@ -203,23 +306,40 @@ def f3_invariance(rows: list[dict]) -> dict:
     >>> f3_invariance(rows)["numbers"]["layers_crelu_ge_relu"]
     6
     """
-    wins = [r["layer"] for r in rows if r["crelu"] >= r["relu"]]
-    ok = len(wins) > len(rows) / 2
+    decisions, relu, crelu = [], [], []
+    for r in rows:
+        (m_r, se_r, n), (m_c, se_c, _) = seed_stats(r["relu"]), seed_stats(r["crelu"])
+        decisions.append(decide(m_c - m_r, math.hypot(se_r, se_c)))
+        relu.append(m_r)
+        crelu.append(m_c)
+    wins = [r["layer"] for r, d in zip(rows, decisions) if d is True]
+    losses = [r["layer"] for r, d in zip(rows, decisions) if d is False]
+    if len(wins) > len(rows) / 2:
+        verdict = "holds"
+    elif len(rows) - len(losses) <= len(rows) / 2:
+        verdict = "does not hold"
+    else:
+        verdict = "inconclusive"
     numbers = {
         "layers": len(rows),
+        "seeds": n if rows else 0,
         "layers_crelu_ge_relu": len(wins),
+        "layers_crelu_lt_relu": len(losses),
         "which": wins,
-        "relu": [r["relu"] for r in rows],
-        "crelu": [r["crelu"] for r in rows],
+        "relu": relu,
+        "crelu": crelu,
     }
     summary = f"CReLU >= ReLU on {len(wins)} of {len(rows)} layers" + (
         f" ({', '.join(wins)})" if wins else ""
     )
-    return _finding("F3", _verdict(ok), numbers, summary)
+    if rows and n > 1:
+        summary += f", below on {len(losses)}, within the spread of {n} seeds on the rest"
+    return _finding("F3", verdict, numbers, summary)
 
 
 def f4_errors(rows: list[dict]) -> dict:
-    """F4 from the Table 1 rows (``role``, ``test_error``, ``test_error_se``, ``params``).
+    """F4 from the Table 1 rows (``role``, ``test_error``, ``test_error_se``, ``params``;
+    with seeds also ``test_errors``, one per seed).
 
     Examples
     --------
@@ -242,13 +362,25 @@ def f4_errors(rows: list[dict]) -> dict:
     }
     if base["test_error"] is None or half["test_error"] is None:
         return _finding("F4", "not testable", numbers, "no test error was recorded")
-    ok = half["test_error"] <= base["test_error"] and ratio <= HALF_PARAMS
-    summary = (
-        f"CReLU-half {half['test_error']:.2f}% (+/- {half['test_error_se']:.2f}) vs baseline "
-        f"{base['test_error']:.2f}% (+/- {base['test_error_se']:.2f}) with {ratio:.2f}x the "
-        f"parameters ({half['params']} vs {base['params']})"
-    )
-    return _finding("F4", _verdict(ok), numbers, summary)
+    m_base, se_base, n = seed_stats(base.get("test_errors") or base["test_error"])
+    m_half, se_half, _ = seed_stats(half.get("test_errors") or half["test_error"])
+    numbers.update(seeds=n, baseline_seed_se=se_base, half_seed_se=se_half)
+    verdict = _three_way(decide(m_base - m_half, math.hypot(se_base, se_half)))
+    if ratio > HALF_PARAMS:
+        verdict = "does not hold"
+    if n == 1:
+        summary = (
+            f"CReLU-half {m_half:.2f}% (+/- {half['test_error_se']:.2f}) vs baseline "
+            f"{m_base:.2f}% (+/- {base['test_error_se']:.2f}) with {ratio:.2f}x the "
+            f"parameters ({half['params']} vs {base['params']})"
+        )
+    else:
+        summary = (
+            f"CReLU-half {m_half:.2f}% +/- {se_half:.2f} vs baseline {m_base:.2f}% +/- "
+            f"{se_base:.2f} (mean +/- s.e. over {n} seeds) with {ratio:.2f}x the parameters "
+            f"({half['params']} vs {base['params']})"
+        )
+    return _finding("F4", verdict, numbers, summary)
 
 
 def f5_correlations(rows: list[dict]) -> dict:
@@ -282,6 +414,37 @@ def f5_correlations(rows: list[dict]) -> dict:
     return _finding("F5", _verdict(ok), numbers, summary)
 
 
+def f6_joint(rows: list[dict]) -> dict:
+    """F6 from Fig. 5's joint rows (``model``, ``layer``, ``pooling_before``, ``psnr``).
+
+    Examples
+    --------
+    >>> rows = [dict(model=m, layer="conv1", pooling_before=False, psnr=250.0)
+    ...         for m in ("CReLU", "ReLU")]
+    >>> f6_joint(rows)["verdict"]
+    'holds'
+    >>> rows[1]["psnr"] = 45.0
+    >>> f6_joint(rows)["verdict"]
+    'does not hold'
+    """
+    judged = [r for r in rows if not r["pooling_before"]]
+    models = sorted({r["model"] for r in judged})
+    numbers = {
+        "layers": [f"{r['model']} {r['layer']}" for r in judged],
+        "psnr": [r["psnr"] for r in judged],
+        "recovered_psnr": RECOVERED_PSNR,
+    }
+    if not {"CReLU", "ReLU"} <= set(models):
+        return _finding("F6", "not testable", numbers, "joint rows of both models are missing")
+    ok = all(r["psnr"] >= RECOVERED_PSNR for r in judged)
+    parts = []
+    for model in models:
+        values = [r for r in judged if r["model"] == model]
+        shown = ", ".join(f"{r['layer']} {_decibels(r['psnr'])}" for r in values)
+        parts.append(f"{model}: {shown}")
+    return _finding("F6", _verdict(ok), numbers, "; ".join(parts))
+
+
 def evaluate_findings(results: dict) -> list[dict]:
     """All five findings from the scripts' :class:`~figures.common.Result` keyed by id.
 
@@ -313,4 +476,6 @@ def evaluate_findings(results: dict) -> list[dict]:
         findings.append(f5_correlations(results["table6"].rows))
     else:
         findings.append(missing("F5", "Table 6"))
+    joint = results["fig5"].where(strategy="joint") if "fig5" in results else []
+    findings.append(f6_joint(joint) if joint else missing("F6", "Figure 5's joint rows"))
     return findings

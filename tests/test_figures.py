@@ -35,7 +35,7 @@ EXPECTED_PNGS = {
 }
 FIGURE_IDS = {"fig1", "fig2", "fig3", "fig4", "fig5"}
 TABLE_IDS = {"table1", "table6", "frame_bounds", "pooling"}
-VERDICTS = {"holds", "does not hold"}
+VERDICTS = {"holds", "does not hold", "inconclusive", "not testable"}
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +92,13 @@ def test_report_json_has_every_figure_table_and_finding(tiny_run):
     for item in report["figures"] + report["tables"]:
         assert item["rows"], item["id"]
         assert item["title"]
-    assert [f["id"] for f in report["findings"]] == ["F1", "F2", "F3", "F4", "F5"]
+    assert [f["id"] for f in report["findings"]] == ["F1", "F2", "F3", "F4", "F5", "F6"]
     for finding in report["findings"]:
         assert finding["verdict"] in VERDICTS, finding
         assert finding["criterion"] and finding["claim"] and finding["summary"]
         numbers = [v for v in _flatten(finding["numbers"]) if isinstance(v, (int, float))]
-        assert any(math.isfinite(v) for v in numbers if not isinstance(v, bool)), finding["id"]
+        if finding["verdict"] != "not testable":
+            assert any(math.isfinite(v) for v in numbers if not isinstance(v, bool)), finding["id"]
     assert report["data"]["spec"] == "textures" and report["data"]["classes"] == 13
     assert report["recipe"]["name"] == "tiny"
     assert report["wall_time_s"] > 0 and report["machine"]["cpus"] >= 1
@@ -365,9 +366,45 @@ def test_f3_f4_f5_criteria():
     assert findings.f5_correlations([])["verdict"] == "not testable"
 
 
+def test_seed_spread_decides_or_leaves_comparisons_inconclusive():
+    # two seeds each: means 20 vs 19, standard errors 1 and 0.5 -> |D| = 1 < 2 * 1.12
+    table = [dict(role="relu", test_error=20.0, test_error_se=1.0, params=100,
+                  test_errors=[19.0, 21.0]),
+             dict(role="crelu_half", test_error=19.0, test_error_se=1.0, params=50,
+                  test_errors=[18.5, 19.5])]  # fmt: skip
+    assert findings.f4_errors(table)["verdict"] == "inconclusive"
+    table[1]["test_errors"] = [15.0, 15.2]  # D = 4.9 > 2 * 1.005: shown
+    assert findings.f4_errors(table)["verdict"] == "holds"
+    table[1]["test_errors"] = [25.0, 25.2]
+    assert findings.f4_errors(table)["verdict"] == "does not hold"
+    # F3 over three layers: one clear win, one clear loss, one within the spread
+    rows = [dict(layer="conv1", relu=[1.0, 1.1], crelu=[2.0, 2.1]),
+            dict(layer="conv2", relu=[2.0, 2.1], crelu=[1.0, 1.1]),
+            dict(layer="conv3", relu=[1.0, 2.0], crelu=[1.2, 2.2])]  # fmt: skip
+    assert findings.f3_invariance(rows)["verdict"] == "inconclusive"
+    rows[2]["crelu"] = [3.0, 3.1]
+    assert findings.f3_invariance(rows)["verdict"] == "holds"
+    # F1 with seeds: the gap must clear the margin by two standard errors
+    crelu = [{"mu_w_mean": -0.40, "mu_r_mean": -0.40, "mu_r_std": 0.1}] * 2
+    near = [{"mu_w_mean": -0.45, "mu_r_mean": -0.40, "mu_r_std": 0.1},
+            {"mu_w_mean": -0.58, "mu_r_mean": -0.40, "mu_r_std": 0.1}]  # fmt: skip
+    assert findings.f1_pairing(near, crelu)["verdict"] == "inconclusive"
+    far = [dict(r, mu_w_mean=-0.7) for r in near]
+    assert findings.f1_pairing(far, crelu)["verdict"] == "holds"
+
+
+def test_f6_criterion():
+    rows = [dict(model=m, layer=f"conv{i}", pooling_before=i > 3, psnr=300.0 if i <= 3 else 9.0)
+            for m in ("CReLU", "ReLU") for i in range(1, 5)]  # fmt: skip
+    assert findings.f6_joint(rows)["verdict"] == "holds"  # conv4 after the pool is not judged
+    rows[1]["psnr"] = 99.0
+    assert findings.f6_joint(rows)["verdict"] == "does not hold"
+    assert findings.f6_joint(rows[:4])["verdict"] == "not testable"
+
+
 def test_missing_script_results_are_not_testable():
     verdicts = [f["verdict"] for f in findings.evaluate_findings({})]
-    assert verdicts == ["not testable"] * 5
+    assert verdicts == ["not testable"] * 6
 
 
 def test_helpers():
