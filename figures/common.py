@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import platform
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from invert.files import check_writable
 
@@ -347,14 +346,17 @@ def save_figure(fig, path) -> Path:
 
 
 def json_ready(value):
-    """``value`` with numpy scalars/arrays made plain and non-finite floats as ``None``.
+    """``value`` with numpy scalars/arrays made plain; ``nan`` as ``None`` and infinities
+    as ``"inf"``/``"-inf"``, as the command line writes them (:mod:`invert.display`).
 
     Examples
     --------
     >>> import numpy as np
-    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2)]})
-    {'a': 1.5, 'b': [None, 2]}
+    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2), float("nan")]})
+    {'a': 1.5, 'b': ['inf', 2, None]}
     """
+    from invert.display import json_value
+
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -366,8 +368,9 @@ def json_ready(value):
     if isinstance(value, (np.integer, int)):
         return int(value)
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, torch.Tensor):
+        return json_value(float(value))
+    torch = sys.modules.get("torch")  # not imported: the value cannot be a tensor
+    if torch is not None and isinstance(value, torch.Tensor):
         return json_ready(value.tolist())
     if isinstance(value, Path):
         return str(value)
@@ -383,19 +386,14 @@ def write_json(path, data) -> Path:
 
 
 def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")  # a pipe would end the cell
+    from invert.display import cell_text
+
+    return cell_text(value).replace("|", "\\|")  # a pipe would end the cell
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table of dict rows (floats with 4 significant digits).
+    """A GitHub-flavoured markdown table of dict rows, numbers as in the terminal
+    (:func:`invert.display.cell_text`: ``-`` for missing, ``inf`` for infinite).
 
     Examples
     --------
@@ -403,7 +401,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     | layer | A |
     |---|---|
     | conv1 | 0.5 |
-    | conv2 | – |
+    | conv2 | - |
     """
     if not rows:
         return "(no rows)"
@@ -416,6 +414,8 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
 def machine_info() -> dict:
     """CPU model and count, platform, torch version and threads, GPU (for the report)."""
+    import torch
+
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
