@@ -22,9 +22,11 @@ def loaded(monkeypatch):
     """A stand-in for invert.load_model: tiny zoo models, the calls recorded."""
     calls, models = [], []
 
-    def load_model(spec, *, recipe="fast", device=None, cache_dir=None, train_if_missing=True):
+    def load_model(
+        spec, *, recipe="fast", device=None, cache_dir=None, train_if_missing=True, progress=True
+    ):
         calls.append(dict(spec=spec, recipe=recipe, device=device, cache_dir=cache_dir,
-                          train_if_missing=train_if_missing))  # fmt: skip
+                          train_if_missing=train_if_missing, progress=progress))  # fmt: skip
         if spec.endswith(".safetensors"):
             raise FileNotFoundError(f"no such checkpoint: {spec}")
         torch.manual_seed(0)
