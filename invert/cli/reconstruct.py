@@ -16,15 +16,13 @@ the reconstructions (as the paper's Fig. 5). The recoverable part (``projection_
 ``recoverable``) costs one more solve per layer, often more than the reconstruction: it
 is computed only with ``--projection``.
 
-Small inputs run on one CPU thread by default (``--threads``): their convolutions take
-well under a millisecond, and with two or more threads each one pays a synchronisation
-that costs more than it saves -- on a shared 2-core machine we measured a 32 px
-conv + transpose at 2.2 ms on one thread and 22 ms on two (bench/RESULTS.md).
+Small inputs run on one CPU thread by default (``--threads``;
+:func:`invert.device.cpu_threads`): their convolutions take about a millisecond, and
+with two threads each one pays a synchronisation that costs more than it saves.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 
@@ -52,8 +50,7 @@ _COLUMNS = [
     "ssim", "converged", "seconds",
 ]  # fmt: skip
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
-#: inputs up to this many pixels run on one thread unless --threads says otherwise
-SMALL_INPUT_PIXELS = 64 * 64
+_SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help
 
 
 def register(subparsers) -> None:
@@ -100,7 +97,7 @@ def register(subparsers) -> None:
                dest="no_projection", nargs=0)  # fmt: skip
     p.add_argument(
         "--threads", type=positive_int,
-        help=f"CPU threads (default: 1 for inputs up to {SMALL_INPUT_PIXELS} pixels, whose "
+        help=f"CPU threads (default: 1 for inputs up to {_SMALL} pixels, whose "
         "small convolutions lose more to thread synchronisation than they gain; else "
         "torch's default)",
     )  # fmt: skip
@@ -125,21 +122,6 @@ def _layers(model, args) -> list[str]:
             raise UserError(f"--layers {last!r} is not one of the conv layers {', '.join(every)}")
         names = every[: every.index(last) + 1]
     return names
-
-
-@contextlib.contextmanager
-def _threads(args, pixels: int):
-    """``--threads`` (or one thread for small inputs) for the command, restored after."""
-    import torch
-
-    previous = torch.get_num_threads()
-    wanted = args.threads or (1 if pixels <= SMALL_INPUT_PIXELS else None)
-    if wanted:
-        torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -178,7 +160,9 @@ def _reconstruct(args) -> int:
     if args.out:
         _out_path(args.out)  # a bad --out fails before any work
     x = _input(args, model, device)
-    with _threads(args, x.shape[-1] * x.shape[-2]):
+    from invert.device import cpu_threads
+
+    with cpu_threads(x.shape[-1] * x.shape[-2], args.threads):
         rows, images, stalled = _run_layers(args, model, x, layers, device)
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
