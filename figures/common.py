@@ -83,6 +83,9 @@ class AnalysisSizes:
     pooling_max_dim : int
         Largest layer-input dimension of the pooling metrics' dense rank and frame
         bounds; the crop size is chosen to fit it.
+    reconstruction_large_size : int
+        Side of Fig. 5's second, larger input (the models are fully convolutional up to
+        their global pooling); 0 for none.
     """
 
     pairing_trials: int
@@ -91,12 +94,13 @@ class AnalysisSizes:
     reconstruction_max_iter: int
     pooling_images: int
     pooling_max_dim: int
+    reconstruction_large_size: int = 0
 
 
 ANALYSIS_SIZES = {
-    "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512),
-    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048),
-    "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096),
+    "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512, 48),
+    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048, 96),
+    "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096, 128),
 }
 
 
