@@ -389,30 +389,36 @@ def write_json(path, data) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def _cell(value) -> str:
-    from invert.display import cell_text
+def _cell(column: str, value) -> str:
+    from invert.display import cell_text, psnr_text
 
-    return cell_text(value).replace("|", "\\|")  # a pipe would end the cell
+    if column == "psnr" and (value == "inf" or isinstance(value, (int, float))):
+        text = psnr_text(float(value), unit=False)  # the one PSNR cap convention
+    else:
+        text = cell_text(value)
+    return text.replace("|", "\\|")  # a pipe would end the cell
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     """A GitHub-flavoured markdown table of dict rows, numbers as in the terminal
-    (:func:`invert.display.cell_text`: ``-`` for missing, ``inf`` for infinite).
+    (:func:`invert.display.cell_text`: ``-`` for missing, ``inf`` for infinite; a
+    ``psnr`` column with :func:`invert.display.psnr_text`'s cap).
 
     Examples
     --------
-    >>> print(markdown_table([{"layer": "conv1", "A": 0.5}, {"layer": "conv2", "A": None}]))
-    | layer | A |
-    |---|---|
-    | conv1 | 0.5 |
-    | conv2 | - |
+    >>> print(markdown_table([{"layer": "conv1", "A": 0.5, "psnr": 250.0},
+    ...                       {"layer": "conv2", "A": None, "psnr": 15.44}]))
+    | layer | A | psnr |
+    |---|---|---|
+    | conv1 | 0.5 | > 100 |
+    | conv2 | - | 15.4 |
     """
     if not rows:
         return "(no rows)"
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 

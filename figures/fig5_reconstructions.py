@@ -13,7 +13,7 @@ the models are fully convolutional up to their global pooling, once more at
 ``reconstruction_large_size`` pixels (:class:`~figures.common.AnalysisSizes`), where
 more of it can be seen. With ``reconstruction_images > 1`` the table's numbers are
 means over that image and the most varied test images. Under each panel: PSNR against
-the original (one cap convention, :func:`invert.reconstruction.metrics.psnr_text`). The
+the original (one cap convention, :func:`invert.display.psnr_text`). The
 table also gives the relative error and the lower frame bound A of each conv on the way
 (circular boundary, :func:`theory.frames.checkpoint_frame_bounds`): Proposition 2.1
 predicts exact recovery where every conv on the way is a frame (A > 0) and no pooling
@@ -133,7 +133,7 @@ def reconstruction_grid(blocks, *, figsize=FIGSIZE, dpi=DPI):
     the input and the reconstructions from :data:`LAYERS`, labelled with PSNR."""
     from matplotlib.figure import Figure
 
-    from invert.reconstruction.metrics import psnr_text
+    from invert.display import psnr_text
 
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     axes = fig.subplots(len(blocks), 1 + len(LAYERS), squeeze=False)

@@ -6,14 +6,15 @@
 * other floats have 4 significant digits (3 in scientific notation below 1e-3 and from
   1e5 on).
 
-PSNR has its own cap convention (:func:`invert.reconstruction.metrics.psnr_text`).
+PSNR has one cap convention (:func:`psnr_text`): above :data:`PSNR_CAP` it is written
+``> 100 dB`` in the terminal, the figures and the report; JSON keeps the number.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["cell_text", "json_value"]
+__all__ = ["PSNR_CAP", "cell_text", "json_value", "psnr_text"]
 
 MISSING = "-"
 
@@ -52,3 +53,24 @@ def json_value(value: float):
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     return value
+
+
+#: PSNR (dB) above which a reconstruction is shown as exact (``> 100 dB``), everywhere:
+#: the terminal, the figures and the findings compare and print PSNR this way.
+PSNR_CAP = 100.0
+
+
+def psnr_text(value: float, *, unit: bool = True) -> str:
+    """PSNR as text with the one cap convention: ``> 100 dB`` above :data:`PSNR_CAP`.
+
+    Examples
+    --------
+    >>> psnr_text(254.9), psnr_text(float("inf")), psnr_text(-0.37), psnr_text(19.53, unit=False)
+    ('> 100 dB', '> 100 dB', '-0.4 dB', '19.5')
+    """
+    suffix = " dB" if unit else ""
+    if math.isnan(value):
+        return "nan"
+    if value > PSNR_CAP:
+        return f"> {PSNR_CAP:g}{suffix}"
+    return f"{value:.1f}{suffix}"

@@ -7,6 +7,7 @@ import io
 from invert.files import atomic_write_bytes
 
 from .common import (
+    Progress,
     UserError,
     add_layers_argument,
     add_model_arguments,
@@ -57,7 +58,12 @@ def _pairing(args) -> int:
         path = getattr(args, option)
         if path and not str(path).lower().endswith(".png"):
             raise UserError(f"{spelling(args, option)} must be a .png file; got {path}")
-    stats = layer_pairing(model, layers=layer_list(args.layers), trials=args.trials, seed=args.seed)
+    from invert.nn.net import conv_layers
+
+    layers = layer_list(args.layers)
+    with Progress(args, len(layers or conv_layers(model)), desc="pairing") as step:
+        stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.seed,
+                              progress=step)  # fmt: skip
     if args.out:
         from figures.fig2_pairing_relu import histogram_figure
 

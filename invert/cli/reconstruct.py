@@ -166,7 +166,7 @@ def _reconstruct(args) -> int:
         rows, images, stalled = _run_layers(args, model, x, layers, device)
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
-    from invert.reconstruction.metrics import psnr_text
+    from invert.display import psnr_text
 
     emit_rows(args, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
     _explain(args, rows, stalled, x.dtype)
@@ -215,8 +215,8 @@ def _names(rows, test) -> str:
 
 def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
     """``note:`` lines for the numbers that need one: a legend, not a lecture."""
+    from invert.display import PSNR_CAP
     from invert.linalg.solvers import default_tol
-    from invert.reconstruction.metrics import PSNR_CAP
 
     if stalled:
         tol = args.tol if args.tol is not None else default_tol(dtype)
@@ -278,8 +278,7 @@ def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
     import numpy as np
     from matplotlib.figure import Figure
 
-    from invert.display import cell_text
-    from invert.reconstruction.metrics import psnr_text
+    from invert.display import cell_text, psnr_text
 
     panels = [("original", original, None), *reconstructions]
     columns = min(columns, len(panels))

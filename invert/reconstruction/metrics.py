@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invert.display import PSNR_CAP, psnr_text  # noqa: F401 (re-exported: one convention)
 from invert.linalg.solvers import least_squares
 from invert.nn.net import EVAL_IDENTITY, Normalize, eval_mode
 
@@ -54,26 +55,6 @@ from .features import features
 from .layerwise import Reconstruction
 
 __all__ = ["PSNR_CAP", "psnr_text", "reconstruction_metrics", "recoverable_part"]
-
-#: PSNR (dB) above which a reconstruction is shown as exact (``> 100 dB``), everywhere:
-#: the terminal, the figures and the findings compare and print PSNR this way.
-PSNR_CAP = 100.0
-
-
-def psnr_text(value: float, *, unit: bool = True) -> str:
-    """PSNR as text with the one cap convention: ``> 100 dB`` above :data:`PSNR_CAP`.
-
-    Examples
-    --------
-    >>> psnr_text(254.9), psnr_text(float("inf")), psnr_text(-0.37), psnr_text(19.53, unit=False)
-    ('> 100 dB', '> 100 dB', '-0.4 dB', '19.5')
-    """
-    suffix = " dB" if unit else ""
-    if math.isnan(value):
-        return "nan"
-    if value > PSNR_CAP:
-        return f"> {PSNR_CAP:g}{suffix}"
-    return f"{value:.1f}{suffix}"
 
 
 class _Jacobian:
