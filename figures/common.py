@@ -99,7 +99,7 @@ class AnalysisSizes:
 
 ANALYSIS_SIZES = {
     "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512, 48),
-    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048, 96),
+    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048, 64),
     "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096, 128),
 }
 

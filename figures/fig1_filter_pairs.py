@@ -75,7 +75,13 @@ def draw_pairs(holder, weight, *, title: str, max_pairs: int = MAX_PAIRS, column
 
 
 def figure_size(filters: int, *, width: float = WIDTH) -> tuple[float, float]:
-    """Inches of a pairs figure of blocks with ``filters`` filters: 1.25 in per row."""
+    """Inches of a pairs figure of blocks with ``filters`` filters: 1.25 in per row.
+
+    Examples
+    --------
+    >>> figure_size(12), figure_size(96)  # 3 rows of 4 pairs; at most MAX_PAIRS: 6 rows
+    ((13.0, 4.75), (13.0, 8.5))
+    """
     rows = math.ceil(min(filters, MAX_PAIRS) / COLUMNS)
     return (width, 1.25 * rows + 1.0)
 

@@ -56,7 +56,14 @@ def pick_images(test_set, count: int, *, candidates: int = 16, seed: int = SEED)
 
 
 def natural_image(size: int, channels: int = 3):
-    """:data:`IMAGE` as a ``(1, channels, size, size)`` float64 tensor in [0, 1]."""
+    """:data:`IMAGE` as a ``(1, channels, size, size)`` float64 tensor in [0, 1].
+
+    Examples
+    --------
+    >>> x = natural_image(32)
+    >>> tuple(x.shape), bool(x.std() > 0.1)  # a photograph with content
+    ((1, 3, 32, 32), True)
+    """
     import torch
 
     from invert.data.images import prepare_image, read_image

@@ -145,12 +145,13 @@ def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int,
                 seconds[role] = future.result()
             states = [_epochs_done(session, role, epochs[role], role in seconds)
                       for role in missing]  # fmt: skip
-            bar.n = sum(done_ for done_, _ in states)
+            bar.n = sum(state[0] for state in states)
             eta = training_eta(
-                [(d, epochs[r], s, _COST[r]) for r, (d, s) in zip(missing, states)], jobs
+                [(d, epochs[r], s, _COST[r], into) for r, (d, s, into) in zip(missing, states)],
+                jobs,
             )  # fmt: skip
-            running = [f"{MODELS[r]} {d}/{epochs[r]}" for r, (d, _) in zip(missing, states)
-                       if r not in seconds and d]  # fmt: skip
+            unfinished = [(r, d) for r, (d, _, _) in zip(missing, states) if d < epochs[r]]
+            running = [f"{MODELS[r]} {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
             shown = "?" if eta is None else tqdm.format_interval(eta)
             bar.set_postfix_str(", ".join([f"ETA {shown}", *running[:jobs]]))
     bar.close()
@@ -158,42 +159,45 @@ def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int,
 
 
 def _epochs_done(session: Session, role: str, total: int, finished: bool):
-    """``(epochs done, mean seconds per epoch or None)`` of a model being trained."""
+    """``(epochs done, mean seconds per epoch or None, seconds since the last epoch
+    ended)`` of a model being trained, from the checkpoint its run rewrites each epoch."""
     from invert.train.checkpoints import read_metadata
     from invert.train.loader import partial_path
 
     path = session.cache_file(role) if finished else partial_path(session.cache_file(role))
     try:
         history = read_metadata(path).get("history") or []
+        since = max(0.0, time.time() - path.stat().st_mtime)
     except (OSError, ValueError):  # not written yet, or renamed into place just now
-        return (total if finished else 0), None
+        return (total if finished else 0), None, 0.0
     times = [h["seconds"] for h in history if h.get("seconds")]
-    return len(history), (sum(times) / len(times) if times else None)
+    return len(history), (sum(times) / len(times) if times else None), since
 
 
 def training_eta(models: list[tuple], jobs: int) -> float | None:
     """Seconds until every model is trained, from measured epoch times.
 
-    ``models`` holds ``(epochs done, epochs in all, seconds per epoch or None, cost)`` in
-    the order the workers take them; a model without a measured epoch is estimated from
-    one that has, scaled by the costs. The first unfinished ``jobs`` models are running;
-    each later one starts on the first worker to free up. ``None`` until one epoch of
-    some model has been measured.
+    ``models`` holds ``(epochs done, epochs in all, seconds per epoch or None, cost,
+    seconds into the current epoch)`` in the order the workers take them; a model
+    without a measured epoch is estimated from those with one, scaled by the costs. The
+    first unfinished ``jobs`` models are running; each later one starts on the first
+    worker to free up. ``None`` until one epoch of some model has been measured.
 
     Examples
     --------
-    Two workers: a model with 6 epochs of 2 s left, one with 2 of 1 s left, then a
-    queued model half as costly as the first (10 epochs of 1 s):
+    Two workers: a model with 6 epochs of 2 s left, 1 s into the next one; one with 2 of
+    1 s left; then a queued model half as costly as the first (10 epochs of 1 s):
 
-    >>> training_eta([(4, 10, 2.0, 2.0), (8, 10, 1.0, 1.0), (0, 10, None, 1.0)], 2)
+    >>> training_eta([(4, 10, 2.0, 2.0, 1.0), (8, 10, 1.0, 1.0, 0.0), (0, 10, None, 1.0, 0.0)],
+    ...              2)
     12.0
     """
-    measured = [(s / cost) for _, _, s, cost in models if s]
+    measured = [model[2] / model[3] for model in models if model[2]]
     if not measured:
         return None
     per_cost = sum(measured) / len(measured)
-    remaining = [(total - done) * (s or per_cost * cost)
-                 for done, total, s, cost in models if done < total]  # fmt: skip
+    remaining = [max(0.0, (total - done) * (s or per_cost * cost) - into)
+                 for done, total, s, cost, into in models if done < total]  # fmt: skip
     workers = [0.0] * jobs
     for work in remaining:  # list scheduling, in queue order
         workers[workers.index(min(workers))] += work

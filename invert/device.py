@@ -46,7 +46,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def available_memory(device: str | torch.device = "cpu") -> int | None:
     """Bytes that can be allocated now on ``device`` (``MemAvailable`` of ``/proc/meminfo``
-    for the CPU, the free memory of a CUDA device); ``None`` when unknown."""
+    for the CPU, the free memory of a CUDA device); ``None`` when unknown.
+
+    Examples
+    --------
+    >>> free = available_memory("cpu")
+    >>> free is None or free > 0
+    True
+    """
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

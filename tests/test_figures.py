@@ -259,6 +259,19 @@ def test_fig5_reconstructs_a_larger_input_too(tiny_run):
     assert "The same at 48x48 pixels:" in text
 
 
+def test_training_eta_from_measured_epochs():
+    from figures.run_all import training_eta
+
+    assert training_eta([(0, 10, None, 4.0, 0.0), (0, 10, None, 1.0, 0.0)], 2) is None
+    assert training_eta([(10, 10, 3.0, 1.0, 0.0)], 2) == 0.0
+    # one worker: everything in a row; the unmeasured model scaled by its cost (2x)
+    assert training_eta([(5, 10, 1.0, 1.0, 0.5), (0, 4, None, 2.0, 0.0)], 1) == 4.5 + 8.0
+    # two workers: the long job dominates, the short ones share the other worker
+    eta = training_eta([(0, 10, 4.0, 4.0, 0.0), (2, 10, 1.0, 1.0, 0.0), (0, 10, None, 1.0, 0.0)],
+                       2)  # fmt: skip
+    assert eta == 40.0
+
+
 # --- each script on its own -----------------------------------------------------------------
 
 
