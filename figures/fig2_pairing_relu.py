@@ -36,7 +36,7 @@ def histogram_figure(stats, *, title: str, columns: int = 4, figsize=None, dpi: 
 
     columns = max(1, min(columns, len(stats)))
     rows_n = math.ceil(len(stats) / columns)
-    figsize = figsize or (3.2 * columns, 2.6 * rows_n + 0.8)
+    figsize = figsize or (max(3.2 * columns, 7.5), 2.6 * rows_n + 0.8)  # room for the legend
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     axes = fig.subplots(rows_n, columns, squeeze=False)
     for index, (ax, (name, layer)) in enumerate(zip(axes.flat, stats.items())):

@@ -66,17 +66,19 @@ def test_the_figure_titles_every_panel_and_labels_psnr():
     assert labels[0] == "8x8 input" and labels[1] == "PSNR > 100 dB\nerror 1e-13"
     assert labels[2] == "PSNR 19.5 dB\nerror 0.2" and labels[3] == "PSNR -0.4 dB\nerror 2.1"
     assert figure.get_suptitle().startswith("Reconstructions from each layer")
-    # nothing drawn outside the canvas (the old figure cut off its top title line)
+    # nothing drawn outside the canvas (the old figure cut off its top title line), wide
+    # or narrow (one layer: two panels)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    height = figure.bbox.height
-    for ax in shown:
-        box = ax.title.get_window_extent(renderer)
-        assert 0 <= box.y0 and box.y1 <= height
-    assert figure._suptitle.get_window_extent(renderer).y1 <= height
+    for fig in (figure, reconstruction_figure(image, panels[:1])):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        width, height = fig.bbox.width, fig.bbox.height
+        texts = [ax.title for ax in fig.axes if ax.get_visible()] + [fig._suptitle]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
 
 
 def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):

@@ -177,6 +177,24 @@ def _shown(fig):
     return [ax for ax in fig.axes if ax.get_visible()]
 
 
+def _all_text_inside(fig):
+    """Every title, label and legend lies within the canvas (nothing clipped)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    holders = [fig, *getattr(fig, "subfigs", [])]
+    texts = [h._suptitle for h in holders if h._suptitle is not None]
+    texts += [t for ax in _shown(fig) for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    texts = [t for t in texts if t.get_text()] + list(fig.legends)  # (empty labels: no box)
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert -1 <= box.x0 and box.x1 <= width + 1, (text, box)
+        assert -1 <= box.y0 and box.y1 <= height + 1, (text, box)
+
+
 def test_pairing_histograms_have_labels_shared_bins_and_one_legend(tiny_session):
     from matplotlib.collections import Collection
     from matplotlib.patches import StepPatch
@@ -204,6 +222,11 @@ def test_pairing_histograms_have_labels_shared_bins_and_one_legend(tiny_session)
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()][:2] == [
         "μ_w: learned filters", "μ_r: Gaussian filters, same shape"]  # fmt: skip
+    _all_text_inside(fig)
+    one = histogram_figure(
+        {"conv1": stats["conv1"]}, title="Pairing statistic μ per conv layer, convpool_c_crelu"
+    )  # fmt: skip (crelu pairing --out, 1 layer)
+    _all_text_inside(one)
 
 
 def test_filter_pairs_are_drawn_as_labelled_pairs(tiny_session):
@@ -228,6 +251,15 @@ def test_filter_pairs_are_drawn_as_labelled_pairs(tiny_session):
     assert shown_mu == sorted(shown_mu)  # most opposite first
     (block,) = fig.subfigs
     assert block._suptitle.get_text().startswith("CReLU conv1: 12 filters 3x3")
+    _all_text_inside(fig)
+    both = pairs_figure([("ReLU", weight, stats), ("CReLU", weight, stats)])
+    _all_text_inside(both)
+    from figures.fig1_filter_pairs import figure_size
+
+    narrow = pairs_figure(
+        [("convpool_c_crelu", weight, stats)], figsize=figure_size(12, width=7.5), title=""
+    )  # crelu pairing's
+    _all_text_inside(narrow)
 
 
 def test_fig5_grid_titles_and_psnr_labels():
@@ -242,6 +274,7 @@ def test_fig5_grid_titles_and_psnr_labels():
     assert [ax.get_xlabel() for ax in axes] == [
         "32x32 input", "PSNR > 100 dB", "PSNR 15.4 dB", "PSNR 12.9 dB", "PSNR -0.4 dB"]  # fmt: skip
     assert axes[0].get_ylabel() == "CReLU, 32 px"
+    _all_text_inside(fig)
 
 
 def test_fig5_reconstructs_a_larger_input_too(tiny_run):

@@ -274,6 +274,7 @@ def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
     (['original', 'conv1'], 'PSNR > 100 dB\\nerror 1e-13')
     """
     import math
+    import textwrap
 
     import numpy as np
     from matplotlib.figure import Figure
@@ -303,8 +304,9 @@ def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
             ax.set_xlabel(f"{image.shape[-1]}x{image.shape[-2]} input", fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    figure.suptitle("Reconstructions from each layer's features (linear, no learning)",
-                    fontsize=11)  # fmt: skip
+    title = "Reconstructions from each layer's features (linear, no learning)"
+    width = figure.get_figwidth()  # about 9 characters an inch at this size: wrap to fit
+    figure.suptitle(textwrap.fill(title, max(20, int(9 * width))), fontsize=11)
     return figure
 
 
