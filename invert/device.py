@@ -111,7 +111,7 @@ def check_memory(needed: int | None, device, what: str, advice: str) -> None:
 
 
 @contextlib.contextmanager
-def cpu_threads(pixels: int, threads: int | None = None):
+def cpu_threads(pixels: int, *, threads: int | None = None):
     """Run the block on ``threads`` CPU threads, or on one for inputs of at most
     :data:`SMALL_INPUT_PIXELS` pixels (torch's own count otherwise); restored after.
 

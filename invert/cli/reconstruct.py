@@ -162,7 +162,7 @@ def _reconstruct(args) -> int:
     x = _input(args, model, device)
     from invert.device import cpu_threads
 
-    with cpu_threads(x.shape[-1] * x.shape[-2], args.threads):
+    with cpu_threads(x.shape[-1] * x.shape[-2], threads=args.threads):
         rows, images, stalled = _run_layers(args, model, x, layers, device)
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
