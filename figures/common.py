@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import os
 import platform
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from invert.files import check_writable
 
@@ -84,6 +83,9 @@ class AnalysisSizes:
     pooling_max_dim : int
         Largest layer-input dimension of the pooling metrics' dense rank and frame
         bounds; the crop size is chosen to fit it.
+    reconstruction_large_size : int
+        Side of Fig. 5's second, larger input (the models are fully convolutional up to
+        their global pooling); 0 for none.
     """
 
     pairing_trials: int
@@ -92,12 +94,13 @@ class AnalysisSizes:
     reconstruction_max_iter: int
     pooling_images: int
     pooling_max_dim: int
+    reconstruction_large_size: int = 0
 
 
 ANALYSIS_SIZES = {
-    "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512),
-    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048),
-    "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096),
+    "tiny": AnalysisSizes(2, 100, 1, 100, 1, 512, 48),
+    "fast": AnalysisSizes(10, 200, 1, 300, 2, 2048, 64),
+    "paper": AnalysisSizes(100, 1000, 4, 1000, 8, 4096, 128),
 }
 
 
@@ -347,14 +350,17 @@ def save_figure(fig, path) -> Path:
 
 
 def json_ready(value):
-    """``value`` with numpy scalars/arrays made plain and non-finite floats as ``None``.
+    """``value`` with numpy scalars/arrays made plain; ``nan`` as ``None`` and infinities
+    as ``"inf"``/``"-inf"``, as the command line writes them (:mod:`invert.display`).
 
     Examples
     --------
     >>> import numpy as np
-    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2)]})
-    {'a': 1.5, 'b': [None, 2]}
+    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2), float("nan")]})
+    {'a': 1.5, 'b': ['inf', 2, None]}
     """
+    from invert.display import json_value
+
     if isinstance(value, dict):
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -366,8 +372,9 @@ def json_ready(value):
     if isinstance(value, (np.integer, int)):
         return int(value)
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, torch.Tensor):
+        return json_value(float(value))
+    torch = sys.modules.get("torch")  # not imported: the value cannot be a tensor
+    if torch is not None and isinstance(value, torch.Tensor):
         return json_ready(value.tolist())
     if isinstance(value, Path):
         return str(value)
@@ -382,40 +389,43 @@ def write_json(path, data) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")  # a pipe would end the cell
+def _cell(column: str, value) -> str:
+    from invert.display import cell_text, psnr_text
+
+    if column == "psnr" and (value == "inf" or isinstance(value, (int, float))):
+        text = psnr_text(float(value), unit=False)  # the one PSNR cap convention
+    else:
+        text = cell_text(value)
+    return text.replace("|", "\\|")  # a pipe would end the cell
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table of dict rows (floats with 4 significant digits).
+    """A GitHub-flavoured markdown table of dict rows, numbers as in the terminal
+    (:func:`invert.display.cell_text`: ``-`` for missing, ``inf`` for infinite; a
+    ``psnr`` column with :func:`invert.display.psnr_text`'s cap).
 
     Examples
     --------
-    >>> print(markdown_table([{"layer": "conv1", "A": 0.5}, {"layer": "conv2", "A": None}]))
-    | layer | A |
-    |---|---|
-    | conv1 | 0.5 |
-    | conv2 | – |
+    >>> print(markdown_table([{"layer": "conv1", "A": 0.5, "psnr": 250.0},
+    ...                       {"layer": "conv2", "A": None, "psnr": 15.44}]))
+    | layer | A | psnr |
+    |---|---|---|
+    | conv1 | 0.5 | > 100 |
+    | conv2 | - | 15.4 |
     """
     if not rows:
         return "(no rows)"
     columns = columns or list(rows[0])
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 
 def machine_info() -> dict:
     """CPU model and count, platform, torch version and threads, GPU (for the report)."""
+    import torch
+
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

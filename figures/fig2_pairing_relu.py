@@ -17,51 +17,70 @@ import sys
 from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig2_pairing_relu"
-FIGSIZE = (12.0, 6.0)  # inches; at DPI pixels: 1200 x 600
+FIGSIZE = (12.0, 6.5)  # inches; at DPI pixels: 1200 x 650
 DPI = 100
 COLUMNS = ["model", "layer", "filters", "dim", "mu_w_mean", "mu_w_std", "mu_r_mean", "mu_r_std"]
+
+
+def histogram_figure(stats, *, title: str, columns: int = 4, figsize=None, dpi: int = DPI):
+    """The mu_w / mu_r histograms of ``stats`` (layer name -> :class:`~theory.LayerPairing`)
+    as a :class:`~matplotlib.figure.Figure`, one panel per layer.
+
+    In each panel the learned and the random histogram share their bin edges (bars line
+    up), dashed lines mark the two means, the x axis is mu and the y axis the density;
+    one legend for the figure.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    columns = max(1, min(columns, len(stats)))
+    rows_n = math.ceil(len(stats) / columns)
+    figsize = figsize or (max(3.2 * columns, 7.5), 2.6 * rows_n + 0.8)  # room for the legend
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    axes = fig.subplots(rows_n, columns, squeeze=False)
+    for index, (ax, (name, layer)) in enumerate(zip(axes.flat, stats.items())):
+        edges, density_w, density_r = layer.histogram(bins=20)  # one set of edges
+        ax.stairs(density_w, edges, fill=True, color="tab:blue", alpha=0.55)
+        ax.stairs(density_r, edges, color="tab:red", linewidth=1.6)
+        ax.axvline(layer.mean_w, color="tab:blue", linestyle="--", linewidth=1.2)
+        ax.axvline(layer.mean_r, color="tab:red", linestyle="--", linewidth=1.2)
+        ax.set_title(f"{name}: mean μ_w {layer.mean_w:.2f}, μ_r {layer.mean_r:.2f}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("μ (cosine with the pairing filter)", fontsize=8)
+        if index % columns == 0:
+            ax.set_ylabel("density", fontsize=8)
+    for ax in list(axes.flat)[len(stats) :]:
+        ax.set_visible(False)
+    handles = [
+        Patch(color="tab:blue", alpha=0.55, label="μ_w: learned filters"),
+        Line2D([], [], color="tab:red", linewidth=1.6, label="μ_r: Gaussian filters, same shape"),
+        Line2D([], [], color="grey", linestyle="--", label="means"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return fig
 
 
 def pairing_figure(session: Session, out, *, number: int, role: str, label: str) -> Result:
     """Figure ``number``: the mu_w / mu_r histograms of every conv layer but the last,
     for the model of ``role``, into ``out/fig{number}_pairing_{role}.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from invert.nn.net import conv_layers
     from theory.filter_pairing import layer_pairing
 
     model = session.model(role)
     layers = list(conv_layers(model))[:-1]  # the last conv is the class layer
     stats = layer_pairing(model, layers=layers, trials=session.sizes.pairing_trials, seed=SEED)
-    columns = 4
-    rows_n = math.ceil(len(layers) / columns)
-    fig, axes = plt.subplots(rows_n, columns, figsize=FIGSIZE, dpi=DPI, squeeze=False)
-    rows = []
-    for ax, (name, layer) in zip(axes.flat, stats.items()):
-        edges, density_w, density_r = layer.histogram(bins=20)
-        ax.stairs(density_r, edges, fill=True, color="tab:red", alpha=0.45, label="mu_r random")
-        ax.stairs(density_w, edges, fill=True, color="tab:blue", alpha=0.6, label="mu_w learned")
-        ax.set_title(f"{name}: mu_w {layer.mean_w:.2f}, mu_r {layer.mean_r:.2f}", fontsize=9)
-        ax.tick_params(labelsize=7)
-        rows.append({"model": label, **layer.row()})
-    for ax in list(axes.flat)[len(layers) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(
-        f"Fig. {number}: pairing statistic mu per conv layer, {label} model "
-        "(blue: learned, red: random)",
-        fontsize=11,
-    )
-    fig.tight_layout()
+    fig = histogram_figure(
+        stats, title=f"Fig. {number}: pairing statistic μ per conv layer, {label} model",
+        figsize=FIGSIZE,
+    )  # fmt: skip
     stem = f"fig{number}_pairing_{role}"
     save_figure(fig, f"{out}/{stem}.png")
     return Result(
         id=f"fig{number}",
         title=f"Figure {number}: pairing histograms mu_w vs mu_r, {label} model",
-        rows=rows,
+        rows=[{"model": label, **layer.row()} for layer in stats.values()],
         columns=COLUMNS,
         files=[f"{stem}.png"],
         size=pixel_size(FIGSIZE, DPI),

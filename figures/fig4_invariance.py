@@ -93,6 +93,7 @@ def make(session: Session, out) -> Result:
         ax.axvline(gap, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(x, layers)
     ax.set_ylabel("invariance score (top 20% units)")
+    ax.set_xlabel("conv layer")
     ax.set_title(
         f"Fig. 4: invariance scores, {results['relu'].n_images} images, "
         f"{len(results['relu'].transformations)} transformations (dashed: max-pooling)",

@@ -1,15 +1,23 @@
-"""Figure 5: an image reconstructed from conv1 to conv4 features, CReLU and ReLU models.
+"""Figure 5: a natural image reconstructed from conv1 to conv4 features, CReLU and ReLU.
 
 Our Algorithm 1 (:func:`invert.reconstruction.reconstruct`, no learning): from a layer's
 features, walk back one layer at a time -- CReLU exactly (z = pos - neg), each conv by
 minimum-norm least squares, max-pooling through its switches -- in float64. conv1-conv3
 of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling. The CReLU
-row is the paper's Fig. 5; the ReLU row (its inactive units give no equation,
-``relu="active"``) shows what ReLU throws away. Under each panel: PSNR against the
-original (:func:`invert.reconstruction.metrics.reconstruction_metrics`). The table also gives the
-relative error and the lower frame bound A of each conv on the way (circular boundary,
-:func:`theory.frames.checkpoint_frame_bounds`): Proposition 2.1 predicts exact recovery
-where every conv on the way is a frame (A > 0) and no pooling intervenes (finding F2).
+rows are the paper's Fig. 5; the ReLU rows (inactive units give no equation,
+``relu="active"``) show what ReLU throws away.
+
+The input is a photograph with content, :data:`IMAGE` (as ``crelu reconstruct --image``
+prepares it: shorter side resized, centre crop), at the models' input size and, since
+the models are fully convolutional up to their global pooling, once more at
+``reconstruction_large_size`` pixels (:class:`~figures.common.AnalysisSizes`), where
+more of it can be seen. With ``reconstruction_images > 1`` the table's numbers are
+means over that image and the most varied test images. Under each panel: PSNR against
+the original (one cap convention, :func:`invert.display.psnr_text`). The
+table also gives the relative error and the lower frame bound A of each conv on the way
+(circular boundary, :func:`theory.frames.checkpoint_frame_bounds`): Proposition 2.1
+predicts exact recovery where every conv on the way is a frame (A > 0) and no pooling
+intervenes (finding F2, judged on the input-size rows).
 
     python -m figures.fig5_reconstructions --out DIR [--data textures] [--recipe fast]
 """
@@ -17,7 +25,6 @@ where every conv on the way is a frame (A > 0) and no pooling intervenes (findin
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import warnings
 
@@ -26,11 +33,15 @@ import numpy as np
 from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig5_reconstructions"
-FIGSIZE = (10.0, 4.8)  # inches; at DPI pixels: 1000 x 480
+FIGSIZE = (10.0, 9.0)  # inches; at DPI pixels: 1000 x 900
 DPI = 100
 LAYERS = ("conv1", "conv2", "conv3", "conv4")
+#: The photograph every row reconstructs (scikit-image ships it; nothing is downloaded).
+IMAGE = "skimage:astronaut"
 COLUMNS = ["model", "layer", "pooling_before", "A_layer", "frame_path", "rel_error", "psnr",
            "ssim", "converged"]  # fmt: skip
+LARGE_COLUMNS = ["model", "input", "layer", "rel_error", "psnr", "ssim", "converged"]
+ROLES = (("crelu", "CReLU"), ("relu", "ReLU"))
 
 
 def pick_images(test_set, count: int, *, candidates: int = 16, seed: int = SEED):
@@ -44,101 +55,148 @@ def pick_images(test_set, count: int, *, candidates: int = 16, seed: int = SEED)
     return images[order], [int(pool[int(i)]) for i in order]
 
 
-def _psnr_label(value: float) -> str:
-    if not math.isfinite(value):
-        return "PSNR inf (exact)"
-    if value > 100:
-        return "PSNR > 100 dB"
-    return f"PSNR {value:.1f} dB"
+def natural_image(size: int, channels: int = 3):
+    """:data:`IMAGE` as a ``(1, channels, size, size)`` float64 tensor in [0, 1].
+
+    Examples
+    --------
+    >>> x = natural_image(32)
+    >>> tuple(x.shape), bool(x.std() > 0.1)  # a photograph with content
+    ((1, 3, 32, 32), True)
+    """
+    import torch
+
+    from invert.data.images import prepare_image, read_image
+
+    return torch.from_numpy(prepare_image(read_image(IMAGE), size, channels))[None]
 
 
-def _reconstruct_model(session: Session, role: str, x) -> tuple[list[dict], list]:
+def _inputs(session: Session, size: int, channels: int):
+    """The natural image, then ``reconstruction_images - 1`` varied test images."""
+    import torch
+
+    x = natural_image(size, channels)
+    extra, indices = pick_images(session.test_set(), session.sizes.reconstruction_images - 1)
+    if len(extra):
+        x = torch.cat([x, extra.double()])
+    return x, indices
+
+
+def _frame_rows(model, x, device) -> dict:
+    from theory.frames import checkpoint_frame_bounds
+
+    bounds = checkpoint_frame_bounds(model, x.shape[-1], padding="circular", layers=list(LAYERS),
+                                     random_baseline=False, device=device)  # fmt: skip
+    return {row["layer"]: row for row in bounds}
+
+
+def _reconstruct_model(session: Session, role: str, x, *, bounds: bool = True):
+    """Rows (one per layer, means over the images) and the first image's reconstructions."""
     import torch
     from torch import nn
 
+    from invert.device import cpu_threads
     from invert.nn.net import conv_layers
     from invert.reconstruction import features, reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
-    from theory.frames import checkpoint_frame_bounds
 
     model = copy.deepcopy(session.model(role)).double().eval()
     x = x.to(model.conv1.conv.weight.device, torch.float64)
-    bounds = checkpoint_frame_bounds(
-        model, x.shape[-1], padding="circular", layers=list(LAYERS), random_baseline=False,
-        device=session.device,
-    )  # fmt: skip
-    a_of = {row["layer"]: row for row in bounds}
+    a_of = _frame_rows(model, x, session.device) if bounds else {}
     modules = dict(model.named_modules())
     conv_names = {id(conv): name for name, conv in conv_layers(model).items()}
     rows, images = [], []
     for layer in LAYERS:
-        feats = features(model, x, layer=layer)
-        with warnings.catch_warnings():
+        with cpu_threads(x.shape[-1] * x.shape[-2]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-convergence is reported in the table
-            rec = reconstruct(
-                model, feats, max_iter=session.sizes.reconstruction_max_iter,
-                device=session.device,
-            )  # fmt: skip
+            feats = features(model, x, layer=layer)
+            rec = reconstruct(model, feats, max_iter=session.sizes.reconstruction_max_iter,
+                              device=session.device)  # fmt: skip
             metrics = reconstruction_metrics(model, x, rec, projection=False)
-        convs = [
-            conv_names[id(modules[s.name])]
-            for s in feats.steps
-            if id(modules[s.name]) in conv_names
-        ]
-        pooled = any(isinstance(modules[s.name], nn.MaxPool2d) for s in feats.steps)
-        path_a = [a_of[c]["A"] for c in convs]
-        frame_path = all(a is not None and a > a_of[c]["tol"] for a, c in zip(path_a, convs))
-        rows.append({
-            "model": "CReLU" if role == "crelu" else "ReLU",
+        row = {
+            "model": dict(ROLES)[role],
             "layer": layer,
-            "pooling_before": pooled,
-            "A_layer": a_of[layer]["A"],
-            "A_path": path_a,
-            "frame_path": frame_path,
             "rel_error": float(np.mean([m["relative_error"] for m in metrics])),
             "psnr": float(np.mean([m["psnr"] for m in metrics])),
             "ssim": float(np.mean([m["ssim"] for m in metrics])),
             "converged": rec.converged,
-        })  # fmt: skip
+        }
+        if bounds:
+            convs = [conv_names[id(modules[s.name])] for s in feats.steps
+                     if id(modules[s.name]) in conv_names]  # fmt: skip
+            path_a = [a_of[c]["A"] for c in convs]
+            row.update(
+                pooling_before=any(isinstance(modules[s.name], nn.MaxPool2d) for s in feats.steps),
+                A_layer=a_of[layer]["A"], A_path=path_a,
+                frame_path=all(a is not None and a > a_of[c]["tol"] for a, c in zip(path_a, convs)),
+            )  # fmt: skip
+        rows.append(row)
         images.append(rec.image[0].detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy())
     return rows, images
 
 
-def make(session: Session, out) -> Result:
-    """Draw Figure 5 into ``out/fig5_reconstructions.png``; errors and PSNR per layer."""
-    import matplotlib
+def reconstruction_grid(blocks, *, figsize=FIGSIZE, dpi=DPI):
+    """The figure: one row per ``(label, original, images, rows)`` block; the columns are
+    the input and the reconstructions from :data:`LAYERS`, labelled with PSNR."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from invert.display import psnr_text
 
-    x, indices = pick_images(session.test_set(), session.sizes.reconstruction_images)
-    x = x.double()
-    fig, axes = plt.subplots(2, 1 + len(LAYERS), figsize=FIGSIZE, dpi=DPI)
-    rows = []
-    for r, role in enumerate(("crelu", "relu")):
-        model_rows, images = _reconstruct_model(session, role, x)
-        rows += model_rows
-        panels = [x[0].float().permute(1, 2, 0).numpy()] + images
-        labels = ["original"] + [_psnr_label(row["psnr"]) for row in model_rows]
-        titles = ["input"] + list(LAYERS)
+    fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
+    axes = fig.subplots(len(blocks), 1 + len(LAYERS), squeeze=False)
+    for r, (label, original, images, rows) in enumerate(blocks):
+        panels = [original] + list(images)
+        labels = [f"{original.shape[1]}x{original.shape[0]} input"] + [
+            f"PSNR {psnr_text(row['psnr'])}" for row in rows
+        ]
         for c, (ax, image) in enumerate(zip(axes[r], panels)):
-            ax.imshow(image, interpolation="nearest")
+            ax.imshow(image, interpolation="nearest" if image.shape[0] <= 64 else "antialiased")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_xlabel(labels[c], fontsize=9)
-            ax.set_title(titles[c] if r == 0 else "", fontsize=10)
-        axes[r][0].set_ylabel("CReLU" if role == "crelu" else "ReLU", fontsize=11)
-    fig.suptitle("Fig. 5: reconstructions from conv1-conv4 features (linear, no learning)")
-    fig.tight_layout()
-    save_figure(fig, f"{out}/{STEM}.png")
+            ax.set_title(("input", *LAYERS)[c] if r == 0 else "", fontsize=10)
+        axes[r][0].set_ylabel(label, fontsize=10)
+    fig.suptitle("Fig. 5: a photograph reconstructed from conv1-conv4 features "
+                 "(linear, no learning)", fontsize=11)  # fmt: skip
+    return fig
+
+
+def make(session: Session, out) -> Result:
+    """Draw Figure 5 into ``out/fig5_reconstructions.png``; errors and PSNR per layer."""
+    from invert.nn import model_input_size
+
+    size = model_input_size(session.model("crelu")) or 32
+    channels = int(session.model("crelu").config.get("in_channels", 3))
+    x, indices = _inputs(session, size, channels)
+    shown = x[0].float().permute(1, 2, 0).numpy()
+    blocks, rows = [], []
+    for role, label in ROLES:
+        model_rows, images = _reconstruct_model(session, role, x)
+        rows += model_rows
+        blocks.append((f"{label}, {size} px", shown, images, model_rows))
+    large, details = session.sizes.reconstruction_large_size, {"test_indices": indices}
+    if large and large != size:
+        big = natural_image(large, channels)
+        extra = []
+        for role, label in ROLES:
+            model_rows, images = _reconstruct_model(session, role, big, bounds=False)
+            for row in model_rows:
+                row["input"] = f"{large}x{large}"
+            extra += model_rows
+            blocks.append((f"{label}, {large} px", big[0].float().permute(1, 2, 0).numpy(),
+                           images, model_rows))  # fmt: skip
+        details["more_tables"] = {f"The same at {large}x{large} pixels": {
+            "columns": LARGE_COLUMNS, "rows": extra}}  # fmt: skip
+    figsize = (FIGSIZE[0], FIGSIZE[1] * len(blocks) / 4)
+    save_figure(reconstruction_grid(blocks, figsize=figsize), f"{out}/{STEM}.png")
     return Result(
         id="fig5",
-        title="Figure 5: reconstructions from conv1-conv4, CReLU and ReLU models",
+        title="Figure 5: a photograph reconstructed from conv1-conv4, CReLU and ReLU models",
         rows=rows,
         columns=COLUMNS,
         files=[f"{STEM}.png"],
-        size=pixel_size(FIGSIZE, DPI),
-        details={"test_indices": indices},
+        size=pixel_size(figsize, DPI),
+        details={**details, "image": IMAGE},
     )
 
 

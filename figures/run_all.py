@@ -85,17 +85,18 @@ def train_models(session: Session, *, jobs: int | None = None, progress: bool = 
 
     On a CPU with ``jobs > 1`` the models train in ``jobs`` worker processes of
     ``cpus // jobs`` threads each, longest first (small convolutions use two threads
-    poorly, so two single-threaded trainings finish sooner than two in a row). On a GPU,
-    or with ``jobs=1``, they train one after the other in this process. Each lands in
-    the shared cache (:func:`invert.train.loader.load_model`), from where the scripts load it.
+    poorly, so two single-threaded trainings finish sooner than two in a row); the
+    progress bar counts the epochs of all of them (read from the checkpoint each run
+    rewrites after every epoch) and its ETA comes from their measured epoch times
+    (:func:`training_eta`). On a GPU, or with ``jobs=1``, they train one after the other
+    in this process, with the trainer's own per-epoch progress. Each lands in the shared
+    cache (:func:`invert.train.loader.load_model`), from where the scripts load it.
 
     Returns
     -------
     dict
         Role -> seconds spent training it (cached models are absent).
     """
-    from tqdm.auto import tqdm
-
     missing = sorted((r for r in MODELS if not session.is_cached(r)), key=lambda r: -_COST[r])
     if not missing:
         return {}
@@ -107,36 +108,100 @@ def train_models(session: Session, *, jobs: int | None = None, progress: bool = 
     jobs = max(1, min(jobs, len(missing)))
     seconds = {}
     if jobs == 1 or session.device != "cpu":
-        for role in missing:
+        for index, role in enumerate(missing):
+            if progress:
+                print(f"training models: {session.spec(role)} ({index + 1} of {len(missing)})",
+                      file=sys.stderr)  # fmt: skip
             started = time.perf_counter()
             session.model(role)
             seconds[role] = time.perf_counter() - started
         return seconds
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    return _train_in_parallel(session, missing, jobs, max(1, cpus // jobs), progress)
 
-    threads = max(1, cpus // jobs)
-    context = multiprocessing.get_context("spawn")
-    bar = tqdm(total=len(missing), desc="training models", unit="model", disable=not progress,
-               file=sys.stderr)  # fmt: skip
+
+def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int, progress):
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from tqdm.auto import tqdm
+
+    epochs = {role: session.recipe_for(role).epochs for role in missing}
+    bar = tqdm(total=sum(epochs.values()), desc="training models", unit="epoch",
+               disable=not progress, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]",
+               )  # fmt: skip
+    seconds, context = {}, multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
-            pool.submit(
-                _train_worker,
-                session.spec(role),
-                session.recipe_for(role),
-                session.cache_dir,
-                threads,
-            ): role
+            pool.submit(_train_worker, session.spec(role), session.recipe_for(role),
+                        session.cache_dir, threads): role
             for role in missing
-        }
-        for future in as_completed(futures):
-            role = futures[future]
-            seconds[role] = future.result()
-            bar.set_postfix_str(f"{MODELS[role]} {seconds[role]:.0f} s")
-            bar.update()
+        }  # fmt: skip
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+            for future in done:
+                role = futures[future]
+                seconds[role] = future.result()
+            states = [_epochs_done(session, role, epochs[role], role in seconds)
+                      for role in missing]  # fmt: skip
+            bar.n = sum(state[0] for state in states)
+            eta = training_eta(
+                [(d, epochs[r], s, _COST[r], into) for r, (d, s, into) in zip(missing, states)],
+                jobs,
+            )  # fmt: skip
+            unfinished = [(r, d) for r, (d, _, _) in zip(missing, states) if d < epochs[r]]
+            running = [f"{MODELS[r]} {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
+            shown = "?" if eta is None else tqdm.format_interval(eta)
+            bar.set_postfix_str(", ".join([f"ETA {shown}", *running[:jobs]]))
     bar.close()
     return seconds
+
+
+def _epochs_done(session: Session, role: str, total: int, finished: bool):
+    """``(epochs done, mean seconds per epoch or None, seconds since the last epoch
+    ended)`` of a model being trained, from the checkpoint its run rewrites each epoch."""
+    from invert.train.checkpoints import read_metadata
+    from invert.train.loader import partial_path
+
+    path = session.cache_file(role) if finished else partial_path(session.cache_file(role))
+    try:
+        history = read_metadata(path).get("history") or []
+        since = max(0.0, time.time() - path.stat().st_mtime)
+    except (OSError, ValueError):  # not written yet, or renamed into place just now
+        return (total if finished else 0), None, 0.0
+    times = [h["seconds"] for h in history if h.get("seconds")]
+    return len(history), (sum(times) / len(times) if times else None), since
+
+
+def training_eta(models: list[tuple], jobs: int) -> float | None:
+    """Seconds until every model is trained, from measured epoch times.
+
+    ``models`` holds ``(epochs done, epochs in all, seconds per epoch or None, cost,
+    seconds into the current epoch)`` in the order the workers take them; a model
+    without a measured epoch is estimated from those with one, scaled by the costs. The
+    first unfinished ``jobs`` models are running; each later one starts on the first
+    worker to free up. ``None`` until one epoch of some model has been measured.
+
+    Examples
+    --------
+    Two workers: a model with 6 epochs of 2 s left, 1 s into the next one; one with 2 of
+    1 s left; then a queued model half as costly as the first (10 epochs of 1 s):
+
+    >>> training_eta([(4, 10, 2.0, 2.0, 1.0), (8, 10, 1.0, 1.0, 0.0), (0, 10, None, 1.0, 0.0)],
+    ...              2)
+    12.0
+    """
+    measured = [model[2] / model[3] for model in models if model[2]]
+    if not measured:
+        return None
+    per_cost = sum(measured) / len(measured)
+    remaining = [max(0.0, (total - done) * (s or per_cost * cost) - into)
+                 for done, total, s, cost, into in models if done < total]  # fmt: skip
+    workers = [0.0] * jobs
+    for work in remaining:  # list scheduling, in queue order
+        workers[workers.index(min(workers))] += work
+    return max(workers) if remaining else 0.0
 
 
 def _model_rows(session: Session, trained: dict) -> list[dict]:
@@ -217,6 +282,8 @@ def _markdown(report: dict) -> str:
         lines += [f"### {item['title']}", ""]
         lines += [f"![{item['id']}]({name})" for name in item["files"]]
         lines += ["", markdown_table(item["rows"], item.get("columns")), ""]
+        for title, table in (item.get("more_tables") or {}).items():
+            lines += [f"{title}:", "", markdown_table(table["rows"], table.get("columns")), ""]
     lines += ["## Tables", ""]
     for item in report["tables"]:
         lines += [f"### {item['title']}", "", markdown_table(item["rows"], item.get("columns")), ""]
@@ -280,7 +347,9 @@ def run_figures(
     trained = train_models(session, jobs=jobs, progress=progress)
     training_s = time.perf_counter() - started
     results, step_seconds = {}, {}
-    bar = tqdm(SCRIPTS, desc="figures", unit="step", disable=not progress, file=sys.stderr)
+    # no ETA: the steps differ too much in cost for a rate to predict the rest
+    bar = tqdm(SCRIPTS, desc="figures", unit="step", disable=not progress, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")  # fmt: skip
     for script in bar:
         bar.set_postfix_str(script.STEM)
         torch.manual_seed(SEED)
@@ -321,7 +390,11 @@ def run_figures(
 
 def add_arguments(p) -> None:
     """The options of ``crelu figures`` (also used by ``python -m figures.run_all``)."""
-    p.add_argument("--out", default="crelu-figures", help="output folder (default: crelu-figures)")
+    p.add_argument(
+        "--out", default="crelu-figures", metavar="DIR",
+        help="folder for the PNGs of Figs. 1-5, report.md and report.json (created; default: "
+        "crelu-figures)",
+    )  # fmt: skip
     p.add_argument(
         "--data",
         default="textures",
@@ -341,7 +414,8 @@ def add_arguments(p) -> None:
         type=int,
         help="training processes on a CPU (default: 2 when there are at least 2 cores)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars on stderr (shown by default)")  # fmt: skip
 
 
 def run_from_args(args, *, prog: str = "crelu figures") -> int:

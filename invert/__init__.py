@@ -4,81 +4,79 @@ The public API is re-exported here; each concept lives in one module
 (``invert.reconstruct`` is the function, :mod:`invert.reconstruction` its module). The
 trainer's entry point stays in its module, so that ``invert.train`` remains the module:
 ``from invert.train import train``.
+
+The names are imported on first use (PEP 562), so ``import invert`` does not import
+torch: ``crelu --help`` answers at once.
 """
 
-from .data import ImageDataset, load_dataset
-from .linalg import (
-    ConvergenceError,
-    ConvergenceWarning,
-    ConvOperator,
-    SolveInfo,
-    bounded_least_squares,
-    fft_least_squares,
-    least_squares,
-)
-from .nn import (
-    AVR,
-    CReLU,
-    Net,
-    Normalize,
-    avr,
-    conv_layers,
-    create_model,
-    crelu,
-    crelu_inverse,
-    layer_names,
-    layer_outputs,
-    list_models,
-    model_info,
-    register_model,
-)
-from .reconstruction import Features, Reconstruction, features, reconstruct, reconstruction_metrics
-from .train import (
-    RECIPES,
-    Recipe,
-    Trainer,
-    load_checkpoint,
-    load_model,
-    load_state_dict_into,
-    save_checkpoint,
-)
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 from .version import __version__
 
-__all__ = [
-    "__version__",
-    "AVR",
-    "RECIPES",
-    "ConvOperator",
-    "ConvergenceError",
-    "ConvergenceWarning",
-    "CReLU",
-    "Features",
-    "ImageDataset",
-    "Net",
-    "Normalize",
-    "Recipe",
-    "Reconstruction",
-    "SolveInfo",
-    "Trainer",
-    "avr",
-    "bounded_least_squares",
-    "conv_layers",
-    "create_model",
-    "crelu",
-    "crelu_inverse",
-    "features",
-    "fft_least_squares",
-    "layer_names",
-    "layer_outputs",
-    "least_squares",
-    "list_models",
-    "load_checkpoint",
-    "load_dataset",
-    "load_model",
-    "load_state_dict_into",
-    "model_info",
-    "reconstruct",
-    "reconstruction_metrics",
-    "register_model",
-    "save_checkpoint",
-]
+_EXPORTS = {
+    ".data": ["ImageDataset", "load_dataset"],
+    ".linalg": [
+        "ConvergenceError", "ConvergenceWarning", "ConvOperator", "SolveInfo",
+        "bounded_least_squares", "fft_least_squares", "least_squares",
+    ],
+    ".nn": [
+        "AVR", "CReLU", "Net", "Normalize", "avr", "conv_layers", "create_model", "crelu",
+        "crelu_inverse", "layer_names", "layer_outputs", "list_models", "model_info",
+        "register_model",
+    ],
+    ".reconstruction": [
+        "Features", "Reconstruction", "features", "reconstruct", "reconstruction_metrics",
+    ],
+    ".train": [
+        "RECIPES", "Recipe", "Trainer", "load_checkpoint", "load_model", "load_state_dict_into",
+        "save_checkpoint",
+    ],
+}  # fmt: skip
+
+__getattr__, __dir__, _names = attach(__name__, globals(), _EXPORTS)
+__all__ = ["__version__", *_names]
+
+if TYPE_CHECKING:  # the same names, for type checkers and readers
+    from .data import ImageDataset, load_dataset  # noqa: F401
+    from .linalg import (  # noqa: F401
+        ConvergenceError,
+        ConvergenceWarning,
+        ConvOperator,
+        SolveInfo,
+        bounded_least_squares,
+        fft_least_squares,
+        least_squares,
+    )
+    from .nn import (  # noqa: F401
+        AVR,
+        CReLU,
+        Net,
+        Normalize,
+        avr,
+        conv_layers,
+        create_model,
+        crelu,
+        crelu_inverse,
+        layer_names,
+        layer_outputs,
+        list_models,
+        model_info,
+        register_model,
+    )
+    from .reconstruction import (  # noqa: F401
+        Features,
+        Reconstruction,
+        features,
+        reconstruct,
+        reconstruction_metrics,
+    )
+    from .train import (  # noqa: F401
+        RECIPES,
+        Recipe,
+        Trainer,
+        load_checkpoint,
+        load_model,
+        load_state_dict_into,
+        save_checkpoint,
+    )

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = [
+    "SMALL_INPUT_PIXELS",
+    "available_memory",
+    "check_memory",
+    "cpu_threads",
+    "format_bytes",
+    "resolve_device",
+]
+
+#: Inputs up to this many pixels run on one CPU thread (:func:`cpu_threads`): their
+#: convolutions take about a millisecond, and with two threads each one pays a
+#: synchronisation that costs more than it saves (bench/RESULTS.md: on a shared 2-core
+#: machine a 32 px float64 conv + transpose took 1.6 ms on one thread, 13 ms on two).
+SMALL_INPUT_PIXELS = 64 * 64
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -26,3 +42,92 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
     return resolved
+
+
+def available_memory(device: str | torch.device = "cpu") -> int | None:
+    """Bytes that can be allocated now on ``device`` (``MemAvailable`` of ``/proc/meminfo``
+    for the CPU, the free memory of a CUDA device); ``None`` when unknown.
+
+    Examples
+    --------
+    >>> free = available_memory("cpu")
+    >>> free is None or free > 0
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(count: float) -> str:
+    """``1.5e9`` -> ``'1.5 GB'`` (powers of 1000).
+
+    Examples
+    --------
+    >>> format_bytes(440e9), format_bytes(2050)
+    ('440 GB', '2.05 kB')
+    """
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(count) < 1000 or unit == "PB":
+            return f"{count:.3g} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_memory(needed: int | None, device, what: str, advice: str) -> None:
+    """A one-line ``ValueError`` when ``what`` needs more than ``device`` has available,
+    raised before anything is allocated (``needed`` in bytes; ``None``: unknown, no check).
+
+    Examples
+    --------
+    >>> check_memory(10**16, "cpu", "a forward pass", "use a smaller input size")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a forward pass needs about 10 PB of memory, more than this machine has ...
+    """
+    if needed is None:
+        return
+    free = available_memory(resolve_device(device) if device is not None else "cpu")
+    if free is not None and needed > free:
+        where = "this machine has available" if torch.device(device).type == "cpu" else (
+            f"{device} has free")  # fmt: skip
+        raise ValueError(
+            f"{what} needs about {format_bytes(needed)} of memory, more than {where} "
+            f"({format_bytes(free)}); {advice}"
+        )
+
+
+@contextlib.contextmanager
+def cpu_threads(pixels: int, *, threads: int | None = None):
+    """Run the block on ``threads`` CPU threads, or on one for inputs of at most
+    :data:`SMALL_INPUT_PIXELS` pixels (torch's own count otherwise); restored after.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with cpu_threads(32 * 32):
+    ...     inside = torch.get_num_threads()
+    >>> inside, torch.get_num_threads() == before
+    (1, True)
+    """
+    previous = torch.get_num_threads()
+    wanted = threads or (1 if pixels <= SMALL_INPUT_PIXELS else None)
+    if wanted:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -37,6 +37,7 @@ def test_frame_bounds_json_csv_and_table(capsys):
     assert status == 0, err
     header = out.splitlines()[0].split()
     assert header == ["layer", "shape", "stride", "input", "A", "B", "ratio"]
+    assert "note: --input-size is deprecated (removed in the next release); use --image-size" in err
 
 
 def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
@@ -79,6 +80,11 @@ def test_pooling_table_and_json(capsys):
         (["frame-bounds", "/nonexistent/net.safetensors"], "net.safetensors"),
         (["frame-bounds", "convpool_c", "--layers", "pool1"], "unknown conv layers"),
         (["frame-bounds", "convpool_c", "--input-size", "2"], "forward pass"),
+        # sizes are checked before anything is allocated: the number, then what to do
+        (
+            ["frame-bounds", "convpool_c", "--image-size", "100000"],
+            "a forward pass of a 3x100000x100000 input needs about 7.68 TB of memory",
+        ),
         (["pooling", "convpool_c", "--n-images", "0"], "--n-images"),
         (["pooling", "convpool_c", "--layer", "conv99"], "unknown conv layers"),
     ],

@@ -54,11 +54,31 @@ def test_train_into_the_cache(tmp_path, capsys, monkeypatch):
     stamp = entries[0].stat().st_mtime_ns
     status, again, err = run(capsys, *argv)  # a cache hit: same answer, nothing rewritten
     assert status == 0 and again == stdout and entries[0].stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob("*.lock"))  # no empty lock files stay in the cache
+    # crelu info takes MODEL@DATA like every other command: the cached entry
+    status, out, err = run(capsys, "info", "convpool_c@textures", "--recipe", "tiny",
+                           "--no-train", "--json", "--device", "cpu")  # fmt: skip
+    assert status == 0, err
+    info = json.loads(out)
+    assert info["file"] == str(entries[0]) and info["arch"] == "convpool_c"
+    assert info["recipe"] == "tiny" and info["epochs"] >= 1
+    status, out, err = run(capsys, "info", "convpool_c@textures", "--recipe", "tiny",
+                           "--no-train", "--csv", "--device", "cpu")  # fmt: skip
+    assert status == 0 and out.splitlines()[0] == "epoch,lr,train_loss,train_acc,test_acc,seconds"
+    assert len(out.splitlines()) == 1 + info["epochs"]
 
 
-def test_models_lists_the_registry(capsys):
+def test_models_lists_the_registry_with_parameter_counts(capsys):
     status, stdout, _ = run(capsys, "models", "--json")
-    assert status == 0 and [row["name"] for row in json.loads(stdout)] == list_models()
+    rows = json.loads(stdout)
+    assert status == 0 and [row["name"] for row in rows] == list_models()
+    counts = {row["name"]: row["parameters"] for row in rows}
+    for name in ("convpool_c", "convpool_c_crelu_half", "allcnn_b_crelu1_4"):  # real weights
+        assert counts[name] == sum(p.numel() for p in create_model(name).parameters())
+    assert counts["vgg16"] == 138_357_544 - 4096 * 990 - 990  # torchvision's, 10 classes
+    status, stdout, _ = run(capsys, "models")
+    assert stdout.splitlines()[0].split() == ["name", "family", "input_size", "parameters",
+                                              "summary"]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["train", "info", "models"])
@@ -87,6 +107,8 @@ def _corrupt(tmp_path):
         (["info", "{tmp}/missing.safetensors"], "missing.safetensors"),
         (["info", "{corrupt}"], "corrupt or truncated"),
         (["info", "{tmp}"], "not a file"),
+        (["info", "convpool_c@textures", "--no-train", "--cache-dir", "{tmp}/c"],
+         "no cached model for convpool_c@textures"),
     ],
 )  # fmt: skip
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):

@@ -41,15 +41,49 @@ def test_one_layer_writes_a_png_and_a_table(capsys, checkpoint, image, tmp_path)
     code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv1",
                          "--out", str(out_png), "--device", "cpu")  # fmt: skip
     assert code == 0, err
-    assert out.splitlines()[0].split()[:3] == ["layer", "relative_error", "projection_error"]
+    # the projection diagnostic is opt-in (it costs more than the reconstruction)
+    assert out.splitlines()[0].split()[:3] == ["layer", "relative_error", "feature_error"]
+    assert "> 100" in out.splitlines()[2]  # conv1 is exact: PSNR shown with the cap
+    assert "photo.png is 52x40; reconstructing it at 32x32" in err
+    assert "shorter side resized, centre-cropped" in err and "PSNR '> 100' (conv1)" in err
     figure = skimage.io.imread(out_png)  # a valid PNG, two panels side by side
-    assert figure.ndim == 3 and figure.shape[1] > 1.5 * figure.shape[0]
+    assert figure.ndim == 3 and figure.shape[1] > 1.3 * figure.shape[0]
     assert not list(tmp_path.glob(".rec.png*"))  # no temporary file left behind
+
+
+def test_the_figure_titles_every_panel_and_labels_psnr():
+    from invert.cli.reconstruct import reconstruction_figure
+
+    image = np.full((3, 8, 8), 0.5)
+    panels = [
+        (f"conv{i}", image, {"psnr": psnr, "relative_error": err})
+        for i, (psnr, err) in enumerate([(250.0, 1e-13), (19.53, 0.2), (-0.4, 2.1)] * 2)
+    ]
+    figure = reconstruction_figure(image, panels)  # 7 panels: two rows of 5
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["original"] + [name for name, *_ in panels]
+    labels = [ax.get_xlabel() for ax in shown]
+    assert labels[0] == "8x8 input" and labels[1] == "PSNR > 100 dB\nerror 1e-13"
+    assert labels[2] == "PSNR 19.5 dB\nerror 0.2" and labels[3] == "PSNR -0.4 dB\nerror 2.1"
+    assert figure.get_suptitle().startswith("Reconstructions from each layer")
+    # nothing drawn outside the canvas (the old figure cut off its top title line), wide
+    # or narrow (one layer: two panels)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in (figure, reconstruction_figure(image, panels[:1])):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        width, height = fig.bbox.width, fig.bbox.height
+        texts = [ax.title for ax in fig.axes if ax.get_visible()] + [fig._suptitle]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
 
 
 def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
     code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv1,conv2,conv3",
-                         "--json", "--device", "cpu")  # fmt: skip
+                         "--json", "--device", "cpu", "--projection")  # fmt: skip
     assert code == 0, err
     rows = json.loads(out)
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
@@ -57,10 +91,11 @@ def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
     assert rows[0]["projection_error"] < 1e-6 and rows[0]["converged"]
     assert rows[2]["relative_error"] > rows[0]["relative_error"]
     assert rows[1]["steps"][0]["kind"] == "CReLU"
+    assert "note: recoverable = ||P u|| / ||u||" in err
 
 
 def test_skimage_image_and_float32(capsys, checkpoint):
-    args = ["--image", "skimage:camera", "--layers", "conv2", "--float32", "--no-projection"]
+    args = ["--image", "skimage:camera", "--layers", "conv2", "--float32"]
     code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
     assert code == 0, err
     row = json.loads(out)[0]
@@ -85,11 +120,14 @@ def test_activation_layers_of_plain_sequentials():
 
 
 def test_non_converging_solve_is_reported(capsys, checkpoint, image):
-    args = ["--image", image, "--layers", "conv1", "--max-iter", "1", "--no-projection"]
+    args = ["--image", image, "--layers", "conv1,conv2", "--max-iter", "1"]
     code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
     assert code == 0
-    assert "note: conv1: least_squares (CGLS) did not reach" in err and "residual reached" in err
-    assert json.loads(out)[0]["converged"] is False
+    notes = [line for line in err.splitlines() if "--max-iter" in line]
+    assert len(notes) == 1  # one note for every layer that stopped, not one per solve
+    assert "2 of 2 layers stopped at --max-iter 1 before the relative residual 1e-12" in notes[0]
+    assert "worst reached: conv1 " in notes[0] and ", conv2 " in notes[0]
+    assert [row["converged"] for row in json.loads(out)] == [False, False]
 
 
 @pytest.fixture
@@ -130,9 +168,11 @@ def test_bad_model_spec_exits_2(capsys, image):
 
 
 def test_old_spellings_still_work_with_a_note(capsys, checkpoint, image):
-    old = ["--model", checkpoint, "--all-layers", "--layer", "conv2", "--size", "32"]
+    old = ["--model", checkpoint, "--all-layers", "--layer", "conv2", "--size", "32",
+           "--no-projection"]  # fmt: skip
     code, out, err = run(capsys, *old, "--image", image, "--json", "--device", "cpu")
     assert code == 0, err
     assert [r["layer"] for r in json.loads(out)] == ["conv1", "conv2"]
-    for old in ("--model", "--all-layers", "--layer", "--size"):
+    assert "projection_error" not in json.loads(out)[0]
+    for old in ("--model", "--all-layers", "--layer", "--size", "--no-projection"):
         assert f"note: {old} is deprecated" in err

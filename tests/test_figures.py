@@ -26,12 +26,14 @@ from invert.nn.zoo import create_model
 REPO = Path(__file__).resolve().parents[1]
 
 # (height, width) of each PNG, as designed (figsize x dpi): a spec, not a computed result
+# (fig1: 12 conv1 filters at the tiny width, 3 rows of pairs; fig5: two models at the
+# input size and at the tiny sizes' larger one)
 EXPECTED_PNGS = {
-    "fig1_filter_pairs.png": (500, 1000),
-    "fig2_pairing_relu.png": (600, 1200),
-    "fig3_pairing_crelu.png": (600, 1200),
+    "fig1_filter_pairs.png": (475, 1300),
+    "fig2_pairing_relu.png": (650, 1200),
+    "fig3_pairing_crelu.png": (650, 1200),
     "fig4_invariance.png": (450, 800),
-    "fig5_reconstructions.png": (480, 1000),
+    "fig5_reconstructions.png": (900, 1000),
 }
 FIGURE_IDS = {"fig1", "fig2", "fig3", "fig4", "fig5"}
 TABLE_IDS = {"table1", "table6", "frame_bounds", "pooling"}
@@ -167,6 +169,141 @@ def test_crelu_conv1_reconstruction_is_exact(tiny_run):
     assert row["rel_error"] < 1e-8
     conv4 = next(r for r in fig5["rows"] if r["model"] == "CReLU" and r["layer"] == "conv4")
     assert conv4["pooling_before"]
+
+
+# --- what the figures show, through matplotlib's objects ---------------------------------
+
+
+def _shown(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def _all_text_inside(fig):
+    """Every title, label and legend lies within the canvas (nothing clipped)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    holders = [fig, *getattr(fig, "subfigs", [])]
+    texts = [h._suptitle for h in holders if h._suptitle is not None]
+    texts += [t for ax in _shown(fig) for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    texts = [t for t in texts if t.get_text()] + list(fig.legends)  # (empty labels: no box)
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert -1 <= box.x0 and box.x1 <= width + 1, (text, box)
+        assert -1 <= box.y0 and box.y1 <= height + 1, (text, box)
+
+
+def test_pairing_histograms_have_labels_shared_bins_and_one_legend(tiny_session):
+    from matplotlib.collections import Collection
+    from matplotlib.patches import StepPatch
+
+    from figures.fig2_pairing_relu import histogram_figure
+    from theory.filter_pairing import layer_pairing
+
+    stats = layer_pairing(tiny_session.model("relu"), layers=["conv1", "conv2", "conv4"],
+                          trials=2)  # fmt: skip
+    fig = histogram_figure(stats, title="Fig. 2: test", columns=2)
+    axes = _shown(fig)
+    assert len(axes) == 3 and fig.get_suptitle() == "Fig. 2: test"
+    for ax, (name, layer) in zip(axes, stats.items()):
+        assert ax.get_title().startswith(f"{name}: mean μ_w {layer.mean_w:.2f}")
+        assert ax.get_xlabel().startswith("μ")
+        learned, random = [p for p in ax.patches if isinstance(p, StepPatch)]
+        assert np.array_equal(learned.get_data().edges, random.get_data().edges)  # bars align
+        edges = learned.get_data().edges  # the bins cover both samples
+        assert edges[0] <= min(layer.mu_w.min(), layer.mu_r.min())
+        assert edges[-1] >= max(layer.mu_w.max(), layer.mu_r.max())
+        assert not [c for c in ax.collections if isinstance(c, Collection) and c.get_label()
+                    and not c.get_label().startswith("_")]  # fmt: skip
+        assert ax.get_legend() is None  # one legend, for the figure
+    assert [ax.get_ylabel() for ax in axes] == ["density", "", "density"]
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()][:2] == [
+        "μ_w: learned filters", "μ_r: Gaussian filters, same shape"]  # fmt: skip
+    _all_text_inside(fig)
+    one = histogram_figure(
+        {"conv1": stats["conv1"]}, title="Pairing statistic μ per conv layer, convpool_c_crelu"
+    )  # fmt: skip (crelu pairing --out, 1 layer)
+    _all_text_inside(one)
+
+
+def test_filter_pairs_are_drawn_as_labelled_pairs(tiny_session):
+    from figures.fig1_filter_pairs import pairs_figure
+    from theory.filter_pairing import layer_pairing, pairing
+
+    model = tiny_session.model("crelu")
+    weight = model.conv1.conv.weight.detach()
+    stats = layer_pairing(model, layers="conv1", trials=2)["conv1"]
+    fig = pairs_figure([("CReLU", weight, stats)])
+    axes = _shown(fig)
+    reference = pairing(weight.double().numpy())  # numbers, independent of the drawing
+    assert len(axes) == weight.shape[0] == 12
+    shown_mu = []
+    for ax in axes:
+        top, bottom = ax.get_xlabel().split("\n")
+        i, j = (int(part.strip().lstrip("#")) for part in top.split("|"))
+        assert j == reference.pair[i]
+        assert bottom == f"μ = {reference.mu[i]:.2f}"
+        shown_mu.append(reference.mu[i])
+        assert ax.images[0].get_array().shape[:2] == (3, 7)  # 3x3 filter, gap, 3x3 pair
+    assert shown_mu == sorted(shown_mu)  # most opposite first
+    (block,) = fig.subfigs
+    assert block._suptitle.get_text().startswith("CReLU conv1: 12 filters 3x3")
+    _all_text_inside(fig)
+    both = pairs_figure([("ReLU", weight, stats), ("CReLU", weight, stats)])
+    _all_text_inside(both)
+    from figures.fig1_filter_pairs import figure_size
+
+    narrow = pairs_figure(
+        [("convpool_c_crelu", weight, stats)], figsize=figure_size(12, width=7.5), title=""
+    )  # crelu pairing's
+    _all_text_inside(narrow)
+
+
+def test_fig5_grid_titles_and_psnr_labels():
+    from figures.fig5_reconstructions import LAYERS, natural_image, reconstruction_grid
+
+    image = natural_image(32)[0].permute(1, 2, 0).numpy()
+    assert image.std() > 0.1  # a photograph with content, not a dark crop
+    rows = [{"psnr": p} for p in (300.0, 15.44, 12.9, -0.4)]
+    fig = reconstruction_grid([("CReLU, 32 px", image, [image] * 4, rows)], figsize=(10, 2.5))
+    axes = _shown(fig)
+    assert [ax.get_title() for ax in axes] == ["input", *LAYERS]
+    assert [ax.get_xlabel() for ax in axes] == [
+        "32x32 input", "PSNR > 100 dB", "PSNR 15.4 dB", "PSNR 12.9 dB", "PSNR -0.4 dB"]  # fmt: skip
+    assert axes[0].get_ylabel() == "CReLU, 32 px"
+    _all_text_inside(fig)
+
+
+def test_fig5_reconstructs_a_larger_input_too(tiny_run):
+    _, _, report = tiny_run
+    fig5 = next(f for f in report["figures"] if f["id"] == "fig5")
+    assert fig5["image"] == "skimage:astronaut"
+    ((title, table),) = fig5["more_tables"].items()
+    assert title == "The same at 48x48 pixels"
+    assert {r["input"] for r in table["rows"]} == {"48x48"}
+    assert [r["layer"] for r in table["rows"] if r["model"] == "CReLU"] == [
+        "conv1", "conv2", "conv3", "conv4"]  # fmt: skip
+    conv1 = table["rows"][0]
+    assert conv1["rel_error"] < 1e-8  # conv1 is a frame at any size: exact
+    text = (tiny_run[0] / "report.md").read_text()
+    assert "The same at 48x48 pixels:" in text
+
+
+def test_training_eta_from_measured_epochs():
+    from figures.run_all import training_eta
+
+    assert training_eta([(0, 10, None, 4.0, 0.0), (0, 10, None, 1.0, 0.0)], 2) is None
+    assert training_eta([(10, 10, 3.0, 1.0, 0.0)], 2) == 0.0
+    # one worker: everything in a row; the unmeasured model scaled by its cost (2x)
+    assert training_eta([(5, 10, 1.0, 1.0, 0.5), (0, 4, None, 2.0, 0.0)], 1) == 4.5 + 8.0
+    # two workers: the long job dominates, the short ones share the other worker
+    eta = training_eta([(0, 10, 4.0, 4.0, 0.0), (2, 10, 1.0, 1.0, 0.0), (0, 10, None, 1.0, 0.0)],
+                       2)  # fmt: skip
+    assert eta == 40.0
 
 
 # --- each script on its own -----------------------------------------------------------------

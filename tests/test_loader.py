@@ -47,6 +47,7 @@ def test_cache_miss_trains_and_the_hit_loads(tmp_path, counted):
     assert entry.is_file() and entry.parent == tmp_path
     assert [p.name for p in tmp_path.glob("*.safetensors")] == [entry.name]
     assert not list(tmp_path.glob("*partial*")) and not list(tmp_path.glob(".*tmp"))
+    assert not list(tmp_path.glob("*.lock"))  # the lock's holder removed it
     stamp = entry.stat().st_mtime_ns
 
     second = load_model(SPEC, recipe="tiny", cache_dir=tmp_path, device="cpu", progress=False)
@@ -158,10 +159,36 @@ def test_two_concurrent_requests_train_once_and_agree(tmp_path):
     assert len(list(tmp_path.glob("trained-*"))) == 1  # the other waited and loaded
     entries = list(cache.glob("*.safetensors"))
     assert len(entries) == 1 and not list(cache.glob("*partial*"))
+    assert not list(cache.glob("*.lock"))
     assert read_metadata(entries[0])["epochs"] == get_recipe("tiny").epochs
     a = torch.load(tmp_path / "0.pt", weights_only=True)
     b = torch.load(tmp_path / "1.pt", weights_only=True)
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_removed_lock_file_is_locked_afresh_by_the_waiter(tmp_path):
+    import threading
+
+    path = tmp_path / "entry.lock"
+    first = loader._lock(path)
+    got = {}
+
+    def wait_for_it():
+        handle = loader._lock(path)  # blocks until the first holder is done
+        got["inode"] = os.fstat(handle.fileno()).st_ino
+        got["current"] = os.stat(path).st_ino
+        loader._unlock(handle, path)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    waiter.join(timeout=0.3)
+    assert waiter.is_alive()  # still waiting: the lock is held
+    loader._unlock(first, path)  # removes the file, then releases
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    # the waiter holds the lock of the file now at the path, not of the removed one
+    assert got["inode"] == got["current"]
+    assert not path.exists()
 
 
 def test_registry_name_gives_an_untrained_model_with_a_warning():
@@ -188,7 +215,7 @@ def test_checkpoint_paths_and_bad_specs(tmp_path):
         load_model(SPEC, recipe="slow", cache_dir=tmp_path)
     plain = tmp_path / "plain.pt"
     torch.save(net.state_dict(), plain)
-    with pytest.raises(ValueError, match="load_state_dict_into"):
+    with pytest.raises(ValueError, match="plain weights.*--weights"):
         load_model(str(plain))
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -260,6 +260,7 @@ def layer_pairing(
     layers: str | Sequence[str] | None = None,
     trials: int = 10,
     seed: int = 0,
+    progress=None,
 ) -> OrderedDict[str, LayerPairing]:
     """Pairing statistics of every conv layer of a model, with their baselines.
 
@@ -274,6 +275,8 @@ def layer_pairing(
     seed : int, optional
         Seed of the baseline; layer ``l`` (0-based position among the conv layers)
         uses ``seed + l`` so that layers draw independent filters.
+    progress : callable, optional
+        Called with each layer name before it is computed.
 
     Returns
     -------
@@ -304,6 +307,8 @@ def layer_pairing(
     position = {name: i for i, name in enumerate(convs)}
     result: OrderedDict[str, LayerPairing] = OrderedDict()
     for name in names:
+        if progress is not None:
+            progress(name)
         weight = convs[name].weight.detach()
         try:
             learned = pairing(weight)

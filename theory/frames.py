@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.device import resolve_device
+from invert.device import check_memory, resolve_device
 from invert.linalg.operators import (
     DENSE_MAX_DIM,
     ConvOperator,
@@ -266,6 +266,12 @@ def frame_bounds(
         )
     if method == "lanczos" and min(math.prod(p.in_shape) for p in op.split_groups()) < 3:
         method = "dense"  # too small for a Krylov method
+    if method == "lanczos":  # Krylov vectors of the input, products through the output
+        itemsize = torch.finfo(dtype).bits // 8
+        needed = 8 * (_LANCZOS_NCV + 4) * math.prod(op.in_shape) + 4 * itemsize * math.prod(
+            op.out_shape)  # fmt: skip
+        check_memory(needed, device, f"Lanczos frame bounds on a {op.input_size[0]}x"
+                     f"{op.input_size[1]} input", "use a smaller input size")  # fmt: skip
     if method == "fft":
         return _fft_bounds(op, spectrum=spectrum)
     if method == "dense":

@@ -54,7 +54,7 @@ from invert.nn.activations import crelu
 
 from .frames import check_model, gaussian_like
 
-__all__ = ["SwitchMetrics", "switch_metrics", "pooling_metrics", "DENSE_MAX_DIM"]
+__all__ = ["SwitchMetrics", "switch_metrics", "pooling_metrics", "pooled_layers", "DENSE_MAX_DIM"]
 
 
 _CROP_SIZES = (32, 24, 16, 12, 8, 6, 4)
@@ -284,6 +284,7 @@ def pooling_metrics(
     seed: int = 0,
     max_dim: int = DENSE_MAX_DIM,
     device=None,
+    progress=None,
 ) -> list[dict]:
     """Switch-based reconstruction metrics of conv layers of a model on natural images.
 
@@ -320,14 +321,17 @@ def pooling_metrics(
         Largest layer-input dimension for the dense rank / frame bounds.
     device : optional
         ``None``: CUDA when available, else CPU.
+    progress : callable, optional
+        Called with each layer name before it is computed (:func:`pooled_layers` gives
+        the default list in advance).
 
     Returns
     -------
     list of dict
         One row per layer and filter set: ``layer``, ``filters`` (``learned`` /
         ``random``), ``pool``, ``input`` (``C x H x W`` of the layer input), then the
-        means of :meth:`SwitchMetrics.summary` (``rank``, ``A``, ``A_nonzero`` are
-        ``None`` above ``max_dim``).
+        means over the images of :meth:`SwitchMetrics.summary` (so ``rank`` may be
+        fractional; ``rank``, ``A``, ``A_nonzero`` are ``None`` above ``max_dim``).
 
     Examples
     --------
@@ -352,9 +356,8 @@ def pooling_metrics(
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
     if images is not None:
         images = _check_images(images)
-    probe = [images.shape[-1]] if images is not None else [image_size or 32, 64, 128, 224]
     channels = images.shape[1] if images is not None else next(iter(convs.values())).in_channels
-    pools = _following_pools(model, convs, channels, probe)
+    pools = _following_pools(model, convs, channels, _probe_sizes(images, image_size))
     if layers is None:
         names = [name for name in convs if pools.get(name) is not None]
         if not names:
@@ -369,6 +372,8 @@ def pooling_metrics(
             raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
     rows = []
     for index, name in enumerate(names):
+        if progress is not None:
+            progress(name)
         conv = convs[name]
         block_pool = pools.get(name) or default_pool
         batch = images
@@ -399,6 +404,28 @@ def pooling_metrics(
             row.update(metrics.summary())
             rows.append(row)
     return rows
+
+
+def _probe_sizes(images, image_size) -> list[int]:
+    return [images.shape[-1]] if images is not None else [image_size or 32, 64, 128, 224]
+
+
+def pooled_layers(model: nn.Module, *, image_size: int | None = None) -> list[str]:
+    """The conv layers :func:`pooling_metrics` takes by default: those followed by
+    max-pooling (before the next conv).
+
+    Examples
+    --------
+    >>> from invert.nn.zoo import create_model
+    >>> pooled_layers(create_model("convpool_c", width=0.05))
+    ['conv3', 'conv6']
+    """
+    convs = conv_layers(check_model(model))
+    if not convs:
+        return []
+    channels = next(iter(convs.values())).in_channels
+    pools = _following_pools(model, convs, channels, _probe_sizes(None, image_size))
+    return [name for name in convs if pools.get(name) is not None]
 
 
 def _as_pool(pool) -> nn.MaxPool2d:

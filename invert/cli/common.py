@@ -8,8 +8,10 @@ The vocabulary (the same spelling on every command):
 * ``--layers`` (comma-separated; ``all`` where a command takes every layer);
 * ``--image-size`` (the side of the square input);
 * ``--json`` / ``--csv`` on every command that prints a table;
-* ``--quiet``: progress is shown on stderr unless it is given;
-* ``--device``, ``--seed``, ``--out`` (documented per command).
+* ``--quiet`` on every command: progress (:class:`Progress`, tqdm on stderr) is shown on
+  anything that runs longer than about 2 s unless it is given;
+* ``--out PATH`` where a command writes a file, its help saying what the file holds;
+* ``--device``, ``--seed``.
 
 Older spellings (``--model``, ``--layer``, ``--size``, ``--input-size``, ``--crop-size``,
 ``--progress``) still work for one release and print a one-line deprecation note.
@@ -32,15 +34,20 @@ __all__ = [
     "USER_ERRORS",
     "Parser",
     "UserError",
+    "Progress",
     "add_image_size_argument",
     "add_layers_argument",
     "add_model_arguments",
+    "add_out_argument",
+    "add_quiet_argument",
     "add_table_arguments",
     "emit",
     "emit_rows",
     "image_size_of",
     "layer_list",
     "load_model_from_args",
+    "flush_notes",
+    "note",
     "number",
     "print_notes",
     "print_table",
@@ -141,7 +148,11 @@ def add_model_arguments(p, *, deprecated_option: str | None = None) -> None:
 
 
 def add_quiet_argument(p) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+    """``--quiet`` (and the older ``--progress``, now the default)."""
+    p.add_argument(
+        "--quiet", action="store_true",
+        help="no progress output on stderr (shown by default on steps over about 2 s)",
+    )  # fmt: skip
     deprecated(p, "--progress", new="the default (progress is shown unless --quiet)",
                dest="progress_flag", nargs=0)  # fmt: skip
 
@@ -171,6 +182,11 @@ def check_positive(args, *dests: str) -> None:
         value = getattr(args, dest, None)
         if value is not None and value < 1:
             raise UserError(f"{spelling(args, dest)} must be a positive integer; got {value}")
+
+
+def add_out_argument(p, metavar: str, help: str) -> None:
+    """``--out PATH``: what the command writes, said in ``help``."""
+    p.add_argument("--out", metavar=metavar, help=help)
 
 
 def add_table_arguments(p, *, what: str = "a table") -> None:
@@ -222,7 +238,7 @@ def load_model_from_args(args):
         from invert.train.loader import load_model as loader
     options = dict(
         recipe=args.recipe, device=device, cache_dir=args.cache_dir,
-        train_if_missing=not args.no_train,
+        train_if_missing=not args.no_train, progress=not args.quiet,
     )  # fmt: skip
     if getattr(args, "weights", None):
         options["weights"] = args.weights
@@ -235,27 +251,77 @@ def load_model_from_args(args):
 
 def print_notes(args, caught) -> None:
     """Recorded warnings as one ``crelu COMMAND: note:`` line each on stderr."""
-    for warning in caught:
-        print(f"crelu {args.command}: note: {warning.message}", file=sys.stderr)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # each once
+        note(args, message)
+
+
+class Progress:
+    """A per-step progress bar on stderr (tqdm), silent with ``--quiet``.
+
+    Call it with each step's name *before* the step runs (the ``progress`` callback of
+    :func:`theory.frames.checkpoint_frame_bounds` and friends); the bar appears once the
+    work has run ``delay`` seconds, so quick commands print nothing. Use it as a context
+    manager: leaving it completes and removes the bar.
+
+    Examples
+    --------
+    >>> import io, types
+    >>> out = io.StringIO()
+    >>> with Progress(types.SimpleNamespace(quiet=False), 2, desc="layers", delay=0,
+    ...               file=out) as step:
+    ...     step("conv1"); step("conv2")
+    >>> step.bar.n, "layers" in out.getvalue()
+    (2, True)
+    """
+
+    def __init__(self, args, total: int | None, *, desc: str, unit: str = "layer",
+                 delay: float = 2.0, file=None):  # fmt: skip
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total, desc=desc, unit=unit, delay=delay, leave=False,
+            file=file or sys.stderr, disable=bool(getattr(args, "quiet", False)),
+        )  # fmt: skip
+        self.started = False
+
+    def __call__(self, name: str) -> None:
+        self.bar.set_postfix_str(str(name), refresh=False)  # shown from the next update
+        if self.started:
+            self.bar.update()
+        self.started = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        if self.started and kind is None:
+            self.bar.update()
+        self.bar.close()
 
 
 # --- output ----------------------------------------------------------------------------------
 
 
-def print_table(rows: list[dict], *, columns: list[str] | None = None, file=None) -> None:
-    """Print dict rows as an aligned text table (floats with 4 significant digits)."""
+def print_table(
+    rows: list[dict], *, columns: list[str] | None = None, formats=None, file=None
+) -> None:
+    """Print dict rows as an aligned text table (:func:`invert.display.cell_text`);
+    ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
+    from invert.display import cell_text
+
     file = file or sys.stdout
     if not rows:
         print("(no rows)", file=file)
         return
     columns = columns or list(rows[0])
+    formats = formats or {}
 
-    def fmt(value):
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        return "-" if value is None else str(value)
+    def fmt(column, value):
+        if column in formats and isinstance(value, (int, float)) and value is not None:
+            return formats[column](value)
+        return cell_text(value)
 
-    cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
+    cells = [[fmt(c, row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
     print("  ".join("-" * w for w in widths), file=file)
@@ -263,18 +329,25 @@ def print_table(rows: list[dict], *, columns: list[str] | None = None, file=None
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)), file=file)
 
 
-def json_safe(rows: list[dict]) -> list[dict]:
-    """JSON has no inf or nan: write them as strings (``"inf"``, ``"nan"``)."""
-    return [
-        {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
+def json_safe(value):
+    """JSON has no inf or nan: ``"inf"``/``"-inf"`` and ``null`` (:mod:`invert.display`)."""
+    from invert.display import json_value
+
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return json_value(value)
+    return value
 
 
-def emit(rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None) -> None:
+def emit(
+    rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None, formats=None
+) -> None:
     """Write rows to stdout as a table, JSON or CSV."""
     if as_json:
-        json.dump(json_safe(rows), sys.stdout, indent=2, default=float)
+        json.dump(json_safe(rows), sys.stdout, indent=2, default=float, allow_nan=False)
         print()
     elif as_csv:
         import csv
@@ -282,20 +355,38 @@ def emit(rows: list[dict], *, as_json: bool = False, as_csv: bool = False, colum
         columns = columns or (list(rows[0]) if rows else [])
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(json_safe(rows))
     else:
-        print_table(rows, columns=columns)
+        print_table(rows, columns=columns, formats=formats)
 
 
-def emit_rows(args, rows: list[dict], columns: list[str] | None = None) -> None:
+def emit_rows(args, rows: list[dict], columns: list[str] | None = None, *, formats=None) -> None:
     """:func:`emit` as ``--json``/``--csv`` ask (every field); the table shows ``columns``
-    where present, and each row's ``note`` becomes a ``note:`` line on stderr."""
+    where present (``formats``: per-column text), and each row's ``note`` becomes a
+    ``note:`` line on stderr."""
     if getattr(args, "json", False) or getattr(args, "csv", False):
         emit(rows, as_json=getattr(args, "json", False), as_csv=getattr(args, "csv", False))
-        return
-    if columns is not None:
-        columns = [c for c in columns if any(c in r for r in rows)]
-    emit(rows, columns=columns)
+    else:
+        if columns is not None:
+            columns = [c for c in columns if any(c in r for r in rows)]
+        emit(rows, columns=columns, formats=formats)
     for row in rows:
         if row.get("note"):
-            print(f"crelu {args.command}: note: {row['layer']}: {row['note']}", file=sys.stderr)
+            note(args, f"{row['layer']}: {row['note']}")
+
+
+def note(args, text: str) -> None:
+    """A ``crelu COMMAND: note: TEXT`` line for stderr, printed once the command has
+    succeeded (after its output; an error stays one line), each text once."""
+    notes = getattr(args, "notes", None)
+    if notes is None:
+        notes = args.notes = []
+    if text not in notes:
+        notes.append(text)
+
+
+def flush_notes(args) -> None:
+    """Print the notes :func:`note` collected (:func:`invert.cli.main` does, on success)."""
+    for text in getattr(args, "notes", None) or []:
+        print(f"crelu {args.command}: note: {text}", file=sys.stderr)
+    args.notes = []

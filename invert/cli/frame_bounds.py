@@ -9,6 +9,7 @@ what frame bounds of a random initialisation need) or a reference architecture w
 from __future__ import annotations
 
 from .common import (
+    Progress,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
@@ -18,6 +19,7 @@ from .common import (
     image_size_of,
     layer_list,
     load_model_from_args,
+    note,
 )
 
 __all__ = ["register"]
@@ -52,14 +54,24 @@ def register(subparsers) -> None:
 
 
 def _frame_bounds(args) -> int:
+    from invert.nn.net import conv_layers
     from theory.frames import checkpoint_frame_bounds
 
     check_positive(args, "image_size")
     model, device = load_model_from_args(args)
-    rows = checkpoint_frame_bounds(
-        model, image_size_of(args, model), padding=args.padding,
-        random_baseline=not args.no_random, seed=args.seed, layers=layer_list(args.layers),
-        device=device,
-    )  # fmt: skip
+    layers = layer_list(args.layers)
+    count = len(layers) if layers is not None else len(conv_layers(model))
+    with Progress(args, count, desc="frame bounds") as step:
+        rows = checkpoint_frame_bounds(
+            model, image_size_of(args, model), padding=args.padding,
+            random_baseline=not args.no_random, seed=args.seed, layers=layers, device=device,
+            progress=step,
+        )  # fmt: skip
     emit_rows(args, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
+    if any(row.get("ratio") == float("inf") for row in rows):
+        note(
+            args,
+            "ratio inf: A = 0, some nonzero input gives a zero output (the shifted "
+            "filters are not a frame; B / A is infinite, not undefined)",
+        )
     return 0

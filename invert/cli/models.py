@@ -1,62 +1,111 @@
-"""``crelu models`` (the registry) and ``crelu info`` (what a checkpoint holds)."""
+"""``crelu models`` (the registry) and ``crelu info`` (what a model's metadata holds)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
-from .common import add_table_arguments, emit, emit_rows
+from .common import (
+    add_model_arguments,
+    add_quiet_argument,
+    add_table_arguments,
+    emit,
+    emit_rows,
+    load_model_from_args,
+)
 
 __all__ = ["register"]
 
+_MODEL_COLUMNS = ["name", "family", "input_size", "parameters", "summary"]
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list the registered models")
+    p = subparsers.add_parser(
+        "models",
+        help="list the registered models with their parameter counts",
+        description="Every zoo name, its family, input size and parameter count (at the "
+        "architecture's default width, with 10 classes: a recipe's width and a data set's "
+        "classes change it; `crelu info SPEC` gives a trained model's own count).",
+    )
     add_table_arguments(p)
+    add_quiet_argument(p)
     p.set_defaults(run=_models)
 
     p = subparsers.add_parser(
         "info",
-        help="describe a checkpoint",
+        help="describe a model: architecture, data, normalization, training history",
         description="Architecture, data, classes, normalization, training history and "
-        "parameter count of a checkpoint written by crelu.",
+        "parameter count of a model: a checkpoint written by crelu, MODEL@DATA (the cached "
+        "model, trained first if missing unless --no-train) or a zoo name.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors checkpoint")
-    p.add_argument("--json", action="store_true", help="print JSON (with the full history)")
+    add_model_arguments(p)
+    add_table_arguments(p, what="the summary (--json: every field and the full history; "
+                        "--csv: the history, one row per epoch)")  # fmt: skip
     p.set_defaults(run=_info)
+
+
+def _parameter_count(name: str) -> int:
+    """Parameters of the zoo architecture ``name`` at its defaults (no memory allocated)."""
+    import torch
+
+    from invert.nn.zoo import create_model
+
+    with torch.device("meta"):
+        model = create_model(name)
+    return sum(p.numel() for p in model.parameters())
 
 
 def _models(args) -> int:
     from invert.nn.zoo import list_models, model_info
 
-    emit_rows(args, [model_info(name) for name in list_models()])
+    rows = [{**model_info(name), "parameters": _parameter_count(name)} for name in list_models()]
+    emit_rows(args, rows, _MODEL_COLUMNS)
     return 0
 
 
-def _summary(path: str) -> dict:
-    from invert.train.checkpoints import load_checkpoint
+def _source(args) -> str | None:
+    """The file the model came from: the checkpoint, the cache entry or the weights."""
+    if getattr(args, "weights", None):
+        return str(args.weights)
+    spec = args.spec or ""
+    if Path(spec).expanduser().is_file():
+        return str(Path(spec).expanduser())
+    if "@" in spec:
+        from invert.train.loader import cache_path
 
-    model = load_checkpoint(path, device="cpu")
-    meta = model.metadata
+        try:
+            return str(cache_path(spec, recipe=args.recipe, cache_dir=args.cache_dir))
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
+def _last(history: list[dict], key: str):
+    return history[-1].get(key) if history else None
+
+
+def _summary(model, source: str | None) -> dict:
+    meta = getattr(model, "metadata", None) or {}
     history = meta.get("history") or []
     tested = [h["test_accuracy"] for h in history if h.get("test_accuracy") is not None]
     recipe = meta.get("recipe") or {}
+    config = meta.get("config") or {}
     return {
-        "file": str(path),
+        "file": source,
         "arch": meta.get("arch"),
         "config": meta.get("config"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": meta.get("data"),
-        "num_classes": len(meta.get("classes") or [])
-        or (meta.get("config") or {}).get("num_classes"),
+        "num_classes": len(meta.get("classes") or []) or config.get("num_classes"),
         "classes": meta.get("classes"),
         "input_size": meta.get("input_size"),
         "normalization": meta.get("normalization"),
         "recipe": recipe.get("name") if isinstance(recipe, dict) else recipe,
         "seed": meta.get("seed"),
         "epochs": len(history),
-        "final_train_loss": history[-1].get("train_loss") if history else None,
-        "final_train_accuracy": history[-1].get("train_accuracy") if history else None,
+        "final_train_loss": _last(history, "train_loss"),
+        "final_train_accuracy": _last(history, "train_accuracy"),
         "final_test_accuracy": tested[-1] if tested else None,
         "best_test_accuracy": max(tested) if tested else None,
         "training_seconds": sum(h.get("seconds") or 0 for h in history) if history else None,
@@ -67,59 +116,53 @@ def _summary(path: str) -> dict:
 
 
 _SHOWN = {
-    "format",
-    "format_version",
-    "arch",
-    "config",
-    "data",
-    "classes",
-    "input_size",
-    "normalization",
-    "recipe",
-    "seed",
-    "history",
-    "toolkit_version",
-    "epochs",
-    "test_accuracy",
-}
+    "format", "format_version", "arch", "config", "data", "classes", "input_size",
+    "normalization", "recipe", "seed", "history", "toolkit_version", "epochs", "test_accuracy",
+}  # fmt: skip
+
+
+def _history_rows(history: list[dict]) -> list[dict]:
+    return [
+        {
+            "epoch": h.get("epoch"),
+            "lr": h.get("lr"),
+            "train_loss": h.get("train_loss"),
+            "train_acc": h.get("train_accuracy"),
+            "test_acc": h.get("test_accuracy"),
+            "seconds": h.get("seconds"),
+        }
+        for h in history
+    ]
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and value and isinstance(value[0], float):
+        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "-" if value is None else str(value)
 
 
 def _info(args) -> int:
-    info = _summary(args.checkpoint)
+    model, _ = load_model_from_args(args)
+    info = _summary(model, _source(args))
     if args.json:
-        json.dump(info, sys.stdout, indent=2)
+        json.dump(info, sys.stdout, indent=2, default=str)
         print()
         return 0
-
-    def fmt(value):
-        if isinstance(value, float):
-            return f"{value:.4g}"
-        if isinstance(value, list) and value and isinstance(value[0], float):
-            return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
-        if isinstance(value, dict):
-            return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
-        if isinstance(value, list):
-            return ", ".join(map(str, value))
-        return "-" if value is None else str(value)
-
+    if args.csv:
+        emit(_history_rows(info["history"]), as_csv=True,
+             columns=["epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds"])  # fmt: skip
+        return 0
     for key, value in info.items():
-        if key == "history":
+        if key == "history" or (key == "metadata" and not value):
             continue
-        if key == "metadata" and not value:
-            continue
-        print(f"{key + ':':22}{fmt(value)}")
+        print(f"{key + ':':22}{_fmt(value)}")
     if info["history"]:
         print("history:")
-        rows = [
-            {
-                "epoch": h.get("epoch"),
-                "lr": h.get("lr"),
-                "train_loss": h.get("train_loss"),
-                "train_acc": h.get("train_accuracy"),
-                "test_acc": h.get("test_accuracy", ""),
-                "seconds": h.get("seconds"),
-            }
-            for h in info["history"]
-        ]
-        emit(rows)
+        emit(_history_rows(info["history"]))
     return 0

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
-import math
 
 from invert.files import atomic_write_bytes
 
 from .common import (
+    Progress,
+    UserError,
     add_layers_argument,
     add_model_arguments,
+    add_out_argument,
     add_table_arguments,
     emit_rows,
     layer_list,
     load_model_from_args,
+    spelling,
 )
 
 __all__ = ["register"]
@@ -31,66 +34,67 @@ def register(subparsers) -> None:
     add_layers_argument(p, "comma-separated conv layers (default: all)", old=())
     p.add_argument("--trials", type=int, default=10, help="random filter sets per layer")
     p.add_argument("--seed", type=int, default=0, help="seed of the random filters")
-    p.add_argument("--out", metavar="PNG", help="write the mu_w / mu_r histograms (Fig. 2)")
+    add_out_argument(
+        p, "PNG", "write the histograms of mu_w (learned) and mu_r (random) of each layer, "
+        "on shared bins, with axis labels and a legend (as Figs. 2-3)",
+    )  # fmt: skip
     p.add_argument(
         "--pair-image",
         metavar="PNG",
-        help="write the first conv layer's filters beside their pairs (Fig. 1)",
+        help="write the first conv layer's filters beside their pairing filters, each pair "
+        "labelled with its filter numbers and mu (as Fig. 1)",
     )
     add_table_arguments(p)
     p.set_defaults(run=_pairing)
 
 
 def _pairing(args) -> int:
-    from theory.filter_pairing import layer_pairing, pair_image
+    from theory.filter_pairing import layer_pairing
 
     if args.trials < 1:
         raise ValueError(f"--trials must be positive; got {args.trials}")
     model, _ = load_model_from_args(args)
-    stats = layer_pairing(model, layers=layer_list(args.layers), trials=args.trials, seed=args.seed)
-    if args.out:
-        atomic_write_bytes(args.out, _histogram_png(stats))
-    if args.pair_image:
-        from invert.nn.net import conv_layers
+    for option in ("out", "pair_image"):
+        path = getattr(args, option)
+        if path and not str(path).lower().endswith(".png"):
+            raise UserError(f"{spelling(args, option)} must be a .png file; got {path}")
+    from invert.nn.net import conv_layers
 
-        first = next(iter(conv_layers(model).items()))
-        atomic_write_bytes(args.pair_image, _image_png(pair_image(first[1].weight)))
+    layers = layer_list(args.layers)
+    with Progress(args, len(layers or conv_layers(model)), desc="pairing") as step:
+        stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.seed,
+                              progress=step)  # fmt: skip
+    if args.out:
+        from figures.fig2_pairing_relu import histogram_figure
+
+        name = getattr(model, "arch", None) or "model"
+        figure = histogram_figure(stats, title=f"Pairing statistic μ per conv layer, {name}")
+        atomic_write_bytes(args.out, _png(figure))
+    if args.pair_image:
+        _write_pair_image(args, model)
     emit_rows(args, [s.row() for s in stats.values()])
     return 0
 
 
-def _histogram_png(stats) -> bytes:
-    from matplotlib.figure import Figure
+def _write_pair_image(args, model) -> None:
+    from figures.fig1_filter_pairs import pairs_figure
+    from invert.nn.net import conv_layers
+    from theory.filter_pairing import layer_pairing
 
-    count = len(stats)
-    columns = min(count, 4)
-    rows = math.ceil(count / columns)
-    figure = Figure(figsize=(3.2 * columns, 2.6 * rows), layout="constrained")
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (name, layer) in zip(axes, stats.items()):
-        edges, density_w, density_r = layer.histogram(bins=30)
-        ax.stairs(density_r, edges, fill=True, color="tab:red", alpha=0.5, label="mu_r (random)")
-        ax.stairs(density_w, edges, fill=True, color="tab:blue", alpha=0.5, label="mu_w (learned)")
-        ax.set_title(name)
-        ax.set_xlabel("mu")
-    for ax in axes[count:]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize="small")
+    name, conv = next(iter(conv_layers(model).items()))
+    if conv.weight.shape[1] not in (1, 3):
+        raise UserError(f"--pair-image needs a first conv layer on 1 or 3 channels; {name} "
+                        f"reads {conv.weight.shape[1]}")  # fmt: skip
+    stats = layer_pairing(model, layers=name, trials=args.trials, seed=args.seed)[name]
+    label = getattr(model, "arch", None) or "model"
+    from figures.fig1_filter_pairs import figure_size
+
+    size = figure_size(stats.shape[0], width=7.5)
+    figure = pairs_figure([(label, conv.weight.detach().cpu(), stats)], figsize=size, title="")
+    atomic_write_bytes(args.pair_image, _png(figure))
+
+
+def _png(figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def _image_png(image) -> bytes:
-    """The pair image magnified (nearest neighbour) so 3 x 3 filters stay visible."""
-    from matplotlib.figure import Figure
-
-    height, width = image.shape[:2]
-    zoom = max(1, 600 // max(height, width))
-    figure = Figure(figsize=(width * zoom / 100, height * zoom / 100), dpi=100)
-    axes = figure.add_axes((0, 0, 1, 1))
-    axes.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes.set_axis_off()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
     return buffer.getvalue()

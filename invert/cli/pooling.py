@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .common import (
+    Progress,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
@@ -11,6 +12,7 @@ from .common import (
     emit_rows,
     layer_list,
     load_model_from_args,
+    note,
 )
 
 __all__ = ["register"]
@@ -50,13 +52,23 @@ def register(subparsers) -> None:
 
 
 def _pooling(args) -> int:
-    from theory.pooling import pooling_metrics
+    from theory.pooling import pooled_layers, pooling_metrics
 
     check_positive(args, "n_images", "image_size", "pool")
     model, device = load_model_from_args(args)
-    rows = pooling_metrics(
-        model, layer_list(args.layers), n_images=args.n_images, image_size=args.image_size,
-        pool=args.pool, random_baseline=not args.no_random, seed=args.seed, device=device,
-    )  # fmt: skip
+    layers = layer_list(args.layers)
+    count = len(layers) if layers is not None else len(pooled_layers(model))
+    with Progress(args, count or None, desc="pooling") as step:
+        rows = pooling_metrics(
+            model, layers, n_images=args.n_images, image_size=args.image_size, pool=args.pool,
+            random_baseline=not args.no_random, seed=args.seed, device=device, progress=step,
+        )  # fmt: skip
     emit_rows(args, rows, _COLUMNS)
+    images = rows[0]["images"] if rows else args.n_images
+    note(
+        args,
+        f"equations, rank, rel_error, A and A_nonzero are means over the {images} crops of "
+        f"each layer (so a rank can be fractional); rank out of input_dim; A = 0 below full "
+        f"rank, A_nonzero: the lower bound on the part the switches do determine",
+    )
     return 0

@@ -4,43 +4,53 @@ The model SPEC goes through :func:`invert.train.loader.load_model` (checkpoint p
 ``MODEL@DATA`` trained and cached on a miss, or a zoo name with random weights). The
 image is a file (anything :func:`skimage.io.imread` reads) or ``skimage:NAME`` (one of
 the images scikit-image ships, e.g. ``skimage:astronaut``); it is converted to the
-model's channels and float [0, 1], its shorter side resized to the model's input size
-and centre-cropped to a square (images needing more than 4x upscaling are refused).
-Features are computed in float64 unless ``--float32`` (exact recovery needs float64).
-A metrics table goes to stdout (``--json`` for machines) and, with ``--out``, a PNG
-with the original and the reconstructions side by side (as the paper's Fig. 5).
+model's channels and float [0, 1], its shorter side resized to the input size (the
+model's own unless ``--image-size``) and centre-cropped to a square, which a ``note:``
+line says (images needing more than 4x upscaling are refused). Features are computed in
+float64 unless ``--float32`` (exact recovery needs float64).
+
+A metrics table goes to stdout (``--json``/``--csv`` for machines), ``note:`` lines on
+stderr explain the numbers that need it (errors above 1, negative PSNR, the PSNR cap,
+solves that stopped at ``--max-iter``), and with ``--out`` a PNG shows the original and
+the reconstructions (as the paper's Fig. 5). The recoverable part (``projection_error``,
+``recoverable``) costs one more solve per layer, often more than the reconstruction: it
+is computed only with ``--projection``.
+
+Small inputs run on one CPU thread by default (``--threads``;
+:func:`invert.device.cpu_threads`): their convolutions take about a millisecond, and
+with two threads each one pays a synchronisation that costs more than it saves.
 """
 
 from __future__ import annotations
 
 import io
-import math
-import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
-
-from invert.files import atomic_write_bytes
-
 from .common import (
+    Progress,
     UserError,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
+    add_out_argument,
     add_table_arguments,
     deprecated,
     emit_rows,
     image_size_of,
     layer_list,
     load_model_from_args,
+    note,
+    positive_int,
 )
+
+__all__ = ["register", "reconstruction_figure"]
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
     "ssim", "converged", "seconds",
 ]  # fmt: skip
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
+_SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help
 
 
 def register(subparsers) -> None:
@@ -49,8 +59,9 @@ def register(subparsers) -> None:
         help="reconstruct an image from the features of a layer (no learning)",
         description="Invert the features of a layer back to the input, one layer at a time: "
         "CReLU pre-activations exactly (pos - neg), convolutions by minimum-norm least "
-        "squares, max-pooling through its switches. Prints relative error, error to the "
-        "recoverable part, feature error, PSNR and SSIM per layer.",
+        "squares, max-pooling through its switches. Prints relative error, feature error, "
+        "PSNR and SSIM per layer (and, with --projection, the error to the recoverable "
+        "part).",
     )
     add_model_arguments(p, deprecated_option="--model")
     p.add_argument(
@@ -62,22 +73,33 @@ def register(subparsers) -> None:
     )  # fmt: skip
     deprecated(p, "--all-layers", new="--layers all (or --layers up to the one you want)",
                dest="all_layers", nargs=0)  # fmt: skip
-    p.add_argument(
-        "--out",
-        metavar="PNG",
-        help="write a PNG: the original and the reconstructions side by side",
-    )
+    add_out_argument(
+        p, "PNG", "write a PNG: the original and each layer's reconstruction, titled with the "
+        "layer and labelled with PSNR and relative error",
+    )  # fmt: skip
     add_table_arguments(p)
     p.add_argument("--relu", default="active", choices=("active", "constrained", "naive"),
                    help="how ReLU layers are undone (default: active)")  # fmt: skip
     p.add_argument("--avr", choices=("naive",), help="allow AVR layers, taking |z| as z (lossy)")
-    add_image_size_argument(p, "input side (default: the model's own input size)", old=("--size",))
+    add_image_size_argument(
+        p, "side the image is resized and cropped to (default: the model's input size; the "
+        "zoo's models are fully convolutional, so larger works)", old=("--size",),
+    )  # fmt: skip
     p.add_argument("--max-iter", type=int, default=1000, help="iteration limit per solve")
     p.add_argument("--tol", type=float, help="relative residual per solve (default 1e-12)")
     p.add_argument("--float32", action="store_true", help="keep the model in float32 (faster)")
     p.add_argument(
-        "--no-projection", action="store_true",
-        help="skip the recoverable part (projection_error, recoverable): one more solve per layer",
+        "--projection", action="store_true",
+        help="also compute the recoverable part (columns projection_error, recoverable): "
+        "one more solve per layer, often slower than the reconstruction itself",
+    )  # fmt: skip
+    deprecated(p, "--no-projection", new="the default (add --projection to compute it)",
+               dest="no_projection", nargs=0)  # fmt: skip
+    p.add_argument(
+        "--threads", type=positive_int,
+        help=f"CPU threads (default: 1 for inputs up to {_SMALL} pixels, whose "
+        "small convolutions lose more to thread synchronisation than they gain; else "
+        "torch's default)",
     )  # fmt: skip
     p.set_defaults(run=_reconstruct)
 
@@ -105,81 +127,203 @@ def _layers(model, args) -> list[str]:
 # --- run --------------------------------------------------------------------------------------
 
 
-def _reconstruct(args) -> int:
+def _input(args, model, device):
+    """The image as the model's input, and a note when it was resized or cropped."""
     import torch
 
-    from invert.data.images import prepare_image, read_image
-    from invert.linalg.solvers import ConvergenceWarning
-    from invert.reconstruction import features, reconstruct, reconstruction_metrics
+    from invert.data.images import prepare_image
 
-    if args.max_iter < 1:
-        raise UserError(f"--max-iter must be positive; got {args.max_iter}")
-    raw = read_image(args.image)  # before the (possibly long) model load
-    model, device = load_model_from_args(args)
-    if not args.float32:
-        model = model.double()
+    raw = args.raw_image
     dtype = next(model.parameters()).dtype
     channels = int(getattr(model, "config", {}).get("in_channels", 3))
     size = image_size_of(args, model)
     x = torch.from_numpy(prepare_image(raw, size, channels))[None].to(device=device, dtype=dtype)
-    layers = _layers(model, args)
+    height, width = raw.shape[:2]
+    if (height, width) != (size, size):
+        how = "shorter side resized" + (", centre-cropped" if height != width else "")
+        own = "" if args.image_size else " (the model's input size; --image-size for another)"
+        note(args, f"{args.image} is {width}x{height}; reconstructing it at {size}x{size}{own}: "
+                   f"{how}")  # fmt: skip
+    return x
 
-    rows, images = [], []
-    for layer in layers:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            feats = features(model, x, layer=layer)
-            rec = reconstruct(model, feats, relu=args.relu, avr=args.avr, tol=args.tol,
-                              max_iter=args.max_iter, device=device)  # fmt: skip
-            metrics = reconstruction_metrics(
-                model, x, rec, projection=not args.no_projection, tol=_PROJECTION_TOL,
-                max_iter=args.max_iter,
-            )[0]  # fmt: skip
-        for warning in caught:
-            print(f"crelu reconstruct: note: {layer}: {warning.message}", file=sys.stderr)
-        row = {"layer": layer, **metrics, "converged": rec.converged,
-               "seconds": sum(r.seconds for r in rec.layers)}  # fmt: skip
-        if args.json:
-            row["steps"] = rec.report()
-        rows.append(row)
-        images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics["psnr"]))
+
+def _reconstruct(args) -> int:
+    from invert.data.images import read_image
+
+    if args.max_iter < 1:
+        raise UserError(f"--max-iter must be positive; got {args.max_iter}")
+    args.raw_image = read_image(args.image)  # before the (possibly long) model load
+    model, device = load_model_from_args(args)
+    if not args.float32:
+        model = model.double()
+    layers = _layers(model, args)
+    if args.out:
+        _out_path(args.out)  # a bad --out fails before any work
+    x = _input(args, model, device)
+    from invert.device import cpu_threads
+
+    with cpu_threads(x.shape[-1] * x.shape[-2], threads=args.threads):
+        rows, images, stalled = _run_layers(args, model, x, layers, device)
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
-    emit_rows(args, rows, _COLUMNS)
+    from invert.display import psnr_text
+
+    emit_rows(args, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
+    _explain(args, rows, stalled, x.dtype)
     return 0
+
+
+def _run_layers(args, model, x, layers, device):
+    """One reconstruction per layer: table rows, images, and the solves that stalled."""
+    import warnings
+
+    from invert.linalg.solvers import ConvergenceWarning
+    from invert.reconstruction import features, reconstruct, reconstruction_metrics
+
+    rows, images, stalled = [], [], {}
+    with Progress(args, len(layers), desc="reconstruct") as step:
+        for layer in layers:
+            step(layer)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                feats = features(model, x, layer=layer)
+                rec = reconstruct(model, feats, relu=args.relu, avr=args.avr, tol=args.tol,
+                                  max_iter=args.max_iter, device=device)  # fmt: skip
+                metrics = reconstruction_metrics(
+                    model, x, rec, projection=args.projection, tol=_PROJECTION_TOL,
+                    max_iter=args.max_iter,
+                )[0]  # fmt: skip
+            for message in dict.fromkeys(
+                str(w.message) for w in caught if not issubclass(w.category, ConvergenceWarning)
+            ):
+                note(args, f"{layer}: {message}")
+            worst = [r.residual for r in rec.layers if not r.converged and r.residual is not None]
+            if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                stalled[layer] = max(worst, default=float("nan"))
+            row = {"layer": layer, **metrics, "converged": rec.converged,
+                   "seconds": sum(r.seconds for r in rec.layers)}  # fmt: skip
+            if args.json:
+                row["steps"] = rec.report()
+            rows.append(row)
+            images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics))
+    return rows, images, stalled
+
+
+def _names(rows, test) -> str:
+    return ", ".join(r["layer"] for r in rows if test(r))
+
+
+def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
+    """``note:`` lines for the numbers that need one: a legend, not a lecture."""
+    from invert.display import PSNR_CAP
+    from invert.linalg.solvers import default_tol
+
+    if stalled:
+        tol = args.tol if args.tol is not None else default_tol(dtype)
+        reached = ", ".join(f"{layer} {value:.1e}" for layer, value in stalled.items())
+        note(args, f"{len(stalled)} of {len(rows)} layers stopped at --max-iter {args.max_iter} "
+                   f"before the relative residual {tol:.0e} (worst reached: {reached}); their "
+                   f"rows say converged False; raise --max-iter or --tol to check")  # fmt: skip
+    above = _names(rows, lambda r: r["relative_error"] > 1)
+    if above:
+        note(
+            args,
+            f"relative_error = ||x' - x|| / ||x|| is above 1 at {above}: the "
+            f"reconstruction is farther from the image than an all-black image is (the "
+            f"layer-by-layer walk loses what a layer's filters cannot see, or a solve "
+            f"stopped early; --projection shows how much the features determine)",
+        )
+    negative = _names(rows, lambda r: r["psnr"] < 0)
+    if negative:
+        note(
+            args,
+            f"PSNR (dB, against the [0, 1] range) is below 0 at {negative}: the RMS "
+            f"error exceeds the whole intensity range (values far outside [0, 1])",
+        )
+    capped = _names(rows, lambda r: r["psnr"] > PSNR_CAP)
+    if capped and not (args.json or args.csv):
+        note(args, f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
+                   f"the number")  # fmt: skip
+    if args.projection:
+        note(
+            args,
+            "recoverable = ||P u|| / ||u||: the share of the (normalized) image that "
+            "the features determine to first order; projection_error = distance of the "
+            "reconstruction to that part, relative (0: all of it was recovered)",
+        )
 
 
 # --- figure -----------------------------------------------------------------------------------
 
 
-def write_figure(path: str, original: np.ndarray, reconstructions: list) -> None:
-    """Original and reconstructions side by side, written atomically as a PNG."""
-    import matplotlib
+def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
+    """The original and each reconstruction as a :class:`matplotlib.figure.Figure`.
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    ``reconstructions`` holds ``(layer, image, metrics)`` with images ``(C, H, W)`` in
+    [0, 1] (clipped for display only) and ``metrics`` a row of
+    :func:`~invert.reconstruction.metrics.reconstruction_metrics`. Each panel is titled
+    with its layer and labelled with PSNR (one cap convention) and relative error.
 
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.zeros((3, 8, 8))
+    >>> fig = reconstruction_figure(image, [("conv1", image, {"psnr": 300.0,
+    ...                                                       "relative_error": 1e-13})])
+    >>> [ax.get_title() for ax in fig.axes], fig.axes[1].get_xlabel()
+    (['original', 'conv1'], 'PSNR > 100 dB\\nerror 1e-13')
+    """
+    import math
+    import textwrap
+
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from invert.display import cell_text, psnr_text
+
+    panels = [("original", original, None), *reconstructions]
+    columns = min(columns, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(2.2 * columns, 2.6 * rows + 0.5), dpi=100, layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (title, image, metrics) in zip(axes, panels):
+        shown = np.clip(image.transpose(1, 2, 0), 0, 1)
+        if shown.shape[-1] == 1:
+            ax.imshow(shown[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(shown, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if metrics is not None:
+            label = (
+                f"PSNR {psnr_text(metrics['psnr'])}\nerror {cell_text(metrics['relative_error'])}"
+            )
+            ax.set_xlabel(label, fontsize=9)
+        else:
+            ax.set_xlabel(f"{image.shape[-1]}x{image.shape[-2]} input", fontsize=9)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    title = "Reconstructions from each layer's features (linear, no learning)"
+    width = figure.get_figwidth()  # about 9 characters an inch at this size: wrap to fit
+    figure.suptitle(textwrap.fill(title, max(20, int(9 * width))), fontsize=11)
+    return figure
+
+
+def _out_path(path: str) -> Path:
     target = Path(path).expanduser()
     if target.suffix.lower() != ".png":
         raise UserError(f"--out must be a .png file; got {path}")
     if not target.parent.is_dir():
         raise FileNotFoundError(f"no such folder for --out: {target.parent}")
-    panels = [("original", original, None), *reconstructions]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
-    for ax, (title, image, psnr) in zip(axes[0], panels):
-        shown = np.clip(image.transpose(1, 2, 0), 0, 1)  # clipped for display only
-        if shown.shape[-1] == 1:
-            ax.imshow(shown[..., 0], cmap="gray", vmin=0, vmax=1)
-        else:
-            ax.imshow(shown)
-        if psnr is not None:
-            title = f"{title}\n{'exact' if psnr == math.inf else f'{psnr:.1f} dB'}"
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
+    return target
+
+
+def write_figure(path: str, original, reconstructions: list) -> None:
+    """:func:`reconstruction_figure`, written atomically as a PNG."""
+    from invert.files import atomic_write_bytes
+
+    target = _out_path(path)
     buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    reconstruction_figure(original, reconstructions).savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(target, buffer.getvalue())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from .common import (
     add_image_size_argument,
+    add_quiet_argument,
+    add_table_arguments,
     at_least_two,
     emit,
     fraction,
@@ -57,7 +59,11 @@ def _register_train(subparsers) -> None:
         help="tiny: seconds (tests); fast: minutes on a CPU (default); paper: the paper's "
         "CIFAR setup, for a GPU",
     )
-    p.add_argument("--out", metavar="PATH", help="checkpoint file to write (default: the cache)")
+    p.add_argument(
+        "--out", metavar="PATH",
+        help="checkpoint file to write (.safetensors; default: the model cache), with its "
+        "resumable training state beside it",
+    )  # fmt: skip
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     p.add_argument("--lr", type=positive_float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
@@ -68,7 +74,7 @@ def _register_train(subparsers) -> None:
         action="store_true",
         help="start over even if a training state from an interrupted run exists",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_quiet_argument(p)
     p.set_defaults(run=_train)
 
 
@@ -98,7 +104,11 @@ def _register_evaluate(subparsers) -> None:
         help="MODEL@DATA (single, kfold; tencrop trains it into the cache if needed), or a "
         "checkpoint file (tencrop)",
     )
-    p.add_argument("--protocol", required=True, choices=("single", "kfold", "tencrop"))
+    p.add_argument(
+        "--protocol", required=True, choices=("single", "kfold", "tencrop"),
+        help="single: hold out, retrain to the held-out loss; kfold: k models, Average and "
+        "Vote; tencrop: centre crop and 10 patches of a trained model",
+    )  # fmt: skip
     p.add_argument("--folds", type=at_least_two, default=10, help="k for kfold (default 10)")
     p.add_argument(
         "--holdout",
@@ -111,14 +121,16 @@ def _register_evaluate(subparsers) -> None:
         action="store_true",
         help="split folds / the held-out part without balancing the classes",
     )
-    p.add_argument("--recipe", default="fast", choices=("tiny", "fast", "paper"))
+    p.add_argument("--recipe", default="fast", choices=("tiny", "fast", "paper"),
+                   help="training recipe of the models (default: fast)")  # fmt: skip
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     p.add_argument("--lr", type=positive_float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="single/kfold: folder for the models' checkpoints (rerun to resume)",
+        help="single/kfold: folder for each model's checkpoint and training state (rerun "
+        "the command to resume)",
     )
     p.add_argument(
         "--no-resume", action="store_true", help="retrain even if --out holds (partial) runs"
@@ -134,8 +146,8 @@ def _register_evaluate(subparsers) -> None:
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument("--json", action="store_true", help="print JSON (with per-epoch histories)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_table_arguments(p, what="the table (--json: every number, with per-epoch histories)")
+    add_quiet_argument(p)
     p.set_defaults(run=_evaluate)
 
 
@@ -344,6 +356,8 @@ def _print_protocol(args, result: dict) -> None:
         json.dump(result, sys.stdout, indent=2, default=float)
         print()
         return
+    csv = getattr(args, "csv", False)
+    summary = sys.stderr if csv else sys.stdout  # CSV: the rows only on stdout
     if result["protocol"] == "single":
         rows = [
             {"quantity": "training items (held out)",
@@ -356,7 +370,7 @@ def _print_protocol(args, result: dict) -> None:
             {"quantity": "train error %", "value": _percent(result["train_error"])},
             {"quantity": "test error % (Single)", "value": _percent(result["test_error"])},
         ]  # fmt: skip
-        emit(rows)
+        emit(rows, as_csv=csv)
     elif result["protocol"] == "kfold":
         rows = [
             {
@@ -369,10 +383,11 @@ def _print_protocol(args, result: dict) -> None:
                 zip(result["fold_sizes"], result["validation_errors"], result["test_errors"])
             )
         ]
-        emit(rows)
+        emit(rows, as_csv=csv)
         print(
             f"Average: {_percent(result['average_error'])} +- "
-            f"{_percent(result['standard_error'])} %   Vote: {_percent(result['vote_error'])} %"
+            f"{_percent(result['standard_error'])} %   Vote: {_percent(result['vote_error'])} %",
+            file=summary,
         )
     else:
         rows = [
@@ -381,7 +396,7 @@ def _print_protocol(args, result: dict) -> None:
             {"evaluation": "10 patches", "top-1 error %": _percent(result["ten_crop_top1_error"]),
              "top-5 error %": _percent(result["ten_crop_top5_error"])},
         ]  # fmt: skip
-        emit(rows)
+        emit(rows, as_csv=csv)
         print(
             f"{result['count']} images of {result['image_size'][0]} x {result['image_size'][1]}, "
             f"crops of {result['crop_size'][0]} x {result['crop_size'][1]}",

@@ -27,6 +27,7 @@ __all__ = [
     "Probe",
     "conv_input_sizes",
     "execution_order",
+    "forward_bytes",
     "forward_to",
     "layer_inputs",
     "layer_outputs",
@@ -250,6 +251,11 @@ def conv_input_sizes(
         in_channels = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
     names = {module: name for name, module in model.named_modules()}
     param = next(model.parameters())
+    from invert.device import check_memory
+
+    needed = forward_bytes(model, size, in_channels=in_channels, dtype=param.dtype)
+    check_memory(needed, param.device, f"a forward pass of a {in_channels}x{size[0]}x{size[1]} "
+                 f"input", "use a smaller input size")  # fmt: skip
     x = torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device)
     try:
         with eval_mode(model), torch.no_grad():
@@ -261,6 +267,48 @@ def conv_input_sizes(
             f"give the network's input size and channels"
         ) from error
     return {c: tuple(seen[names[c]].shape[-2:]) for c in convs}
+
+
+def forward_bytes(
+    model: nn.Module, input_size, *, in_channels: int, batch: int = 1, dtype=None
+) -> int | None:
+    """About how many bytes of activations one forward pass of ``batch`` inputs of
+    ``in_channels x input_size`` needs at its peak (the largest input plus output of any
+    leaf module), from shapes alone: the pass runs on the ``meta`` device, so nothing is
+    allocated whatever the size. ``None`` when the model cannot run on ``meta``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    >>> forward_bytes(net, 100_000, in_channels=3)  # ReLU: 2 x 8 channels of 1e10 floats
+    640000000000
+    """
+    size = as_pair(input_size, "input_size")
+    param = next(model.parameters(), None)
+    dtype = dtype or (param.dtype if param is not None else torch.float32)
+    state = {
+        name: tensor.to("meta")
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+    }
+    x = torch.zeros(batch, in_channels, *size, dtype=dtype, device="meta")
+    peak = [0]
+
+    def record(module, args, output):
+        sizes = [t.numel() * t.element_size() for t in (*args, output) if torch.is_tensor(t)]
+        peak[0] = max(peak[0], sum(sizes))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    try:
+        with eval_mode(model), torch.no_grad():
+            torch.func.functional_call(model, state, (x,))
+    except Exception:  # noqa: BLE001 (an op without a meta kernel: no estimate)
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return max(peak[0], x.numel() * x.element_size())
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:

@@ -27,9 +27,15 @@
 ``psnr``, ``ssim``
     :func:`skimage.metrics.peak_signal_noise_ratio` and
     :func:`skimage.metrics.structural_similarity` with the given ``data_range`` (1 for
-    zoo models, which read images in [0, 1]). A bit-exact reconstruction has PSNR
-    ``inf``, reported as such (no cap). SSIM uses a 7x7 window, smaller for smaller
-    images, and is ``nan`` below 3x3.
+    zoo models, which read images in [0, 1]). The number is not capped (a bit-exact
+    reconstruction has PSNR ``inf``); text shows it with :func:`psnr_text`, which
+    writes anything above :data:`PSNR_CAP` (100 dB: an RMS error below 1e-5 of the
+    range, exact to float64 rounding for every purpose here) as ``> 100 dB``. SSIM
+    uses a 7x7 window, smaller for smaller images, and is ``nan`` below 3x3.
+
+Cost: ``projection`` (the recoverable part) is one more CGLS solve per sample, on the
+Jacobian of the whole path, and often costs more than the reconstruction itself; the
+command line computes it only with ``--projection``.
 """
 
 from __future__ import annotations
@@ -41,13 +47,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from invert.display import PSNR_CAP, psnr_text  # noqa: F401 (re-exported: one convention)
 from invert.linalg.solvers import least_squares
 from invert.nn.net import EVAL_IDENTITY, Normalize, eval_mode
 
 from .features import features
 from .layerwise import Reconstruction
 
-__all__ = ["reconstruction_metrics", "recoverable_part"]
+__all__ = ["PSNR_CAP", "psnr_text", "reconstruction_metrics", "recoverable_part"]
 
 
 class _Jacobian:

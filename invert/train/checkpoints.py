@@ -43,6 +43,7 @@ from invert.files import atomic_write_bytes
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
+    "PlainWeightsError",
     "read_metadata",
     "read_state_dict",
     "load_state_dict_into",
@@ -139,6 +140,10 @@ def _check_finite(tensors: Mapping[str, torch.Tensor], source) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{source} holds non-finite values (NaN or Inf) in {name}")
+
+
+class PlainWeightsError(ValueError):
+    """A weights file without crelu metadata (a plain state dict) given as a checkpoint."""
 
 
 # --- checkpoints -----------------------------------------------------------------------
@@ -246,7 +251,7 @@ def _read_header(path: Path) -> dict[str, str]:
 def _require_safetensors(path: Path) -> None:
     kind = _sniff(path)
     if kind == "torch":
-        raise ValueError(
+        raise PlainWeightsError(
             f"{path} is a PyTorch file, not a crelu checkpoint; for a plain state dict use "
             f"load_state_dict_into(create_model(...), path)"
         )
@@ -257,7 +262,7 @@ def _require_safetensors(path: Path) -> None:
 def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
     text = header.get("crelu")
     if text is None:
-        raise ValueError(
+        raise PlainWeightsError(
             f"{path} holds weights without crelu metadata (a plain state dict); build the model "
             f"with create_model(...) and use load_state_dict_into(model, path)"
         )
@@ -272,7 +277,9 @@ def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
             f"{path} was written by a newer toolkit (format {meta.get('format_version')}); "
             f"upgrade crelu-toolkit to read it"
         )
-    return meta
+    from .metadata import validate_metadata
+
+    return validate_metadata(meta, path)
 
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device | None = None):

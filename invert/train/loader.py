@@ -29,8 +29,10 @@ model trained by an older one: it retrains (and says so on stderr), leaving the
 old file in place for the version that made it.
 
 Concurrency: checking, training and writing an entry happen under an exclusive
-``fcntl`` lock on ``NAME.lock``; training writes ``NAME.partial.safetensors`` (and
-its resumable state, so a killed run continues where it stopped) and the finished
+``fcntl`` lock on ``NAME.lock`` (removed by its holder when done, so no empty lock
+files stay behind; a waiting process then locks afresh); training writes
+``NAME.partial.safetensors`` after every epoch (:func:`partial_path`; and its
+resumable state, so a killed run continues where it stopped) and the finished
 file is renamed into place atomically. A second process asking for the same model
 waits for the lock and then loads what the first one wrote.
 """
@@ -55,7 +57,7 @@ from .checkpoints import load_checkpoint
 from .recipe import Recipe, get_recipe
 from .trainer import parse_model_spec, train_from_spec, training_state_path
 
-__all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible"]
+__all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible", "partial_path"]
 
 
 def default_cache_dir() -> Path:
@@ -108,6 +110,19 @@ def cache_path(
     return stem.with_name(stem.name + f"-v{__version__}.safetensors")
 
 
+def partial_path(entry: str | os.PathLike) -> Path:
+    """The checkpoint a training run of the cache ``entry`` rewrites after every epoch
+    (its metadata's ``history`` says how far it got; renamed to ``entry`` at the end).
+
+    Examples
+    --------
+    >>> partial_path("/tmp/c/convpool_c@textures-tiny-0123-v0.1.0.safetensors").name
+    'convpool_c@textures-tiny-0123-v0.1.0.partial.safetensors'
+    """
+    entry = Path(entry)
+    return entry.with_name(entry.name[: -len(".safetensors")] + ".partial.safetensors")
+
+
 def _cache_stem(spec, recipe, cache_dir, seed) -> Path:
     """The cache entry's path without the version and suffix."""
     model, data = parse_model_spec(spec)
@@ -130,13 +145,37 @@ def _unwritable(folder: Path, error: OSError) -> PermissionError:
 
 
 def _lock(path: Path):
+    """An open handle holding an exclusive ``fcntl`` lock on ``path`` (created if needed).
+
+    The holder removes the file when done (:func:`_unlock`), so a process that waited on
+    the old file finds it gone or replaced once it gets the lock, and locks afresh: only
+    one process at a time holds the lock of the file that is at ``path``.
+    """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+b")  # noqa: SIM115 (closed by the caller)
     except OSError as error:
         raise _unwritable(path.parent, error) from error
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    return handle
+    while True:
+        try:
+            handle = open(path, "a+b")  # noqa: SIM115 (closed by _unlock)
+        except OSError as error:
+            raise _unwritable(path.parent, error) from error
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass  # removed by the previous holder while we waited
+        handle.close()
+
+
+def _unlock(handle, path: Path) -> None:
+    """Remove the lock file (still holding the lock), then release it: no empty
+    ``.lock`` files stay in the cache."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        handle.close()
 
 
 def _current(path: Path) -> bool:
@@ -165,7 +204,8 @@ def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progres
             f"`crelu train {spec} --recipe {recipe.name}` or pass train_if_missing=True"
         )
     stem = final.name[: -len(".safetensors")]
-    handle = _lock(final.with_name(stem + ".lock"))
+    lock = final.with_name(stem + ".lock")
+    handle = _lock(lock)
     try:
         if not _current(final):  # another process may have finished it while we waited
             older = sorted(final.parent.glob(stem.rsplit("-v", 1)[0] + "-v*.safetensors"))
@@ -182,7 +222,7 @@ def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progres
                     f"training it",
                     file=sys.stderr,
                 )
-            partial = final.with_name(stem + ".partial.safetensors")
+            partial = partial_path(final)
             model, data = parse_model_spec(spec)
             try:
                 train_from_spec(
@@ -199,7 +239,7 @@ def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progres
                 raise _unwritable(final.parent, error) from error
             training_state_path(partial).unlink(missing_ok=True)
     finally:
-        handle.close()  # releases the lock
+        _unlock(handle, lock)
     return load_checkpoint(final, device=device)
 
 
@@ -264,7 +304,7 @@ def load_model(
     if weights is not None:
         return _with_weights(spec, weights, device)
     if isinstance(spec, os.PathLike):
-        return load_checkpoint(spec, device=device)
+        return _checkpoint(spec, device)
     if not isinstance(spec, str) or not spec.strip():
         raise TypeError("spec must be a checkpoint path, MODEL@DATA, or a model name")
     spec = spec.strip()
@@ -281,7 +321,9 @@ def load_model(
             seed=seed,
         )
     if Path(spec).expanduser().is_file():
-        return load_checkpoint(Path(spec).expanduser(), device=device)
+        return _checkpoint(Path(spec).expanduser(), device)
+    if Path(spec).expanduser().is_dir():
+        raise ValueError(f"{spec} is not a file but a folder; give a checkpoint file")
     if spec in list_models():
         warnings.warn(
             f"{spec} has random weights (untrained); use {spec}@DATA for a trained model",
@@ -306,6 +348,20 @@ def load_model(
         f"{spec!r} is not a checkpoint file, MODEL@DATA or a model name; valid model names: "
         f"{', '.join(list_models())}"
     )
+
+
+def _checkpoint(path, device) -> nn.Module:
+    """:func:`load_checkpoint`, pointing plain weights files to ``weights=``."""
+    from .checkpoints import PlainWeightsError
+
+    try:
+        return load_checkpoint(path, device=device)
+    except PlainWeightsError:
+        raise ValueError(
+            f"{path} holds plain weights, not a crelu checkpoint; name the architecture and "
+            f"pass the file as weights: `crelu COMMAND vgg16 --weights {path}` (Python: "
+            f"load_model('vgg16', weights=...))"
+        ) from None
 
 
 def _with_weights(spec, weights, device) -> nn.Module:
