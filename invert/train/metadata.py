@@ -97,8 +97,13 @@ def _recipe(value, meta: dict) -> None:
         return
     if not isinstance(value, dict) or not isinstance(value.get("name", ""), str):
         raise _Bad("recipe", "a recipe name or an object with a str name")
-    if not isinstance(value.get("data_options", {}), dict):
+    if not isinstance(value.get("data_options", {}), dict):  # older checkpoints
         raise _Bad("recipe.data_options", "an object")
+    for part in ("model", "data", "hardware"):
+        if not isinstance(value.get(part, {}), dict):
+            raise _Bad(f"recipe.{part}", "an object")
+    if not isinstance((value.get("data") or {}).get("options", {}), dict):
+        raise _Bad("recipe.data.options", "an object")
 
 
 def _simple(check: Callable[[object], bool], expected: str):
