@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import math
 
+from invert.display import PSNR_CAP, cell_text, psnr_text
+
 __all__ = ["CRITERIA", "decide", "f1_pairing", "f2_reconstruction", "f3_invariance",
            "f4_errors", "f5_correlations", "f6_joint", "evaluate_findings"]  # fmt: skip
 
@@ -50,16 +52,14 @@ __all__ = ["CRITERIA", "decide", "f1_pairing", "f2_reconstruction", "f3_invarian
 PAIRING_MARGIN = 1.0
 #: Relative reconstruction error that counts as exact in float64 (F2).
 EXACT_ERROR = 1e-6
-#: PSNR cap (dB): anything above is "exact" and compares equal (F2).
-PSNR_CAP = 100.0
 #: Mean |cos| of the pair outgoing weights below which they are "far below 1" (F5).
 CORRELATION_LIMIT = 0.5
 #: CReLU-half's parameters must be at most this fraction of the baseline's (F4).
 HALF_PARAMS = 0.55
 #: A difference counts as shown beyond this many of its standard errors (seeds).
 SEED_SIGMAS = 2.0
-#: PSNR (dB) from which joint inversion counts as recovering the input (F6).
-RECOVERED_PSNR = 100.0
+#: PSNR (dB) from which joint inversion counts as recovering the input (F6): the cap.
+RECOVERED_PSNR = PSNR_CAP
 
 CRITERIA = {
     "F1": (
@@ -240,10 +240,6 @@ def f1_pairing(relu, crelu) -> dict:
     return _finding("F1", _three_way(relu_pairs, crelu_does_not), numbers, summary)
 
 
-def _decibels(psnr: float) -> str:
-    return "inf dB" if math.isinf(psnr) else f"{psnr:.0f} dB"
-
-
 def _capped(psnr: float) -> float:
     return psnr if math.isnan(psnr) else min(psnr, PSNR_CAP)
 
@@ -287,9 +283,10 @@ def f2_reconstruction(rows: list[dict]) -> dict:
     }
     parts = []
     for r in rows:
-        psnr = "inf" if not math.isfinite(r["psnr"]) else f"{r['psnr']:.1f}"
-        a = "–" if r["A_layer"] is None else f"{r['A_layer']:.3g}"
-        parts.append(f"{r['layer']} err {r['rel_error']:.2g} / {psnr} dB / A {a}")
+        parts.append(
+            f"{r['layer']} err {r['rel_error']:.2g} / {psnr_text(r['psnr'])} / A "
+            f"{cell_text(r['A_layer'])}"
+        )
     summary = "; ".join(parts)
     if not judged:
         summary += " (no layer is reached through frames only: (a) cannot be met)"
@@ -440,7 +437,7 @@ def f6_joint(rows: list[dict]) -> dict:
     parts = []
     for model in models:
         values = [r for r in judged if r["model"] == model]
-        shown = ", ".join(f"{r['layer']} {_decibels(r['psnr'])}" for r in values)
+        shown = ", ".join(f"{r['layer']} {psnr_text(r['psnr'])}" for r in values)
         parts.append(f"{model}: {shown}")
     return _finding("F6", _verdict(ok), numbers, "; ".join(parts))
 
