@@ -148,12 +148,15 @@ class Session:
         Show training progress on stderr.
     train_if_missing : bool
         Train models missing from the cache (else ``FileNotFoundError``).
+    seeds : int
+        Training runs per variant (seeds ``0 .. seeds - 1``); the findings that compare
+        trained models use their spread (:mod:`figures.findings`), the figures show seed 0.
 
     Examples
     --------
-    >>> session = Session(recipe="tiny")
-    >>> session.sizes.invariance_images, session.spec("crelu")
-    (100, 'convpool_c_crelu@textures')
+    >>> session = Session(recipe="tiny", seeds=2)
+    >>> session.sizes.invariance_images, session.spec("crelu"), session.runs()[:2]
+    (100, 'convpool_c_crelu@textures', [('relu', 0), ('double', 0)])
     """
 
     data: str = "textures"
@@ -163,6 +166,7 @@ class Session:
     progress: bool = True
     train_if_missing: bool = True
     sizes: AnalysisSizes | str | None = None
+    seeds: int = 1
     _models: dict = field(default_factory=dict, repr=False)
     _test_set: object = field(default=None, repr=False)
 
@@ -175,6 +179,8 @@ class Session:
             raise ValueError("data must be a data set spec such as textures or cifar10:PATH")
         self.data = self.data.strip()
         self.device = str(resolve_device(self.device))
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
         if self.sizes is None:
             self.sizes = self.recipe_name if self.recipe_name in ANALYSIS_SIZES else "fast"
         if isinstance(self.sizes, str):
@@ -199,34 +205,41 @@ class Session:
 
         return get_recipe(self.recipe, arch=MODELS[role])
 
-    def cache_file(self, role: str) -> Path:
-        """Where the loader caches (or would cache) the model of ``role``."""
+    def runs(self) -> list[tuple[str, int]]:
+        """Every ``(role, seed)`` the session trains, seed by seed."""
+        return [(role, SEED + k) for k in range(self.seeds) for role in MODELS]
+
+    def seed_list(self) -> list[int]:
+        return [SEED + k for k in range(self.seeds)]
+
+    def cache_file(self, role: str, seed: int = SEED) -> Path:
+        """Where the loader caches (or would cache) the model of ``role`` and ``seed``."""
         from invert.train.loader import cache_path
 
         return cache_path(
-            self.spec(role), recipe=self.recipe_for(role), cache_dir=self.cache_dir, seed=SEED
+            self.spec(role), recipe=self.recipe_for(role), cache_dir=self.cache_dir, seed=seed
         )
 
-    def is_cached(self, role: str) -> bool:
-        return self.cache_file(role).is_file()
+    def is_cached(self, role: str, seed: int = SEED) -> bool:
+        return self.cache_file(role, seed).is_file()
 
-    def model(self, role: str):
-        """The trained model of ``role`` (eval mode), loaded or trained once per session."""
-        if role not in self._models:
+    def model(self, role: str, seed: int = SEED):
+        """The trained model of ``role`` and ``seed`` (eval mode), loaded once per session."""
+        if (role, seed) not in self._models:
             from invert.train.loader import load_model
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                self._models[role] = load_model(
+                self._models[role, seed] = load_model(
                     self.spec(role),
                     recipe=self.recipe_for(role),
                     device=self.device,
                     cache_dir=self.cache_dir,
                     train_if_missing=self.train_if_missing,
                     progress=self.progress,
-                    seed=SEED,
+                    seed=seed,
                 )
-        return self._models[role]
+        return self._models[role, seed]
 
     def test_set(self):
         """The held-out split of the data (as the models were tested on it)."""
@@ -244,7 +257,7 @@ class Session:
 
     def check_cache_writable(self) -> None:
         """Raise ``PermissionError`` now if a model must be trained into an unwritable cache."""
-        missing = [role for role in MODELS if not self.is_cached(role)]
+        missing = [run for run in self.runs() if not self.is_cached(*run)]
         if missing and self.train_if_missing:
             check_writable(
                 self.cache_file("relu").parent, "the model cache",

@@ -114,13 +114,15 @@ def make(session: Session, out) -> Result:
     from theory.filter_pairing import layer_pairing
 
     panels, rows = [], []
-    for role, label in (("relu", "ReLU"), ("crelu", "CReLU")):
-        model = session.model(role)
-        stats = layer_pairing(
-            model, layers="conv1", trials=session.sizes.pairing_trials, seed=SEED
-        )["conv1"]
-        panels.append((label, model.conv1.conv.weight.detach().cpu(), stats))
-        rows.append({"model": label, **stats.row()})
+    for seed in session.seed_list():
+        for role, label in (("relu", "ReLU"), ("crelu", "CReLU")):
+            model = session.model(role, seed)
+            stats = layer_pairing(
+                model, layers="conv1", trials=session.sizes.pairing_trials, seed=SEED
+            )["conv1"]
+            if seed == SEED:  # the figure shows the first seed's filters
+                panels.append((label, model.conv1.conv.weight.detach().cpu(), stats))
+            rows.append({"model": label, "seed": seed, **stats.row()})
     figsize = figure_size(max(stats.shape[0] for _, _, stats in panels))
     save_figure(pairs_figure(panels, figsize=figsize), f"{out}/{STEM}.png")
     return Result(

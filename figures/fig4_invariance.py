@@ -66,14 +66,16 @@ def make(session: Session, out) -> Result:
     from theory.invariance import invariance_scores
 
     images = _images(session)
-    results, layers = {}, None
-    for role in ("relu", "crelu"):
-        model = session.model(role)
-        layers = list(conv_layers(model))[:-1]  # the last conv is the class layer
-        results[role] = invariance_scores(
-            model, images, layers=layers, input_size=32, n_images=session.sizes.invariance_images,
-            device=session.device, seed=SEED,
-        )  # fmt: skip
+    runs, layers = {}, None
+    for seed in session.seed_list():
+        for role in ("relu", "crelu"):
+            model = session.model(role, seed)
+            layers = list(conv_layers(model))[:-1]  # the last conv is the class layer
+            runs[role, seed] = invariance_scores(
+                model, images, layers=layers, input_size=32,
+                n_images=session.sizes.invariance_images, device=session.device, seed=SEED,
+            )  # fmt: skip
+    results = {role: runs[role, SEED] for role in ("relu", "crelu")}  # drawn: the first seed
     rows = []
     for name in layers:
         row = {"layer": name}
@@ -83,6 +85,9 @@ def make(session: Session, out) -> Result:
         for family in ("translation", "rotation"):
             for role in ("relu", "crelu"):
                 row[f"{role}_{family}"] = results[role].family_scores[family][name]
+        if session.seeds > 1:  # every seed's score, for the findings' seed spread
+            for role in ("relu", "crelu"):
+                row[f"{role}_seeds"] = [runs[role, s].scores[name] for s in session.seed_list()]
         rows.append(row)
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)

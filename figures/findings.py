@@ -454,7 +454,7 @@ def evaluate_findings(results: dict) -> list[dict]:
 
     if "fig1" in results:
         fig1 = results["fig1"]
-        findings.append(f1_pairing(fig1.where(model="ReLU")[0], fig1.where(model="CReLU")[0]))
+        findings.append(f1_pairing(fig1.where(model="ReLU"), fig1.where(model="CReLU")))
     else:
         findings.append(missing("F1", "Figure 1"))
     if "fig5" in results:
@@ -462,7 +462,11 @@ def evaluate_findings(results: dict) -> list[dict]:
     else:
         findings.append(missing("F2", "Figure 5"))
     if "fig4" in results:
-        findings.append(f3_invariance(results["fig4"].rows))
+        rows = [
+            dict(r, relu=r.get("relu_seeds", r["relu"]), crelu=r.get("crelu_seeds", r["crelu"]))
+            for r in results["fig4"].rows
+        ]
+        findings.append(f3_invariance(rows))
     else:
         findings.append(missing("F3", "Figure 4"))
     if "table1" in results:

@@ -58,11 +58,15 @@ SCRIPTS = (
     table_pooling,
 )
 
+#: Training runs per variant by default: two fit the 15-minute cold budget of the
+#: ``fast`` recipe on two CPU cores (measured: see bench/RESULTS.md).
+DEFAULT_SEEDS = 2
+
 # relative training cost on a CPU (multiply-adds per image): the longest start first
 _COST = {"double": 4.0, "crelu": 2.0, "relu": 1.0, "avr": 1.0, "crelu_half": 1.0}
 
 
-def _train_worker(spec: str, recipe, cache_dir, threads: int) -> float:
+def _train_worker(spec: str, recipe, cache_dir, threads: int, seed: int) -> float:
     """Train (or find) one MODEL@DATA in the cache, in a worker process; the seconds."""
     import warnings
 
@@ -75,13 +79,13 @@ def _train_worker(spec: str, recipe, cache_dir, threads: int) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         load_model(
-            spec, recipe=recipe, device="cpu", cache_dir=cache_dir, progress=False, seed=SEED
+            spec, recipe=recipe, device="cpu", cache_dir=cache_dir, progress=False, seed=seed
         )
     return time.perf_counter() - started
 
 
 def train_models(session: Session, *, jobs: int | None = None, progress: bool = True) -> dict:
-    """Train every model of :data:`~figures.common.MODELS` missing from the cache.
+    """Train every run (model of :data:`~figures.common.MODELS`, seed) missing from the cache.
 
     On a CPU with ``jobs > 1`` the models train in ``jobs`` worker processes of
     ``cpus // jobs`` threads each, longest first (small convolutions use two threads
@@ -95,26 +99,27 @@ def train_models(session: Session, *, jobs: int | None = None, progress: bool = 
     Returns
     -------
     dict
-        Role -> seconds spent training it (cached models are absent).
+        ``(role, seed)`` -> seconds spent training it (cached runs are absent).
     """
-    missing = sorted((r for r in MODELS if not session.is_cached(r)), key=lambda r: -_COST[r])
+    missing = [run for run in session.runs() if not session.is_cached(*run)]
+    missing.sort(key=lambda run: (-_COST[run[0]], run[1]))
     if not missing:
         return {}
     if not session.train_if_missing:
-        names = ", ".join(session.spec(r) for r in missing)
+        names = ", ".join(f"{session.spec(r)} (seed {s})" for r, s in missing)
         raise FileNotFoundError(f"not in the model cache: {names}; train them or allow training")
     cpus = os.cpu_count() or 1
     jobs = min(cpus, 2) if jobs is None else jobs
     jobs = max(1, min(jobs, len(missing)))
     seconds = {}
     if jobs == 1 or session.device != "cpu":
-        for index, role in enumerate(missing):
+        for index, (role, seed) in enumerate(missing):
             if progress:
-                print(f"training models: {session.spec(role)} ({index + 1} of {len(missing)})",
-                      file=sys.stderr)  # fmt: skip
+                print(f"training models: {session.spec(role)} seed {seed} "
+                      f"({index + 1} of {len(missing)})", file=sys.stderr)  # fmt: skip
             started = time.perf_counter()
-            session.model(role)
-            seconds[role] = time.perf_counter() - started
+            session.model(role, seed)
+            seconds[role, seed] = time.perf_counter() - started
         return seconds
     return _train_in_parallel(session, missing, jobs, max(1, cpus // jobs), progress)
 
@@ -125,7 +130,7 @@ def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int,
 
     from tqdm.auto import tqdm
 
-    epochs = {role: session.recipe_for(role).epochs for role in missing}
+    epochs = {run: session.recipe_for(run[0]).epochs for run in missing}
     bar = tqdm(total=sum(epochs.values()), desc="training models", unit="epoch",
                disable=not progress, file=sys.stderr,
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]",
@@ -134,37 +139,40 @@ def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int,
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
             pool.submit(_train_worker, session.spec(role), session.recipe_for(role),
-                        session.cache_dir, threads): role
-            for role in missing
+                        session.cache_dir, threads, seed): (role, seed)
+            for role, seed in missing
         }  # fmt: skip
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
             for future in done:
-                role = futures[future]
-                seconds[role] = future.result()
-            states = [_epochs_done(session, role, epochs[role], role in seconds)
-                      for role in missing]  # fmt: skip
+                seconds[futures[future]] = future.result()
+            states = [_epochs_done(session, run, epochs[run], run in seconds) for run in missing]
             bar.n = sum(state[0] for state in states)
             eta = training_eta(
-                [(d, epochs[r], s, _COST[r], into) for r, (d, s, into) in zip(missing, states)],
+                [(d, epochs[r], s, _COST[r[0]], into) for r, (d, s, into) in zip(missing, states)],
                 jobs,
             )  # fmt: skip
             unfinished = [(r, d) for r, (d, _, _) in zip(missing, states) if d < epochs[r]]
-            running = [f"{MODELS[r]} {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
+            running = [_run_name(r) + f" {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
             shown = "?" if eta is None else tqdm.format_interval(eta)
             bar.set_postfix_str(", ".join([f"ETA {shown}", *running[:jobs]]))
     bar.close()
     return seconds
 
 
-def _epochs_done(session: Session, role: str, total: int, finished: bool):
+def _run_name(run) -> str:
+    role, seed = run
+    return MODELS[role] + (f" seed {seed}" if seed != SEED else "")
+
+
+def _epochs_done(session: Session, run: tuple, total: int, finished: bool):
     """``(epochs done, mean seconds per epoch or None, seconds since the last epoch
     ended)`` of a model being trained, from the checkpoint its run rewrites each epoch."""
     from invert.train.checkpoints import read_metadata
     from invert.train.loader import partial_path
 
-    path = session.cache_file(role) if finished else partial_path(session.cache_file(role))
+    path = session.cache_file(*run) if finished else partial_path(session.cache_file(*run))
     try:
         history = read_metadata(path).get("history") or []
         since = max(0.0, time.time() - path.stat().st_mtime)
@@ -206,18 +214,20 @@ def training_eta(models: list[tuple], jobs: int) -> float | None:
 
 def _model_rows(session: Session, trained: dict) -> list[dict]:
     rows = []
-    for role, name in MODELS.items():
-        model = session.model(role)
+    for role, seed in session.runs():
+        model = session.model(role, seed)
         meta = getattr(model, "metadata", {}) or {}
         rows.append({
             "role": role,
-            "model": name,
+            "model": MODELS[role],
+            "seed": seed,
             "width": (meta.get("config") or {}).get("width"),
             "conv1_filters": model.conv1.conv.out_channels,
             "params": sum(p.numel() for p in model.parameters()),
             "epochs": len(meta.get("history") or []),
             "test_accuracy": meta.get("test_accuracy"),
-            "source": f"trained now ({trained[role]:.0f} s)" if role in trained else "cache",
+            "source": (f"trained now ({trained[role, seed]:.0f} s)" if (role, seed) in trained
+                       else "cache"),
         })  # fmt: skip
     return rows
 
@@ -260,7 +270,8 @@ def _markdown(report: dict) -> str:
         f"- Wall time: {report['wall_time_s']:.1f} s (training {report['training_s']:.1f} s; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in report["step_seconds"].items())
         + ")",
-        f"- Toolkit {report['toolkit_version']}, seed {report['seed']}",
+        f"- Toolkit {report['toolkit_version']}, seeds {report['seeds']} (figures show seed "
+        f"{report['seed']})",
         "",
         "## Models",
         "",
@@ -298,6 +309,7 @@ def run_figures(
     cache_dir=None,
     device: str | None = None,
     jobs: int | None = None,
+    seeds: int = DEFAULT_SEEDS,
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
@@ -317,6 +329,9 @@ def run_figures(
         ``None``: CUDA when available, else CPU.
     jobs : int, optional
         Training processes on a CPU (default: 2 when there are two cores or more).
+    seeds : int
+        Training runs per variant; F1, F3 and F4 are judged on their spread
+        (:mod:`figures.findings`).
     progress : bool
         Progress bars on stderr.
     command : str, optional
@@ -341,7 +356,7 @@ def run_figures(
     machine = machine_info()
     out = check_output_dir(out)
     session = Session(data=data, recipe=recipe, cache_dir=cache_dir, device=device,
-                      progress=progress)  # fmt: skip
+                      progress=progress, seeds=seeds)  # fmt: skip
     session.test_set()  # an unknown or missing data set fails here, before any training
     session.check_cache_writable()
     trained = train_models(session, jobs=jobs, progress=progress)
@@ -363,6 +378,7 @@ def run_figures(
         "command": command or f"run_figures({str(out)!r}, data={data!r}, recipe={recipe!r})",
         "toolkit_version": __version__,
         "seed": SEED,
+        "seeds": session.seed_list(),
         "data": _data_summary(session),
         "recipe": recipe_obj.to_dict(),
         "analysis_sizes": dataclasses.asdict(session.sizes),
@@ -410,6 +426,11 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-dir", help="model cache (default: $CRELU_CACHE or ~/.cache/crelu)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
+        "--seeds", type=int, default=DEFAULT_SEEDS,
+        help=f"training runs per variant, seeds 0..N-1 (default: {DEFAULT_SEEDS}); the "
+        "findings that compare trained models use their spread",
+    )  # fmt: skip
+    p.add_argument(
         "--jobs",
         type=int,
         help="training processes on a CPU (default: 2 when there are at least 2 cores)",
@@ -422,7 +443,10 @@ def run_from_args(args, *, prog: str = "crelu figures") -> int:
     """Run :func:`run_figures` with parsed :func:`add_arguments` options; print a summary."""
     if args.jobs is not None and args.jobs < 1:
         raise ValueError(f"--jobs must be a positive integer; got {args.jobs}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be a positive integer; got {args.seeds}")
     options = ["--out", args.out, "--data", args.data, "--recipe", args.recipe]
+    options += ["--seeds", str(args.seeds)]
     if args.cache_dir:
         options += ["--cache-dir", args.cache_dir]
     report = run_figures(
@@ -432,6 +456,7 @@ def run_from_args(args, *, prog: str = "crelu figures") -> int:
         cache_dir=args.cache_dir,
         device=args.device,
         jobs=args.jobs,
+        seeds=args.seeds,
         progress=not args.quiet,
         command=" ".join([prog, *(shlex.quote(c) for c in options)]),
     )

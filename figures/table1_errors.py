@@ -3,9 +3,11 @@
 Baseline (ReLU), double (ReLU, twice the filters), AVR (|x|, same filters), CReLU
 (same filters: twice the parameters of the next layers) and CReLU-half (half the
 filters: about half the baseline's parameters), each trained once with the recipe on
-the data used (one run, not the paper's 10-fold averages). Test error is on the held-out
-split after the last epoch, with its binomial standard error sqrt(p (1 - p) / n); train
-error is the running error of the last epoch (with augmentation). The paper's CIFAR-10
+the data used, once per seed (``crelu figures --seeds N``; not the paper's 10-fold
+averages). Test error is on the held-out split after the last epoch, the mean over the
+seeds, with the binomial standard error sqrt(p (1 - p) / n) of that mean and the
+standard deviation over the seeds; train error is the running error of the last epoch
+(with augmentation). The paper's CIFAR-10
 single-model numbers are given for reference.
 
     python -m figures.table1_errors --out DIR [--data textures] [--recipe fast]
@@ -35,7 +37,8 @@ PAPER_CIFAR10 = {
     "crelu_half": (8.37, 0.7),
 }
 COLUMNS = ["model", "name", "params", "params_vs_baseline", "train_error", "test_error",
-           "test_error_se", "paper_test_error", "paper_params_M"]  # fmt: skip
+           "test_error_se", "test_error_seed_std", "paper_test_error",
+           "paper_params_M"]  # fmt: skip
 
 
 def make(session: Session, out) -> Result:
@@ -43,29 +46,34 @@ def make(session: Session, out) -> Result:
     n_test = len(session.test_set())
     rows = []
     for role, name in MODELS.items():
-        model = session.model(role)
-        meta = getattr(model, "metadata", {}) or {}
-        history = meta.get("history") or [{}]
-        accuracy = meta.get("test_accuracy", history[-1].get("test_accuracy"))
-        train_accuracy = history[-1].get("train_accuracy")
-        params = sum(p.numel() for p in model.parameters())
-        test_error = None if accuracy is None else 100 * (1 - accuracy)
+        runs = [_errors(session.model(role, seed)) for seed in session.seed_list()]
+        tests = [r["test_error"] for r in runs if r["test_error"] is not None]
+        test_error = sum(tests) / len(tests) if tests else None
         se = None
-        if accuracy is not None and n_test:
-            se = 100 * math.sqrt(accuracy * (1 - accuracy) / n_test)
+        if test_error is not None and n_test:  # binomial, of the mean error
+            p = test_error / 100
+            se = 100 * math.sqrt(p * (1 - p) / n_test)
+        trains = [r["train_error"] for r in runs if r["train_error"] is not None]
         paper_error, paper_params = PAPER_CIFAR10[role]
-        rows.append({
+        row = {
             "role": role,
             "model": LABELS[role],
             "name": name,
-            "params": params,
-            "train_error": None if train_accuracy is None else 100 * (1 - train_accuracy),
+            "params": runs[0]["params"],
+            "train_error": sum(trains) / len(trains) if trains else None,
             "test_error": test_error,
             "test_error_se": se,
-            "epochs": len(meta.get("history") or []),
+            "epochs": runs[0]["epochs"],
             "paper_test_error": paper_error,
             "paper_params_M": paper_params,
-        })  # fmt: skip
+        }
+        if len(tests) > 1:
+            mean = test_error
+            row["test_errors"] = tests
+            row["test_error_seed_std"] = math.sqrt(
+                sum((t - mean) ** 2 for t in tests) / (len(tests) - 1)
+            )
+        rows.append(row)
     base = rows[0]["params"]
     for row in rows:
         row["params_vs_baseline"] = row["params"] / base
@@ -76,6 +84,20 @@ def make(session: Session, out) -> Result:
         columns=COLUMNS,
         details={"test_items": n_test},
     )
+
+
+def _errors(model) -> dict:
+    """Train and test error (%), parameters and epochs of one trained model."""
+    meta = getattr(model, "metadata", {}) or {}
+    history = meta.get("history") or [{}]
+    accuracy = meta.get("test_accuracy", history[-1].get("test_accuracy"))
+    train_accuracy = history[-1].get("train_accuracy")
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs": len(meta.get("history") or []),
+        "test_error": None if accuracy is None else 100 * (1 - accuracy),
+        "train_error": None if train_accuracy is None else 100 * (1 - train_accuracy),
+    }
 
 
 main = script(make)

@@ -58,7 +58,9 @@ def tiny_run(tmp_path_factory):
         if (out / "report.json").is_file():
             report = json.loads((out / "report.json").read_text())
         else:
-            report = run_figures(out, recipe="tiny", cache_dir=cache, jobs=1, progress=False)
+            report = run_figures(
+                out, recipe="tiny", cache_dir=cache, jobs=1, seeds=1, progress=False
+            )
     return out, cache, report
 
 
@@ -548,3 +550,52 @@ def test_helpers():
     assert json_ready({"x": torch.tensor([1.0, float("nan")])}) == {"x": [1.0, None]}
     table = markdown_table([{"a": 1, "b": math.inf}], ["b", "a"])
     assert table.splitlines()[0] == "| b | a |" and table.splitlines()[2] == "| inf | 1 |"
+
+
+# keys of report.json that measure the run rather than the models (time, load, paths)
+_RUN_KEYS = {"wall_time_s", "training_s", "step_seconds", "machine", "load_average_end",
+             "source", "command", "seconds", "images_per_second"}  # fmt: skip
+
+
+def _numbers_of(value):
+    """The report without what measures the run, for an exact comparison."""
+    if isinstance(value, dict):
+        return {k: _numbers_of(v) for k, v in value.items() if k not in _RUN_KEYS}
+    if isinstance(value, list):
+        return [_numbers_of(v) for v in value]
+    return value
+
+
+def test_the_pipeline_gives_the_same_numbers_however_it_trains(tiny_run, tmp_path):
+    """Again from an empty cache, one model after the other in this process, where the
+    shared run trained two at a time in worker processes: every number of the report is
+    the same (the training order and processes do not matter; the thread count of the
+    training is pinned, tests/test_train.py; the analyses run here at the same count)."""
+    _, _, first = tiny_run
+    again = run_figures(tmp_path / "out", recipe="tiny", cache_dir=tmp_path / "cache", jobs=1,
+                        seeds=1, progress=False)  # fmt: skip
+    assert _numbers_of(json.loads(json.dumps(again))) == _numbers_of(first)
+
+
+def test_two_seeds_give_per_seed_rows_and_seed_spread(tiny_run, tmp_path):
+    from figures import fig1_filter_pairs, table1_errors
+
+    _, cache, _ = tiny_run
+    session = Session(recipe="tiny", cache_dir=cache, progress=False, seeds=2)
+    fig1 = fig1_filter_pairs.main(tmp_path, session=session)
+    assert [(r["model"], r["seed"]) for r in fig1.rows] == [
+        ("ReLU", 0), ("CReLU", 0), ("ReLU", 1), ("CReLU", 1)
+    ]  # fmt: skip
+    table = table1_errors.main(tmp_path, session=session)
+    for row in table.rows:
+        errors = [
+            100 * (1 - session.model(row["role"], seed).metadata["test_accuracy"])
+            for seed in (0, 1)
+        ]
+        assert row["test_errors"] == pytest.approx(errors)
+        assert row["test_error"] == pytest.approx(np.mean(errors))
+        assert row["test_error_seed_std"] == pytest.approx(np.std(errors, ddof=1))
+    f4 = findings.f4_errors(table.rows)
+    assert f4["numbers"]["seeds"] == 2 and f4["verdict"] in VERDICTS
+    f1 = findings.f1_pairing(fig1.where(model="ReLU"), fig1.where(model="CReLU"))
+    assert f1["numbers"]["seeds"] == 2
