@@ -57,7 +57,8 @@ def _reconstruct_model(session: Session, role: str, x) -> tuple[list[dict], list
     from torch import nn
 
     from invert.nn.net import conv_layers
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import features
+    from invert.reconstruction import reconstruct_layerwise as reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
     from theory.frames import checkpoint_frame_bounds
 

@@ -32,7 +32,16 @@ from .nn import (
     model_info,
     register_model,
 )
-from .reconstruction import Features, Reconstruction, features, reconstruct, reconstruction_metrics
+from .reconstruction import (
+    Certificate,
+    Features,
+    Reconstruction,
+    features,
+    reconstruct,
+    reconstruct_joint,
+    reconstruct_layerwise,
+    reconstruction_metrics,
+)
 from .train import (
     RECIPES,
     Recipe,
@@ -47,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AVR",
+    "Certificate",
     "RECIPES",
     "ConvOperator",
     "ConvergenceError",
@@ -78,6 +88,8 @@ __all__ = [
     "load_state_dict_into",
     "model_info",
     "reconstruct",
+    "reconstruct_joint",
+    "reconstruct_layerwise",
     "reconstruction_metrics",
     "register_model",
     "save_checkpoint",

@@ -209,7 +209,8 @@ def _reconstruct(args) -> int:
     import torch
 
     from invert.linalg.solvers import ConvergenceWarning
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import features
+    from invert.reconstruction import reconstruct_layerwise as reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
 
     if args.max_iter < 1:
