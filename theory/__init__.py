@@ -1,7 +1,8 @@
 """theory: analyses of filters and checkpoints.
 
-Frame bounds, max-pooling reconstruction metrics, filter pairing, invariance
-scores and outgoing-weight correlations, each in a module of its own.
+Frame bounds (of conv layers, and of whole networks at an input), max-pooling
+reconstruction metrics, filter pairing, invariance scores and outgoing-weight
+correlations, each in a module of its own.
 ``theory.pairing`` is the function, :mod:`theory.filter_pairing` its module.
 """
 
@@ -16,6 +17,7 @@ from .filter_pairing import (
 )
 from .frames import FrameBounds, FrameBoundsWarning, checkpoint_frame_bounds, frame_bounds
 from .invariance import InvarianceResult, Transformations, invariance_scores
+from .network_frames import NetworkFrameBounds, network_frame_bounds
 from .pooling import SwitchMetrics, pooling_metrics, switch_metrics
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "FrameBoundsWarning",
     "InvarianceResult",
     "LayerPairing",
+    "NetworkFrameBounds",
     "OutgoingCorrelation",
     "PairingResult",
     "SwitchMetrics",
@@ -31,6 +34,7 @@ __all__ = [
     "frame_bounds",
     "invariance_scores",
     "layer_pairing",
+    "network_frame_bounds",
     "outgoing_correlations",
     "pair_image",
     "pairing",

@@ -38,7 +38,14 @@ import torch
 
 from invert.linalg.spectrum import extreme_eigenvalues
 
-__all__ = ["Certificate", "CertificateRow", "certify", "unique_threshold"]
+__all__ = [
+    "Certificate",
+    "CertificateRow",
+    "JacobianBounds",
+    "certify",
+    "jacobian_bounds",
+    "unique_threshold",
+]
 
 _EPS = torch.finfo(torch.float64).eps
 
@@ -99,17 +106,49 @@ class Certificate:
                 f"tol {self.tol:.0e})")  # fmt: skip
 
 
-def _spectrum(layer_map, x, *, method, tol, max_iter, smallest):
+@dataclass
+class JacobianBounds:
+    """``A``, ``B`` of ``J^T J`` per image, with how each ``A`` was obtained."""
+
+    A: list[float]
+    B: list[float]
+    method: list[str]
+    resolved: list[bool]
+    rank_bound: list[int]
+    input_dim: int
+    iterations: int
+    residual_A: list[float]
+
+    @property
+    def ratio(self) -> list[float]:
+        return [a / b if b > 0 else 0.0 for a, b in zip(self.A, self.B)]
+
+
+def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> JacobianBounds:
+    """Extreme eigenvalues of ``J^T J`` at ``x`` for every image of an entered ``layer_map``.
+
+    ``A = 0`` by counting where ``rank(J) <= m < n`` (no Lanczos run for it); otherwise
+    :func:`~invert.linalg.spectrum.extreme_eigenvalues` (``tol``: relative Ritz residual).
+    """
+    n = math.prod(layer_map.input_shape)
+    rank = layer_map.rank_bound().tolist()
+    deficient = [r < n for r in rank]
     with torch.no_grad():
         lin = layer_map.linearize(x, layer_map.all)
-
-        def normal(v):
-            return lin.vjp(lin.jvp(v))
-
-        return extreme_eigenvalues(
-            normal, layer_map.input_shape, batch=x.shape[0], method=method, smallest=smallest,
-            tol=tol, max_iter=max_iter, dtype=x.dtype, device=x.device,
+        spec = extreme_eigenvalues(
+            lambda v: lin.vjp(lin.jvp(v)), layer_map.input_shape, batch=x.shape[0],
+            method=method, smallest=not all(deficient), tol=tol, max_iter=max_iter,
+            dtype=x.dtype, device=x.device,
         )  # fmt: skip
+    exact = spec.method == "dense"
+    return JacobianBounds(
+        A=[0.0 if d else float(a) for d, a in zip(deficient, spec.smallest)],
+        B=spec.largest.tolist(),
+        method=[f"{spec.method} (A = 0 by counting)" if d else spec.method for d in deficient],
+        resolved=[d or exact or bool(c) for d, c in zip(deficient, spec.converged)],
+        rank_bound=rank, input_dim=n, iterations=spec.iterations,
+        residual_A=[0.0 if d else float(r) for d, r in zip(deficient, spec.residual_smallest)],
+    )  # fmt: skip
 
 
 def certify(
@@ -121,7 +160,7 @@ def certify(
     notes=None,
     prior: str | None = None,
     method: str = "auto",
-    eig_tol: float = 1e-3,
+    eig_tol: float = 1e-2,
     max_iter: int = 500,
 ) -> Certificate:
     """The certificate of ``x`` for every image of ``layer_map`` (see the module notes).
@@ -129,41 +168,33 @@ def certify(
     ``converged`` (per image, default: residual <= tol) and ``notes`` (per image, a
     reason the solve gives for not being certified, or None) come from the solver.
     """
-    n = math.prod(layer_map.input_shape)
+    bounds = jacobian_bounds(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter)
+    n = bounds.input_dim
     threshold = unique_threshold(n)
     with torch.no_grad():
         residual = layer_map.relative(layer_map.residual(x, layer_map.all), layer_map.all)
     residual = residual.cpu().tolist()
     model_residual = layer_map.model_residual(x).tolist()
-    rank = layer_map.rank_bound().tolist()
-    deficient = [r < n for r in rank]
-    spec = _spectrum(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter,
-                     smallest=not all(deficient))  # fmt: skip
     rows = []
     for i in range(len(residual)):
         ok = residual[i] <= tol if converged is None else bool(converged[i])
-        a, b = float(spec.smallest[i]), float(spec.largest[i])
-        how = spec.method
-        if deficient[i]:
-            a, how = 0.0, f"{spec.method} (A = 0 by counting)"
-        ratio = a / b if b > 0 else 0.0
-        resolved = deficient[i] or spec.method == "dense" or bool(spec.converged[i])
+        a, b, ratio = bounds.A[i], bounds.B[i], bounds.ratio[i]
         note = notes[i] if notes is not None and notes[i] else None
         if note is None and prior is not None:
             note = f"prior {prior!r}: a regularised solution, not certified as the inverse"
         if note is None and not ok:
             note = f"not converged: residual {residual[i]:.1e} > tol {tol:.0e}"
-        if note is None and deficient[i]:
-            note = f"not injective at x: rank(J) <= {rank[i]} equations < {n} unknowns"
-        if note is None and not resolved:
-            note = (f"A not resolved by Lanczos in {spec.iterations} products (Ritz residual "
-                    f"{float(spec.residual_smallest[i]):.1e})")  # fmt: skip
+        if note is None and bounds.rank_bound[i] < n:
+            note = f"not injective at x: rank(J) <= {bounds.rank_bound[i]} < {n} unknowns"
+        if note is None and not bounds.resolved[i]:
+            note = (f"A not resolved by Lanczos in {bounds.iterations} products (Ritz "
+                    f"residual {bounds.residual_A[i]:.1e})")  # fmt: skip
         if note is None and ratio < threshold:
             note = f"A/B = {ratio:.1e} below the float64 threshold {threshold:.1e}"
         unique = note is None
         rows.append(CertificateRow(
             residual=residual[i], model_residual=model_residual[i], A=a, B=b, ratio=ratio,
-            unique=unique, converged=ok, method=how,
+            unique=unique, converged=ok, method=bounds.method[i],
             note="locally unique (A > 0, residual at tol)" if unique else note,
         ))  # fmt: skip
     return Certificate(rows, tol=tol, threshold=threshold)
