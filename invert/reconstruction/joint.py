@@ -14,17 +14,22 @@ the image can still be injective, and then the image comes back exactly.
 Method: projected Gauss-Newton with a backtracking (Armijo) line search, each image its
 own problem (its own residual, step length and stopping). The Gauss-Newton step solves
 ``min_d ||J d + r||^2`` (plus the prior's rows) matrix-free with CGLS
-(:func:`~invert.linalg.solvers.least_squares`) on ``torch.func.jvp``/``vjp``, started from
-0 (the minimum-norm step where ``J`` has a kernel), to a relative normal-equation residual
-``eta = clip(relative residual, 1e-12, 0.1)``: loose while the activation pattern is
-still wrong, tight once the last linear region is reached. With a box, variables at a
-bound whose gradient points outwards are held fixed for the step (Bertsekas' projected
-Newton) and every trial point is projected onto the box.
+(:func:`~invert.linalg.solvers.least_squares`) on ``jvp``/``vjp`` of the map (see
+:meth:`LayerMap.linearize <invert.reconstruction.layer_map.LayerMap.linearize>`), started
+from 0 (the minimum-norm step where ``J`` has a kernel), to the per-image relative
+normal-equation residual ``eta = clip(min(relative residual, relative gradient), 1e-10,
+0.1)``: loose while the activation pattern is still wrong, tight once the last linear
+region is reached (the relative gradient covers features no input fits exactly). With a
+box, variables at a bound whose gradient points outwards are held fixed for the step
+(Bertsekas' projected Newton) and every trial point is projected onto the box.
 
-An image stops when its relative feature residual is at ``tol`` (converged), when a step
-decreases the objective by less than ``1e-10`` relatively (stationary: a local minimum,
-inconsistent features, an infeasible box, or the prior's optimum), when no step length
-is accepted (stalled) or after ``max_steps``; the status is in the certificate's note.
+An image stops as ``converged`` when its relative feature residual is at ``tol``;
+``stationary`` when its projected gradient has fallen to ``1e-11`` of its first value or
+a step gains less than ``1e-14`` of the objective (features no input fits, an infeasible
+box, the prior's optimum); ``stalled`` when no step length is accepted or five steps gained
+less than 1% (a local minimum: the problem is not convex, and a start far from the input,
+e.g. the layer-wise estimate of a narrow random network, can end in one); or after
+``max_steps``. The status is in ``rec.options["status"]`` and the certificate's note.
 
 Prior (``prior="tv"``, off by default): a smoothed isotropic total variation of the
 model's input, ``TV_eps(x) = mean_p sqrt(|grad x|_p^2 + eps^2)`` (forward differences per
@@ -59,7 +64,7 @@ __all__ = ["JointSolve", "reconstruct_joint", "solve_joint"]
 _PRIORS = (None, "tv")
 _TV_EPS = 1e-3
 _ARMIJO = 1e-4
-_FTOL = 1e-10
+_GTOL = 1e-11  # relative projected gradient at which a solve is stationary
 _HALVINGS = 30
 
 
@@ -174,11 +179,33 @@ def _line_search(lm, x, d, g, phi, idx, weight, lo, hi):
     return new, phi_new, rel_new, alpha
 
 
+def _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter):
+    """The (projected) Gauss-Newton step for the images ``idx`` at ``xb``."""
+    r = lin.r
+    free = _free_set(xb, g, lo, hi)
+    tv_rows = None
+    if weight:
+        tv_rows = torch.sqrt(weight / (2 * xb[0].numel() * torch.sqrt(_tv(xb)[1])))
+    op = _Step(lm, xb, lin, lm.scale[idx], free, tv_rows)
+    rhs = (-r / lm.scale[idx].view(-1, *([1] * (r.dim() - 1)))).flatten(1)
+    if tv_rows is not None:
+        gx, gy = _grad(xb)
+        rhs = torch.cat([rhs, -(tv_rows * gx).flatten(1), -(tv_rows * gy).flatten(1)], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        d, info = least_squares(op, rhs, tol=eta, max_iter=max_iter)
+    return (d * free if free is not None else d), int(info.iterations.max())
+
+
+def _norms(t):
+    return torch.linalg.vector_norm(t.flatten(1), dim=1)
+
+
 def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
     n = x.shape[0]
-    status = ["max_steps"] * n
-    running = torch.ones(n, dtype=torch.bool)
-    history = []
+    status, running, history = ["max_steps"] * n, torch.ones(n, dtype=torch.bool), []
+    g0 = torch.zeros(n, dtype=x.dtype, device=x.device)
+    past = []  # objective after each step, for the progress rule
     with torch.no_grad():
         phi, rel, _ = _objective(lm, x, lm.all, weight)
     for step in range(1, max_steps + 1):
@@ -192,38 +219,35 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
         with torch.no_grad():
             xb = x[idx]
             lin = lm.linearize(xb, idx)
-            r = lin.r
             g = _gradient(lin, xb, lm.scale[idx], weight)
-            free = _free_set(xb, g, lo, hi)
-            tv_rows = None
-            if weight:
-                q = torch.sqrt(_tv(xb)[1])
-                tv_rows = torch.sqrt(weight / (2 * xb[0].numel() * q))
-            op = _Step(lm, xb, lin, lm.scale[idx], free, tv_rows)
-            rhs = -r / lm.scale[idx].view(-1, *([1] * (r.dim() - 1)))
-            rhs = rhs.flatten(1)
-            if tv_rows is not None:
-                gx, gy = _grad(xb)
-                rhs = torch.cat([rhs, -(tv_rows * gx).flatten(1), -(tv_rows * gy).flatten(1)], 1)
-            eta = float(rel[idx].max().clamp(1e-12, 0.1))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                d, info = least_squares(op, rhs, tol=eta, max_iter=max_iter)
-            if free is not None:
-                d = d * free
+            gnorm = _norms(g if lo is None else g * _free_set(xb, g, lo, hi))
+            if step == 1:
+                g0[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
+            ratio = gnorm / g0[idx]
+            flat = ratio <= _GTOL  # first-order stationary: no step would help
+            if bool(flat.any()):
+                for i in idx[flat].tolist():
+                    running[i], status[i] = False, "stationary"
+                continue
+            eta = torch.minimum(rel[idx], ratio).clamp(1e-10, 0.1)
+            d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter)
             new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
                                                         lo, hi)  # fmt: skip
         accepted = alpha > 0
-        small = (phi[idx] - phi_new).abs() <= _FTOL * phi[idx].abs()
+        decrease = phi[idx] - phi_new
         x[idx[accepted]] = new[accepted]
         phi[idx[accepted]], rel[idx[accepted]] = phi_new[accepted], rel_new[accepted]
+        past.append(phi.clone())
+        slow = (past[-6] - phi) <= 1e-2 * past[-6] if len(past) > 5 else torch.zeros_like(rel)
         for j, i in enumerate(idx.tolist()):
-            if not bool(accepted[j]):
-                running[i], status[i] = False, "stalled"
-            elif bool(small[j]) and (weight or float(rel[i]) > tol):
+            if not weight and float(rel[i]) <= tol:
+                continue  # judged converged at the next step
+            if bool(accepted[j]) and decrease[j] <= 1e-14 * phi[i]:
                 running[i], status[i] = False, "stationary"
+            elif not bool(accepted[j]) or bool(slow[i]):
+                running[i], status[i] = False, "stalled"
         row = dict(step=step, images=len(idx), residual=rel.cpu().tolist(),
-                   objective=phi.cpu().tolist(), cg_iterations=int(info.iterations.max()),
+                   objective=phi.cpu().tolist(), cg_iterations=iterations,
                    step_length=float(alpha.min()), seconds=time.perf_counter() - t0)  # fmt: skip
         history.append(row)
         if progress is not None:
@@ -452,6 +476,7 @@ def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, m
     weight = prior_weight if prior == "tv" else 0.0
     lo, hi = _bounds(bounds, lm)
     x, how = _start(model, lm, lm.feats, x0, lo, hi)
+    lm.check_jacobian(x)
     x, status, history = _gauss_newton(lm, x, tol=tol, max_steps=max_steps, max_iter=max_iter,
                                        weight=weight, lo=lo, hi=hi, progress=progress)  # fmt: skip
     notes = _notes(lm, x, status, lo, hi, weight)

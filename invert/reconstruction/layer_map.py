@@ -355,6 +355,43 @@ class LayerMap:
             out = probe(self.model, x, outputs=[self.layer], leaf=leaf).outputs[self.layer]
         return seen.get("last") is out
 
+    def check_jacobian(self, x: torch.Tensor) -> None:
+        """Refuse, naming it, a leaf that autograd differentiates as exactly zero at ``x``.
+
+        ``torch.round``, ``sign``, ``floor``... have a zero derivative under autograd:
+        the map is then flat to the solver and no step can move through that layer.
+        """
+        seen, names = [], {m: n for n, m in self.model.named_modules()}
+
+        def after(module, args, output):
+            ins = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            if ins and isinstance(output, torch.Tensor) and output.requires_grad:
+                if any(a is output for a in ins):
+                    return  # in place: no separate input gradient to compare
+                for t in [*ins, output]:
+                    t.retain_grad()
+                seen.append((module, ins, output))
+
+        leaves = [m for m in self.model.modules() if not list(m.children())]
+        handles = [m.register_forward_hook(after) for m in leaves]
+        try:
+            with torch.enable_grad():
+                v = x.detach().clone().requires_grad_(True)
+                r = self.residual(v, self.all[: x.shape[0]])
+                r.backward(torch.randn_like(r))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for module, ins, output in seen:
+            flows = output.grad is not None and bool(output.grad.any())
+            if flows and all(a.grad is None or not bool(a.grad.any()) for a in ins):
+                raise ValueError(
+                    f"layer {names[module]!r} ({type(module).__name__}) cannot be "
+                    "differentiated: autograd gives it a zero Jacobian at the start point "
+                    "(an op such as round, sign or argmax?), so the joint solver cannot "
+                    f"move through it to reach {self.layer!r}"
+                )
+
     def _check_differentiable(self, x) -> None:
         """One plain-autograd pass naming the first leaf that cuts the graph, then torch.func."""
         idx = torch.zeros(1, dtype=torch.long, device=self.device)
