@@ -205,6 +205,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
     n = x.shape[0]
     status, running, history = ["max_steps"] * n, torch.ones(n, dtype=torch.bool), []
     g0 = torch.zeros(n, dtype=x.dtype, device=x.device)
+    g_prev = torch.zeros_like(g0)
     past = []  # objective after each step, for the progress rule
     with torch.no_grad():
         phi, rel, _ = _objective(lm, x, lm.all, weight)
@@ -222,14 +223,15 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
             g = _gradient(lin, xb, lm.scale[idx], weight)
             gnorm = _norms(g if lo is None else g * _free_set(xb, g, lo, hi))
             if step == 1:
-                g0[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
+                g0[idx] = g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
             ratio = gnorm / g0[idx]
             flat = ratio <= _GTOL  # first-order stationary: no step would help
             if bool(flat.any()):
                 for i in idx[flat].tolist():
                     running[i], status[i] = False, "stationary"
                 continue
-            eta = torch.minimum(rel[idx], ratio).clamp(1e-10, 0.1)
+            eta = (0.9 * (gnorm / g_prev[idx]) ** 2).clamp(1e-10, 0.1)  # Eisenstat-Walker
+            g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
             d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter)
             new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
                                                         lo, hi)  # fmt: skip
