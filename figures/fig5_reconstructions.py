@@ -97,7 +97,8 @@ def _reconstruct_model(session: Session, role: str, x, *, bounds: bool = True):
 
     from invert.device import cpu_threads
     from invert.nn.net import conv_layers
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import features
+    from invert.reconstruction import reconstruct_layerwise as reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
 
     model = copy.deepcopy(session.model(role)).double().eval()

@@ -9,8 +9,6 @@ The names are imported on first use (PEP 562), so ``import invert`` does not imp
 torch: ``crelu --help`` answers at once.
 """
 
-from typing import TYPE_CHECKING
-
 from ._lazy import attach
 from .version import __version__
 
@@ -26,7 +24,8 @@ _EXPORTS = {
         "register_model",
     ],
     ".reconstruction": [
-        "Features", "Reconstruction", "features", "reconstruct", "reconstruction_metrics",
+        "Certificate", "Features", "Reconstruction", "features", "reconstruct",
+        "reconstruct_joint", "reconstruct_layerwise", "reconstruction_metrics",
     ],
     ".train": [
         "RECIPES", "Recipe", "Trainer", "load_checkpoint", "load_model", "load_state_dict_into",
@@ -36,47 +35,3 @@ _EXPORTS = {
 
 __getattr__, __dir__, _names = attach(__name__, globals(), _EXPORTS)
 __all__ = ["__version__", *_names]
-
-if TYPE_CHECKING:  # the same names, for type checkers and readers
-    from .data import ImageDataset, load_dataset  # noqa: F401
-    from .linalg import (  # noqa: F401
-        ConvergenceError,
-        ConvergenceWarning,
-        ConvOperator,
-        SolveInfo,
-        bounded_least_squares,
-        fft_least_squares,
-        least_squares,
-    )
-    from .nn import (  # noqa: F401
-        AVR,
-        CReLU,
-        Net,
-        Normalize,
-        avr,
-        conv_layers,
-        create_model,
-        crelu,
-        crelu_inverse,
-        layer_names,
-        layer_outputs,
-        list_models,
-        model_info,
-        register_model,
-    )
-    from .reconstruction import (  # noqa: F401
-        Features,
-        Reconstruction,
-        features,
-        reconstruct,
-        reconstruction_metrics,
-    )
-    from .train import (  # noqa: F401
-        RECIPES,
-        Recipe,
-        Trainer,
-        load_checkpoint,
-        load_model,
-        load_state_dict_into,
-        save_checkpoint,
-    )

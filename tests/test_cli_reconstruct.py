@@ -83,7 +83,8 @@ def test_the_figure_titles_every_panel_and_labels_psnr():
 
 def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
     code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv1,conv2,conv3",
-                         "--json", "--device", "cpu", "--projection")  # fmt: skip
+                         "--json", "--device", "cpu", "--projection",
+                         "--strategy", "layerwise")  # fmt: skip
     assert code == 0, err
     rows = json.loads(out)
     assert [r["layer"] for r in rows] == ["conv1", "conv2", "conv3"]
@@ -92,6 +93,24 @@ def test_all_layers_json_exact_at_the_frame_layer(capsys, checkpoint, image):
     assert rows[2]["relative_error"] > rows[0]["relative_error"]
     assert rows[1]["steps"][0]["kind"] == "CReLU"
     assert "note: recoverable = ||P u|| / ||u||" in err
+
+
+def test_the_default_recovers_deep_layers_jointly_with_a_certificate(capsys, checkpoint, image):
+    code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv2,conv3",
+                         "--json", "--device", "cpu")  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    for row in rows:  # conv2 and conv3 are not frames: the walk alone cannot be exact
+        assert row["strategy"] == "joint" and row["relative_error"] < 1e-8
+        assert row["unique"] and row["certificate"]["unique"] and 0 < row["A"] <= row["B"]
+        assert row["gauss_newton"] and row["certificate"]["residual"] < 1e-9
+    code, out, err = run(capsys, checkpoint, "--image", image, "--layers", "conv3", "--device",
+                         "cpu", "--strategy", "joint", "--bounds", "0,1", "--csv")  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("layer,") and ",joint," in out.splitlines()[1]
+    code, _, err = run(capsys, checkpoint, "--image", image, "--layers", "conv3",
+                       "--bounds", "1,0")  # fmt: skip
+    assert code == 2 and "--bounds needs LO < HI" in err
 
 
 def test_skimage_image_and_float32(capsys, checkpoint):
@@ -147,7 +166,8 @@ def bad_files(tmp_path):
         (["--image", "{tiny}", "--layers", "conv1"], "6x4 pixels, too small"),
         (["--image", "skimage:nothing", "--layers", "conv1"], "unknown image 'skimage:nothing'"),
         (["--image", "skimage:camera", "--layers", "conv12"], "unknown layer .conv12.; valid"),
-        (["--image", "skimage:camera", "--layers", "flatten"], r"'flatten' \(Flatten\)"),
+        (["--image", "skimage:camera", "--layers", "flatten", "--strategy", "layerwise"],
+         r"'flatten' \(Flatten\)"),
         (["--image", "skimage:camera"], "give --layer"),
         (["--image", "skimage:camera", "--layers", "conv1", "--out", "{folder}/x.jpg"], ".png"),
         (["--image", "skimage:camera", "--layers", "conv1", "--max-iter", "0"], "max-iter"),

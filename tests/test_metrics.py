@@ -10,7 +10,8 @@ from torch import nn
 from invert.linalg.operators import ConvOperator
 from invert.nn.activations import CReLU
 from invert.nn.net import Normalize
-from invert.reconstruction import features, reconstruct
+from invert.reconstruction import features
+from invert.reconstruction import reconstruct_layerwise as reconstruct
 from invert.reconstruction.metrics import reconstruction_metrics, recoverable_part
 
 

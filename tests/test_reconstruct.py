@@ -12,7 +12,8 @@ from invert.linalg.solvers import ConvergenceError, ConvergenceWarning
 from invert.nn.activations import AVR, CReLU
 from invert.nn.net import Normalize
 from invert.nn.zoo import create_model, list_models, model_info
-from invert.reconstruction import Features, features, reconstruct
+from invert.reconstruction import Features, features
+from invert.reconstruction import reconstruct_layerwise as reconstruct
 
 
 def rel(a, b):
@@ -346,7 +347,7 @@ def test_nan_or_inf_in_features_or_weights():
         features(model, x, layer="1")
 
 
-def test_non_chain_model_is_refused():
+def test_non_chain_model_is_refused_by_the_layerwise_walk():
     class Residual(nn.Module):
         def __init__(self):
             super().__init__()
@@ -356,8 +357,11 @@ def test_non_chain_model_is_refused():
         def forward(self, x):
             return self.act(self.conv(x) + x)
 
+    model = Residual()
+    f = features(model, torch.randn(1, 2, 4, 4), layer="act")  # for the joint solver
+    assert not f.chain and f.path == ["conv", "act"]
     with pytest.raises(ValueError, match="plain chain"):
-        features(Residual(), torch.randn(1, 2, 4, 4), layer="act")
+        reconstruct(model, f, device="cpu")
 
 
 def test_non_converging_solve_reports_the_residual():

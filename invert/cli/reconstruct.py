@@ -47,7 +47,7 @@ __all__ = ["register", "reconstruction_figure"]
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
-    "ssim", "converged", "seconds",
+    "ssim", "strategy", "A", "B", "unique", "converged", "seconds",
 ]  # fmt: skip
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
 _SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help
@@ -57,10 +57,14 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "reconstruct",
         help="reconstruct an image from the features of a layer (no learning)",
-        description="Invert the features of a layer back to the input, one layer at a time: "
-        "CReLU pre-activations exactly (pos - neg), convolutions by minimum-norm least "
-        "squares, max-pooling through its switches. Prints relative error, feature error, "
-        "PSNR and SSIM per layer (and, with --projection, the error to the recoverable "
+        description="Invert the features of a layer back to the input. --strategy layerwise: "
+        "the paper's walk, one layer at a time (CReLU pre-activations exactly as pos - neg, "
+        "convolutions by minimum-norm least squares, max-pooling through its switches); "
+        "joint: Gauss-Newton on the whole map from the image to the layer at once; auto "
+        "(default): layer-wise, then joint where the features are not reproduced. Prints "
+        "relative error, feature error, PSNR, SSIM and the certificate per layer: A and B, "
+        "the extreme eigenvalues of J^T J at the solution, and unique (the features "
+        "determine the image there; and, with --projection, the error to the recoverable "
         "part).",
     )
     add_model_arguments(p, deprecated_option="--model")
@@ -78,15 +82,43 @@ def register(subparsers) -> None:
         "layer and labelled with PSNR and relative error",
     )  # fmt: skip
     add_table_arguments(p)
+    p.add_argument(
+        "--strategy", default="auto", choices=("auto", "layerwise", "joint"),
+        help="auto (default): the paper's layer-wise walk, then a joint refinement where it "
+        "does not reproduce the features; layerwise: the walk only; joint: every layer at once",
+    )  # fmt: skip
+    p.add_argument(
+        "--bounds", metavar="LO,HI",
+        help="a box on the pixels for the joint solve, e.g. 0,1 (a constraint, not a prior)",
+    )  # fmt: skip
+    p.add_argument(
+        "--prior", choices=("tv",),
+        help="tv: add total variation to the joint solve's objective, for layers whose map "
+        "is not injective (A = 0); a prior, off by default",
+    )  # fmt: skip
+    p.add_argument(
+        "--prior-weight", type=float, default=1e-2,
+        help="weight of the --prior term against the feature residual (default 0.01)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pooling", default="recorded", choices=("recorded", "model"),
+        help="max-pooling in the joint solve: the switches recorded with the features "
+        "(default), or the network's own max",
+    )  # fmt: skip
+    p.add_argument("--max-steps", type=positive_int, default=50,
+                   help="Gauss-Newton steps of the joint solve (default 50)")  # fmt: skip
     p.add_argument("--relu", default="active", choices=("active", "constrained", "naive"),
-                   help="how ReLU layers are undone (default: active)")  # fmt: skip
+                   help="how the layer-wise walk undoes ReLU layers (default: active)")  # fmt: skip
     p.add_argument("--avr", choices=("naive",), help="allow AVR layers, taking |z| as z (lossy)")
     add_image_size_argument(
         p, "side the image is resized and cropped to (default: the model's input size; the "
         "zoo's models are fully convolutional, so larger works)", old=("--size",),
     )  # fmt: skip
     p.add_argument("--max-iter", type=int, default=1000, help="iteration limit per solve")
-    p.add_argument("--tol", type=float, help="relative residual per solve (default 1e-12)")
+    p.add_argument(
+        "--tol", type=float,
+        help="relative residual taken as converged (default: 1e-10 of the features in float64)",
+    )  # fmt: skip
     p.add_argument("--float32", action="store_true", help="keep the model in float32 (faster)")
     p.add_argument(
         "--projection", action="store_true",
@@ -173,37 +205,71 @@ def _reconstruct(args) -> int:
     return 0
 
 
+def _bounds(text: str | None):
+    """``"0,1"`` -> ``(0.0, 1.0)``; a one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--bounds takes two numbers LO,HI such as 0,1; got {text!r}") from None
+    if not low < high:
+        raise UserError(f"--bounds needs LO < HI; got {text!r}")
+    return low, high
+
+
 def _run_layers(args, model, x, layers, device):
     """One reconstruction per layer: table rows, images, and the solves that stalled."""
+    import time
     import warnings
 
     from invert.linalg.solvers import ConvergenceWarning
     from invert.reconstruction import features, reconstruct, reconstruction_metrics
 
+    bounds = _bounds(args.bounds)
     rows, images, stalled = [], [], {}
     with Progress(args, len(layers), desc="reconstruct") as step:
         for layer in layers:
             step(layer)
+
+            def gauss_newton(row, layer=layer):  # progress within the layer's joint solve
+                step.bar.set_postfix_str(
+                    f"{layer}: Gauss-Newton step {row['step']}, residual {max(row['residual']):.1e}"
+                )
+
+            started = time.perf_counter()
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 feats = features(model, x, layer=layer)
-                rec = reconstruct(model, feats, relu=args.relu, avr=args.avr, tol=args.tol,
-                                  max_iter=args.max_iter, device=device)  # fmt: skip
+                rec = reconstruct(
+                    model, feats, strategy=args.strategy, bounds=bounds, prior=args.prior,
+                    prior_weight=args.prior_weight, pooling=args.pooling,
+                    max_steps=args.max_steps, relu=args.relu, avr=args.avr, tol=args.tol,
+                    max_iter=args.max_iter, device=device, progress=gauss_newton,
+                )  # fmt: skip
                 metrics = reconstruction_metrics(
                     model, x, rec, projection=args.projection, tol=_PROJECTION_TOL,
                     max_iter=args.max_iter,
                 )[0]  # fmt: skip
             for message in dict.fromkeys(
-                str(w.message) for w in caught if not issubclass(w.category, ConvergenceWarning)
+                str(w.message)
+                for w in caught
+                if issubclass(w.category, UserWarning)  # not libraries' deprecations
+                and not issubclass(w.category, ConvergenceWarning)
             ):
                 note(args, f"{layer}: {message}")
             worst = [r.residual for r in rec.layers if not r.converged and r.residual is not None]
             if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
                 stalled[layer] = max(worst, default=float("nan"))
-            row = {"layer": layer, **metrics, "converged": rec.converged,
-                   "seconds": sum(r.seconds for r in rec.layers)}  # fmt: skip
+            certificate = rec.certificate[0]
+            row = {"layer": layer, "strategy": rec.strategy, **metrics, "A": certificate.A,
+                   "B": certificate.B, "unique": certificate.unique,
+                   "converged": rec.converged,
+                   "seconds": time.perf_counter() - started}  # fmt: skip
             if args.json:
+                row["certificate"] = certificate.as_dict()
                 row["steps"] = rec.report()
+                row["gauss_newton"] = rec.history
             rows.append(row)
             images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics))
     return rows, images, stalled

@@ -216,12 +216,28 @@ def _report(x, info: SolveInfo, strict: bool, what: str):
 # --- CGLS ----------------------------------------------------------------------------------
 
 
+def _sample_tol(tol, target: torch.Tensor):
+    """The tolerance as a float or a per-sample tensor, and its largest value."""
+    if tol is None:
+        tol = default_tol(target.dtype)
+    if isinstance(tol, torch.Tensor) and tol.dim() == 1:
+        if tol.shape[0] != target.shape[0] or not bool((tol > 0).all()):
+            raise ValueError(f"a tol tensor must hold {target.shape[0]} positive values, one "
+                             "per sample")  # fmt: skip
+        tol = tol.to(device=target.device, dtype=torch.float64)
+        return tol, float(tol.max())
+    tol = float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be positive; got {tol}")
+    return tol, tol
+
+
 def least_squares(
     op: ConvOperator,
     target: torch.Tensor,
     *,
     mask: torch.Tensor | None = None,
-    tol: float | None = None,
+    tol: float | torch.Tensor | None = None,
     max_iter: int = 1000,
     x0: torch.Tensor | None = None,
     strict: bool = False,
@@ -239,9 +255,10 @@ def least_squares(
     mask : torch.Tensor, optional
         Bool, shape ``op.out_shape`` or ``target.shape``: the equations (outputs) to
         use, e.g. from :func:`invert.linalg.switches.switch_equations`. ``None``: all.
-    tol : float, optional
+    tol : float or torch.Tensor, optional
         Stop a sample when ``||T^T M (t - T x)|| / ||T^T M t|| <= tol``; default
-        :func:`default_tol` of the dtype.
+        :func:`default_tol` of the dtype. A ``(N,)`` tensor gives each sample its own
+        (``info.tol`` is then the largest).
     max_iter : int, optional
         Iteration limit (each costs one ``T`` and one ``T^T``).
     x0 : torch.Tensor, optional
@@ -270,12 +287,10 @@ def least_squares(
     """
     op = _prepare(op, target)
     mask = _check_mask(mask, target)
-    tol = default_tol(target.dtype) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
+    n = target.shape[0]
+    tol, tol_value = _sample_tol(tol, target)
     if not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int; got {max_iter!r}")
-    n = target.shape[0]
 
     def forward(v):
         y = op.apply(v)
@@ -344,7 +359,7 @@ def least_squares(
         equations=equations.cpu(),
         unknowns=math.prod(op.in_shape),
         method="cgls",
-        tol=tol,
+        tol=tol_value,
     )
     _report(x, info, strict, "least_squares (CGLS)")
     return x, info

@@ -17,7 +17,7 @@ from torch import nn
 from invert.linalg.switches import max_pool_with_switches
 from invert.nn import eval_mode, get_layer, probe
 
-__all__ = ["Features", "Step", "check_images", "features", "fingerprint"]
+__all__ = ["Features", "Step", "check_images", "features", "fingerprint", "fingerprint_names"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,16 @@ class Features:
     steps : tuple of Step
         The leaf modules from the input to the layer, in execution order.
     switches : dict of int to torch.Tensor
-        Max-pooling switches, keyed by the index of the pooling step.
+        Max-pooling switches, keyed by the index of the pooling step in ``steps`` (a
+        module that runs twice has two steps).
     fingerprint : str
-        SHA-256 of the steps' types, settings, parameters and buffers.
+        SHA-256 of the steps' types, settings, parameters and buffers (for a non-chain,
+        also of the parameters the modules containing them hold directly).
+    chain : bool
+        True when every leaf reads the previous leaf's output and the layer's output is
+        the last leaf's: what the layer-wise walk needs. Otherwise (residual blocks,
+        functional ops between modules) the steps are only the leaves in execution order
+        and only the joint solver can use the features.
     """
 
     activation: torch.Tensor
@@ -54,6 +61,7 @@ class Features:
     steps: tuple[Step, ...]
     switches: dict[int, torch.Tensor]
     fingerprint: str
+    chain: bool = True
 
     @property
     def path(self) -> list[str]:
@@ -67,8 +75,16 @@ class Features:
     def __repr__(self) -> str:
         return (
             f"Features(layer={self.layer!r}, activation={tuple(self.activation.shape)}, "
-            f"steps={len(self.steps)}, switches={len(self.switches)})"
+            f"steps={len(self.steps)}, switches={len(self.switches)}, chain={self.chain})"
         )
+
+
+def fingerprint_names(path: list[str], chain: bool) -> list[str]:
+    """The modules a fingerprint covers: the leaves, and for a non-chain their ancestors."""
+    if chain:
+        return path
+    ancestors = {".".join(n.split(".")[:i]) for n in path for i in range(n.count(".") + 1)}
+    return sorted(ancestors) + path
 
 
 def fingerprint(model: nn.Module, names: list[str]) -> str:
@@ -104,9 +120,11 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     """Run ``model`` on ``x`` up to ``layer`` and keep what inversion needs.
 
     The model runs in evaluation mode (BatchNorm with running statistics, dropout off:
-    the maps :func:`reconstruct` inverts); its modes are restored afterwards. It must
-    be a chain: every leaf module's input is the previous one's output (an
-    ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`, nested sequentials ...).
+    the maps :func:`~invert.reconstruction.reconstruct` inverts); its modes are restored
+    afterwards. Any module works. When it is a chain (every leaf module's input is the
+    previous one's output: an ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`,
+    nested sequentials ...) the features serve both strategies; otherwise
+    ``chain`` is False and only the joint solver uses them.
 
     Parameters
     ----------
@@ -143,35 +161,25 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     device = next((p.device for p in model.parameters()), x.device)
     steps: list[Step] = []
     switches: dict[int, torch.Tensor] = {}
-    state = {"last": None}
     x = x.to(device).clone()  # in-place layers must not touch the caller's tensor
+    state = {"last": x, "chain": True}
 
     def leaf(name, module, inputs, output):
-        if not inputs or inputs[0] is not state["last"]:
-            raise ValueError(
-                f"layer {name!r} ({type(module).__name__}) does not read the previous layer's "
-                "output: reconstruction needs a plain chain of layers (e.g. nn.Sequential)"
-            )
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(f"layer {name!r} ({type(module).__name__}) does not output a "
-                             "tensor; reconstruction needs a plain chain of layers")  # fmt: skip
-        if isinstance(module, nn.MaxPool2d):
-            pooled, idx = max_pool_with_switches(inputs[0], module)
-            switches[len(steps)] = idx
-        steps.append(
-            Step(name, type(module).__name__, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))
-        )
+        first = inputs[0] if inputs else None
+        if first is not state["last"] or not isinstance(output, torch.Tensor):
+            state["chain"] = False
+        if isinstance(module, nn.MaxPool2d) and isinstance(first, torch.Tensor):
+            switches[len(steps)] = max_pool_with_switches(first, module)[1]
+        steps.append(Step(name, type(module).__name__, _shape(first), _shape(output)))
         state["last"] = output
 
-    state["last"] = x
     with eval_mode(model), torch.no_grad():
         seen = probe(model, x, outputs=[layer], leaf=leaf)
     out = seen.outputs[layer]
-    if not steps or out is not state["last"]:
-        raise ValueError(
-            f"the output of {layer!r} is not the output of its last leaf module; "
-            "reconstruction needs a plain chain of layers"
-        )
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the output of {layer!r} is a {type(out).__name__}, not a tensor; "
+                         "pick a layer that outputs one")  # fmt: skip
+    chain = bool(steps) and state["chain"] and out is state["last"]
     if not torch.isfinite(out).all():
         raise ValueError(f"the activation of {layer!r} contains NaN or Inf")
     path = [s.name for s in steps]
@@ -180,5 +188,10 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
         layer=layer,
         steps=tuple(steps),
         switches=switches,
-        fingerprint=fingerprint(model, path),
+        fingerprint=fingerprint(model, fingerprint_names(path, chain)),
+        chain=chain,
     )
+
+
+def _shape(t) -> tuple[int, ...]:
+    return tuple(t.shape[1:]) if isinstance(t, torch.Tensor) else ()

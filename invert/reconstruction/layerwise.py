@@ -1,6 +1,6 @@
 """The paper's reconstruction, layer by layer (our Algorithm 1), with no learning.
 
-:func:`reconstruct` walks back from the activation to the input one layer at a time
+:func:`reconstruct_layerwise` walks back from the activation to the input one layer at a time
 (Proposition 2.1 of the paper, applied layer by layer: our Algorithm 1):
 
 ========================  ==================================================================
@@ -68,9 +68,10 @@ from invert.linalg.switches import (
 from invert.nn.activations import AVR, CReLU
 from invert.nn.net import EVAL_IDENTITY, Normalize
 
-from .features import Features, check_images, fingerprint
+from .certificate import Certificate
+from .features import Features, check_images, fingerprint, fingerprint_names
 
-__all__ = ["LayerReport", "Reconstruction", "reconstruct"]
+__all__ = ["LayerReport", "Reconstruction", "reconstruct_layerwise"]
 
 _RELU_MODES = ("naive", "active", "constrained")
 _METHODS = ("auto", "cg", "fft")
@@ -102,29 +103,46 @@ class LayerReport:
 
 @dataclass
 class Reconstruction:
-    """The result of :func:`reconstruct`.
+    """The result of :func:`~invert.reconstruction.reconstruct`, whatever the strategy.
 
     Attributes
     ----------
     image : torch.Tensor
         ``(N, C, H, W)`` estimate of the model input (normalization undone).
     layers : list of LayerReport
-        One report per step, from the layer down to the input.
+        The layer-wise walk: one report per step, from the layer down to the input
+        (empty when no layer-wise walk made the image).
     features : Features
         The features it was computed from.
     options : dict
-        The options used.
+        The options used (joint: also ``start``, per-image ``status``, timings).
+    strategy : str
+        ``"layerwise"`` or ``"joint"``: what made ``image``.
+    certificate : Certificate or None
+        One row per image: feature residual, frame bounds ``A``, ``B`` of the map at the
+        image and whether it is locally unique
+        (:mod:`invert.reconstruction.certificate`); None from
+        :func:`reconstruct_layerwise` called by name.
+    history : list of dict
+        The joint solve's Gauss-Newton steps (empty for layer-wise).
+    diagnostics : dict
+        From ``strategy="auto"``: the residual of each strategy and which won.
     """
 
     image: torch.Tensor
     layers: list[LayerReport]
     features: Features
     options: dict = field(default_factory=dict)
+    strategy: str = "layerwise"
+    certificate: Certificate | None = None
+    history: list[dict] = field(default_factory=list)
+    diagnostics: dict = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
-        """Whether every solve reached its tolerance."""
-        return all(r.converged for r in self.layers)
+        """Whether every layer-wise solve and every image's feature residual reached its tol."""
+        rows = self.certificate.rows if self.certificate is not None else []
+        return all(r.converged for r in self.layers) and all(r.converged for r in rows)
 
     def report(self) -> list[dict]:
         """The per-layer diagnostics as a list of dicts (for tables and JSON)."""
@@ -133,7 +151,8 @@ class Reconstruction:
     def __repr__(self) -> str:
         return (
             f"Reconstruction(layer={self.features.layer!r}, image={tuple(self.image.shape)}, "
-            f"steps={len(self.layers)}, converged={self.converged})"
+            f"strategy={self.strategy!r}, converged={self.converged}, "
+            f"certificate={self.certificate!r})"
         )
 
 
@@ -431,7 +450,7 @@ def _plan(modules: dict, steps, ctx: _Context) -> list:
     return plan
 
 
-def reconstruct(
+def reconstruct_layerwise(
     model: nn.Module,
     feats: Features,
     *,
@@ -479,7 +498,7 @@ def reconstruct(
     >>> from invert import create_model, features
     >>> net = create_model("convpool_c_crelu", width=0.1).double()  # conv1: 10 filters
     >>> x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
-    >>> rec = reconstruct(net, features(net, x, layer="conv1"), device="cpu")
+    >>> rec = reconstruct_layerwise(net, features(net, x, layer="conv1"), device="cpu")
     >>> [r.method for r in rec.layers]
     ['pos - neg', 'least squares: cgls', 'identity', 'exact']
     >>> float((rec.image - x).norm() / x.norm()) < 1e-8  # 10 filters on 3 channels: a frame
@@ -496,6 +515,12 @@ def reconstruct(
         raise ValueError(f"method must be one of {_METHODS}; got {method!r}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    if not feats.chain:
+        raise ValueError(
+            f"the layers up to {feats.layer!r} are not a plain chain (a leaf does not read "
+            "the previous one's output, e.g. a residual block): the layer-wise walk needs "
+            "a plain chain of layers (e.g. nn.Sequential); use strategy='joint'"
+        )
     modules = dict(model.named_modules())
     if any(step.name not in modules for step in feats.steps):
         raise ValueError("these features come from another model: its layers "
@@ -514,7 +539,7 @@ def reconstruct(
         if idx.shape[0] != act.shape[0]:
             raise ValueError(f"the activation has {act.shape[0]} samples but the switches of "
                              f"{feats.steps[i].name!r} {idx.shape[0]}")  # fmt: skip
-    if fingerprint(model, feats.path) != feats.fingerprint:
+    if fingerprint(model, fingerprint_names(feats.path, feats.chain)) != feats.fingerprint:
         raise ValueError(
             "these features come from another model (or its weights changed since); "
             "compute them with features(model, x, layer=...) on this model"

@@ -18,7 +18,7 @@
     to image space; ``projection_error = ||x' - x_P|| / ||x_P||`` (0 when the
     reconstruction recovers exactly that part) and ``recoverable = ||P u|| / ||u||``.
     Through several non-injective layers the layer-by-layer walk of
-    :func:`~invert.reconstruction.reconstruct` can lose more than ``J`` does, and
+    :func:`~invert.reconstruction.reconstruct_layerwise` can lose more than ``J`` does, and
     ``projection_error`` measures how much. ``P u`` is computed matrix-free with CGLS on
     ``J`` (autograd's forward- and reverse-mode products), independently of the walk.
 ``feature_error``

@@ -1,0 +1,200 @@
+"""The certificate of a reconstruction: feature residual and frame bounds of the map at it.
+
+For each image, at the reconstruction ``x``:
+
+* ``residual``: the relative feature residual ``||r(x)|| / ||t||`` of the map the joint
+  solver inverts (:class:`~invert.reconstruction.layer_map.LayerMap`; max-pooling as
+  the solve held it), and ``model_residual``: the same misfit for the model's own
+  forward pass against the recorded activation (its own max-pooling);
+* ``A`` and ``B``: the smallest and largest eigenvalues of ``J^T J``, ``J`` the Jacobian
+  of that map at ``x`` (:func:`~invert.linalg.spectrum.extreme_eigenvalues`: dense for
+  ``n <= 256`` unknowns, Lanczos otherwise; ``A = 0`` without a solve when counting
+  shows ``rank(J) <= m < n``);
+* ``unique``: the residual is at the tolerance, ``A`` was resolved, no prior was used,
+  and ``A / B >= 1000 n eps`` (:func:`unique_threshold`). Float64 eigenvalues of
+  ``J^T J`` carry an absolute error of about ``n eps B``; the threshold keeps ``A`` three
+  orders of magnitude above that noise.
+
+What ``unique = True`` proves, and what it does not:
+
+* ``J`` has full column rank at ``x``, so ``x`` is a *locally* unique solution: no other
+  input within a neighbourhood of ``x`` gives the same features (inverse function
+  theorem; for a piecewise-linear net -- ReLU, CReLU, max-pooling at fixed switches --
+  the neighbourhood is the linear region of ``x``, on which the map is affine with
+  matrix ``J``). If the true input lies in that region, it *is* ``x`` up to an error of
+  about ``||r|| / sqrt(A)`` (to first order).
+* Nothing global: other inputs in other linear regions may give the same features.
+  With ``pooling="recorded"`` the statement is about the network with those switches.
+* A Lanczos ``A`` is the smallest Ritz value, an upper estimate of the smallest
+  eigenvalue (see :mod:`invert.linalg.spectrum`); only the dense method is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from invert.linalg.spectrum import extreme_eigenvalues
+
+__all__ = [
+    "Certificate",
+    "CertificateRow",
+    "JacobianBounds",
+    "certify",
+    "jacobian_bounds",
+    "unique_threshold",
+]
+
+_EPS = torch.finfo(torch.float64).eps
+
+
+def unique_threshold(n: int) -> float:
+    """The smallest ``A / B`` taken as resolved in float64 for ``n`` unknowns: ``1000 n eps``."""
+    return 1000 * n * _EPS
+
+
+@dataclass
+class CertificateRow:
+    """The certificate of one image (see the module notes)."""
+
+    residual: float
+    model_residual: float
+    A: float
+    B: float
+    ratio: float
+    unique: bool
+    converged: bool
+    method: str
+    note: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Certificate:
+    """One :class:`CertificateRow` per image; ``as_dict()`` gives them as dicts.
+
+    Attributes ``residual``, ``A``, ``B``, ``ratio``, ``unique`` are lists over the images.
+    """
+
+    def __init__(self, rows: list[CertificateRow], *, tol: float, threshold: float):
+        self.rows, self.tol, self.threshold = list(rows), tol, threshold
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> CertificateRow:
+        return self.rows[i]
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getattr__(self, name):
+        if name in CertificateRow.__dataclass_fields__:
+            return [getattr(row, name) for row in self.rows]
+        raise AttributeError(name)
+
+    def as_dict(self) -> list[dict]:
+        return [row.as_dict() for row in self.rows]
+
+    def __repr__(self) -> str:
+        unique = sum(r.unique for r in self.rows)
+        worst = max((r.residual for r in self.rows), default=math.nan)
+        return (f"Certificate({unique} of {len(self.rows)} unique, worst residual {worst:.1e}, "
+                f"tol {self.tol:.0e})")  # fmt: skip
+
+
+@dataclass
+class JacobianBounds:
+    """``A``, ``B`` of ``J^T J`` per image, with how each ``A`` was obtained."""
+
+    A: list[float]
+    B: list[float]
+    method: list[str]
+    resolved: list[bool]
+    rank_bound: list[int]
+    input_dim: int
+    iterations: int
+    residual_A: list[float]
+
+    @property
+    def ratio(self) -> list[float]:
+        return [a / b if b > 0 else 0.0 for a, b in zip(self.A, self.B)]
+
+
+def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> JacobianBounds:
+    """Extreme eigenvalues of ``J^T J`` at ``x`` for every image of an entered ``layer_map``.
+
+    ``A = 0`` by counting where ``rank(J) <= m < n`` (no Lanczos run for it); otherwise
+    :func:`~invert.linalg.spectrum.extreme_eigenvalues` (``tol``: relative Ritz residual).
+    """
+    n = math.prod(layer_map.input_shape)
+    rank = layer_map.rank_bound().tolist()
+    deficient = [r < n for r in rank]
+    with torch.no_grad():
+        lin = layer_map.linearize(x, layer_map.all)
+        spec = extreme_eigenvalues(
+            lambda v: lin.vjp(lin.jvp(v)), layer_map.input_shape, batch=x.shape[0],
+            method=method, smallest=not all(deficient), tol=tol, max_iter=max_iter,
+            dtype=x.dtype, device=x.device,
+        )  # fmt: skip
+    exact = spec.method == "dense"
+    return JacobianBounds(
+        A=[0.0 if d else float(a) for d, a in zip(deficient, spec.smallest)],
+        B=spec.largest.tolist(),
+        method=[f"{spec.method} (A = 0 by counting)" if d else spec.method for d in deficient],
+        resolved=[d or exact or bool(c) for d, c in zip(deficient, spec.converged)],
+        rank_bound=rank, input_dim=n, iterations=spec.iterations,
+        residual_A=[0.0 if d else float(r) for d, r in zip(deficient, spec.residual_smallest)],
+    )  # fmt: skip
+
+
+def certify(
+    layer_map,
+    x: torch.Tensor,
+    *,
+    tol: float,
+    converged=None,
+    notes=None,
+    prior: str | None = None,
+    method: str = "auto",
+    eig_tol: float = 1e-2,
+    max_iter: int = 500,
+) -> Certificate:
+    """The certificate of ``x`` for every image of ``layer_map`` (see the module notes).
+
+    ``converged`` (per image, default: residual <= tol) and ``notes`` (per image, a
+    reason the solve gives for not being certified, or None) come from the solver.
+    """
+    bounds = jacobian_bounds(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter)
+    n = bounds.input_dim
+    threshold = unique_threshold(n)
+    with torch.no_grad():
+        residual = layer_map.relative(layer_map.residual(x, layer_map.all), layer_map.all)
+    residual = residual.cpu().tolist()
+    model_residual = layer_map.model_residual(x).tolist()
+    rows = []
+    for i in range(len(residual)):
+        ok = residual[i] <= tol if converged is None else bool(converged[i])
+        a, b, ratio = bounds.A[i], bounds.B[i], bounds.ratio[i]
+        note = notes[i] if notes is not None and notes[i] else None
+        if note is None and prior is not None:
+            note = f"prior {prior!r}: a regularised solution, not certified as the inverse"
+        if note is None and not ok:
+            note = f"not converged: residual {residual[i]:.1e} > tol {tol:.0e}"
+        if note is None and bounds.rank_bound[i] < n:
+            note = f"not injective at x: rank(J) <= {bounds.rank_bound[i]} < {n} unknowns"
+        if note is None and not bounds.resolved[i]:
+            note = (f"A not resolved by Lanczos in {bounds.iterations} products (Ritz "
+                    f"residual {bounds.residual_A[i]:.1e})")  # fmt: skip
+        if note is None and ratio < threshold:
+            note = f"A/B = {ratio:.1e} below the float64 threshold {threshold:.1e}"
+        unique = note is None
+        rows.append(CertificateRow(
+            residual=residual[i], model_residual=model_residual[i], A=a, B=b, ratio=ratio,
+            unique=unique, converged=ok, method=bounds.method[i],
+            note="locally unique (A > 0, residual at tol)" if unique else note,
+        ))  # fmt: skip
+    return Certificate(rows, tol=tol, threshold=threshold)

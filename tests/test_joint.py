@@ -1,0 +1,428 @@
+"""Joint inversion against dense Jacobians from autograd, numpy's lstsq and bad input.
+
+References are computed here, independently of the solver: dense Jacobians with
+``torch.autograd.functional.jacobian`` (injectivity is checked on them first), the
+selected-rows map of max-pooling written out with fixed indices, ``numpy.linalg.lstsq``.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.functional import jacobian
+
+from invert import CReLU, create_model, features
+from invert.linalg.solvers import ConvergenceWarning
+from invert.reconstruction import (
+    Reconstruction,
+    reconstruct,
+    reconstruct_joint,
+    reconstruct_layerwise,
+)
+from invert.reconstruction.layer_map import LayerMap
+
+D = torch.float64
+
+
+def rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def dense_rank_ok(fn, x):
+    """Injectivity of ``fn`` at each image of ``x``, from the dense autograd Jacobian."""
+    for xi in x:
+        j = jacobian(lambda v: fn(v[None]).flatten(), xi).reshape(-1, xi.numel())
+        s = torch.linalg.svdvals(j)
+        assert j.shape[0] >= j.shape[1] and float(s[-1] / s[0]) > 1e-6, float(s[-1] / s[0])
+
+
+def quiet_layerwise(model, f):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return reconstruct_layerwise(model, f, device="cpu")
+
+
+def crelu_stack():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), CReLU(),
+        nn.Conv2d(16, 6, 3, padding=1), CReLU(),  # 16 -> 6 channels: loses its input
+        nn.Conv2d(12, 4, 3, padding=1), CReLU(),  # 12 -> 4
+    ).double()  # fmt: skip
+
+
+def relu_stack():
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 8, 3, padding=1), nn.ReLU(),  # 16 -> 8 channels
+        nn.Conv2d(8, 12, 3, padding=1), nn.ReLU(),
+    ).double()  # fmt: skip
+
+
+class ResidualNet(nn.Module):
+    """conv, then a residual block with BatchNorm (eval) -- not a chain -- then a conv."""
+
+    def __init__(self, act=nn.ReLU):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.act = act()
+        self.head = nn.Conv2d(4, 3, 3, padding=1)
+        for bn in (self.bn1, self.bn2):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(bn.weight, 0.5, 1.5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.act(self.bn1(self.conv1(x)))
+        return self.head(self.act(self.bn2(self.conv2(y)) + x))
+
+
+# --- exact recovery where the layer-wise walk cannot be exact --------------------------------
+
+
+def test_crelu_stack_injective_end_to_end_is_recovered_jointly():
+    model = crelu_stack()
+    x = torch.rand(2, 1, 6, 6, dtype=D)
+    dense_rank_ok(lambda v: model[:5](v), x)  # 144 equations on 36 unknowns, rank 36
+    f = features(model, x, layer="5")
+    assert rel(quiet_layerwise(model, f).image, x) > 1e-3  # the walk cannot be exact
+    rec = reconstruct_joint(model, f, device="cpu")
+    assert rel(rec.image, x) < 1e-8
+    assert rec.strategy == "joint" and rec.options["start"] == "layerwise"
+    assert rec.certificate.unique == [True, True] and rec.converged
+    assert all(r < 1e-10 for r in rec.certificate.residual)
+
+
+def test_relu_stack_is_recovered_from_its_active_units():
+    model = relu_stack()
+    x = torch.rand(2, 1, 6, 6, dtype=D)
+    dense_rank_ok(lambda v: model(v), x)  # the ReLU output's Jacobian: active rows
+    f = features(model, x, layer="5")
+    assert rel(quiet_layerwise(model, f).image, x) > 1e-3
+    rec = reconstruct_joint(model, f, device="cpu")
+    assert rel(rec.image, x) < 1e-8 and all(rec.certificate.unique)
+
+
+def test_residual_block_with_batchnorm_is_recovered():
+    torch.manual_seed(0)
+    model = ResidualNet().double().eval()
+    x = torch.rand(2, 1, 6, 6, dtype=D)
+    dense_rank_ok(model, x)
+    f = features(model, x, layer="head")
+    assert not f.chain
+    with pytest.raises(ValueError, match="plain chain"):
+        reconstruct_layerwise(model, f, device="cpu")
+    rec = reconstruct(model, f, device="cpu")  # auto: joint only for a non-chain
+    assert rec.options["start"] == "zeros" and rec.diagnostics["winner"] == ["joint"] * 2
+    assert rel(rec.image, x) < 1e-8 and all(rec.certificate.unique)
+
+
+@pytest.mark.parametrize(
+    "act", [nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU], ids=lambda a: a.__name__
+)
+def test_smooth_and_leaky_activations_in_a_residual_block(act):
+    torch.manual_seed(0)
+    model = ResidualNet(act).double().eval()
+    x = torch.rand(1, 1, 6, 6, dtype=D)
+    dense_rank_ok(model, x)
+    rec = reconstruct_joint(model, features(model, x, layer="head"), device="cpu")
+    assert rel(rec.image, x) < 1e-8 and rec.certificate[0].unique
+
+
+def test_strided_dilated_convs_and_average_pooling():
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=2, dilation=2), CReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.LeakyReLU(0.1),  # 8x8 -> 4x4
+        nn.AvgPool2d(1), nn.Conv2d(16, 12, 1),
+    ).double()  # fmt: skip
+    x = torch.rand(1, 1, 8, 8, dtype=D)
+    dense_rank_ok(model, x)  # 12 x 16 = 192 values on 64 unknowns
+    rec = reconstruct_joint(model, features(model, x, layer="5"), device="cpu")
+    assert rel(rec.image, x) < 1e-8 and rec.certificate[0].unique
+
+
+def test_linear_model_equals_lstsq():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)).double()
+    x = torch.rand(1, 2, 5, 5, dtype=D)
+    f = features(model, x, layer="1")
+    f.activation += 0.01 * torch.randn_like(f.activation)  # inconsistent: least squares
+    a = jacobian(lambda v: model(v[None]).flatten(), x[0]).reshape(-1, x[0].numel())
+    offset = model(torch.zeros_like(x)).flatten()
+    b = (f.activation.flatten() - offset).detach()
+    ref = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
+    with pytest.warns(ConvergenceWarning, match="did not reach"):
+        rec = reconstruct_joint(model, f, device="cpu")  # the residual cannot reach tol
+    assert np.allclose(rec.image.flatten().numpy(), ref, rtol=0, atol=1e-10)
+    assert rec.options["status"] == ["stationary"] and not rec.certificate[0].unique
+
+
+def test_linear_model_without_full_rank_gives_the_minimum_norm_solution():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1)).double()  # 50 values, 75 unknowns
+    x = torch.rand(1, 3, 5, 5, dtype=D)
+    f = features(model, x, layer="0")
+    rec = reconstruct_joint(model, f, x0=torch.zeros_like(x), device="cpu")
+    a = jacobian(lambda v: model(v[None]).flatten(), x[0]).reshape(-1, x[0].numel())
+    b = (f.activation.flatten() - model[0].bias.repeat_interleave(25)).detach()
+    ref = np.linalg.lstsq(a.numpy(), b.numpy(), rcond=None)[0]
+    assert np.allclose(rec.image.flatten().numpy(), ref, atol=1e-9)
+    row = rec.certificate[0]
+    assert row.converged and row.A == 0 and not row.unique and "not injective" in row.note
+
+
+# --- max-pooling ------------------------------------------------------------------------------
+
+
+def pooled_model():
+    torch.manual_seed(6)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), CReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(12, 12, 3, padding=1), CReLU()).double()  # fmt: skip
+
+
+def test_recorded_switches_against_the_dense_selected_rows_jacobian():
+    model = pooled_model()
+    x = torch.rand(1, 1, 8, 8, dtype=D)
+    u = model[1](model[0](x))
+    _, idx = F.max_pool2d(u, 2, return_indices=True)
+
+    def selected(v):  # the network with the selection held at x's switches
+        w = model[1](model[0](v))
+        return model[3](w.flatten(2).gather(2, idx.flatten(2)).view_as(idx))
+
+    j = jacobian(lambda v: selected(v[None]).flatten(), x[0]).reshape(-1, x.numel())
+    f = features(model, x, layer="4")
+    with LayerMap(model, f, dtype=D, device="cpu") as lm:
+        lin = lm.linearize(x, lm.all)
+        v = torch.randn_like(x)
+        assert torch.allclose(lin.jvp(v).flatten(), j @ v.flatten(), atol=1e-12)
+        u = torch.randn_like(lin.r)
+        assert torch.allclose(lin.vjp(u).flatten(), j.T @ u.flatten(), atol=1e-12)
+    rec = reconstruct_joint(model, f, device="cpu")
+    eig = torch.linalg.eigvalsh(j.T @ j)
+    assert math.isclose(rec.certificate[0].A, float(eig[0]), rel_tol=1e-8)
+    assert rel(rec.image, x) < 1e-8 and rec.certificate[0].unique
+
+
+def test_pooling_by_the_models_own_max():
+    model = pooled_model()
+    x = torch.rand(2, 1, 8, 8, dtype=D)
+    f = features(model, x, layer="4")
+    near = x + 1e-3 * torch.randn_like(x)  # the switches of x hold near x
+    rec = reconstruct_joint(model, f, pooling="model", x0=near, device="cpu")
+    assert rel(rec.image, x) < 1e-8 and rec.options["pooling"] == "model"
+    assert all(r < 1e-10 for r in rec.certificate.model_residual)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # harder from far away
+        far = reconstruct_joint(model, f, pooling="model", device="cpu")
+    for row in far.certificate:  # whatever it reached, it claims only what holds
+        assert not row.unique or (row.residual < 1e-10 and row.converged)
+
+
+# --- auto -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model_fn, layer", [(crelu_stack, "1"), (crelu_stack, "5"),
+                                             (relu_stack, "5"), (pooled_model, "4")])  # fmt: skip
+def test_auto_is_never_worse_than_layerwise(model_fn, layer):
+    model = model_fn()
+    shape = (3, 1, 8, 8) if model_fn is pooled_model else (3, 1, 6, 6)
+    f = features(model, torch.rand(*shape, dtype=D), layer=layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lw = reconstruct(model, f, strategy="layerwise", device="cpu")
+        auto = reconstruct(model, f, device="cpu")
+    for a, b in zip(auto.certificate.residual, lw.certificate.residual):
+        assert a <= b * (1 + 1e-12) + 1e-15
+    assert auto.diagnostics["layerwise_residual"] == pytest.approx(lw.certificate.residual)
+    if layer == "1":  # conv1 is a frame: layer-wise is exact and stands
+        assert auto.diagnostics["winner"] == ["layerwise"] * 3 and auto.strategy == "layerwise"
+    else:
+        assert "joint" in auto.diagnostics["winner"]
+
+
+def test_every_strategy_returns_one_result_type_with_a_certificate():
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        results = [reconstruct(model, f, strategy=s, device="cpu") for s in
+                   ("auto", "layerwise", "joint")]  # fmt: skip
+    for rec in results:
+        assert isinstance(rec, Reconstruction) and len(rec.certificate) == 1
+        row = rec.certificate.as_dict()[0]
+        assert {"residual", "A", "B", "ratio", "unique", "note"} <= set(row)
+    assert results[1].layers and not results[1].history and results[2].history
+    assert reconstruct_layerwise(model, f, device="cpu").certificate is None
+
+
+# --- bounds and the prior ---------------------------------------------------------------------
+
+
+def test_a_feasible_box_changes_nothing_and_is_respected():
+    model = crelu_stack()
+    x = torch.rand(1, 1, 6, 6, dtype=D)
+    rec = reconstruct_joint(model, features(model, x, layer="5"), bounds=(0, 1), device="cpu")
+    assert rel(rec.image, x) < 1e-8 and rec.certificate[0].unique
+    assert float(rec.image.min()) >= 0 and float(rec.image.max()) <= 1
+
+
+def test_an_infeasible_box_is_reported():
+    model = crelu_stack()
+    x = torch.rand(1, 1, 6, 6, dtype=D)  # values up to ~1
+    with pytest.warns(ConvergenceWarning, match="did not reach"):
+        rec = reconstruct_joint(model, features(model, x, layer="5"), bounds=(0, 0.5),
+                                device="cpu")  # fmt: skip
+    row = rec.certificate[0]
+    assert not row.unique and not row.converged and row.note.startswith("infeasible box")
+    assert float(rec.image.max()) <= 0.5 and row.residual > 1e-3
+
+
+def test_tv_prior_where_the_map_is_not_injective():
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(1, 2, 4, stride=2, padding=1), CReLU()).double()  # 2x16
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 8), torch.linspace(0, 1, 8), indexing="ij")
+    x = ((xx + yy) / 2).to(D)[None, None]  # a smooth image: what TV prefers
+    f = features(model, x, layer="1")
+    plain = reconstruct_joint(model, f, device="cpu")
+    assert plain.certificate[0].A == 0 and not plain.certificate[0].unique
+    tv = reconstruct_joint(model, f, prior="tv", prior_weight=1e-4, bounds=(0, 1), device="cpu")
+    assert rel(tv.image, x) < 0.5 * rel(plain.image, x)
+    assert not tv.certificate[0].unique and "prior" in tv.certificate[0].note
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_features_from_another_model_or_changed_weights():
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    for fn in (reconstruct_joint, reconstruct):
+        with pytest.raises(ValueError, match="another model"):
+            fn(relu_stack(), f, device="cpu")
+    with torch.no_grad():
+        model[2].weight[0, 0, 0, 0] += 1e-9
+    with pytest.raises(ValueError, match="another model"):
+        reconstruct_joint(model, f, device="cpu")
+
+
+def test_unknown_layer_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown layer 'conv9'; valid layers: 0, 1, 2"):
+        features(crelu_stack(), torch.rand(1, 1, 6, 6, dtype=D), layer="conv9")
+
+
+def test_nan_or_inf_in_the_features():
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    f.activation[0, 0, 0, 0] = float("nan")
+    for fn in (reconstruct_joint, reconstruct):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            fn(model, f, device="cpu")
+
+
+class Rounding(nn.Module):
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
+class Detaching(nn.Module):
+    def forward(self, x):
+        return x.detach() * 2
+
+
+@pytest.mark.parametrize("layer", [Rounding, Detaching])
+def test_a_layer_autograd_cannot_differentiate_is_named(layer):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), layer(), nn.Conv2d(4, 4, 3)).double()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="2")
+    with pytest.raises(ValueError, match=rf"layer '1' \({layer.__name__}\) cannot be differ"):
+        reconstruct_joint(model, f, device="cpu")
+
+
+def test_a_solve_that_does_not_converge_says_so():
+    model = crelu_stack()
+    x = torch.rand(1, 1, 6, 6, dtype=D)
+    with pytest.warns(ConvergenceWarning, match=r"worst residual reached \d\.\d+e"):
+        rec = reconstruct_joint(model, features(model, x, layer="5"), max_steps=1,
+                                device="cpu")  # fmt: skip
+    row = rec.certificate[0]
+    assert not row.converged and not row.unique and row.residual > 1e-10
+    assert "not converged (max_steps)" in row.note and not rec.converged
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(strategy="smart"), ValueError, "strategy"),
+        (dict(prior="l2"), ValueError, "prior"),
+        (dict(prior_weight=-1.0), ValueError, "prior_weight"),
+        (dict(pooling="avg"), ValueError, "pooling"),
+        (dict(bounds=(1, 0)), ValueError, "lower < upper"),
+        (dict(bounds=1.0), TypeError, "pair"),
+        (dict(tol=0.0), ValueError, "tol"),
+        (dict(max_steps=0), ValueError, "max_steps"),
+        (dict(dtype=torch.float16), ValueError, "dtype"),
+        (dict(progress="yes"), TypeError, "progress"),
+    ],
+)
+def test_bad_options(kwargs, error, message):
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    with pytest.raises(error, match=message):
+        reconstruct(model, f, strategy=kwargs.pop("strategy", "joint"), device="cpu", **kwargs)
+
+
+def test_bad_start_and_bad_features_type():
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    with pytest.raises(ValueError, match="x0 must be a tensor of shape"):
+        reconstruct_joint(model, f, x0=torch.zeros(1, 1, 5, 5, dtype=D), device="cpu")
+    with pytest.raises(TypeError, match="expected Features"):
+        reconstruct_joint(model, f.activation, device="cpu")
+
+
+# --- precision, progress, devices -------------------------------------------------------------
+
+
+def test_float32_features_converge_to_their_own_tolerance():
+    model = crelu_stack().float()
+    x = torch.rand(1, 1, 6, 6)
+    rec = reconstruct_joint(model, features(model, x, layer="5"), device="cpu")
+    assert rec.options["tol"] == 1e-5 and rec.certificate[0].converged
+    assert rel(rec.image.float(), x) < 1e-4 and next(model.parameters()).dtype == torch.float32
+
+
+def test_progress_is_called_per_step_and_history_is_kept():
+    model = crelu_stack()
+    rows = []
+    rec = reconstruct_joint(model, features(model, torch.rand(2, 1, 6, 6, dtype=D), layer="5"),
+                            progress=rows.append, device="cpu")  # fmt: skip
+    assert rows == rec.history and rows[0]["step"] == 1 and len(rows[0]["residual"]) == 2
+    assert rows[-1]["residual"][0] < rows[0]["residual"][0]
+
+
+def test_zoo_model_joint_from_conv2():
+    net = create_model("convpool_c_crelu", width=0.1).double()  # conv2: 10 on 20 channels
+    x = torch.rand(1, 3, 16, 16, dtype=D)
+    rec = reconstruct(net, features(net, x, layer="conv2"), device="cpu")
+    assert rec.diagnostics["winner"] == ["joint"] and rel(rec.image, x) < 1e-8
+    assert rec.certificate[0].unique
+
+
+@pytest.mark.cuda
+def test_cuda_joint_matches_cpu():
+    model = pooled_model()
+    x = torch.rand(2, 1, 8, 8, dtype=D)
+    f = features(model, x, layer="4")
+    cpu = reconstruct_joint(model, f, device="cpu")
+    gpu = reconstruct_joint(model, f, device="cuda")
+    assert gpu.image.is_cuda and torch.allclose(gpu.image.cpu(), cpu.image, atol=1e-8)
+    assert gpu.certificate.unique == cpu.certificate.unique
