@@ -1,11 +1,18 @@
 """Figure 5: a natural image reconstructed from conv1 to conv4 features, CReLU and ReLU.
 
-Our Algorithm 1 (:func:`invert.reconstruction.reconstruct`, no learning): from a layer's
-features, walk back one layer at a time -- CReLU exactly (z = pos - neg), each conv by
-minimum-norm least squares, max-pooling through its switches -- in float64. conv1-conv3
-of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling. The CReLU
-rows are the paper's Fig. 5; the ReLU rows (inactive units give no equation,
-``relu="active"``) show what ReLU throws away.
+Two strategies, both with no learning and in float64 (:func:`invert.reconstruct`):
+
+* **layer-wise**, our Algorithm 1 (the paper's): from a layer's features, walk back one
+  layer at a time -- CReLU exactly (z = pos - neg), each conv by minimum-norm least
+  squares, max-pooling through its switches. The CReLU row is the paper's Fig. 5; the
+  ReLU row (inactive units give no equation, ``relu="active"``) shows what ReLU throws
+  away layer by layer;
+* **joint** (beyond the paper): Gauss-Newton on the whole map from the image to the
+  layer at once, max-pooling switches held at the recorded ones, started at the
+  layer-wise estimate; its certificate (the frame bounds of the stack at the solution,
+  ``A_network``) says where the features determine the image (finding F6).
+
+conv1-conv3 of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling.
 
 The input is a photograph with content, :data:`IMAGE` (as ``crelu reconstruct --image``
 prepares it: shorter side resized, centre crop), at the models' input size and, since
@@ -38,10 +45,11 @@ DPI = 100
 LAYERS = ("conv1", "conv2", "conv3", "conv4")
 #: The photograph every row reconstructs (scikit-image ships it; nothing is downloaded).
 IMAGE = "skimage:astronaut"
-COLUMNS = ["model", "layer", "pooling_before", "A_layer", "frame_path", "rel_error", "psnr",
-           "ssim", "converged"]  # fmt: skip
+COLUMNS = ["model", "strategy", "layer", "pooling_before", "A_layer", "frame_path",
+           "rel_error", "psnr", "ssim", "A_network", "unique", "converged"]  # fmt: skip
 LARGE_COLUMNS = ["model", "input", "layer", "rel_error", "psnr", "ssim", "converged"]
 ROLES = (("crelu", "CReLU"), ("relu", "ReLU"))
+STRATEGIES = ("layerwise", "joint")
 
 
 def pick_images(test_set, count: int, *, candidates: int = 16, seed: int = SEED):
@@ -90,15 +98,14 @@ def _frame_rows(model, x, device) -> dict:
     return {row["layer"]: row for row in bounds}
 
 
-def _reconstruct_model(session: Session, role: str, x, *, bounds: bool = True):
+def _reconstruct_model(session: Session, role: str, x, *, strategy="layerwise", bounds=True):
     """Rows (one per layer, means over the images) and the first image's reconstructions."""
     import torch
     from torch import nn
 
     from invert.device import cpu_threads
     from invert.nn.net import conv_layers
-    from invert.reconstruction import features
-    from invert.reconstruction import reconstruct_layerwise as reconstruct
+    from invert.reconstruction import features, reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
 
     model = copy.deepcopy(session.model(role)).double().eval()
@@ -111,15 +118,18 @@ def _reconstruct_model(session: Session, role: str, x, *, bounds: bool = True):
         with cpu_threads(x.shape[-1] * x.shape[-2]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-convergence is reported in the table
             feats = features(model, x, layer=layer)
-            rec = reconstruct(model, feats, max_iter=session.sizes.reconstruction_max_iter,
-                              device=session.device)  # fmt: skip
+            rec = reconstruct(model, feats, strategy=strategy, device=session.device,
+                              max_iter=session.sizes.reconstruction_max_iter)  # fmt: skip
             metrics = reconstruction_metrics(model, x, rec, projection=False)
         row = {
             "model": dict(ROLES)[role],
+            "strategy": strategy,
             "layer": layer,
             "rel_error": float(np.mean([m["relative_error"] for m in metrics])),
             "psnr": float(np.mean([m["psnr"] for m in metrics])),
             "ssim": float(np.mean([m["ssim"] for m in metrics])),
+            "A_network": float(min(rec.certificate.A)),
+            "unique": all(rec.certificate.unique),
             "converged": rec.converged,
         }
         if bounds:
@@ -157,8 +167,8 @@ def reconstruction_grid(blocks, *, figsize=FIGSIZE, dpi=DPI):
             ax.set_xlabel(labels[c], fontsize=9)
             ax.set_title(("input", *LAYERS)[c] if r == 0 else "", fontsize=10)
         axes[r][0].set_ylabel(label, fontsize=10)
-    fig.suptitle("Fig. 5: a photograph reconstructed from conv1-conv4 features "
-                 "(linear, no learning)", fontsize=11)  # fmt: skip
+    fig.suptitle("Fig. 5: a photograph reconstructed from conv1-conv4 features, layer by "
+                 "layer (the paper's) and jointly (no learning)", fontsize=11)  # fmt: skip
     return fig
 
 
@@ -172,20 +182,21 @@ def make(session: Session, out) -> Result:
     shown = x[0].float().permute(1, 2, 0).numpy()
     blocks, rows = [], []
     for role, label in ROLES:
-        model_rows, images = _reconstruct_model(session, role, x)
-        rows += model_rows
-        blocks.append((f"{label}, {size} px", shown, images, model_rows))
+        for strategy in STRATEGIES:
+            model_rows, images = _reconstruct_model(session, role, x, strategy=strategy)
+            rows += model_rows
+            blocks.append((f"{label}, {strategy}", shown, images, model_rows))
     large, details = session.sizes.reconstruction_large_size, {"test_indices": indices}
     if large and large != size:
         big = natural_image(large, channels)
         extra = []
-        for role, label in ROLES:
+        for role, label in ROLES:  # layer-wise: a joint solve costs minutes at this size
             model_rows, images = _reconstruct_model(session, role, big, bounds=False)
             for row in model_rows:
                 row["input"] = f"{large}x{large}"
             extra += model_rows
-            blocks.append((f"{label}, {large} px", big[0].float().permute(1, 2, 0).numpy(),
-                           images, model_rows))  # fmt: skip
+            original = big[0].float().permute(1, 2, 0).numpy()
+            blocks.append((f"{label}, layer-wise, {large} px", original, images, model_rows))
         details["more_tables"] = {f"The same at {large}x{large} pixels": {
             "columns": LARGE_COLUMNS, "rows": extra}}  # fmt: skip
     figsize = (FIGSIZE[0], FIGSIZE[1] * len(blocks) / 4)

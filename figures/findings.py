@@ -458,7 +458,9 @@ def evaluate_findings(results: dict) -> list[dict]:
     else:
         findings.append(missing("F1", "Figure 1"))
     if "fig5" in results:
-        findings.append(f2_reconstruction(results["fig5"].where(model="CReLU")))
+        fig5 = results["fig5"]
+        rows = fig5.where(model="CReLU", strategy="layerwise") or fig5.where(model="CReLU")
+        findings.append(f2_reconstruction(rows))
     else:
         findings.append(missing("F2", "Figure 5"))
     if "fig4" in results:

@@ -26,14 +26,14 @@ from invert.nn.zoo import create_model
 REPO = Path(__file__).resolve().parents[1]
 
 # (height, width) of each PNG, as designed (figsize x dpi): a spec, not a computed result
-# (fig1: 12 conv1 filters at the tiny width, 3 rows of pairs; fig5: two models at the
-# input size and at the tiny sizes' larger one)
+# (fig1: 12 conv1 filters at the tiny width, 3 rows of pairs; fig5: two models, layer-wise
+# and joint, at the input size, and layer-wise at the tiny sizes' larger one: 6 rows)
 EXPECTED_PNGS = {
     "fig1_filter_pairs.png": (475, 1300),
     "fig2_pairing_relu.png": (650, 1200),
     "fig3_pairing_crelu.png": (650, 1200),
     "fig4_invariance.png": (450, 800),
-    "fig5_reconstructions.png": (900, 1000),
+    "fig5_reconstructions.png": (1350, 1000),
 }
 FIGURE_IDS = {"fig1", "fig2", "fig3", "fig4", "fig5"}
 TABLE_IDS = {"table1", "table6", "frame_bounds", "pooling"}
