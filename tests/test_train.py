@@ -8,9 +8,11 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from skimage import io as skio
 from torch.utils.data import Dataset
 
 from invert.data import ImageDataset
@@ -22,6 +24,7 @@ from invert.train.trainer import (
     he_init,
     parse_model_spec,
     train,
+    train_from_spec,
     training_state_path,
 )
 
@@ -340,3 +343,26 @@ def test_pinned_cpu_threads_make_training_independent_of_the_callers_threads():
         assert torch.get_num_threads() == 2  # the trainer restores the caller's count
     finally:
         torch.set_num_threads(1)
+
+
+def test_bad_runs_are_refused_before_any_training(tmp_path, monkeypatch):
+    import invert.train.trainer as trainer_module
+
+    steps = []
+    monkeypatch.setattr(trainer_module, "train_step", lambda *a, **k: steps.append(1))
+    one_class = ImageDataset(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), [0] * 4, ["cat"])
+    with pytest.raises(ValueError, match=r"1 class \('cat'\); a classifier needs at least two"):
+        train(_model(), one_class, recipe=SMALL, device="cpu", progress=False)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="cannot write to the folder of the checkpoint"):
+        train(_model(), _separable(), recipe=SMALL, out=blocker / "m.safetensors",
+              device="cpu", progress=False)  # fmt: skip
+    folder = tmp_path / "one"
+    for split in ("train", "val"):
+        (folder / split / "a").mkdir(parents=True)
+        skio.imsave(folder / split / "a" / "0.png", np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="a classifier needs at least two"):
+        train_from_spec(f"convpool_c@folder:{folder}", recipe="tiny", device="cpu",
+                        progress=False)  # fmt: skip
+    assert not steps

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from invert.device import resolve_device
+from invert.files import check_writable
 
 from .batches import (
     AUGMENT,
@@ -271,6 +272,30 @@ def _restore_rng_states(states: Mapping) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+_OUT_FOLDER = "the folder of the checkpoint"
+
+
+def check_classes(dataset) -> None:
+    """A ``ValueError`` before any training when ``dataset`` has fewer than two classes.
+
+    Examples
+    --------
+    >>> from invert.data import ImageDataset
+    >>> one = ImageDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 0], ["cat"])
+    >>> check_classes(one)
+    Traceback (most recent call last):
+    ...
+    ValueError: the training set has 1 class ('cat'); a classifier needs at least two
+    """
+    classes = getattr(dataset, "classes", None)
+    if classes is not None and len(classes) < 2:
+        names = ", ".join(repr(c) for c in classes)
+        raise ValueError(
+            f"the training set has {len(classes)} class{'es' if len(classes) != 1 else ''}"
+            f" ({names}); a classifier needs at least two"
+        )
+
+
 @contextlib.contextmanager
 def _intra_op_threads(count: int | None):
     """Run the block with ``count`` intra-op threads (None: as they are), restored after."""
@@ -313,6 +338,7 @@ class Trainer:
             raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
         if len(train_set) == 0:
             raise ValueError("the training set is empty")
+        check_classes(train_set)
         self.model = model
         self.train_set = train_set
         self.test_set = test_set
@@ -320,6 +346,10 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         if self.out is not None and self.out.is_dir():
             raise ValueError(f"out must be a file path (e.g. {self.out}/model.safetensors)")
+        if self.out is not None:  # now, not after the first epoch's work
+            check_writable(
+                self.out.parent, "the folder of the checkpoint", "choose another path (--out)"
+            )
         self.device = resolve_device(device)
         self.progress = progress
         self.seed = seed
@@ -859,7 +889,12 @@ def train_from_spec(
 
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)
+    if out is not None:  # before the data are read and anything is trained
+        check_writable(
+            Path(out).parent, "the folder of the checkpoint", "choose another path (--out)"
+        )
     train_set, test_set = recipe_datasets(name, data, recipe, seed=seed)
+    check_classes(train_set)  # before the model: a one-class head would fail to build
     torch.manual_seed(derived_seed(seed, 0, INIT))  # the initial weights depend on seed only
     model = build_model(name, train_set, recipe)
     trainer = make_trainer(
