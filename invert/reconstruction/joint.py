@@ -17,19 +17,21 @@ own problem (its own residual, step length and stopping). The Gauss-Newton step 
 (:func:`~invert.linalg.solvers.least_squares`) on ``jvp``/``vjp`` of the map (see
 :meth:`LayerMap.linearize <invert.reconstruction.layer_map.LayerMap.linearize>`), started
 from 0 (the minimum-norm step where ``J`` has a kernel), to the per-image relative
-normal-equation residual ``eta = clip(min(relative residual, relative gradient), 1e-10,
-0.1)``: loose while the activation pattern is still wrong, tight once the last linear
-region is reached (the relative gradient covers features no input fits exactly). With a
+normal-equation residual ``eta`` of Eisenstat and Walker (1996, choice 2):
+``eta = clip(0.9 (|g_k| / |g_{k-1}|)^2, 1e-10, 0.1)`` with ``g`` the (projected)
+gradient -- loose while the activation pattern is still wrong, tight as the solve
+converges; a loose step that gains nothing is retried at ``1e-10``. With a
 box, variables at a bound whose gradient points outwards are held fixed for the step
 (Bertsekas' projected Newton) and every trial point is projected onto the box.
 
 An image stops as ``converged`` when its relative feature residual is at ``tol``;
-``stationary`` when its projected gradient has fallen to ``1e-11`` of its first value or
-a step gains less than ``1e-14`` of the objective (features no input fits, an infeasible
-box, the prior's optimum); ``stalled`` when no step length is accepted or five steps gained
-less than 1% (a local minimum: the problem is not convex, and a start far from the input,
-e.g. the layer-wise estimate of a narrow random network, can end in one); or after
-``max_steps``. The status is in ``rec.options["status"]`` and the certificate's note.
+``stationary`` when its projected gradient has fallen to ``1e-11`` of its first value
+(steps are solved no more accurately than that needs: CGLS cannot beat roundoff) or an
+exact step gains less than ``1e-14`` of the objective (features no input fits, an
+infeasible box, the prior's optimum); ``stalled`` when no step length is accepted or five
+steps gained less than 1% (a local minimum: the problem is not convex, and a start far
+from the input, e.g. the layer-wise estimate of a narrow random network, can end in one);
+or after ``max_steps``. The status is in ``rec.options["status"]`` and the certificate's note.
 
 Prior (``prior="tv"``, off by default): a smoothed isotropic total variation of the
 model's input, ``TV_eps(x) = mean_p sqrt(|grad x|_p^2 + eps^2)`` (forward differences per
@@ -66,6 +68,7 @@ _PRIORS = (None, "tv")
 _TV_EPS = 1e-3
 _ARMIJO = 1e-4
 _GTOL = 1e-11  # relative projected gradient at which a solve is stationary
+_ETA_MIN = 1e-10  # the tightest relative tolerance of a Gauss-Newton step
 _HALVINGS = 30
 
 
@@ -207,6 +210,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
     status, running, history = ["max_steps"] * n, torch.ones(n, dtype=torch.bool), []
     g0 = torch.zeros(n, dtype=x.dtype, device=x.device)
     g_prev = torch.zeros_like(g0)
+    tight = torch.zeros(n, dtype=torch.bool, device=x.device)  # solve the next step exactly
     past = []  # objective after each step, for the progress rule
     with torch.no_grad():
         phi, rel, _ = _objective(lm, x, lm.all, weight)
@@ -231,7 +235,10 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
                 for i in idx[flat].tolist():
                     running[i], status[i] = False, "stationary"
                 continue
-            eta = (0.9 * (gnorm / g_prev[idx]) ** 2).clamp(1e-10, 0.1)  # Eisenstat-Walker
+            eta = 0.9 * (gnorm / g_prev[idx]) ** 2  # Eisenstat-Walker
+            eta = torch.where(tight[idx], torch.zeros_like(eta), eta)
+            # no more accurate than the stop needs: roundoff caps what CGLS can reach
+            eta = torch.maximum(eta, 0.1 * _GTOL * g0[idx] / gnorm).clamp(_ETA_MIN, 0.1)
             g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
             d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter)
             new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
@@ -246,6 +253,9 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
             if not weight and float(rel[i]) <= tol:
                 continue  # judged converged at the next step
             if bool(accepted[j]) and decrease[j] <= 1e-14 * phi[i]:
+                if float(eta[j]) > _ETA_MIN:  # an inexact step gained nothing: try an exact one
+                    tight[i] = True
+                    continue
                 running[i], status[i] = False, "stationary"
             elif not bool(accepted[j]) or bool(slow[i]):
                 running[i], status[i] = False, "stalled"

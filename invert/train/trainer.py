@@ -346,10 +346,6 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         if self.out is not None and self.out.is_dir():
             raise ValueError(f"out must be a file path (e.g. {self.out}/model.safetensors)")
-        if self.out is not None:  # now, not after the first epoch's work
-            check_writable(
-                self.out.parent, "the folder of the checkpoint", "choose another path (--out)"
-            )
         self.device = resolve_device(device)
         self.progress = progress
         self.seed = seed
@@ -358,6 +354,10 @@ class Trainer:
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, world_size={world_size}); got {rank!r}")
         self.rank, self.world_size = rank, world_size
+        if self.out is not None and self.is_main:  # now, not after the first epoch's work
+            check_writable(
+                self.out.parent, "the folder of the checkpoint", "choose another path (--out)"
+            )
         # items per step on this process; the recipe's batch size is the global batch
         self.batch_size = per_rank_batch_size(self.recipe.batch_size, world_size)
         self.history: list[dict] = []
@@ -889,7 +889,10 @@ def train_from_spec(
 
     name, data = parse_model_spec(spec)
     recipe = get_recipe(recipe, arch=name)
-    if out is not None:  # before the data are read and anything is trained
+    from .distributed import current_context
+
+    context = current_context()
+    if out is not None and (context is None or context.rank == 0):  # before any work
         check_writable(
             Path(out).parent, "the folder of the checkpoint", "choose another path (--out)"
         )
