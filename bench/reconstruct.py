@@ -1,16 +1,23 @@
-"""Reconstruction: ours against LSQR on the explicit sparse operator and gradient inversion.
+"""Reconstruction: layer-wise (ours vs LSQR), joint inversion, and gradient inversion.
 
-Two cases, all in one run:
+Cases, all in one run (``--case``):
 
 * ``small``: a 3 x 64 x 64 image through a two-layer CReLU stack, conv 3 -> 16 and
   32 -> 40 channels, 3 x 3, zero padding (random init; both layers are frames).
 * ``allcnn``: a 3 x 224 x 224 image through All-CNN-B with CReLU at conv1-4
   (``create_model("allcnn_b_crelu1_4")``, random init), reconstructed from conv4.
+* ``joint-convpool``: ConvPool-CNN-C CReLU and ReLU (``load_model(...@textures,
+  recipe="fast")``), 8 test images of ``textures`` in one batch, from conv2, conv3,
+  conv4 (after the first max-pool: switches recorded) and conv6.
+* ``joint-allcnn``: the ``allcnn`` model and image from conv2, conv3 and conv4, and from
+  conv4 with the TV prior (``prior="tv"``, ``bounds=(0, 1)``): conv3 and conv4 have fewer
+  values than the image, so the map is not injective there.
 
-For each case (image: scikit-image's astronaut, resized; float64 model):
+For ``small`` and ``allcnn`` (the layer-wise walk, image: scikit-image's astronaut,
+resized; float64 model):
 
-1. **Ours**: ``invert.reconstruction.features`` + ``reconstruct`` (CGLS per conv layer),
-   wall time and PSNR against the input.
+1. **Ours**: ``invert.reconstruction.features`` + ``reconstruct_layerwise`` (CGLS per
+   conv layer), wall time and PSNR against the input.
 2. **LSQR** (``scipy.sparse.linalg.lsqr``) on the explicit sparse matrix of each conv
    layer, built by index arithmetic (checked against ``ConvOperator.apply``), given
    the same right-hand side as our walk at that layer, and run for the smallest
@@ -20,25 +27,39 @@ For each case (image: scikit-image's astronaut, resized; float64 model):
    LSQR solve time / summed CGLS solve time over the layers. Layers whose matrix has
    more than ``--lsqr-max-nnz`` non-zeros are skipped (said so).
 3. **Gradient inversion** in the style of Mahendran & Vedaldi (2015): Adam on
-   ``||f(x) - f0||^2 / ||f0||^2 + lambda * TV(x)`` (squared-gradient TV, pixels in
-   [0, 1] space), float32, started from a grey image, stopped when it has used the
-   same wall time as ours; best of the learning rates in ``--lrs``.
+   ``sum_i ||f(x_i) - f0_i||^2 / ||f0_i||^2 + lambda * TV(x_i)`` (squared-gradient TV,
+   pixels in [0, 1] space, the model's own max-pooling), float32, started from a grey
+   image, stopped when it has used the same wall time as ours; per image the iterate
+   with the lowest objective is returned; best of ``--lrs``.
 4. The **frame lower bound A** of each conv layer: 0 by counting when the layer has
    fewer filters than input dimensions per output position (``C_out < C_in s^2``),
    else ``theory.frames.frame_bounds`` (zero padding: dense eigenvalues for small
    inputs, Lanczos with rtol 1e-8 otherwise).
 
-Goals: >= 10x faster than LSQR; >= 70 dB above gradient inversion at equal time;
->= 100 dB PSNR whenever every layer has A > 0.
+For the ``joint-*`` cases: layer-wise (``reconstruct_layerwise``), joint
+(``reconstruct(strategy="joint")``: its layer-wise start, the Gauss-Newton solve and the
+certificate, all timed), and gradient inversion as in 3. but in float64 (the joint
+solver's precision: float32 alone caps it near 80-90 dB), given the joint's wall time
+(best of ``--lrs`` by median PSNR) and 10x that time (with that learning rate) where the
+certificate says unique. PSNR per image.
+
+Goals (layer-wise): >= 10x faster than LSQR; >= 70 dB above gradient inversion at equal
+time; >= 100 dB PSNR whenever every layer has A > 0. Goals (joint, float64, 2 cores):
+>= 100 dB from conv2 and conv3 of both ConvPool-C models on each image, from conv4 of the
+CReLU model on >= 6 of 8; where unique, >= +50 dB above gradient inversion at equal time
+and above it at 10x; All-CNN-B conv4 with the TV prior >= gradient inversion at equal
+time; conv3 for 8 images <= 30 s and <= 20x the layer-wise time.
 
 Usage::
 
-    python bench/reconstruct.py [--case small allcnn] [--threads 1] [--record]
+    python bench/reconstruct.py [--case small allcnn joint-convpool joint-allcnn]
+                                [--threads 1] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -149,15 +170,20 @@ def lsqr_to_residual(a, b, target: float, start: int):
 # --- gradient inversion (Mahendran & Vedaldi style) -------------------------------------------
 
 
-def gradient_inversion(model, layer, x_true, seconds: float, lr: float, tv: float):
+def gradient_inversion(model, layer, x_true, seconds, lr, tv, *, dtype=None):
+    """Adam on the relative feature misfit + squared-gradient TV; the best iterate per image."""
+    import copy
+
     import torch
 
     from invert.nn import layer_outputs
 
-    model = model.float()
-    target = layer_outputs(model, x_true.float(), layer)[layer].detach()
-    scale = float((target**2).sum())
-    x = torch.full_like(x_true.float(), 0.5).requires_grad_(True)
+    dtype = dtype or torch.float32
+    model = copy.deepcopy(model).to(dtype)  # the caller's float64 weights stay as they are
+    target = layer_outputs(model, x_true.to(dtype), layer)[layer].detach()
+    scale = (target**2).flatten(1).sum(1).clamp(min=1e-30)  # per image
+    x = torch.full_like(x_true.to(dtype), 0.5).requires_grad_(True)
+    best, best_loss = x.detach().clone(), torch.full_like(scale, math.inf)
     opt = torch.optim.Adam([x], lr=lr)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -165,12 +191,15 @@ def gradient_inversion(model, layer, x_true, seconds: float, lr: float, tv: floa
         out = layer_outputs(model, x, layer)[layer]
         dx = x[..., 1:, :] - x[..., :-1, :]
         dy = x[..., :, 1:] - x[..., :, :-1]
-        loss = ((out - target) ** 2).sum() / scale + tv * ((dx**2).sum() + (dy**2).sum())
-        loss.backward()
+        misfit = ((out - target) ** 2).flatten(1).sum(1) / scale
+        per_image = misfit + tv * ((dx**2).flatten(1).sum(1) + (dy**2).flatten(1).sum(1))
+        with torch.no_grad():  # the iterate just evaluated, kept where it is the best yet
+            better = per_image < best_loss
+            best[better], best_loss[better] = x[better], per_image[better]
+        per_image.sum().backward()
         opt.step()
         steps += 1
-    model.double()
-    return x.detach().double(), steps, time.perf_counter() - start
+    return best.double(), steps, time.perf_counter() - start
 
 
 # --- one case -------------------------------------------------------------------------------------
@@ -193,7 +222,8 @@ def run_case(name, model, layer, x, args, lines):
 
     from invert.linalg.operators import ConvOperator
     from invert.linalg.solvers import least_squares
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import features
+    from invert.reconstruction import reconstruct_layerwise as reconstruct
 
     def psnr(image):
         with np.errstate(divide="ignore"):
@@ -207,7 +237,7 @@ def run_case(name, model, layer, x, args, lines):
     rec = reconstruct(model, f, device="cpu", max_iter=args.max_iter)
     ours_total = time.perf_counter() - start
     ours_psnr = psnr(rec.image)
-    _say(lines, f"- ours (features + reconstruct, CGLS, float64): {ours_total:.2f} s, "
+    _say(lines, f"- ours (features + reconstruct_layerwise, CGLS, float64): {ours_total:.2f} s, "
                  f"PSNR {ours_psnr:.1f} dB, converged {rec.converged}")  # fmt: skip
 
     # 2. per conv layer: our solve and LSQR on the same right-hand side, same residual
@@ -277,17 +307,179 @@ def _walk_rhs(model, f, args) -> dict:
 
     R._solve_linear = spy
     try:
-        R.reconstruct(model, f, device="cpu", max_iter=args.max_iter)
+        R.reconstruct_layerwise(model, f, device="cpu", max_iter=args.max_iter)
     finally:
         R._solve_linear = original
     return {k: v.to(torch.float64) for k, v in captured.items()}
 
 
+# --- joint inversion ------------------------------------------------------------------------
+
+
+def psnr_images(x, image) -> list[float]:
+    """PSNR per image (data range 1), inf for a bit-exact image."""
+    mse = ((image.detach().cpu().double() - x.cpu().double()) ** 2).flatten(1).mean(1)
+    return [math.inf if m == 0 else -10 * math.log10(m) for m in mse.tolist()]
+
+
+def _stats(values) -> str:
+    v = sorted(values)
+    return f"{v[0]:.1f} / {v[len(v) // 2]:.1f} / {v[-1]:.1f}"
+
+
+def _best_adam(model, layer, x, seconds, args, lines):
+    import torch
+
+    best = None
+    for lr in args.lrs:
+        image, steps, used = gradient_inversion(model, layer, x, seconds, lr, args.tv,
+                                                dtype=torch.float64)  # fmt: skip
+        values = psnr_images(x, image)
+        _say(lines, f"  - Adam+TV lr {lr}: {steps} steps in {used:.1f} s, PSNR "
+                     f"{_stats(values)} dB (min / median / max)")  # fmt: skip
+        if best is None or sorted(values)[len(values) // 2] > sorted(best[1])[len(best[1]) // 2]:
+            best = (lr, values)
+    return best
+
+
+def run_joint_case(label, model, layer, x, args, lines, *, prior=None) -> dict:
+    """Layer-wise, joint and gradient inversion on one (model, layer) for a batch x."""
+    import warnings
+
+    import torch
+
+    from invert.linalg.solvers import ConvergenceWarning
+    from invert.reconstruction import features, reconstruct, reconstruct_layerwise
+
+    f = features(model, x, layer=layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported in the table
+        start = time.perf_counter()
+        lw = reconstruct_layerwise(model, f, device="cpu", max_iter=args.max_iter)
+        t_lw = time.perf_counter() - start
+        extra = dict(prior="tv", prior_weight=args.prior_weight, bounds=(0, 1)) if prior else {}
+        start = time.perf_counter()
+        rec = reconstruct(model, f, strategy="joint", device="cpu", **extra)
+        t_joint = time.perf_counter() - start
+    p_lw, p_joint = psnr_images(x, lw.image), psnr_images(x, rec.image)
+    cert = rec.certificate
+    unique = [i for i, row in enumerate(cert) if row.unique]
+    name = f"{label} {layer}" + (" + TV prior, box [0, 1]" if prior else "")
+    _say(lines, f"- {name}: layer-wise {t_lw:.1f} s, PSNR {_stats(p_lw)} dB; joint {t_joint:.1f} s "
+                 f"(solve {rec.options['solve_seconds']:.1f} s incl. its layer-wise start, "
+                 f"certificate {rec.options['certificate_seconds']:.1f} s), "
+                 f"{len(rec.history)} Gauss-Newton steps, PSNR {_stats(p_joint)} dB, "
+                 f"unique {len(unique)}/{len(cert)}, status {rec.options['status']}")  # fmt: skip
+    _say(lines, f"  - joint per image: PSNR {[round(p, 1) for p in p_joint]}, residual "
+                 f"{[float(f'{r:.1e}') for r in cert.residual]}, A/B "
+                 f"{[float(f'{r:.1e}') for r in cert.ratio]}")  # fmt: skip
+    lr, p_adam = _best_adam(model, layer, x, t_joint, args, lines)
+    row = dict(case=name, lw=p_lw, joint=p_joint, unique=unique, t_lw=t_lw, t_joint=t_joint,
+               solve=rec.options["solve_seconds"], cert=rec.options["certificate_seconds"],
+               adam=p_adam, adam10=None)  # fmt: skip
+    if unique:
+        image, steps, used = gradient_inversion(model, layer, x, 10 * t_joint, lr, args.tv,
+                                                dtype=torch.float64)  # fmt: skip
+        row["adam10"] = psnr_images(x, image)
+        _say(lines, f"  - Adam+TV lr {lr}, 10x the time: {steps} steps in {used:.1f} s, PSNR "
+                     f"{_stats(row['adam10'])} dB")  # fmt: skip
+    return row
+
+
+def joint_table(rows) -> list[str]:
+    head = ("| case | layer-wise dB | joint dB | >= 100 dB | unique | layer-wise s | joint s "
+            "(solve + cert.) | joint / layer-wise | Adam+TV = time dB | Adam+TV 10x dB | "
+            "min gap on unique (= time / 10x) |")  # fmt: skip
+    out = [head, "|" + "---|" * 11]
+    for r in rows:
+        n = len(r["joint"])
+        gaps = "-"
+        if r["unique"]:
+            g1 = min(r["joint"][i] - r["adam"][i] for i in r["unique"])
+            g10 = min(r["joint"][i] - r["adam10"][i] for i in r["unique"])
+            gaps = f"{g1:+.1f} / {g10:+.1f}"
+        ten = _stats(r["adam10"]) if r["adam10"] else "-"
+        good = sum(p >= 100 for p in r["joint"])
+        out.append(
+            f"| {r['case']} | {_stats(r['lw'])} | {_stats(r['joint'])} | {good}/{n} | "
+            f"{len(r['unique'])}/{n} | {r['t_lw']:.1f} | {r['t_joint']:.1f} ({r['solve']:.1f} + "
+            f"{r['cert']:.1f}) | {r['t_joint'] / r['t_lw']:.1f}x | {_stats(r['adam'])} | {ten} "
+            f"| {gaps} |"
+        )
+    return out
+
+
+def _warm_up() -> None:
+    """One tiny joint solve first: torch.func's one-time set-up is not any case's time."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from invert.nn.activations import CReLU
+    from invert.reconstruction import features, reconstruct
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 4, 3, padding=1), CReLU()).double()  # fmt: skip
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reconstruct(net, features(net, x, layer="4"), strategy="joint", device="cpu", max_steps=2)
+
+
+def _digest(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for key, t in model.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def joint_convpool(args, lines) -> list[dict]:
+    import torch
+
+    from invert import load_dataset, load_model
+
+    test = load_dataset("textures", split="test")
+    x = torch.stack([test[i][0] for i in range(args.images)]).double()
+    rows = []
+    for name, label in (
+        ("convpool_c_crelu", "ConvPool-C CReLU"),
+        ("convpool_c", "ConvPool-C ReLU"),
+    ):
+        model = load_model(f"{name}@textures", recipe="fast", device="cpu").double().eval()
+        _say(lines, f"Model {name}@textures, recipe fast, weights sha256 {_digest(model)}; "
+                     f"{args.images} test images of textures, 3x32x32")  # fmt: skip
+        for layer in args.layers:
+            rows.append(run_joint_case(label, model, layer, x, args, lines))
+    return rows
+
+
+def joint_allcnn(args, lines, image) -> list[dict]:
+    import torch
+
+    from invert.nn.zoo import create_model
+
+    torch.manual_seed(0)
+    model = create_model("allcnn_b_crelu1_4").double().eval()
+    _say(lines, "All-CNN-B CReLU conv1-4 (allcnn_b_crelu1_4), random init (torch seed 0), "
+                 "identity normalization; the astronaut at 224x224")  # fmt: skip
+    x = image(224)
+    rows = [run_joint_case("All-CNN-B", model, layer, x, args, lines)
+            for layer in ("conv2", "conv3", "conv4")]  # fmt: skip
+    rows.append(run_joint_case("All-CNN-B", model, "conv4", x, args, lines, prior="tv"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--case", nargs="+", default=["small", "allcnn"], choices=["small", "allcnn"]
-    )
+    cases = ["small", "allcnn", "joint-convpool", "joint-allcnn"]
+    parser.add_argument("--case", nargs="+", default=cases, choices=cases)
+    parser.add_argument("--images", type=int, default=8, help="joint-convpool batch size")
+    parser.add_argument("--layers", nargs="+", default=["conv2", "conv3", "conv4", "conv6"])
+    parser.add_argument("--prior-weight", type=float, default=1e-2, help="joint TV weight")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-iter", type=int, default=3000)
     parser.add_argument("--lsqr-max-nnz", type=float, default=1.5e8)
@@ -320,8 +512,8 @@ def main() -> None:
     date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
     command = "python bench/reconstruct.py " + " ".join(sys.argv[1:])
     machine = f"Machine: {machine_line()}, {args.threads} thread(s)"
-    lines = [f"## Reconstruction: ours vs LSQR vs gradient inversion ({date})", "", machine,
-             "", f"Command: `{command}`", ""]  # fmt: skip
+    title = f"## Reconstruction: layer-wise, joint, LSQR, gradient inversion ({date})"
+    lines = [title, "", machine, "", f"Command: `{command}`", ""]
     if "small" in args.case:
         model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), CReLU(),
                               nn.Conv2d(32, 40, 3, padding=1), CReLU()).double().eval()  # fmt: skip
@@ -335,6 +527,20 @@ def main() -> None:
                      " random init, identity normalization), from conv4")  # fmt: skip
         run_case("allcnn", model, "conv4", image(224), args, lines)
         _say(lines, "")
+    rows = []
+    if any(case.startswith("joint") for case in args.case):
+        _warm_up()
+    if "joint-convpool" in args.case:
+        _say(lines, "Joint inversion, ConvPool-CNN-C (fast recipe):")
+        rows += joint_convpool(args, lines)
+        _say(lines, "")
+    if "joint-allcnn" in args.case:
+        _say(lines, "Joint inversion, All-CNN-B at 224:")
+        rows += joint_allcnn(args, lines, image)
+        _say(lines, "")
+    if rows:
+        lines += ["PSNR as min / median / max over the images, in dB.", ""]
+        lines += joint_table(rows) + [""]
     text = "\n".join(lines)
     print(text)
     if args.record:
