@@ -140,13 +140,25 @@ def test_activation_layers_of_plain_sequentials():
 
 def test_non_converging_solve_is_reported(capsys, checkpoint, image):
     args = ["--image", image, "--layers", "conv1,conv2", "--max-iter", "1"]
-    code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
+    code, out, err = run(capsys, checkpoint, *args, "--strategy", "layerwise", "--json",
+                         "--device", "cpu")  # fmt: skip
     assert code == 0
     notes = [line for line in err.splitlines() if "--max-iter" in line]
     assert len(notes) == 1  # one note for every layer that stopped, not one per solve
     assert "2 of 2 layers stopped at --max-iter 1 before the relative residual 1e-12" in notes[0]
     assert "worst reached: conv1 " in notes[0] and ", conv2 " in notes[0]
     assert [row["converged"] for row in json.loads(out)] == [False, False]
+
+
+def test_a_joint_solve_that_stops_short_is_reported_as_such(capsys, checkpoint, image):
+    args = ["--image", image, "--layers", "conv2", "--strategy", "joint", "--max-steps", "1"]
+    code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["converged"] is False and row["unique"] is False
+    notes = [line for line in err.splitlines() if "joint solve stopped" in line]
+    assert len(notes) == 1 and "--max-steps 1" in notes[0] and "conv2 " in notes[0], err
+    assert "stopped at --max-iter" not in err  # the layer-wise start's solves are not the result
 
 
 @pytest.fixture

@@ -219,7 +219,8 @@ def _bounds(text: str | None):
 
 
 def _run_layers(args, model, x, layers, device):
-    """One reconstruction per layer: table rows, images, and the solves that stalled."""
+    """One reconstruction per layer: table rows, images, and the layers whose solves stopped
+    short (``{"layerwise": {layer: residual}, "joint": {layer: residual}}``)."""
     import time
     import warnings
 
@@ -227,7 +228,7 @@ def _run_layers(args, model, x, layers, device):
     from invert.reconstruction import features, reconstruct, reconstruction_metrics
 
     bounds = _bounds(args.bounds)
-    rows, images, stalled = [], [], {}
+    rows, images, stalled, unsolved = [], [], {}, {}
     with Progress(args, len(layers), desc="reconstruct") as step:
         for layer in layers:
             step(layer)
@@ -258,9 +259,13 @@ def _run_layers(args, model, x, layers, device):
                 and not issubclass(w.category, ConvergenceWarning)
             ):
                 note(args, f"{layer}: {message}")
-            worst = [r.residual for r in rec.layers if not r.converged and r.residual is not None]
-            if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
-                stalled[layer] = max(worst, default=float("nan"))
+            if rec.strategy == "layerwise":  # its solves stop at --max-iter
+                worst = [r.residual for r in rec.layers
+                         if not r.converged and r.residual is not None]  # fmt: skip
+                if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
+                    stalled[layer] = max(worst, default=float("nan"))
+            elif not rec.converged:  # the joint solve stops at --max-steps or a local minimum
+                unsolved[layer] = max(row.residual for row in rec.certificate)
             certificate = rec.certificate[0]
             row = {"layer": layer, "strategy": rec.strategy, **metrics, "A": certificate.A,
                    "B": certificate.B, "unique": certificate.unique,
@@ -272,7 +277,7 @@ def _run_layers(args, model, x, layers, device):
                 row["gauss_newton"] = rec.history
             rows.append(row)
             images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics))
-    return rows, images, stalled
+    return rows, images, {"layerwise": stalled, "joint": unsolved}
 
 
 def _names(rows, test) -> str:
@@ -284,12 +289,19 @@ def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
     from invert.display import PSNR_CAP
     from invert.linalg.solvers import default_tol
 
-    if stalled:
-        tol = args.tol if args.tol is not None else default_tol(dtype)
-        reached = ", ".join(f"{layer} {value:.1e}" for layer, value in stalled.items())
-        note(args, f"{len(stalled)} of {len(rows)} layers stopped at --max-iter {args.max_iter} "
-                   f"before the relative residual {tol:.0e} (worst reached: {reached}); their "
-                   f"rows say converged False; raise --max-iter or --tol to check")  # fmt: skip
+    tol = args.tol if args.tol is not None else default_tol(dtype)
+    if stalled["layerwise"]:
+        reached = ", ".join(f"{k} {v:.1e}" for k, v in stalled["layerwise"].items())
+        note(args, f"{len(stalled['layerwise'])} of {len(rows)} layers stopped at --max-iter "
+                   f"{args.max_iter} before the relative residual {tol:.0e} (worst reached: "
+                   f"{reached}); their rows say converged False; raise --max-iter or --tol "
+                   f"to check")  # fmt: skip
+    if stalled["joint"]:
+        reached = ", ".join(f"{k} {v:.1e}" for k, v in stalled["joint"].items())
+        note(args, f"{len(stalled['joint'])} of {len(rows)} layers: the joint solve stopped "
+                   f"(a local minimum or --max-steps {args.max_steps}) before the relative "
+                   f"feature residual {tol:.0e} (reached: {reached}); their rows say converged "
+                   f"False and are not certified")  # fmt: skip
     above = _names(rows, lambda r: r["relative_error"] > 1)
     if above:
         note(
@@ -306,6 +318,12 @@ def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
             f"PSNR (dB, against the [0, 1] range) is below 0 at {negative}: the RMS "
             f"error exceeds the whole intensity range (values far outside [0, 1])",
         )
+    switched = _names(rows, lambda r: r["converged"] and r["feature_error"] > 1e-6)
+    if switched and args.pooling == "recorded":
+        note(args, f"{switched}: the features are matched with the recorded max-pooling "
+                   f"switches, not through the network's own max-pooling (feature_error "
+                   f"recomputes the features with the network's own): such an image explains "
+                   f"the features only given the switches")  # fmt: skip
     capped = _names(rows, lambda r: r["psnr"] > PSNR_CAP)
     if capped and not (args.json or args.csv):
         note(args, f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
