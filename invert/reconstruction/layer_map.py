@@ -123,10 +123,6 @@ def _linear_step(module: nn.Module, x: torch.Tensor, switches: torch.Tensor | No
     return lambda v: jvp(module, (x,), (v,))[1]
 
 
-class _Stop(Exception):
-    pass
-
-
 class LayerMap:
     """The residual ``r(x) = g(f_L(x)) - t`` of one layer's features, per image.
 
