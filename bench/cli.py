@@ -23,12 +23,14 @@ import sys
 import time
 from pathlib import Path
 
+from record import append_results  # bench/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _seconds(argv: list[str], env=None) -> float:
+def _seconds(argv: list[str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, env=env)
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from figures.common import machine_line
 
-    subprocess.run(
+    _seconds(
         [
             sys.executable,
             "-m",
@@ -97,11 +99,8 @@ def main(argv=None) -> int:
             "--layers",
             "conv1",
             "--quiet",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    )  # fmt: skip (trains on a miss)
+        ]
+    )  # trains on a miss; not timed
     load = os.getloadavg()[0]
     lines = _help(args.rounds) + _reconstruct(args.spec, args.rounds, args.projection)
     lines.append(
@@ -111,16 +110,13 @@ def main(argv=None) -> int:
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     print("\n".join(lines))
     if args.record:
-        date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-        entry = (
-            f"\n## Command line: help and `crelu reconstruct --layers all` ({date})\n\n"
-            f"Machine: {machine_line()}\n\nCommand: `{command}` (model `{args.spec}`, "
-            f"recipe fast, `CRELU_CACHE={os.environ.get('CRELU_CACHE', '~/.cache/crelu')}`)"
-            f"\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+        results = append_results(
+            "Command line: help and `crelu reconstruct --layers all`",
+            "\n".join(f"- {line}" for line in lines),
+            command=f"`{command}` (model `{args.spec}`, recipe fast, "
+            f"`CRELU_CACHE={os.environ.get('CRELU_CACHE', '~/.cache/crelu')}`)",
+            machine=machine_line(),
         )
-        results = Path(__file__).with_name("RESULTS.md")
-        with open(results, "a") as handle:  # append only: others write here too
-            handle.write(entry)
         print(f"appended to {results}")
     return 0
 

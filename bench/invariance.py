@@ -15,13 +15,12 @@ speed ratio, and with ``--record`` appends them to ``bench/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from record import append_results
 
 from figures.common import machine_line as machine
 from invert.data import natural_images
@@ -154,16 +153,12 @@ def main(argv=None) -> int:
     ]
     print("\n".join(lines))
     if args.record:
-        date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-        entry = (
-            f"\n## Invariance scores: batched vs per-image loop ({date})\n\n"
-            f"Machine: {machine()}\n\nCommand: `{command}`\n\n"
-            + "\n".join(f"- {line}" for line in lines)
-            + "\n"
+        results = append_results(
+            "Invariance scores: batched vs per-image loop",
+            "\n".join(f"- {line}" for line in lines),
+            command=f"`{command}`",
+            machine=machine(),
         )
-        results = Path(__file__).with_name("RESULTS.md")
-        with open(results, "a") as handle:  # append only: others write here too
-            handle.write(entry)
         print(f"appended to {results}")
     # float32: batched and single-image convolutions round differently, so a transformed
     # response within an ulp of its threshold may fire on one side only; float64 is exact

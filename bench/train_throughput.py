@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import append_results
 
 from figures.common import machine_line as machine
 from invert.data import ImageDataset
@@ -174,16 +173,13 @@ def main(argv=None) -> int:
         )
         print(lines[-1])
     if args.record:
-        date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
         command = "python bench/train_throughput.py " + " ".join(argv or sys.argv[1:])
-        section = (
-            f"\n## Training throughput: trainer vs plain eager loop ({date})\n\n"
-            f"Machine: {machine()}\n\nCommand: `{command.strip()}`\n\n- {setup}\n"
-            + "\n".join(lines)
-            + "\n"
+        append_results(
+            "Training throughput: trainer vs plain eager loop",
+            f"- {setup}\n" + "\n".join(lines),
+            command=f"`{command.strip()}`",
+            machine=machine(),
         )
-        with open(Path(__file__).with_name("RESULTS.md"), "a") as file:
-            file.write(section)
     return 0
 
 

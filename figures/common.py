@@ -207,7 +207,7 @@ class Session:
 
     def runs(self) -> list[tuple[str, int]]:
         """Every ``(role, seed)`` the session trains, seed by seed."""
-        return [(role, SEED + k) for k in range(self.seeds) for role in MODELS]
+        return [(role, seed) for seed in self.seed_list() for role in MODELS]
 
     def seed_list(self) -> list[int]:
         return [SEED + k for k in range(self.seeds)]

@@ -362,9 +362,8 @@ def f4_errors(rows: list[dict]) -> dict:
     m_base, se_base, n = seed_stats(base.get("test_errors") or base["test_error"])
     m_half, se_half, _ = seed_stats(half.get("test_errors") or half["test_error"])
     numbers.update(seeds=n, baseline_seed_se=se_base, half_seed_se=se_half)
-    verdict = _three_way(decide(m_base - m_half, math.hypot(se_base, se_half)))
-    if ratio > HALF_PARAMS:
-        verdict = "does not hold"
+    verdict = _three_way(decide(m_base - m_half, math.hypot(se_base, se_half)),
+                         ratio <= HALF_PARAMS)  # fmt: skip
     if n == 1:
         summary = (
             f"CReLU-half {m_half:.2f}% (+/- {half['test_error_se']:.2f}) vs baseline "

@@ -156,7 +156,7 @@ def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int,
             unfinished = [(r, d) for r, (d, _, _) in zip(missing, states) if d < epochs[r]]
             running = [_run_name(r) + f" {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
             shown = "?" if eta is None else tqdm.format_interval(eta)
-            bar.set_postfix_str(", ".join([f"ETA {shown}", *running[:jobs]]))
+            bar.set_postfix_str(", ".join([f"ETA {shown}", *running]))
     bar.close()
     return seconds
 

@@ -16,6 +16,7 @@ single-model numbers are given for reference.
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 
 from .common import MODELS, Result, Session, run_standalone, script
@@ -68,11 +69,8 @@ def make(session: Session, out) -> Result:
             "paper_params_M": paper_params,
         }
         if len(tests) > 1:
-            mean = test_error
             row["test_errors"] = tests
-            row["test_error_seed_std"] = math.sqrt(
-                sum((t - mean) ** 2 for t in tests) / (len(tests) - 1)
-            )
+            row["test_error_seed_std"] = statistics.stdev(tests)
         rows.append(row)
     base = rows[0]["params"]
     for row in rows:

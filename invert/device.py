@@ -13,6 +13,7 @@ __all__ = [
     "check_memory",
     "cpu_threads",
     "format_bytes",
+    "intra_op_threads",
     "resolve_device",
 ]
 
@@ -100,10 +101,10 @@ def check_memory(needed: int | None, device, what: str, advice: str) -> None:
     """
     if needed is None:
         return
-    free = available_memory(resolve_device(device) if device is not None else "cpu")
+    device = resolve_device(device) if device is not None else torch.device("cpu")
+    free = available_memory(device)
     if free is not None and needed > free:
-        where = "this machine has available" if torch.device(device).type == "cpu" else (
-            f"{device} has free")  # fmt: skip
+        where = "this machine has available" if device.type == "cpu" else f"{device} has free"
         raise ValueError(
             f"{what} needs about {format_bytes(needed)} of memory, more than {where} "
             f"({format_bytes(free)}); {advice}"
@@ -111,6 +112,26 @@ def check_memory(needed: int | None, device, what: str, advice: str) -> None:
 
 
 @contextlib.contextmanager
+def intra_op_threads(count: int | None):
+    """Run the block with ``count`` intra-op threads (None: as they are), restored after.
+
+    Examples
+    --------
+    >>> before = torch.get_num_threads()
+    >>> with intra_op_threads(1):
+    ...     inside = torch.get_num_threads()
+    >>> inside, torch.get_num_threads() == before
+    (1, True)
+    """
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def cpu_threads(pixels: int, *, threads: int | None = None):
     """Run the block on ``threads`` CPU threads, or on one for inputs of at most
     :data:`SMALL_INPUT_PIXELS` pixels (torch's own count otherwise); restored after.
@@ -123,11 +144,4 @@ def cpu_threads(pixels: int, *, threads: int | None = None):
     >>> inside, torch.get_num_threads() == before
     (1, True)
     """
-    previous = torch.get_num_threads()
-    wanted = threads or (1 if pixels <= SMALL_INPUT_PIXELS else None)
-    if wanted:
-        torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return intra_op_threads(threads or (1 if pixels <= SMALL_INPUT_PIXELS else None))

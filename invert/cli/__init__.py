@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .common import Parser, UserError, emit, flush_notes, print_table, run_safely
+from .common import Parser, UserError, emit, flush_notes, note, print_table, run_safely
 
 __all__ = ["UserError", "build_parser", "emit", "main", "print_table"]
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None, *, load_model=None) -> int:
     status = run_safely(f"crelu {args.command}", args.run, args)
     if status == 0:
         sys.stdout.flush()  # the output first, then what explains it
+        for text in getattr(args, "deprecations", None) or []:  # after the run's own notes
+            note(args, text)
         flush_notes(args)
-        for note in getattr(args, "deprecations", None) or []:
-            print(f"crelu {args.command}: note: {note}", file=sys.stderr)
     return status
 
 

@@ -60,6 +60,11 @@ def _pairing(args) -> int:
             raise UserError(f"{spelling(args, option)} must be a .png file; got {path}")
     from invert.nn.net import conv_layers
 
+    if args.pair_image:  # before the long pairing run
+        name, conv = next(iter(conv_layers(model).items()))
+        if conv.weight.shape[1] not in (1, 3):
+            raise UserError(f"--pair-image needs a first conv layer on 1 or 3 channels; "
+                            f"{name} reads {conv.weight.shape[1]}")  # fmt: skip
     layers = layer_list(args.layers)
     with Progress(args, len(layers or conv_layers(model)), desc="pairing") as step:
         stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.seed,
@@ -71,24 +76,22 @@ def _pairing(args) -> int:
         figure = histogram_figure(stats, title=f"Pairing statistic μ per conv layer, {name}")
         atomic_write_bytes(args.out, _png(figure))
     if args.pair_image:
-        _write_pair_image(args, model)
+        _write_pair_image(args, model, stats)
     emit_rows(args, [s.row() for s in stats.values()])
     return 0
 
 
-def _write_pair_image(args, model) -> None:
-    from figures.fig1_filter_pairs import pairs_figure
+def _write_pair_image(args, model, computed: dict) -> None:
+    from figures.fig1_filter_pairs import figure_size, pairs_figure
     from invert.nn.net import conv_layers
     from theory.filter_pairing import layer_pairing
 
     name, conv = next(iter(conv_layers(model).items()))
-    if conv.weight.shape[1] not in (1, 3):
-        raise UserError(f"--pair-image needs a first conv layer on 1 or 3 channels; {name} "
-                        f"reads {conv.weight.shape[1]}")  # fmt: skip
-    stats = layer_pairing(model, layers=name, trials=args.trials, seed=args.seed)[name]
+    # each layer's baseline is seeded by its place in the model: a result already computed
+    # for the first layer is the one a separate call would give
+    stats = computed.get(name) or layer_pairing(model, layers=name, trials=args.trials,
+                                                seed=args.seed)[name]  # fmt: skip
     label = getattr(model, "arch", None) or "model"
-    from figures.fig1_filter_pairs import figure_size
-
     size = figure_size(stats.shape[0], width=7.5)
     figure = pairs_figure([(label, conv.weight.detach().cpu(), stats)], figsize=size, title="")
     atomic_write_bytes(args.pair_image, _png(figure))

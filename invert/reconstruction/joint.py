@@ -284,7 +284,9 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
 # --- start, bounds, validation ---------------------------------------------------------------
 
 
-def _bounds(bounds, lm):
+def check_bounds(bounds, lm):
+    """The box as ``(lower, upper)`` tensors of the input's shape, validated; ``(None, None)``
+    without one."""
     if bounds is None:
         return None, None
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
@@ -432,21 +434,16 @@ def reconstruct_joint(
     tol = check_options(feats, prior=prior, prior_weight=prior_weight, tol=tol, dtype=dtype,
                         max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
     device = resolve_device(device)
+    options = dict(pooling=pooling, bounds=bounds, prior=prior, prior_weight=prior_weight,
+                   max_steps=max_steps, max_iter=max_iter, dtype=str(dtype),
+                   device=str(device))  # fmt: skip
     with LayerMap(model, feats, pooling=pooling, dtype=dtype, device=device) as lm:
         solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior,
                             prior_weight=prior_weight, tol=tol, max_steps=max_steps,
                             max_iter=max_iter, progress=progress)  # fmt: skip
-        t0 = time.perf_counter()
-        cert = certify(lm, solve.x, tol=tol, converged=solve.converged, notes=solve.notes,
-                       prior=prior)  # fmt: skip
-    warn_unconverged(cert, tol, prior)
-    options = dict(pooling=pooling, bounds=bounds, prior=prior, prior_weight=prior_weight,
-                   tol=tol, max_steps=max_steps, max_iter=max_iter, dtype=str(dtype),
-                   device=str(device), start=solve.start, status=solve.status,
-                   solve_seconds=solve.seconds,
-                   certificate_seconds=time.perf_counter() - t0)  # fmt: skip
-    return Reconstruction(image=solve.x, layers=[], features=feats, options=options,
-                          strategy="joint", certificate=cert, history=solve.history)  # fmt: skip
+        rec = Reconstruction(image=solve.x, layers=[], features=feats, options=options,
+                             strategy="joint", history=solve.history)  # fmt: skip
+        return certified(lm, rec, tol, solve=solve, prior=prior)
 
 
 # --- pieces shared with the dispatcher --------------------------------------------------------
@@ -497,7 +494,7 @@ def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, m
     """The projected Gauss-Newton solve on an entered :class:`LayerMap`."""
     t0 = time.perf_counter()
     weight = prior_weight if prior == "tv" else 0.0
-    lo, hi = _bounds(bounds, lm)
+    lo, hi = check_bounds(bounds, lm)
     x, how = _start(model, lm, lm.feats, x0, lo, hi)
     lm.check_jacobian(x)
     x, status, history = _gauss_newton(lm, x, tol=tol, max_steps=max_steps, max_iter=max_iter,
@@ -513,5 +510,20 @@ def warn_unconverged(cert, tol, prior) -> None:
             f"the reconstruction did not reach the relative feature residual {tol:.0e} for "
             f"{len(bad)} of {len(cert)} images (worst residual reached {max(bad):.3e}); "
             "see rec.certificate",
-            ConvergenceWarning, stacklevel=3,
+            ConvergenceWarning, stacklevel=4,
         )  # fmt: skip
+
+
+def certified(lm, rec, tol, *, solve=None, prior=None) -> Reconstruction:
+    """``rec`` with its certificate (per image, at ``rec.image``) and the solve's record in
+    ``rec.options``; warns where an image did not converge."""
+    t0 = time.perf_counter()
+    converged = None if solve is None else solve.converged
+    notes = None if solve is None else solve.notes
+    rec.certificate = certify(lm, rec.image, tol=tol, converged=converged, notes=notes,
+                              prior=prior)  # fmt: skip
+    rec.options.update(strategy=rec.strategy, tol=tol, certificate_seconds=time.perf_counter() - t0)
+    if solve is not None:
+        rec.options.update(start=solve.start, status=solve.status, solve_seconds=solve.seconds)
+    warn_unconverged(rec.certificate, tol, prior)
+    return rec

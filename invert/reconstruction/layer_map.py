@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp, vjp
 
+from invert.linalg.switches import max_pool_with_switches
 from invert.nn import eval_mode, probe
 from invert.nn.activations import CReLU
 from invert.nn.net import EVAL_IDENTITY, Normalize
@@ -104,9 +105,7 @@ def _linear_step(module: nn.Module, x: torch.Tensor, switches: torch.Tensor | No
         return lambda v: v * slope
     if isinstance(module, nn.MaxPool2d) and x.dim() == 4:
         if switches is None:
-            switches = F.max_pool2d(x, module.kernel_size, module.stride, module.padding,
-                                    module.dilation, ceil_mode=module.ceil_mode,
-                                    return_indices=True)[1]  # fmt: skip
+            switches = max_pool_with_switches(x, module)[1]
         return lambda v: v.flatten(2).gather(2, switches.flatten(2)).view_as(switches)
     if isinstance(module, nn.BatchNorm2d) and not module.training and x.dim() == 4:
         if module.running_var is not None:

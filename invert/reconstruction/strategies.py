@@ -17,7 +17,6 @@ a Lanczos run (about one more Gauss-Newton step), so the paper's function called
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
 
@@ -27,10 +26,9 @@ from torch import nn
 from invert.device import resolve_device
 from invert.linalg.solvers import ConvergenceWarning
 
-from .certificate import certify
 from .features import Features
-from .joint import check_options, solve_joint, warn_unconverged
-from .layer_map import LayerMap, check_features
+from .joint import certified, check_bounds, check_options, solve_joint
+from .layer_map import LayerMap
 from .layerwise import Reconstruction, reconstruct_layerwise
 
 __all__ = ["STRATEGIES", "reconstruct"]
@@ -38,7 +36,7 @@ __all__ = ["STRATEGIES", "reconstruct"]
 STRATEGIES = ("auto", "layerwise", "joint")
 
 
-def _layerwise(model, feats, lm, *, relu, avr, method, max_iter, dtype, device):
+def _layerwise(model, feats, *, relu, avr, method, max_iter, dtype, device):
     """The layer-wise result and its per-image residual, or (None, reason)."""
     if not feats.chain:
         return None, "the layers are not a plain chain"
@@ -130,34 +128,30 @@ def reconstruct(
         raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
     tol = check_options(feats, prior=prior, prior_weight=prior_weight, tol=tol, dtype=dtype,
                         max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
-    check_features(model, feats)
-    device = resolve_device(device)
+    device = resolve_device(device)  # LayerMap checks the features against the model
     joint = dict(bounds=bounds, prior=prior, prior_weight=prior_weight, tol=tol,
                  max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
     with LayerMap(model, feats, pooling=pooling, dtype=dtype, device=device) as lm:
         layer_rec, why = None, None
         if strategy != "joint":
-            layer_rec, why = _layerwise(model, feats, lm, relu=relu, avr=avr, method=method,
+            layer_rec, why = _layerwise(model, feats, relu=relu, avr=avr, method=method,
                                         max_iter=max_iter, dtype=dtype, device=device)  # fmt: skip
             if layer_rec is None and strategy == "layerwise":
                 raise ValueError(why)
         if strategy == "layerwise":
-            return _certified(lm, layer_rec, tol)
+            return certified(lm, layer_rec, tol)
         if strategy == "joint" or layer_rec is None:
             solve = solve_joint(lm, model, x0=None, **joint)
             rec = Reconstruction(image=solve.x, layers=[], features=feats, strategy="joint",
                                  history=solve.history)  # fmt: skip
             rec.diagnostics = dict(winner=["joint"] * lm.n_images, layerwise=why)
-            return _certified(lm, rec, tol, solve=solve, prior=prior)
+            return certified(lm, rec, tol, solve=solve, prior=prior)
         return _auto(lm, model, layer_rec, tol, joint)
 
 
 def _auto(lm, model, layer_rec, tol, joint):
-    lo_hi = joint["bounds"]
-    image = layer_rec.image
-    if lo_hi is not None:
-        lo, hi = (torch.as_tensor(b, dtype=image.dtype, device=image.device) for b in lo_hi)
-        image = torch.maximum(torch.minimum(image, hi), lo)
+    lo, hi = check_bounds(joint["bounds"], lm)
+    image = layer_rec.image if lo is None else torch.clamp(layer_rec.image, lo, hi)
     layer_res = _residual(lm, image)
     refine = (layer_res > tol).tolist() if joint["prior"] is None else [True] * len(layer_res)
     diagnostics = dict(layerwise_residual=layer_res.tolist(), joint_residual=None,
@@ -166,7 +160,7 @@ def _auto(lm, model, layer_rec, tol, joint):
                          options=dict(layer_rec.options), strategy="layerwise")  # fmt: skip
     if not any(refine):
         rec.diagnostics = diagnostics
-        return _certified(lm, rec, tol, prior=None)
+        return certified(lm, rec, tol)
     solve = solve_joint(lm, model, x0=image, **joint)
     joint_res = _residual(lm, solve.x)
     better = [j <= l or joint["prior"] is not None for j, l in zip(joint_res, layer_res)]
@@ -181,17 +175,4 @@ def _auto(lm, model, layer_rec, tol, joint):
             done = bool(layer_res[i] <= tol)
             solve.status[i] = "converged" if done else "layerwise"
             solve.notes[i] = None if done else f"not converged: residual {layer_res[i]:.1e}"
-    return _certified(lm, rec, tol, solve=solve, prior=joint["prior"])
-
-
-def _certified(lm, rec, tol, *, solve=None, prior=None):
-    t0 = time.perf_counter()
-    converged = None if solve is None else solve.converged
-    notes = None if solve is None else solve.notes
-    rec.certificate = certify(lm, rec.image, tol=tol, converged=converged, notes=notes,
-                              prior=prior)  # fmt: skip
-    rec.options.update(strategy=rec.strategy, tol=tol, certificate_seconds=time.perf_counter() - t0)
-    if solve is not None:
-        rec.options.update(start=solve.start, status=solve.status, solve_seconds=solve.seconds)
-    warn_unconverged(rec.certificate, tol, prior)
-    return rec
+    return certified(lm, rec, tol, solve=solve, prior=joint["prior"])

@@ -37,7 +37,6 @@ Layout for extensions (distributed training wraps these, it does not rewrite the
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import sys
@@ -50,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from invert.device import resolve_device
+from invert.device import intra_op_threads, resolve_device
 from invert.files import check_writable
 
 from .batches import (
@@ -275,6 +274,10 @@ def _restore_rng_states(states: Mapping) -> None:
 _OUT_FOLDER = "the folder of the checkpoint"
 
 
+def _check_out_folder(out) -> None:
+    check_writable(Path(out).parent, _OUT_FOLDER, "choose another path (--out)")
+
+
 def check_classes(dataset) -> None:
     """A ``ValueError`` before any training when ``dataset`` has fewer than two classes.
 
@@ -294,18 +297,6 @@ def check_classes(dataset) -> None:
             f"the training set has {len(classes)} class{'es' if len(classes) != 1 else ''}"
             f" ({names}); a classifier needs at least two"
         )
-
-
-@contextlib.contextmanager
-def _intra_op_threads(count: int | None):
-    """Run the block with ``count`` intra-op threads (None: as they are), restored after."""
-    before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class Trainer:
@@ -355,9 +346,7 @@ class Trainer:
             raise ValueError(f"rank must lie in [0, world_size={world_size}); got {rank!r}")
         self.rank, self.world_size = rank, world_size
         if self.out is not None and self.is_main:  # now, not after the first epoch's work
-            check_writable(
-                self.out.parent, "the folder of the checkpoint", "choose another path (--out)"
-            )
+            _check_out_folder(self.out)
         # items per step on this process; the recipe's batch size is the global batch
         self.batch_size = per_rank_batch_size(self.recipe.batch_size, world_size)
         self.history: list[dict] = []
@@ -526,7 +515,7 @@ class Trainer:
         """
         self.setup()
         threads = self.recipe.hardware.cpu_threads
-        with _intra_op_threads(threads if self.device.type == "cpu" else None):
+        with intra_op_threads(threads if self.device.type == "cpu" else None):
             return self._fit(resume, until)
 
     def _fit(self, resume, until) -> list[dict]:
@@ -893,9 +882,7 @@ def train_from_spec(
 
     context = current_context()
     if out is not None and (context is None or context.rank == 0):  # before any work
-        check_writable(
-            Path(out).parent, "the folder of the checkpoint", "choose another path (--out)"
-        )
+        _check_out_folder(out)
     train_set, test_set = recipe_datasets(name, data, recipe, seed=seed)
     check_classes(train_set)  # before the model: a one-class head would fail to build
     torch.manual_seed(derived_seed(seed, 0, INIT))  # the initial weights depend on seed only
