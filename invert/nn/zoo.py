@@ -33,8 +33,9 @@ cited original architectures):
   layer's included (500 filters -> 1000 class scores), which is what reproduces the
   4.7M parameters of the paper's Table 5.
 
-Reference architectures (no weights; state-dict keys match torchvision's so a
-local torchvision checkpoint loads): ``vgg16`` and ``alexnet``.
+Reference architectures (:mod:`invert.nn.reference`; no weights; torchvision's exact
+layout, so a torchvision state dict loads): ``alexnet``, ``vgg11``, ``vgg11_bn``,
+``vgg16``, ``vgg16_bn``, ``resnet18``, ``resnet50``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from torch import nn
 
 from .activations import AVR, CReLU
 from .net import Net, Normalize
+from .reference import REFERENCE
 
 __all__ = ["create_model", "list_models", "register_model", "model_info"]
 
@@ -288,68 +290,9 @@ def _build(name: str, variant: Variant, config: dict) -> Net:
     return Net(layers, arch=name, config=config, input_size=variant.input_size)
 
 
-# --- torchvision-compatible reference architectures (no weights) ------------------
+# --- torchvision-layout reference architectures (no weights): invert.nn.reference ---
 
-
-def _vgg16(num_classes: int, in_channels: int, width: float, dropout: float | None) -> list:
-    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-    features, channels = [], in_channels
-    for v in cfg:
-        if v == "M":
-            features.append(nn.MaxPool2d(2, 2))
-        else:
-            filters = max(1, round(v * width))
-            features += [nn.Conv2d(channels, filters, 3, padding=1), nn.ReLU(inplace=False)]
-            channels = filters
-    rate = 0.5 if dropout is None else dropout
-    hidden = max(1, round(4096 * width))
-    classifier = nn.Sequential(
-        nn.Linear(channels * 7 * 7, hidden), nn.ReLU(), nn.Dropout(rate),
-        nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(rate),
-        nn.Linear(hidden, num_classes),
-    )  # fmt: skip
-    return [
-        ("normalize", Normalize(in_channels)),
-        ("features", nn.Sequential(*features)),
-        ("avgpool", nn.AdaptiveAvgPool2d(7)),
-        ("flatten", nn.Flatten()),
-        ("classifier", classifier),
-    ]
-
-
-def _alexnet(num_classes: int, in_channels: int, width: float, dropout: float | None) -> list:
-    def w(n):
-        return max(1, round(n * width))
-
-    features = nn.Sequential(
-        nn.Conv2d(in_channels, w(64), 11, stride=4, padding=2), nn.ReLU(),
-        nn.MaxPool2d(3, 2),
-        nn.Conv2d(w(64), w(192), 5, padding=2), nn.ReLU(),
-        nn.MaxPool2d(3, 2),
-        nn.Conv2d(w(192), w(384), 3, padding=1), nn.ReLU(),
-        nn.Conv2d(w(384), w(256), 3, padding=1), nn.ReLU(),
-        nn.Conv2d(w(256), w(256), 3, padding=1), nn.ReLU(),
-        nn.MaxPool2d(3, 2),
-    )  # fmt: skip
-    rate = 0.5 if dropout is None else dropout
-    classifier = nn.Sequential(
-        nn.Dropout(rate), nn.Linear(w(256) * 36, w(4096)), nn.ReLU(),
-        nn.Dropout(rate), nn.Linear(w(4096), w(4096)), nn.ReLU(),
-        nn.Linear(w(4096), num_classes),
-    )  # fmt: skip
-    return [
-        ("normalize", Normalize(in_channels)),
-        ("features", features),
-        ("avgpool", nn.AdaptiveAvgPool2d(6)),
-        ("flatten", nn.Flatten()),
-        ("classifier", classifier),
-    ]
-
-
-_REFERENCE = {
-    "vgg16": (_vgg16, "VGG-16 (Simonyan & Zisserman), torchvision layout", 224),
-    "alexnet": (_alexnet, "AlexNet (Krizhevsky et al.), torchvision layout", 224),
-}
+_REFERENCE = REFERENCE  # name -> (builder, summary, input size)
 
 
 # --- registry API -----------------------------------------------------------------
@@ -414,7 +357,9 @@ def create_model(
     Returns
     -------
     Net
-        The model, in training mode, its layers named ``conv1``, ``pool1``, ...
+        The model, in training mode, its layers named ``conv1``, ``pool1``, ... (a
+        reference architecture is its torchvision-layout module instead, see
+        :mod:`invert.nn.reference`).
 
     Examples
     --------
@@ -436,9 +381,8 @@ def create_model(
         num_classes=num_classes, in_channels=in_channels, width=float(width), dropout=dropout
     )
     if name in _REFERENCE:
-        build, _, size = _REFERENCE[name]
-        layers = build(num_classes, in_channels, float(width), dropout)
-        return Net(layers, arch=name, config=config, input_size=size)
+        build = _REFERENCE[name][0]
+        return build(num_classes=num_classes, in_channels=in_channels, width=width, dropout=dropout)
     return _build(name, _VARIANTS[name], config)
 
 
