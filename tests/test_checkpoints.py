@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from invert.files import atomic_write_bytes
+from invert.nn.reference import resnet18
 from invert.nn.zoo import create_model
 from invert.train.checkpoints import (
+    check_precision,
     load_checkpoint,
     load_state_dict_into,
     load_training_state,
@@ -58,6 +61,7 @@ def _one_line_error(excinfo):
         ("convpool_c_crelu", dict(width=0.25)),
         ("vgg_crelu13", dict(width=0.125, num_classes=100, dropout=0.1)),
         ("alexnet", dict(width=0.0625, in_channels=1)),
+        ("resnet18", dict(width=0.0625, num_classes=7)),
     ],
 )
 def test_round_trip_is_bit_identical(tmp_path, name, kwargs):
@@ -144,7 +148,13 @@ def test_plain_state_dict_files_load(tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, bare)
     for path in (plain, wrapped, bare):
         target = create_model("vgg", width=0.125)
-        assert load_state_dict_into(target, path) is target
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert load_state_dict_into(target, path) is target
+        # the DataParallel prefix is removed, and said so
+        assert [str(w.message)[:30] for w in caught] == (
+            ["removed the prefix 'module.' ("] if path == wrapped else []
+        )
         _assert_same_weights(source, target)
     target = create_model("vgg", width=0.125)
     load_state_dict_into(target, state)  # a mapping works too
@@ -340,3 +350,55 @@ def test_atomic_write_reports_unwritable_directory(tmp_path):
             atomic_write_bytes(locked / "x.bin", b"1")
     finally:
         locked.chmod(0o700)
+
+
+# --- weights as users save them (issue 18) ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prefix, wrapper", [("module.", "DataParallel"), ("_orig_mod.", "torch.compile")]
+)
+def test_wrapper_prefixes_are_removed_with_a_warning(tmp_path, prefix, wrapper):
+    model = _randomize(resnet18(width=0.0625, num_classes=3))
+    path = tmp_path / "wrapped.pth"
+    torch.save({prefix + k: v for k, v in model.state_dict().items()}, path)
+    with pytest.warns(UserWarning, match=rf"removed the prefix '{prefix}' \({'.*' + wrapper}"):
+        state = read_state_dict(path)
+    assert list(state) == list(model.state_dict())
+    fresh = resnet18(width=0.0625, num_classes=3)
+    with pytest.warns(UserWarning, match="removed the prefix"):
+        load_state_dict_into(fresh, path)
+    _assert_same_weights(model, fresh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no prefix, no warning
+        load_state_dict_into(fresh, model.state_dict())
+
+
+def test_a_pickled_model_is_refused_with_advice(tmp_path):
+    path = tmp_path / "whole.pt"
+    torch.save(resnet18(width=0.0625), path)
+    with pytest.raises(ValueError) as excinfo:
+        read_state_dict(path)
+    message = _one_line_error(excinfo)
+    assert "holds a pickled model object (invert.nn.reference.ResNet)" in message
+    assert "save model.state_dict()" in message
+    # a pickled non-module object keeps the generic weights-only refusal
+    odd = tmp_path / "odd.pt"
+    torch.save({"w": torch.zeros(2), "when": __import__("datetime").date(2020, 1, 1)}, odd)
+    with pytest.raises(ValueError, match="refusing to load") as excinfo:
+        read_state_dict(odd)
+    assert "pickled model" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_weights_are_refused(tmp_path, dtype):
+    model = resnet18(width=0.0625, num_classes=3)
+    path = tmp_path / "half.pth"
+    torch.save({k: v.to(dtype) if v.is_floating_point() else v
+                for k, v in model.state_dict().items()}, path)  # fmt: skip
+    with pytest.raises(ValueError) as excinfo:
+        load_state_dict_into(model, path)
+    message = _one_line_error(excinfo)
+    assert f"holds {dtype} weights (conv1.weight, bn1.weight" in message
+    assert "convert them with .float()" in message
+    check_precision(model.state_dict(), "fine")  # float32 passes

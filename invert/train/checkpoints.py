@@ -26,6 +26,7 @@ import io
 import json
 import os
 import pickle
+import pickletools
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -47,6 +48,7 @@ __all__ = [
     "read_metadata",
     "read_state_dict",
     "load_state_dict_into",
+    "check_precision",
     "save_training_state",
     "load_training_state",
 ]
@@ -110,6 +112,12 @@ def _torch_load(path: Path):
             with open(path, "rb") as file:
                 return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        pickled = _pickled_module(path)
+        if pickled:
+            raise ValueError(
+                f"{path} holds a pickled model object ({pickled}), not a state dict; save "
+                f"model.state_dict() instead: torch.save(model.state_dict(), PATH)"
+            ) from None
         detail = next(
             (line.strip() for line in str(error).splitlines() if "unsupported" in line.lower()),
             "",
@@ -122,6 +130,33 @@ def _torch_load(path: Path):
         if isinstance(error, (FileNotFoundError, PermissionError)):
             raise
         raise ValueError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from error
+
+
+def _pickled_module(path: Path) -> str | None:
+    """The class of the ``nn.Module`` pickled whole in a ``torch.save`` zip file, or None.
+
+    Reads the pickle's opcodes without running them: a module's ``__dict__`` holds the
+    keys ``_modules`` and ``_parameters``; the first global is the top-level object's class.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if name is None:
+                return None
+            data = archive.read(name)
+        strings, first = set(), None
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name == "GLOBAL" and first is None:
+                first = str(arg).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and first is None:
+                first = "a class"
+            if isinstance(arg, str):
+                strings.add(arg)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    if {"_modules", "_parameters"} <= strings:
+        return first or "an nn.Module"
+    return None
 
 
 def _shape(t: torch.Tensor) -> str:
@@ -140,6 +175,27 @@ def _check_finite(tensors: Mapping[str, torch.Tensor], source) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ValueError(f"{source} holds non-finite values (NaN or Inf) in {name}")
+
+
+def check_precision(state: Mapping[str, torch.Tensor], source) -> None:
+    """Refuse float16 / bfloat16 weights with a one-line ``ValueError``.
+
+    Half-precision weights would be widened silently on loading; the toolkit's solves and
+    certificates work in float32/float64, so the user converts once, knowingly.
+
+    Examples
+    --------
+    >>> check_precision({"w": torch.zeros(2, dtype=torch.float16)}, "w.pth")
+    Traceback (most recent call last):
+    ...
+    ValueError: w.pth holds torch.float16 weights (w); convert them with .float() and save again
+    """
+    half = [k for k, v in state.items() if v.dtype in (torch.float16, torch.bfloat16)]
+    if half:
+        raise ValueError(
+            f"{source} holds {state[half[0]].dtype} weights ({_list_keys(half)}); convert them "
+            f"with .float() and save again"
+        )
 
 
 class PlainWeightsError(ValueError):
@@ -355,11 +411,26 @@ def _unwrap(obj, path) -> dict[str, torch.Tensor]:
     )
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # DistributedDataParallel and torch.compile prefix every key; undo it when all share it
-    for prefix in ("module.", "_orig_mod."):
+_PREFIXES = {
+    "module.": "DataParallel / DistributedDataParallel",
+    "_orig_mod.": "torch.compile",
+}
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], source) -> dict[str, torch.Tensor]:
+    """Undo the prefix DataParallel/DDP (``module.``) or torch.compile (``_orig_mod.``) put
+    on every key, with a ``UserWarning`` saying so (the CLI prints it as a note)."""
+    stripped = []
+    for prefix, wrapper in _PREFIXES.items():
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix) :]: v for k, v in state.items()}
+            stripped.append(f"{prefix!r} ({wrapper})")
+    if stripped:
+        warnings.warn(
+            f"removed the prefix {' and '.join(stripped)} from every key of {source}",
+            UserWarning,
+            stacklevel=3,
+        )
     return state
 
 
@@ -367,17 +438,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a weights file: safetensors, or a PyTorch ``.pt``/``.pth`` state dict.
 
     PyTorch files are read with ``torch.load(weights_only=True)``, so nothing in them
-    runs. A state dict wrapped in a dict under ``state_dict``/``model_state_dict``/
-    ``model`` is unwrapped, and a ``module.`` prefix on every key (from
-    DistributedDataParallel) is removed.
+    runs (a whole pickled model is refused with a message saying to save its
+    ``state_dict()``). A state dict wrapped in a dict under ``state_dict``/
+    ``model_state_dict``/``model`` is unwrapped, and a ``module.`` prefix on every key
+    (from DataParallel / DistributedDataParallel) is removed with a ``UserWarning``.
     """
     path = _existing_file(path)
     kind = _sniff(path)
     if kind == "safetensors":
         tensors, _ = _read_safetensors(path)
-        return _strip_prefixes(tensors)
+        return _strip_prefixes(tensors, path)
     if kind == "torch":
-        return _strip_prefixes(_unwrap(_torch_load(path), path))
+        return _strip_prefixes(_unwrap(_torch_load(path), path), path)
     raise ValueError(f"{path} is corrupt or truncated, or neither a safetensors nor a PyTorch file")
 
 
@@ -443,9 +515,11 @@ def load_state_dict_into(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(source, Mapping):
-        state, where = _strip_prefixes(_unwrap(source, "the given mapping")), "the state dict"
+        where = "the state dict"
+        state = _strip_prefixes(_unwrap(source, "the given mapping"), where)
     else:
         state, where = read_state_dict(source), str(source)
+    check_precision(state, where)
     _load_tensors(model, state, source=where, strict=strict)
     return model
 
