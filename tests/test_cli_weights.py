@@ -107,3 +107,108 @@ def test_weights_mistakes_are_one_line(capsys, tmp_path, weights_file, argv, mes
     argv = [a.format(file=weights_file, tmp=tmp_path) for a in argv]
     status, _, err = run(capsys, *argv, "--device", "cpu")
     assert status == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+# --- torchvision-layout checkpoints, FILE.py:FUNCTION, and what users get wrong (issue 18) --
+
+
+@pytest.fixture(scope="module")
+def resnet18_file(tmp_path_factory):
+    """A 10-class fine-tuned resnet18 (small width) saved through DataParallel."""
+    from invert.nn.reference import resnet18
+
+    torch.manual_seed(4)
+    model = resnet18(num_classes=10, width=1 / 16)
+    path = tmp_path_factory.mktemp("r18") / "r18.pth"
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, path)
+    return path, model
+
+
+def test_fine_tuned_resnet18_loads_with_a_note(capsys, resnet18_file):
+    path, source = resnet18_file
+    status, out, err = run(capsys, "frame-bounds", "resnet18", "--weights", str(path),
+                           "--layers", "conv1", "--image-size", "16", "--no-random",
+                           "--json", "--device", "cpu")  # fmt: skip
+    assert status == 0, err
+    (row,) = json.loads(out)
+    reference = frame_bounds(source.conv1.weight.detach().double(), 16, stride=2)
+    assert row["shape"] == "4x3x7x7" and row["B"] == pytest.approx(reference.B, rel=1e-9)
+    assert "note: removed the prefix 'module.' (DataParallel" in err
+
+
+FACTORY = """
+from torch import nn
+
+
+def make_net():
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
+
+def broken():
+    raise RuntimeError("no GPU here")
+
+
+def not_a_model():
+    return "a string"
+"""
+
+
+def test_your_own_architecture_from_a_file(capsys, tmp_path):
+    (tmp_path / "net.py").write_text(FACTORY)
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(8))
+    torch.save({"0.weight": weight, "0.bias": torch.zeros(4)}, tmp_path / "net.pth")
+    status, out, err = run(capsys, "frame-bounds", f"{tmp_path}/net.py:make_net",
+                           "--weights", str(tmp_path / "net.pth"), "--image-size", "8",
+                           "--no-random", "--json", "--device", "cpu")  # fmt: skip
+    assert status == 0, err
+    (row,) = json.loads(out)
+    reference = frame_bounds(weight.double(), 8)
+    assert row["layer"] == "0" and row["A"] == pytest.approx(reference.A, rel=1e-9)
+    assert row["B"] == pytest.approx(reference.B, rel=1e-9)
+
+
+def test_spec_help_says_it_runs_your_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["reconstruct", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "FILE.py:FUNCTION" in text and "this runs your own code, because you named it" in text
+
+
+def _bad_files(tmp):
+    """The files the mistakes below use, written into ``tmp``."""
+    from invert.nn.reference import resnet18, resnet50
+
+    (tmp / "net.py").write_text(FACTORY)
+    torch.save(resnet50(width=1 / 16, num_classes=4).state_dict(), tmp / "r50.pth")
+    torch.save(resnet18(width=1 / 16), tmp / "whole.pt")
+    half = {k: v.half() if v.is_floating_point() else v
+            for k, v in resnet18(width=1 / 16).state_dict().items()}  # fmt: skip
+    torch.save(half, tmp / "half.pth")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["resnet18", "--weights", "{tmp}/r50.pth"],
+         "holds resnet50 weights (its keys match resnet50), not resnet18"),
+        (["resnet18", "--weights", "{tmp}/whole.pt"],
+         "holds a pickled model object (invert.nn.reference.ResNet), not a state dict; "
+         "save model.state_dict()"),
+        (["resnet18", "--weights", "{tmp}/half.pth"],
+         "holds torch.float16 weights (conv1.weight, "),
+        (["resnet18", "--weights", "{tmp}/half.pth"], "convert them with .float()"),
+        (["{tmp}/nowhere.py:make_net"], "no such file: {tmp}/nowhere.py"),
+        (["{tmp}/net.py:make_nett"], "net.py has no function make_nett; its functions: "
+         "broken, make_net, not_a_model"),
+        (["{tmp}/net.py:broken"], "broken() in {tmp}/net.py raised RuntimeError: no GPU here"),
+        (["{tmp}/net.py:not_a_model"], "returned str, not a torch.nn.Module"),
+        (["{tmp}/net.py:make_net", "--weights", "{tmp}/r50.pth"],
+         "holds resnet50 weights (its keys match resnet50), not the model of"),
+    ],
+)  # fmt: skip
+def test_weights_and_factory_mistakes_are_one_line(capsys, tmp_path, argv, message):
+    _bad_files(tmp_path)
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    status, _, err = run(capsys, "frame-bounds", *argv, "--image-size", "8", "--device", "cpu")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert message.format(tmp=tmp_path) in err, err

@@ -230,3 +230,131 @@ def test_check_compatible():
     grey = create_model("convpool_c", num_classes=2, width=0.125, in_channels=1)
     with pytest.raises(ValueError, match="1-channel images"):
         check_compatible(grey, data)
+
+
+# --- weights= and FILE.py:FUNCTION (issue 18) ---------------------------------------------
+
+
+def _resnet18_file(path, *, classes=10, prefix="", width=0.0625, seed=0):
+    """A fine-tuned-style resnet18 state dict (small width), as a user would save it."""
+    from invert.nn.reference import resnet18
+
+    torch.manual_seed(seed)
+    model = resnet18(num_classes=classes, width=width)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        save_file(state, path)
+    else:
+        torch.save(state, path)
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_weights_for_a_fine_tuned_resnet18(tmp_path, suffix):
+    path = tmp_path / f"r18{suffix}"
+    source = _resnet18_file(path, classes=10, prefix="module.")
+    with pytest.warns(UserWarning, match=r"removed the prefix 'module\.' \(DataParallel"):
+        model = load_model("resnet18", weights=path, device="cpu")
+    assert model.fc.weight.shape == (10, 32) and model.config["num_classes"] == 10
+    assert model.config["width"] == 0.0625  # read from the file, as the class count
+    assert _same_weights(source, model) and not model.training
+    assert model.metadata["arch"] == "resnet18" and model.metadata["weights"] == str(path)
+    mean = torch.tensor([0.485, 0.456, 0.406])
+    assert torch.allclose(torch.tensor(model.metadata["normalization"]["mean"]), mean)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(model(x), source.eval()(x))
+
+
+def test_weights_of_another_architecture_are_named(tmp_path):
+    from invert.nn.reference import resnet50, vgg11_bn
+
+    path = tmp_path / "r50.pth"
+    torch.save(resnet50(width=0.0625, num_classes=4).state_dict(), path)
+    with pytest.raises(ValueError) as excinfo:
+        load_model("resnet18", weights=path, device="cpu")
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "holds resnet50 weights (its keys match resnet50), not resnet18" in message
+    torch.save(vgg11_bn(width=0.0625).state_dict(), path)
+    with pytest.raises(ValueError, match="holds vgg11_bn weights .* not vgg11;"):
+        load_model("vgg11", weights=path, device="cpu")
+    # zoo variants share keys; the shapes pick the variants (CReLU doubles the next
+    # conv's input): convpool_c_crelu at width 0.25 is convpool_c_crelu_half at width 0.5
+    torch.save(create_model("convpool_c_crelu", width=0.25).state_dict(), path)
+    with pytest.raises(ValueError) as excinfo:
+        load_model("allcnn_b", weights=path, device="cpu")
+    assert "holds convpool_c_crelu or convpool_c_crelu_half weights (its keys match " in str(
+        excinfo.value
+    )
+    # a plain file given as a checkpoint: the error names the architecture to use
+    torch.save(_resnet18_file(tmp_path / "x.pth").state_dict(), path)
+    with pytest.raises(ValueError, match="`crelu COMMAND resnet18 --weights"):
+        load_model(str(path), device="cpu")
+
+
+FACTORY = """
+import torch
+from torch import nn
+
+
+class Mine(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.head(x.mean((2, 3)))
+
+
+def make_net():
+    return Mine()
+
+
+def broken():
+    raise RuntimeError("no GPU here")
+
+
+def not_a_model():
+    return 42
+"""
+
+
+def test_factory_spec_with_and_without_weights(tmp_path):
+    file = tmp_path / "mine.py"
+    file.write_text(FACTORY)
+    model = load_model(f"{file}:make_net", device="cpu")
+    assert type(model).__name__ == "Mine" and not model.training
+    assert model.metadata["arch"] == f"{file}:make_net"
+    weights = tmp_path / "mine.pth"
+    torch.manual_seed(5)
+    trained = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    torch.save(trained, weights)
+    model = load_model(f"{file}:make_net", weights=weights, device="cpu")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+    assert model.metadata["trained"] is True
+
+
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ("{tmp}/absent.py:make_net", ValueError, "no such file: {tmp}/absent.py"),
+        ("{tmp}/mine.py:nothing", ValueError, "mine.py has no function nothing; its functions: "
+         "Mine, broken, make_net, not_a_model"),
+        ("{tmp}/mine.py:broken", ValueError, "broken() in {tmp}/mine.py raised RuntimeError: "
+         "no GPU here"),
+        ("{tmp}/mine.py:not_a_model", TypeError, "not_a_model() in {tmp}/mine.py returned int, "
+         "not a torch.nn.Module"),
+        ("{tmp}/bad.py:make_net", ValueError, "importing {tmp}/bad.py raised ZeroDivisionError"),
+    ],
+)  # fmt: skip
+def test_factory_spec_errors_are_one_line(tmp_path, spec, error, message):
+    (tmp_path / "mine.py").write_text(FACTORY)
+    (tmp_path / "bad.py").write_text("x = 1 / 0\n")
+    with pytest.raises(error) as excinfo:
+        load_model(spec.format(tmp=tmp_path), device="cpu")
+    assert message.format(tmp=tmp_path) in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)

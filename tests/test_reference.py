@@ -201,7 +201,7 @@ def test_torchvision_initialisation():
     torch.manual_seed(0)
     net = reference.vgg16_bn(width=0.25)
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
-    assert all(float(m.bias.abs().max()) == 0 for m in convs)
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in convs)
     # kaiming normal, fan_out: std = sqrt(2 / (out_channels * 9))
     w = net.features[-4].weight  # the last conv: 128 x 128 x 3 x 3
     assert w.std().item() == pytest.approx((2 / (w.shape[0] * 9)) ** 0.5, rel=0.05)
@@ -209,7 +209,7 @@ def test_torchvision_initialisation():
     assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in bns)
     linear = net.classifier[0]
     assert linear.weight.std().item() == pytest.approx(0.01, rel=0.05)
-    assert float(linear.bias.abs().max()) == 0
+    assert float(linear.bias.detach().abs().max()) == 0
     res = reference.resnet18(width=0.25)
     assert all(m.bias is None for m in res.modules() if isinstance(m, nn.Conv2d))
     w = res.layer4[0].conv2.weight

@@ -4,7 +4,9 @@ one error handler.
 The vocabulary (the same spelling on every command):
 
 * the model is the first positional argument, ``SPEC``: a checkpoint path,
-  ``MODEL@DATA`` (trained and cached on a miss unless ``--no-train``) or a zoo name;
+  ``MODEL@DATA`` (trained and cached on a miss unless ``--no-train``), a zoo name, or
+  ``FILE.py:FUNCTION`` (the user's own code, run because the user named it); ``--weights``
+  loads a plain state dict into it;
 * ``--layers`` (comma-separated; ``all`` where a command takes every layer);
 * ``--image-size`` (the side of the square input);
 * ``--json`` / ``--csv`` on every command that prints a table;
@@ -123,7 +125,10 @@ def deprecated(p, *old: str, new: str, dest: str, nargs=None, append=False, type
 
 MODEL_HELP = (
     "checkpoint path, MODEL@DATA (e.g. convpool_c_crelu@textures; trained and cached if "
-    "missing) or a zoo name (random weights, or your own with --weights)"
+    "missing), a zoo or reference name (e.g. resnet18; random weights, or your own with "
+    "--weights), or FILE.py:FUNCTION for any other architecture: imports FILE.py and calls "
+    "FUNCTION() with no arguments, which must return the torch.nn.Module -- this runs your "
+    "own code, because you named it"
 )
 
 
@@ -135,8 +140,10 @@ def add_model_arguments(p, *, deprecated_option: str | None = None) -> None:
     p.add_argument(
         "--weights",
         metavar="PATH",
-        help="a plain PyTorch state dict (.pt/.pth/.safetensors) for a zoo or reference "
-        "architecture named by SPEC (e.g. vgg16), loaded with weights_only=True",
+        help="a plain PyTorch state dict (.pt/.pth/.safetensors, e.g. torchvision's) for the "
+        "architecture named by SPEC (e.g. resnet18, or FILE.py:FUNCTION), read with "
+        "weights_only=True; 'module.' prefixes (DataParallel) are removed and the class "
+        "count is read from the file",
     )
     p.add_argument("--recipe", default="fast", help="training recipe for MODEL@DATA on a miss")
     p.add_argument("--cache-dir", help="where MODEL@DATA checkpoints are cached")
@@ -231,7 +238,9 @@ def load_model_from_args(args):
 
     spec = args.spec or getattr(args, "spec_option", None)
     if not spec:
-        raise UserError("give the model: a checkpoint path, MODEL@DATA or a zoo name")
+        raise UserError(
+            "give the model: a checkpoint path, MODEL@DATA, a zoo name or FILE.py:FUNCTION"
+        )
     device = resolve_device(args.device)
     loader = getattr(args, "load_model", None)
     if loader is None:

@@ -39,6 +39,7 @@ __all__ = [
     "ResNet",
     "VGG",
     "alexnet",
+    "imagenet_normalize",
     "resnet18",
     "resnet50",
     "vgg11",
@@ -67,13 +68,27 @@ def _scaled(width: float):
     return scale
 
 
-def _normalize(in_channels: int) -> Normalize:
+def imagenet_normalize(in_channels: int) -> Normalize:
+    """The first layer of every reference model: ImageNet's mean and std for RGB input.
+
+    Examples
+    --------
+    >>> imagenet_normalize(3).statistics()[0]  # doctest: +ELLIPSIS
+    [0.48500001430511475, 0.4560000002384186, 0.4059999883174896]
+    """
     norm = Normalize(in_channels)
     if in_channels == 3:  # ImageNet's statistics; other channel counts stay the identity
         # copy_, not set_statistics: its checks call .item(), which fails on the meta device
         norm.mean.copy_(torch.tensor(IMAGENET_MEAN))
         norm.std.copy_(torch.tensor(IMAGENET_STD))
     return norm
+
+
+def _on_meta(module: nn.Module) -> bool:
+    """Whether ``module``'s weight lives on the meta device, where initialising it is a
+    no-op that still takes torch's slow reference path (about 1 s for VGG-16)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and weight.is_meta
 
 
 class _Reference(nn.Module):
@@ -95,7 +110,7 @@ class AlexNet(_Reference):
     def __init__(self, *, num_classes=1000, width=1.0, in_channels=3, dropout=0.5):
         super().__init__()
         w = _scaled(width)
-        self.normalize = _normalize(in_channels)
+        self.normalize = imagenet_normalize(in_channels)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, w(64), kernel_size=11, stride=4, padding=2),
             nn.ReLU(inplace=True),
@@ -158,7 +173,7 @@ class VGG(_Reference):
         super().__init__()
         w = _scaled(width)
         in_channels = next(m for m in features if isinstance(m, nn.Conv2d)).in_channels
-        self.normalize = _normalize(in_channels)
+        self.normalize = imagenet_normalize(in_channels)
         self.features = features
         last = [m for m in features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
@@ -172,6 +187,8 @@ class VGG(_Reference):
             nn.Linear(w(4096), num_classes),
         )
         for m in self.modules():
+            if _on_meta(m):
+                continue
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
@@ -287,7 +304,7 @@ class ResNet(_Reference):
         super().__init__()
         w = _scaled(width)
         self.inplanes = w(64)
-        self.normalize = _normalize(in_channels)
+        self.normalize = imagenet_normalize(in_channels)
         self.conv1 = nn.Conv2d(
             in_channels, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False
         )
@@ -302,6 +319,8 @@ class ResNet(_Reference):
         self.fc = nn.Linear(w(512) * block.expansion, num_classes)
 
         for m in self.modules():
+            if _on_meta(m):
+                continue
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
@@ -416,7 +435,7 @@ def vgg11_bn(*, num_classes=1000, width=1.0, in_channels=3, dropout=None) -> VGG
     Examples
     --------
     >>> vgg11_bn(width=0.0625).features[1]
-    BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    BatchNorm2d(4, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
     """
     return _vgg("vgg11_bn", batch_norm=True, num_classes=num_classes, width=width,
                 in_channels=in_channels, dropout=dropout)  # fmt: skip

@@ -10,7 +10,12 @@
   result, a hit loads it;
 * a bare **registry name** (``convpool_c_crelu``): the architecture with random
   weights -- analyses of untrained networks are legitimate (the paper compares
-  learned filters with random ones), so this is allowed, with a warning.
+  learned filters with random ones), so this is allowed, with a warning;
+* a registry name with ``weights=FILE`` (``resnet18`` and a torchvision ``.pth``): the
+  architecture with a plain state dict loaded into it (:func:`load_weights`);
+* ``FILE.py:FUNCTION`` (``nets/mine.py:make_net``): any other architecture. The file is
+  imported and ``FUNCTION()`` called -- this runs the user's own code, because the user
+  named it -- and must return an ``nn.Module``; ``weights=FILE`` is optional.
 
 Every form returns the model in eval mode, on the best device (``cuda`` when
 available), with its input normalization attached, and its metadata dict as
@@ -40,7 +45,9 @@ waits for the lock and then loads what the first one wrote.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -57,7 +64,15 @@ from .checkpoints import load_checkpoint
 from .recipe import Recipe, get_recipe
 from .trainer import parse_model_spec, train_from_spec, training_state_path
 
-__all__ = ["load_model", "default_cache_dir", "cache_path", "check_compatible", "partial_path"]
+__all__ = [
+    "load_model",
+    "load_weights",
+    "default_cache_dir",
+    "cache_path",
+    "check_compatible",
+    "matching_architectures",
+    "partial_path",
+]
 
 
 def default_cache_dir() -> Path:
@@ -260,9 +275,11 @@ def load_model(
     ----------
     spec : str or path-like
         A checkpoint file; ``MODEL@DATA`` (``convpool_c_crelu_half@textures``,
-        ``vgg@cifar10:/data/cifar``; split on the first ``@``); or a model name
+        ``vgg@cifar10:/data/cifar``; split on the first ``@``); a model name
         from :func:`~invert.nn.zoo.list_models` for an untrained model (random weights,
-        identity normalization, 10 classes; a ``UserWarning`` says so).
+        10 classes; a ``UserWarning`` says so); or ``FILE.py:FUNCTION``: imports the
+        file and calls ``FUNCTION()``, which must return an ``nn.Module`` (this runs
+        your own code, because you named it).
     recipe : {"fast", "tiny", "paper"} or Recipe
         How ``MODEL@DATA`` is trained (see :mod:`invert.train`); part of the cache key.
     device : str or torch.device, optional
@@ -277,10 +294,11 @@ def load_model(
         Seed of a ``MODEL@DATA`` training run (initial weights, item order,
         augmentation, dropout); part of the cache key.
     weights : path, optional
-        With a registry name (``vgg16``, ``alexnet``, any zoo name): a plain PyTorch
-        state dict to load into it (``.pt``/``.pth`` read with
-        ``torch.load(weights_only=True)``, or ``.safetensors``); mismatched keys are
-        named in the error. The input normalization stays the identity.
+        With a registry name (``resnet18``, ``vgg16``, any zoo name) or
+        ``FILE.py:FUNCTION``: a plain PyTorch state dict to load into it (``.pt``/
+        ``.pth`` read with ``torch.load(weights_only=True)``, or ``.safetensors``); see
+        :func:`load_weights`. A reference architecture keeps its ImageNet
+        normalization (images in [0, 1]).
 
     Returns
     -------
@@ -303,6 +321,8 @@ def load_model(
     device = resolve_device(device)
     if weights is not None:
         return _with_weights(spec, weights, device)
+    if isinstance(spec, str) and is_factory_spec(spec):
+        return _described(model_from_factory(spec), spec, None).to(device).eval()
     if isinstance(spec, os.PathLike):
         return _checkpoint(spec, device)
     if not isinstance(spec, str) or not spec.strip():
@@ -352,51 +372,294 @@ def load_model(
 
 def _checkpoint(path, device) -> nn.Module:
     """:func:`load_checkpoint`, pointing plain weights files to ``weights=``."""
-    from .checkpoints import PlainWeightsError
+    from .checkpoints import PlainWeightsError, read_state_dict
 
     try:
         return load_checkpoint(path, device=device)
     except PlainWeightsError:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                matches = matching_architectures(read_state_dict(path))
+        except ValueError:
+            matches = []
+        arch = matches[0] if matches else "ARCH"
         raise ValueError(
             f"{path} holds plain weights, not a crelu checkpoint; name the architecture and "
-            f"pass the file as weights: `crelu COMMAND vgg16 --weights {path}` (Python: "
-            f"load_model('vgg16', weights=...))"
+            f"pass the file as weights: `crelu COMMAND {arch} --weights {path}` (Python: "
+            f"load_model('{arch}', weights=...))"
+            + (f"; its keys match {', '.join(matches)}" if matches else "")
         ) from None
 
 
-def _with_weights(spec, weights, device) -> nn.Module:
-    """A registry architecture with a user's state dict loaded into it."""
-    from invert.nn.zoo import create_model, list_models
+# --- FILE.py:FUNCTION ------------------------------------------------------------------
+
+_FACTORY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def is_factory_spec(spec) -> bool:
+    """Whether ``spec`` names a model factory as ``FILE.py:FUNCTION``.
+
+    Examples
+    --------
+    >>> is_factory_spec("nets/mine.py:make_net"), is_factory_spec("resnet18")
+    (True, False)
+    """
+    return isinstance(spec, str) and _FACTORY.match(spec.strip()) is not None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def model_from_factory(spec: str) -> nn.Module:
+    """Import ``FILE.py`` (by path) and return what its ``FUNCTION()`` builds.
+
+    This runs the user's own code, because the user named it. Each failure is one
+    ``ValueError``/``TypeError`` line: no such file, the import raises, no such function,
+    the function raises, or it returns something other than an ``nn.Module``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "net.py"
+    >>> _ = file.write_text("from torch import nn\\ndef make():\\n    return nn.Conv2d(3, 4, 3)\\n")
+    >>> model_from_factory(f"{file}:make")
+    Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1))
+    """
+    match = _FACTORY.match(spec.strip())
+    if match is None:
+        raise ValueError(f"{spec!r} is not FILE.py:FUNCTION (e.g. nets/mine.py:make_net)")
+    path, name = Path(match["file"]).expanduser(), match["function"]
+    if not path.is_file():
+        raise ValueError(
+            f"no such file: {path} (the model spec {spec} imports FILE.py and calls FUNCTION())"
+        )
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(f"crelu_user_{path.stem}_{digest}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module  # dataclasses, pickling and fx look it up there
+    try:
+        module_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as error:
+        sys.modules.pop(module_spec.name, None)
+        raise ValueError(f"importing {path} raised {_first_line(error)}") from error
+    function = getattr(module, name, None)
+    if not callable(function):
+        found = sorted(
+            k for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None)
+            == module.__name__
+        )  # fmt: skip
+        raise ValueError(
+            f"{path} has no function {name}"
+            + (f"; its functions: {', '.join(found)}" if found else "")
+        )
+    try:
+        model = function()
+    except (Exception, SystemExit) as error:
+        raise ValueError(f"{name}() in {path} raised {_first_line(error)}") from error
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{name}() in {path} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
+
+
+def _described(model: nn.Module, arch: str, weights) -> nn.Module:
+    """Attach ``model.metadata`` as every loader path does."""
     from invert.version import __version__
 
-    from .checkpoints import load_state_dict_into, read_state_dict
-
-    if not isinstance(spec, str) or spec.strip() not in list_models():
-        raise ValueError(
-            f"--weights needs an architecture name such as vgg16 or alexnet, not {spec!r}; "
-            f"valid names: {', '.join(list_models())}"
-        )
-    name = spec.strip()
-    state = read_state_dict(weights)
-    classes = _class_count(state)
-    model = create_model(name, **({"num_classes": classes} if classes else {}))
-    load_state_dict_into(model, state)
-    mean, std = model.normalize.statistics()
+    normalize = getattr(model, "normalize", None)
+    normalization = None
+    if normalize is not None and hasattr(normalize, "statistics"):
+        mean, std = normalize.statistics()
+        normalization = {"mean": mean, "std": std}
     model.metadata = {
-        "arch": name,
-        "config": dict(model.config),
-        "normalization": {"mean": mean, "std": std},
+        "arch": arch,
+        "config": dict(getattr(model, "config", None) or {}),
+        "normalization": normalization,
         "toolkit_version": __version__,
-        "trained": True,
-        "weights": str(weights),
+        "trained": weights is not None,
     }
-    return model.to(device).eval()
+    if weights is not None:
+        model.metadata["weights"] = str(weights)
+    return model
 
 
-def _class_count(state) -> int | None:
-    """The number of classes a state dict's last layer outputs (its last bias)."""
-    biases = [v for k, v in state.items() if k.endswith("bias") and v.dim() == 1]
-    return int(biases[-1].numel()) if biases else None
+# --- a state dict into a named architecture ----------------------------------------------
+
+
+@functools.lru_cache(maxsize=128)
+def _meta_state(name: str, num_classes: int = 10, width: float = 1.0) -> dict:
+    """Key -> shape of registry architecture ``name`` (built on the meta device: no memory)."""
+    import torch
+
+    from invert.nn.zoo import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, width=width)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def matching_architectures(state) -> list[str]:
+    """Registry names (reference architectures and zoo) whose state-dict keys are ``state``'s.
+
+    Where several share the keys (zoo variants of one family), those whose shapes also
+    match (at the file's class count and width) come first, and only they are named.
+
+    Examples
+    --------
+    >>> from invert.nn.reference import resnet50
+    >>> matching_architectures(resnet50(width=0.125, num_classes=5).state_dict())
+    ['resnet50']
+    """
+    from invert.nn.zoo import list_models
+
+    keys = set(state)
+    matches = [name for name in list_models() if set(_meta_state(name)) == keys]
+    exact = []
+    for name in matches:
+        config = _file_config(name, state)
+        try:
+            shapes = _meta_state(name, **config)
+        except ValueError:
+            continue
+        if all(tuple(state[k].shape) == shape for k, shape in shapes.items()):
+            exact.append(name)
+    return exact or matches
+
+
+def _file_config(name: str, state) -> dict:
+    """``num_classes`` and ``width`` of ``name`` that the file's tensors imply.
+
+    The class count comes from the one tensor dimension that follows ``num_classes``
+    (a ResNet's ``fc.weight`` rows, a VGG's ``classifier.6.weight`` rows, a zoo class
+    conv's filters), found by building the architecture for 2 and 4 classes; the width
+    from the first conv's filter count against the architecture's own. Where the file
+    lacks those tensors, the defaults stay (the loading error then names the keys).
+    """
+    config: dict = {}
+    two, four = _meta_state(name, 2), _meta_state(name, 4)
+    for key, shape in two.items():
+        if shape == four[key] or key not in state or len(state[key].shape) != len(shape):
+            continue
+        dim = next(i for i, (a, b) in enumerate(zip(shape, four[key])) if a != b)
+        slope = (four[key][dim] - shape[dim]) / 2
+        classes = (state[key].shape[dim] - (shape[dim] - 2 * slope)) / slope
+        if classes >= 1 and classes == int(classes):
+            config["num_classes"] = int(classes)
+        break
+    base = _meta_state(name, config.get("num_classes", 10))
+    first = next((k for k, s in base.items() if len(s) == 4), None)
+    if first in state and state[first].dim() == 4 and state[first].shape[0] != base[first][0]:
+        config["width"] = state[first].shape[0] / base[first][0]
+    return config
+
+
+def load_weights(name: str, weights: str | os.PathLike) -> nn.Module:
+    """Registry architecture ``name`` with the plain state dict in ``weights`` loaded.
+
+    The file is read with ``torch.load(weights_only=True)`` (or as safetensors), so
+    nothing in it runs. ``module.`` prefixes of DataParallel/DDP are removed with a
+    ``UserWarning``; the class count (the last layer's rows) and the width are read from
+    the file, so a 10-class fine-tuned ``resnet18`` loads. One-line ``ValueError``: the
+    file holds another architecture's weights (named: its keys match it), a pickled
+    model rather than a state dict, float16/bfloat16 weights (convert with ``.float()``),
+    or keys and shapes that do not match (named).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, torch
+    >>> from invert.nn.reference import resnet18
+    >>> file = pathlib.Path(tempfile.mkdtemp()) / "r18.pth"
+    >>> torch.save(resnet18(num_classes=10, width=0.125).state_dict(), file)
+    >>> model = load_weights("resnet18", file)
+    >>> model.fc.out_features, model.layer1[0].conv1.out_channels
+    (10, 8)
+    """
+    from invert.nn.zoo import list_models
+
+    from .checkpoints import check_precision, load_state_dict_into, read_state_dict
+
+    if name not in list_models():
+        raise ValueError(f"unknown architecture {name!r}; valid names: {', '.join(list_models())}")
+    state = read_state_dict(weights)
+    check_precision(state, weights)
+    if set(state) != set(_meta_state(name)):
+        matches = [m for m in matching_architectures(state) if m != name]
+        if matches:
+            raise ValueError(
+                f"{weights} holds {' or '.join(matches)} weights (its keys match "
+                f"{', '.join(matches)}), not {name}; use `crelu COMMAND {matches[0]} --weights "
+                f"{weights}`"
+            )
+    model = _uninitialised(name, _file_config(name, state))
+    load_state_dict_into(model, state)  # strict: every parameter and buffer is overwritten
+    return model
+
+
+def _uninitialised(name: str, config: dict) -> nn.Module:
+    """``create_model(name, **config)`` without initialising its weights (the file's
+    replace them; VGG-16's normal init alone takes seconds). Built on the meta device
+    and given empty CPU memory; the one non-persistent buffer pair (``normalize``'s
+    statistics, which no state dict holds) is copied from a freshly built one."""
+    import torch
+
+    from invert.nn.zoo import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, **config)
+    persistent = set(model.state_dict())
+    loose = [n for n, _ in model.named_buffers() if n not in persistent]
+    if any(not n.startswith("normalize.") for n in loose):
+        return create_model(name, **config)  # buffers we cannot rebuild: initialise normally
+    model.to_empty(device="cpu")
+    if loose:
+        fresh = _normalize_like(name, model.normalize)
+        with torch.no_grad():
+            model.normalize.mean.copy_(fresh.mean)
+            model.normalize.std.copy_(fresh.std)
+    return model
+
+
+def _normalize_like(name: str, normalize: nn.Module) -> nn.Module:
+    """The ``normalize`` layer ``create_model(name)`` gives, for ``normalize``'s channels."""
+    from invert.nn.net import Normalize
+    from invert.nn.reference import REFERENCE, imagenet_normalize
+
+    channels = normalize.mean.numel()
+    return imagenet_normalize(channels) if name in REFERENCE else Normalize(channels)
+
+
+def _with_weights(spec, weights, device) -> nn.Module:
+    """A registry architecture, or ``FILE.py:FUNCTION``'s model, with a user's state dict."""
+    from invert.nn.zoo import list_models
+
+    from .checkpoints import check_precision, load_state_dict_into, read_state_dict
+
+    name = spec.strip() if isinstance(spec, str) else None
+    if name is not None and is_factory_spec(name):
+        model = model_from_factory(name)
+        state = read_state_dict(weights)
+        check_precision(state, weights)
+        if set(state) != set(model.state_dict()):
+            matches = matching_architectures(state)
+            if matches:
+                raise ValueError(
+                    f"{weights} holds {' or '.join(matches)} weights (its keys match "
+                    f"{', '.join(matches)}), not the model of {name}; use `crelu COMMAND "
+                    f"{matches[0]} --weights {weights}`"
+                )
+        load_state_dict_into(model, state)
+        return _described(model, name, weights).to(device).eval()
+    if name not in list_models():
+        raise ValueError(
+            f"--weights needs an architecture name (e.g. resnet18, vgg16) or FILE.py:FUNCTION, "
+            f"not {spec!r}; valid names: {', '.join(list_models())}"
+        )
+    return _described(load_weights(name, weights), name, weights).to(device).eval()
 
 
 def check_compatible(model: nn.Module, dataset) -> None:
