@@ -212,3 +212,14 @@ def test_weights_and_factory_mistakes_are_one_line(capsys, tmp_path, argv, messa
     status, _, err = run(capsys, "frame-bounds", *argv, "--image-size", "8", "--device", "cpu")
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert message.format(tmp=tmp_path) in err, err
+
+
+def test_info_of_a_fine_tuned_resnet18(capsys, resnet18_file):
+    path, source = resnet18_file
+    status, out, err = run(capsys, "info", "resnet18", "--weights", str(path), "--json",
+                           "--device", "cpu")  # fmt: skip
+    assert status == 0, err
+    info = json.loads(out)
+    assert info["arch"] == "resnet18" and info["num_classes"] == 10 and info["input_size"] == 224
+    assert info["parameters"] == sum(p.numel() for p in source.parameters())
+    assert info["file"] == str(path)

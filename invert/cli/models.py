@@ -86,6 +86,8 @@ def _last(history: list[dict], key: str):
 
 
 def _summary(model, source: str | None) -> dict:
+    from invert.nn import model_input_size
+
     meta = getattr(model, "metadata", None) or {}
     history = meta.get("history") or []
     tested = [h["test_accuracy"] for h in history if h.get("test_accuracy") is not None]
@@ -99,7 +101,8 @@ def _summary(model, source: str | None) -> dict:
         "data": meta.get("data"),
         "num_classes": len(meta.get("classes") or []) or config.get("num_classes"),
         "classes": meta.get("classes"),
-        "input_size": meta.get("input_size"),
+        # a checkpoint's training size, else the architecture's own (224 for resnet18)
+        "input_size": meta.get("input_size") or model_input_size(model),
         "normalization": meta.get("normalization"),
         "recipe": recipe.get("name") if isinstance(recipe, dict) else recipe,
         "seed": meta.get("seed"),
