@@ -246,9 +246,11 @@ def zoo_case(name):
     info = model_info(name)
     width = {"All-CNN-B": 0.08, "reference": 0.05}.get(info["family"], 0.1)
     size = {"All-CNN-B": 67, "reference": 67}.get(info["family"], 16)
-    layer = "features.5" if name == "alexnet" else "features.4" if name == "vgg16" else "conv3"
-    if info["family"] == "VGG (Zagoruyko)":
-        layer = "conv3"
+    layer = "conv3"
+    if info["family"] == "reference":  # torchvision layouts: a chain up to the first pooling
+        features = create_model(name, width=width).features if name.startswith("vgg") else []
+        pools = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
+        layer = "maxpool" if name.startswith("resnet") else pools[0] if pools else "features.5"
     return width, size, layer
 
 
@@ -359,7 +361,7 @@ def test_non_chain_model_is_refused_by_the_layerwise_walk():
 
     model = Residual()
     f = features(model, torch.randn(1, 2, 4, 4), layer="act")  # for the joint solver
-    assert not f.chain and f.path == ["conv", "act"]
+    assert not f.chain and f.path == ["conv", "add", "act"]  # the functional add is a place
     with pytest.raises(ValueError, match="plain chain"):
         reconstruct(model, f, device="cpu")
 

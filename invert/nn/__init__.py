@@ -1,4 +1,5 @@
-"""Networks: activations, the named-layer :class:`Net`, the model zoo, and the probe.
+"""Networks: activations, the named-layer :class:`Net`, the model zoo, the model as a graph, and
+running a model to any place in it.
 
 ``invert.nn`` is the bottom layer of the toolkit: everything else (reconstruction,
 training, the analyses in :mod:`theory`) reads models through these names.
@@ -15,12 +16,16 @@ from .net import (
     layer_names,
     model_input_size,
 )
-from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs, probe
+from .graph import ModelGraph, Place, TracingFallbackWarning, model_graph
+from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs
 from .zoo import create_model, list_models, model_info, register_model
 
 __all__ = [
     "AVR",
     "CReLU",
+    "ModelGraph",
+    "Place",
+    "TracingFallbackWarning",
     "Net",
     "Normalize",
     "activation_layers",
@@ -40,6 +45,6 @@ __all__ = [
     "list_models",
     "model_info",
     "model_input_size",
-    "probe",
+    "model_graph",
     "register_model",
 ]

@@ -1,154 +1,41 @@
-"""Run a model up to named layers: the one place that hooks a forward pass and ends it early.
+"""Run a model up to named places: activations, the inputs layers read, the map to a layer.
 
-Every "run the model to layer L" in the toolkit goes through :func:`probe`: activations
-for analyses (:func:`layer_outputs`), the input a layer reads (:func:`layer_inputs`),
-the differentiable map from the input to a layer (:func:`forward_to`, which works
-under ``torch.func.jvp``/``vjp``), the order in which the leaf modules run
-(:func:`execution_order`), and the walk :func:`invert.features` records. The forward
-pass stops as soon as everything asked for has been seen, so asking for ``conv1`` of a
-deep network costs one layer. Layers are module names as in ``model.named_modules()``
-(``"conv3"``, ``"features.4"``); a module that runs more than once is seen at its first
-call.
+Everything here reads the model's one graph (:func:`~invert.nn.graph.model_graph`): a
+layer is a place named as torchvision names it (``"conv3"``, ``"features.4"``,
+``"layer1.0.relu_1"``, ``"flatten"``) or a container whose output is meant
+(``"layer2"``). Only the places the requested ones depend on are run, so asking for
+``conv1`` of a deep network costs one layer, and in-place ops run out of place (the
+caller's tensors and the model are left as they were).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from invert.linalg.operators import as_pair
 
-from .net import eval_mode, get_layer
+from .graph import model_graph
+from .net import eval_mode
 
 __all__ = [
-    "Probe",
     "conv_input_sizes",
     "execution_order",
     "forward_bytes",
     "forward_to",
     "layer_inputs",
     "layer_outputs",
-    "probe",
 ]
-
-#: ``leaf(name, module, inputs, output)``, called for every leaf module as it runs.
-LeafCallback = Callable[[str, nn.Module, tuple, object], None]
-
-
-class _Stop(Exception):
-    """Raised inside a hook to end a forward pass once everything asked for was seen."""
-
-
-@dataclass
-class Probe:
-    """What :func:`probe` saw: outputs and inputs by layer name, and the model's output.
-
-    ``result`` is the model's own output when the pass ran to the end, else None.
-    """
-
-    outputs: dict[str, object] = field(default_factory=dict)
-    inputs: dict[str, tuple] = field(default_factory=dict)
-    result: object = None
-    finished: bool = False
 
 
 def _names(layers) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
-    return list(dict.fromkeys(names))
-
-
-def probe(
-    model: nn.Module,
-    x,
-    *,
-    outputs: Sequence[str] = (),
-    inputs: Sequence[str] = (),
-    leaf: LeafCallback | None = None,
-    stop: bool = True,
-) -> Probe:
-    """Run ``model(x)`` with hooks, and stop once every requested layer has run.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any module; it runs in whatever mode (train/eval) and grad state the caller set.
-    x
-        The model's input.
-    outputs, inputs : sequence of str
-        Layers whose output, or whose positional inputs (a tuple), to keep.
-    leaf : callable, optional
-        ``leaf(name, module, inputs, output)`` for each leaf module as it runs (before
-        the output hooks of the layers that contain it).
-    stop : bool, optional
-        End the pass once the requested layers have run (with nothing requested and a
-        ``leaf`` callback, the pass always runs to the end).
-
-    Returns
-    -------
-    Probe
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 1, 3))
-    >>> seen = probe(net, torch.rand(1, 1, 8, 8), outputs=["1"], inputs=["2"])
-    >>> seen.outputs["1"].shape, seen.inputs["2"][0].shape, seen.finished
-    (torch.Size([1, 2, 6, 6]), torch.Size([1, 2, 6, 6]), False)
-    """
-    out_names, in_names = _names(outputs), _names(inputs)
-    wanted = len(out_names) + len(in_names)
-    seen = Probe()
-    names = {module: name for name, module in model.named_modules()}
-
-    def check_done():
-        if stop and wanted and len(seen.outputs) + len(seen.inputs) == wanted:
-            raise _Stop
-
-    def output_hook(name):
-        def hook(module, args, output):
-            if name not in seen.outputs:
-                seen.outputs[name] = output
-                check_done()
-
-        return hook
-
-    def input_hook(name):
-        def hook(module, args):
-            if name not in seen.inputs:
-                seen.inputs[name] = args
-                check_done()
-
-        return hook
-
-    def leaf_hook(module, args, output):
-        leaf(names[module], module, args, output)
-
-    handles = []
-    try:
-        if leaf is not None:
-            for module in model.modules():
-                if not list(module.children()):
-                    handles.append(module.register_forward_hook(leaf_hook))
-        for name in in_names:
-            handles.append(get_layer(model, name).register_forward_pre_hook(input_hook(name)))
-        for name in out_names:
-            handles.append(get_layer(model, name).register_forward_hook(output_hook(name)))
-        try:
-            seen.result = model(x)
-            seen.finished = True
-        except _Stop:
-            pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    missing = [n for n in out_names if n not in seen.outputs]
-    missing += [n for n in in_names if n not in seen.inputs]
-    if missing:
-        raise ValueError(f"layers {missing} did not run in the forward pass of the model")
-    return seen
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("no layer requested")
+    return names
 
 
 def layer_outputs(
@@ -159,16 +46,16 @@ def layer_outputs(
     Parameters
     ----------
     model : nn.Module
-        Any module; layers are addressed as in :func:`~invert.nn.layer_names`.
+        Any module; it runs in whatever mode (train/eval) and grad state the caller set.
     x : torch.Tensor
         Input batch.
     layers : str or sequence of str
-        Layer names.
+        Place names (see :func:`~invert.nn.graph.model_graph`).
 
     Returns
     -------
     dict of str to torch.Tensor
-        The output of each requested layer, keyed by name, in the order asked.
+        The output of each requested layer, keyed by the name asked, in the order asked.
 
     Examples
     --------
@@ -180,16 +67,16 @@ def layer_outputs(
     torch.Size([2, 48, 32, 32])
     """
     names = _names(layers)
-    if not names:
-        raise ValueError("no layer requested")
-    seen = probe(model, x, outputs=names)
-    return {name: seen.outputs[name] for name in names}
+    graph = model_graph(model, x)
+    places = [graph.resolve(n) for n in names]
+    out = graph.run(x, places)
+    return {name: out[place] for name, place in zip(names, places)}
 
 
 def layer_inputs(
     model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
 ) -> dict[str, torch.Tensor]:
-    """The (first positional) input each named layer reads, for model input ``x``.
+    """The (first) input each named place reads, for model input ``x``.
 
     Examples
     --------
@@ -199,17 +86,22 @@ def layer_inputs(
     torch.Size([1, 4, 6, 6])
     """
     names = _names(layers)
-    if not names:
-        raise ValueError("no layer requested")
-    seen = probe(model, x, inputs=names)
-    return {name: seen.inputs[name][0] for name in names}
+    graph = model_graph(model, x)
+    sources = []
+    for name in names:
+        place = graph[name]
+        if not place.inputs:
+            raise ValueError(f"layer {name!r} reads no input")
+        sources.append(place.inputs[0])
+    out = graph.run(x, sources)
+    return {name: out[source] for name, source in zip(names, sources)}
 
 
 def forward_to(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     """The model's own map from its input to the output of ``layer``, differentiable.
 
     No ``no_grad`` and no mode change: this is ``f_L(x)`` for autograd and for
-    ``torch.func.jvp``/``vjp`` (the forward pass still ends at ``layer``).
+    ``torch.func.jvp``/``vjp``.
 
     Examples
     --------
@@ -219,7 +111,7 @@ def forward_to(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     >>> torch.equal(forward_to(net, x, "1"), net[1](net[0](x)))
     True
     """
-    return probe(model, x, outputs=[layer]).outputs[layer]
+    return layer_outputs(model, x, [layer])[layer]
 
 
 def conv_input_sizes(
@@ -312,7 +204,8 @@ def forward_bytes(
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
-    """The leaf modules in the order they run on ``x`` (each at its first call), with names.
+    """The modules called on ``x``, in the order they run (each at its first call), with
+    their paths.
 
     Examples
     --------
@@ -321,13 +214,9 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Mod
     >>> [name for name, _ in execution_order(net, torch.rand(1, 1, 2, 2))]
     ['0', '1']
     """
-    order: list[tuple[str, nn.Module]] = []
-    ran: set[int] = set()
-
-    def leaf(name, module, args, output):
-        if id(module) not in ran:
-            ran.add(id(module))
-            order.append((name, module))
-
-    probe(model, x, leaf=leaf)
-    return order
+    graph = model_graph(model, x)
+    order: dict[str, nn.Module] = {}
+    for place in graph.places.values():
+        if place.op == "module" and place.target not in order:
+            order[place.target] = place.module
+    return list(order.items())

@@ -1,9 +1,10 @@
 """The features of a layer, with what inverting them needs.
 
-:func:`features` runs a model up to a layer and keeps, besides the activation, what
-inverting it needs: the layers on the way as leaf modules in execution order, their
-input and output shapes, the max-pooling switches, and a fingerprint of those layers
-(features from another model, or from changed weights, are refused).
+:func:`features` runs a model up to a place (:func:`~invert.nn.graph.model_graph`) and
+keeps, besides the activation, what inverting it needs: the places on the way that
+depend on the input, in execution order, their input and output shapes, the
+max-pooling switches, and a fingerprint of those places (features from another model,
+or from changed weights, are refused).
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import torch
 from torch import nn
 
 from invert.linalg.switches import max_pool_with_switches
-from invert.nn import eval_mode, get_layer, probe
+from invert.nn import eval_mode
+from invert.nn.graph import ModelGraph, model_graph
 
-__all__ = ["Features", "Step", "check_images", "features", "fingerprint", "fingerprint_names"]
+__all__ = ["Features", "Step", "check_images", "features", "fingerprint"]
 
 
 @dataclass(frozen=True)
 class Step:
-    """One leaf module on the way to the layer: its path, type and per-sample shapes."""
+    """One place on the way to the layer: its name, kind, what it calls, per-sample shapes.
+
+    ``kind`` is the type name of the module that computes it (``"Conv2d"``, ``"ReLU"``,
+    also for ``F.relu``), else the function name (``"add"``); ``target`` the module path
+    or the function name.
+    """
 
     name: str
     kind: str
+    target: str
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
 
@@ -40,37 +48,42 @@ class Features:
         ``(N, C, H, W)`` output of the layer; edit it freely (same shape) before
         reconstructing.
     layer : str
-        The layer's name in the model.
+        The layer's name as asked (a place, or a container meaning its output).
     steps : tuple of Step
-        The leaf modules from the input to the layer, in execution order.
-    switches : dict of int to torch.Tensor
-        Max-pooling switches, keyed by the index of the pooling step in ``steps`` (a
-        module that runs twice has two steps).
+        The places from the input to the layer that depend on the input, in execution
+        order (the input itself excluded).
+    switches : dict of str to torch.Tensor
+        Max-pooling switches, keyed by the place of the pooling.
     fingerprint : str
-        SHA-256 of the steps' types, settings, parameters and buffers (for a non-chain,
-        also of the parameters the modules containing them hold directly).
+        SHA-256 of the places' ops, settings, parameters and buffers.
     chain : bool
-        True when every leaf reads the previous leaf's output and the layer's output is
-        the last leaf's: what the layer-wise walk needs. Otherwise (residual blocks,
-        functional ops between modules) the steps are only the leaves in execution order
-        and only the joint solver can use the features.
+        True when every step reads the previous one's output and nothing else that
+        depends on the input: what the layer-wise walk needs. Otherwise (residual blocks,
+        concatenations) only the joint solver can use the features.
+    place : str
+        The place of the graph that ``layer`` means.
+    input_shape : tuple of int
+        Per-sample shape of the model input.
     """
 
     activation: torch.Tensor
     layer: str
     steps: tuple[Step, ...]
-    switches: dict[int, torch.Tensor]
+    switches: dict[str, torch.Tensor]
     fingerprint: str
     chain: bool = True
+    place: str = ""
+    input_shape: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        self.place = self.place or self.layer
+        if not self.input_shape and self.steps:
+            self.input_shape = self.steps[0].in_shape
 
     @property
     def path(self) -> list[str]:
-        """Names of the leaf modules from the input to the layer."""
+        """Names of the places from the input to the layer."""
         return [s.name for s in self.steps]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.steps[0].in_shape
 
     def __repr__(self) -> str:
         return (
@@ -79,30 +92,31 @@ class Features:
         )
 
 
-def fingerprint_names(path: list[str], chain: bool) -> list[str]:
-    """The modules a fingerprint covers: the leaves, and for a non-chain their ancestors."""
-    if chain:
-        return path
-    ancestors = {".".join(n.split(".")[:i]) for n in path for i in range(n.count(".") + 1)}
-    return sorted(ancestors) + path
-
-
-def fingerprint(model: nn.Module, names: list[str]) -> str:
-    modules = dict(model.named_modules())
+def fingerprint(graph: ModelGraph, place: str) -> str:
+    """SHA-256 of every place ``place`` depends on: op, settings, parameters, buffers."""
     digest = hashlib.sha256()
-    for name in names:
-        module = modules.get(name)
-        if module is None:
-            return ""
-        digest.update(f"{name}|{type(module).__qualname__}|{module.extra_repr()}".encode())
-        tensors = list(module.named_parameters(recurse=False))
-        tensors += list(module.named_buffers(recurse=False))
-        for key, t in tensors:
-            if t is None:
-                continue
-            t = t.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+    def tensor(key, t):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+    for p in graph.path(place):
+        digest.update(f"{p.name}|{p.op}|{p.target}|{p.kind}".encode())
+        if p.module is not None:
+            digest.update(f"{type(p.module).__qualname__}|{p.module.extra_repr()}".encode())
+        if p.op == "module":
+            for key, t in [*p.module.named_parameters(), *p.module.named_buffers()]:
+                if t is not None:
+                    tensor(key, t)
+        elif p.op == "attribute":
+            obj = graph.model
+            for part in p.target.split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, torch.Tensor):
+                tensor(p.target, obj)
+        elif p.node is not None:
+            digest.update(repr((p.node.args, p.node.kwargs)).encode())
     return digest.hexdigest()
 
 
@@ -120,11 +134,12 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     """Run ``model`` on ``x`` up to ``layer`` and keep what inversion needs.
 
     The model runs in evaluation mode (BatchNorm with running statistics, dropout off:
-    the maps :func:`~invert.reconstruction.reconstruct` inverts); its modes are restored
-    afterwards. Any module works. When it is a chain (every leaf module's input is the
-    previous one's output: an ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`,
-    nested sequentials ...) the features serve both strategies; otherwise
-    ``chain`` is False and only the joint solver uses them.
+    the maps :func:`~invert.reconstruction.reconstruct` inverts), in-place ops out of
+    place; the model and ``x`` are left as they were. Any module works. When the places
+    up to the layer are a chain (each reads the previous one's output: an
+    ``nn.Sequential``, a zoo :class:`~invert.nn.net.Net`, VGG, AlexNet ...) the features
+    serve both strategies; otherwise (a residual block) ``chain`` is False and only the
+    joint solver uses them.
 
     Parameters
     ----------
@@ -133,8 +148,9 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     x : torch.Tensor
         ``(N, C, H, W)`` input batch (for zoo models: images in [0, 1]).
     layer : str
-        A module name: a child such as ``"conv3"`` or ``"3"``, or a path such as
-        ``"features.4"``. The output of that module is the feature.
+        A place of the model's graph (:func:`~invert.nn.graph.model_graph`): a module
+        path such as ``"conv3"`` or ``"features.4"``, a later call ``"layer1.0.relu_1"``,
+        a functional op ``"layer1.0.add"``, or a container (``"layer2"``) for its output.
 
     Returns
     -------
@@ -146,51 +162,59 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.1)
     >>> f = features(net, torch.rand(1, 3, 32, 32), layer="conv4")
-    >>> f.path[:4], tuple(f.activation.shape)
-    (['normalize', 'drop0', 'conv1.conv', 'conv1.act'], (1, 38, 16, 16))
+    >>> f.place, f.path[:4], tuple(f.activation.shape)
+    ('conv4.act', ['normalize', 'drop0', 'conv1.conv', 'conv1.act'], (1, 38, 16, 16))
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
     check_images(x)
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module name (str); got {type(layer).__name__}")
-    get_layer(model, layer)  # ValueError listing the valid names
+        raise TypeError(f"layer must be a place name (str); got {type(layer).__name__}")
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise ValueError(f"the model's {name} contains NaN or Inf")
     device = next((p.device for p in model.parameters()), x.device)
+    x = x.to(device)
+    graph = model_graph(model, x)
+    place = graph.resolve(layer)
+    live = {p.name for p in graph.input_dependent(graph.path(place))}
     steps: list[Step] = []
-    switches: dict[int, torch.Tensor] = {}
-    x = x.to(device).clone()  # in-place layers must not touch the caller's tensor
-    state = {"last": x, "chain": True}
+    switches: dict[str, torch.Tensor] = {}
 
-    def leaf(name, module, inputs, output):
-        first = inputs[0] if inputs else None
-        if first is not state["last"] or not isinstance(output, torch.Tensor):
-            state["chain"] = False
-        if isinstance(module, nn.MaxPool2d) and isinstance(first, torch.Tensor):
-            switches[len(steps)] = max_pool_with_switches(first, module)[1]
-        steps.append(Step(name, type(module).__name__, _shape(first), _shape(output)))
-        state["last"] = output
+    def record(p, inputs, output):
+        if p.name not in live or p.op == "input":
+            return
+        first = next((v for i, v in zip(p.inputs, inputs) if i in live), None)
+        if isinstance(p.module, nn.MaxPool2d) and isinstance(first, torch.Tensor):
+            switches[p.name] = max_pool_with_switches(first, p.module)[1]
+        steps.append(Step(p.name, p.kind, p.target, _shape(first), _shape(output)))
 
     with eval_mode(model), torch.no_grad():
-        seen = probe(model, x, outputs=[layer], leaf=leaf)
-    out = seen.outputs[layer]
+        out = graph.run(x, [place], record=record)[place]
     if not isinstance(out, torch.Tensor):
         raise ValueError(f"the output of {layer!r} is a {type(out).__name__}, not a tensor; "
                          "pick a layer that outputs one")  # fmt: skip
-    chain = bool(steps) and state["chain"] and out is state["last"]
+    if not steps:
+        raise ValueError(f"{layer!r} is the model's input; pick a layer after it")
     if not torch.isfinite(out).all():
         raise ValueError(f"the activation of {layer!r} contains NaN or Inf")
-    path = [s.name for s in steps]
     return Features(
         activation=out.detach().clone(),
         layer=layer,
         steps=tuple(steps),
         switches=switches,
-        fingerprint=fingerprint(model, fingerprint_names(path, chain)),
-        chain=chain,
+        fingerprint=fingerprint(graph, place),
+        chain=graph.is_chain(place),
+        place=place,
+        input_shape=tuple(x.shape[1:]),
     )
+
+
+def graph_of(model: nn.Module, feats: Features) -> ModelGraph:
+    """The graph of ``model`` (an input of the features' shape, should it need one)."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    to = dict(dtype=param.dtype, device=param.device) if param is not None else {}
+    return model_graph(model, torch.zeros(1, *feats.input_shape, **to))
 
 
 def _shape(t) -> tuple[int, ...]:

@@ -1,46 +1,48 @@
 """The model's own map from its input to a layer, as a residual against recorded features.
 
 :class:`LayerMap` is what the joint solver inverts and what the certificate measures:
-``x -> f_L(x)``, the model's own forward pass up to the layer (any ``nn.Module``, via
-:func:`invert.nn.probe`), differentiable under ``torch.func.jvp``/``vjp``. What is
-compared with the features depends on the layer's last module (the leaf whose output
-*is* the layer's output):
+``x -> f_L(x)``, the model's own forward pass up to the layer's place, run on the model's
+graph (:mod:`invert.nn.graph`: any traceable ``nn.Module``, in-place ops out of place),
+differentiable under ``torch.func.jvp``/``vjp``. What is compared with the features is
+the "compare" column of :mod:`invert.reconstruction.rules`, read for the layer's place:
 
-==========  ==========================================================================
-``CReLU``   the pre-activation ``z`` (the CReLU's input) against ``pos - neg``: exact,
-            and linear in ``z`` (CReLU's own Jacobian would give the same ``J^T J``)
-``ReLU``    ``z - y`` where the unit is active (``y > 0``: linear in ``z``, with a
-            gradient even while the estimate has the unit off) and ``relu(z)`` where it
-            is not (``z <= 0`` is all that is known); at ``z = f(x)`` these are the
-            rows of the ReLU output's own Jacobian
-other       the layer's output itself against the features
-==========  ==========================================================================
+==================  =====================================================================
+``pre-activation``  (CReLU) the CReLU's input ``z`` against ``pos - neg``: exact, and
+                    linear in ``z`` (CReLU's own Jacobian would give the same ``J^T J``)
+``active units``    (ReLU, module or functional) ``z - y`` where the unit is active
+                    (``y > 0``: linear in ``z``, with a gradient even while the estimate
+                    has the unit off) and ``relu(z)`` where it is not (``z <= 0`` is all
+                    that is known); at ``z = f(x)`` these are the rows of the ReLU
+                    output's own Jacobian
+``output``          anything else: the place's output itself against the features
+==================  =====================================================================
 
-Max-pooling (``nn.MaxPool2d`` modules): with ``pooling="recorded"`` each output is
-replaced, by a forward hook, with the gather of its input at the switches recorded in
-the features, so the map is the network with that selection held fixed (piecewise
-linear for ReLU/CReLU nets); with ``"model"`` the network's own max decides. Every
-sample is its own problem: the map of a batch is evaluated on any subset ``idx`` of the
-images (``residual(x, idx)``).
+Max-pooling places (``nn.MaxPool2d`` or ``F.max_pool2d``): with ``pooling="recorded"``
+each output is replaced by the gather of its input at the switches recorded in the
+features, so the map is the network with that selection held fixed (piecewise linear
+for ReLU/CReLU nets); with ``"model"`` the network's own max decides. Every sample is its
+own problem: the map of a batch is evaluated on any subset ``idx`` of the images.
+
+Jacobian products: ``J^T u`` by ``torch.func.vjp`` of the recorded pass; ``J v`` by
+walking the same recorded pass place by place with each op's linear rule (one conv per
+conv, masks, gathers; ``torch.func.jvp`` of the op alone where the table has no rule), a
+third of what ``torch.func.jvp`` of the whole map costs. Only for an untraceable model
+that is not a chain does ``J v`` fall back to ``torch.func.jvp`` of the whole map.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp, vjp
 
-from invert.linalg.switches import max_pool_with_switches
-from invert.nn import eval_mode, probe
-from invert.nn.activations import CReLU
-from invert.nn.net import EVAL_IDENTITY, Normalize
+from invert.nn import eval_mode
 
-from .features import Features, fingerprint, fingerprint_names
+from .features import Features, fingerprint, graph_of
+from .rules import rule_for
 
 __all__ = ["LayerMap", "Linearization", "check_features"]
 
@@ -54,12 +56,11 @@ def check_features(model: nn.Module, feats: Features) -> None:
     if not isinstance(feats, Features):
         raise TypeError(f"expected Features from invert.reconstruction.features; got "
                         f"{type(feats).__name__}")  # fmt: skip
-    modules = dict(model.named_modules())
-    if feats.layer not in modules or any(s.name not in modules for s in feats.steps):
+    graph = graph_of(model, feats)
+    if feats.place not in graph.places or any(s.name not in graph.places for s in feats.steps):
         raise ValueError("these features come from another model: its layers "
                          f"{feats.path} are not all in this one")  # fmt: skip
-    names = fingerprint_names(feats.path, feats.chain)
-    if fingerprint(model, names) != feats.fingerprint:
+    if fingerprint(graph, feats.place) != feats.fingerprint:
         raise ValueError(
             "these features come from another model (or its weights changed since); "
             "compute them with features(model, x, layer=...) on this model"
@@ -85,49 +86,12 @@ class Linearization:
         return self._vjp(u)[0]
 
 
-def _linear_step(module: nn.Module, x: torch.Tensor, switches: torch.Tensor | None):
-    """``v -> J v`` of one leaf module at its input ``x``: one conv for a conv, a mask for
-    an activation, a gather for max-pooling; torch.func.jvp for anything else."""
-    if isinstance(module, nn.Conv2d):
-        weight = module.weight
-        if module.padding_mode == "zeros":
-            args = (module.stride, module.padding, module.dilation, module.groups)
-            return lambda v: F.conv2d(v, weight, None, *args)
-        return lambda v: module._conv_forward(v, weight, None)
-    if isinstance(module, nn.ReLU):
-        mask = (x > 0).to(x.dtype)
-        return lambda v: v * mask
-    if isinstance(module, CReLU):
-        pos, neg = (x > 0).to(x.dtype), (x < 0).to(x.dtype)
-        return lambda v: torch.cat((v * pos, -(v * neg)), module.dim)
-    if isinstance(module, nn.LeakyReLU):
-        slope = torch.where(x > 0, 1.0, module.negative_slope).to(x.dtype)
-        return lambda v: v * slope
-    if isinstance(module, nn.MaxPool2d) and x.dim() == 4:
-        if switches is None:
-            switches = max_pool_with_switches(x, module)[1]
-        return lambda v: v.flatten(2).gather(2, switches.flatten(2)).view_as(switches)
-    if isinstance(module, nn.BatchNorm2d) and not module.training and x.dim() == 4:
-        if module.running_var is not None:
-            gain = torch.rsqrt(module.running_var + module.eps)
-            if module.weight is not None:
-                gain = gain * module.weight
-            return lambda v: v * gain.view(1, -1, 1, 1)
-    if isinstance(module, Normalize):
-        return lambda v: v / module.std.view(1, -1, *([1] * (v.dim() - 2)))
-    if isinstance(module, EVAL_IDENTITY) and not module.training:
-        return lambda v: v
-    if isinstance(module, (nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
-        return module
-    return lambda v: jvp(module, (x,), (v,))[1]
-
-
 class LayerMap:
     """The residual ``r(x) = g(f_L(x)) - t`` of one layer's features, per image.
 
-    Use as a context manager: inside, the model is in eval mode with frozen parameters
-    and carries the switch hooks; everything is restored on exit. A model whose dtype or
-    device differs from the requested ones is copied, never changed.
+    Use as a context manager: inside, the model is in eval mode with frozen parameters;
+    everything is restored on exit. A model whose dtype or device differs from the
+    requested ones is copied, never changed.
 
     Parameters
     ----------
@@ -151,19 +115,17 @@ class LayerMap:
         moved = any(t.is_floating_point() and (t.dtype != dtype or t.device != self.device)
                     for t in tensors)  # fmt: skip
         self.model = copy.deepcopy(model).to(self.device, dtype) if moved else model
-        self.layer = feats.layer
-        self.final = feats.steps[-1].name if feats.steps else None
+        self.graph = graph_of(self.model, feats)
+        self.layer, self.place = feats.layer, feats.place
         self.input_shape = tuple(feats.input_shape)
         self.n_images = feats.activation.shape[0]
-        self._state = {"idx": None, "calls": defaultdict(int), "pre": None, "hold": True,
-                       "record": None}  # fmt: skip
-        self._switches: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self._switches = {}
         if pooling == "recorded":
-            for i in sorted(feats.switches):
-                self._switches[feats.steps[i].name].append(feats.switches[i].to(self.device))
-        self._handles, self._saved = [], None
+            self._switches = {k: v.to(self.device) for k, v in feats.switches.items()}
+        self._live = [s.name for s in feats.steps]
+        self._saved = None
 
-    # --- context: eval mode, frozen parameters, hooks ----------------------------------------
+    # --- context: eval mode, frozen parameters ------------------------------------------------
 
     def __enter__(self) -> LayerMap:
         self._eval = eval_mode(self.model)
@@ -171,15 +133,6 @@ class LayerMap:
         self._saved = [(p, p.requires_grad) for p in self.model.parameters()]
         for p, _ in self._saved:
             p.requires_grad_(False)
-        modules = dict(self.model.named_modules())
-        for name in self._switches:
-            self._handles.append(modules[name].register_forward_hook(self._gather(name)))
-        if self.final is not None:
-            self._handles.append(modules[self.final].register_forward_pre_hook(self._keep_input))
-        self._steps = [modules[step.name] for step in self.feats.steps]
-        if self.feats.chain:
-            for module in dict.fromkeys(self._steps):
-                self._handles.append(module.register_forward_pre_hook(self._record))
         try:
             self._setup()
         except BaseException:
@@ -188,47 +141,45 @@ class LayerMap:
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
         for p, flag in self._saved or ():
             p.requires_grad_(flag)
         self._saved = None
         self._eval.__exit__(None, None, None)
 
-    def _gather(self, name):
-        def hook(module, args, output):
-            if not self._state["hold"]:
-                return None
-            calls = self._state["calls"]
-            k = calls[name]
-            calls[name] += 1
-            idx = self._switches[name][k][self._state["idx"]]
-            return args[0].flatten(2).gather(2, idx.flatten(2)).view_as(idx)
-
-        return hook
-
-    def _keep_input(self, module, args):
-        self._state["pre"] = args[0] if args else None
-
-    def _record(self, module, args):
-        if self._state["record"] is not None:
-            self._state["record"].append(args[0])
-
     # --- the map -----------------------------------------------------------------------------
 
-    def _run(self, x: torch.Tensor, idx: torch.Tensor, *, output: bool = False) -> torch.Tensor:
+    def _substitutes(self, idx, hold=True):
+        if not hold:
+            return {}
+
+        def gather(name):
+            def fn(inputs, output):
+                switches = self._switches[name][idx]
+                return inputs[0].flatten(2).gather(2, switches.flatten(2)).view_as(switches)
+
+            return fn
+
+        return {name: gather(name) for name in self._switches}
+
+    def _run(self, x, idx, *, output=False, hold=True, record=None):
         """The layer's output (``output=True``) or the compared quantity, for images ``idx``."""
-        self._state["idx"], self._state["pre"] = idx, None
-        self._state["calls"].clear()
-        out = probe(self.model, x, outputs=[self.layer]).outputs[self.layer]
+        seen = {}
+
+        def keep(place, inputs, out):
+            if place.name == self.place and inputs:
+                seen["pre"] = inputs[0]
+            if record is not None:
+                record(place, inputs, out)
+
+        out = self.graph.run(x, [self.place], substitute=self._substitutes(idx, hold),
+                             record=keep)[self.place]  # fmt: skip
         if output or self.kind == "output":
             return out
-        return self._state["pre"]
+        return seen["pre"]
 
-    def residual(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor, idx: torch.Tensor, *, record=None) -> torch.Tensor:
         """``r(x)`` for the images ``idx`` (differentiable; not divided by the scale)."""
-        z = self._run(x, idx)
+        z = self._run(x, idx, record=record)
         if self.kind == "relu":
             active = self._active[idx]
             return torch.where(active, z - self.target[idx], torch.relu(z))
@@ -237,49 +188,72 @@ class LayerMap:
     def linearize(self, x: torch.Tensor, idx: torch.Tensor) -> Linearization:
         """The residual at ``x`` and its Jacobian products (``J^T`` reused from one pass).
 
-        For a chain, ``J v`` replays the recorded pass leaf by leaf (one conv per conv,
-        masks, gathers: a third of what ``torch.func.jvp`` costs, which recomputes the
-        pass and convolves twice more); otherwise it is ``torch.func.jvp`` of the map.
+        ``J v`` walks the recorded pass with each op's linear rule (see the module notes).
         """
-
-        def recorded(v):
-            inputs = []
-            self._state["record"] = inputs
-            try:
-                return self.residual(v, idx), inputs
-            finally:
-                self._state["record"] = None
-
-        if not self.feats.chain:
+        if self._replayable is False:
             r, vjp_fn = vjp(lambda v: self.residual(v, idx), x)
             return Linearization(r, lambda v: self.jvp(x, idx, v), vjp_fn)
-        r, vjp_fn, inputs = vjp(recorded, x, has_aux=True)
-        if len(inputs) != len(self._steps):
-            return Linearization(r, lambda v: self.jvp(x, idx, v), vjp_fn)
-        return Linearization(r, self._replay(inputs, idx), vjp_fn)
+        places = []
 
-    def _replay(self, inputs, idx):
-        calls = defaultdict(int)
+        def recorded(v):
+            values = []
+
+            def record(place, inputs, out):
+                if place.name in self._live_set:
+                    places.append(place)
+                    values.append([t if isinstance(t, torch.Tensor) else None for t in inputs])
+
+            return self.residual(v, idx, record=record), values
+
+        r, vjp_fn, values = vjp(recorded, x, has_aux=True)
+        return Linearization(r, self._replay(places, values, idx), vjp_fn)
+
+    def _replay(self, places, values, idx):
         fns = []
-        last = len(self._steps) - (self.kind != "output")
-        for step, module, x_k in zip(self.feats.steps[:last], self._steps, inputs):
-            switches = None
-            if step.name in self._switches:
-                switches = self._switches[step.name][calls[step.name]][idx]
-                calls[step.name] += 1
-            fns.append(_linear_step(module, x_k, switches))
-        on = (inputs[-1] > 0).to(inputs[-1].dtype) if self.kind == "relu" else None
+        for place, ins in zip(places, values):
+            if place.name not in self._replay_set:
+                continue
+            live = [k for k, name in enumerate(place.inputs) if name in self._tangent_sources]
+            fns.append((place.name, [place.inputs[k] for k in live],
+                        self._linear(place, ins, live, idx)))  # fmt: skip
+        z = None
+        if self.kind == "relu":
+            z = values[[p.name for p in places].index(self.place)][0]
+        on = (z > 0).to(z.dtype) if z is not None else None
         active = self._active[idx] if self.kind == "relu" else None
+        compared, origin = self._compared, self.graph.input
 
         def apply(v):
-            for fn in fns:
-                v = fn(v)
-            return v if on is None else torch.where(active, v, v * on)
+            tangent = {origin: v}
+            for name, sources, fn in fns:
+                tangent[name] = fn([tangent[s] for s in sources])
+            out = tangent[compared]
+            return out if on is None else torch.where(active, out, out * on)
 
         return apply
 
+    def _linear(self, place, ins, live, idx):
+        """``[tangents of the live inputs] -> tangent of the output`` of one recorded place."""
+        if place.module is not None and live == [0]:
+            rule = rule_for(place.module)
+            switches = self._switches[place.name][idx] if place.name in self._switches else None
+            fn = rule.linear(place.module, ins[0], switches) if rule.linear is not None else None
+            if fn is not None:
+                return lambda tangents: fn(tangents[0])
+        graph = self.graph
+
+        def generic(tangents):
+            def f(*primals):
+                env = dict(zip(place.inputs, ins))
+                env.update({place.inputs[k]: p for k, p in zip(live, primals)})
+                return graph.evaluate(place, env)
+
+            return jvp(f, tuple(ins[k] for k in live), tuple(tangents))[1]
+
+        return generic
+
     def jvp(self, x: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``J v`` at ``x`` by ``torch.func.jvp`` (any model)."""
+        """``J v`` at ``x`` by ``torch.func.jvp`` of the whole map (any model)."""
         return jvp(lambda u: self.residual(u, idx), (x,), (v,))[1]
 
     def relative(self, r: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -288,41 +262,33 @@ class LayerMap:
 
     def model_residual(self, x: torch.Tensor) -> torch.Tensor:
         """Relative misfit of the *model's own* layer output at ``x`` (its own max-pooling)."""
-        self._state["hold"] = False
-        try:
-            with torch.no_grad():
-                out = self._run(x, self.all, output=True)
-        finally:
-            self._state["hold"] = True
+        with torch.no_grad():
+            out = self._run(x, self.all, output=True, hold=False)
         y = self.feats.activation.to(self.device, self.dtype)
         norm = torch.linalg.vector_norm(y.flatten(1), dim=1)
         diff = torch.linalg.vector_norm((out - y).flatten(1), dim=1)
         return (diff / torch.where(norm > 0, norm, torch.ones_like(norm))).cpu()
 
     def rank_bound(self) -> torch.Tensor:
-        """Per image, an upper bound on the rank of ``J`` by counting (chains only: else n)."""
+        """Per image, an upper bound on the rank of ``J`` by counting: the compared rows, the
+        input's size, and the size of every place all paths from the input pass through."""
         n = math.prod(self.input_shape)
         rows = self._rows.clone()
-        if not self.feats.chain:
-            return torch.minimum(rows, torch.full_like(rows, n))
-        narrowest = min([n] + [math.prod(s.out_shape) for s in self.feats.steps if s.out_shape])
-        return torch.minimum(rows, torch.full_like(rows, narrowest))
+        sizes = {s.name: math.prod(s.out_shape) for s in self.feats.steps if s.out_shape}
+        cut = [sizes[name] for name in self._dominators if name in sizes]
+        return torch.minimum(rows, torch.full_like(rows, min([n, *cut])))
 
     # --- set-up: what is compared, and can autograd differentiate it -------------------------
 
     def _setup(self) -> None:
-        feats = self.feats
+        feats, graph = self.feats, self.graph
         self.all = torch.arange(self.n_images, device=self.device)
         y = feats.activation.to(self.device, self.dtype)
-        probe_x = torch.zeros(1, *self.input_shape, dtype=self.dtype, device=self.device)
+        final = graph.places[self.place]
+        compare = rule_for(final.module).compare
         self.kind = "output"
-        modules = dict(self.model.named_modules())
-        final = modules.get(self.final)
-        if self._final_is_output(probe_x):
-            if isinstance(final, CReLU) and final.dim == 1 and y.dim() >= 2:
-                self.kind = "crelu"
-            elif isinstance(final, nn.ReLU):
-                self.kind = "relu"
+        if y.dim() >= 2 and (final.inputs and final.inputs[0] != "?" or not graph.traced):
+            self.kind = {"pre-activation": "crelu", "active units": "relu"}.get(compare, "output")
         if self.kind == "crelu":
             k = y.shape[1] // 2
             self.target = y[:, :k] - y[:, k:]
@@ -336,102 +302,94 @@ class LayerMap:
             self._rows = self._active.flatten(1).sum(1).cpu()
         else:
             self._rows = torch.full((self.n_images,), flat.shape[1], dtype=torch.long)
+        self._plan_replay(final)
+        probe_x = torch.zeros(1, *self.input_shape, dtype=self.dtype, device=self.device)
         self._check_differentiable(probe_x)
 
-    def _final_is_output(self, x) -> bool:
-        seen = {}
-
-        def leaf(name, module, args, output):
-            seen["last"] = output
-
-        self._state["idx"] = torch.zeros(1, dtype=torch.long, device=self.device)
-        self._state["calls"].clear()
-        with torch.no_grad():
-            out = probe(self.model, x, outputs=[self.layer], leaf=leaf).outputs[self.layer]
-        return seen.get("last") is out
+    def _plan_replay(self, final) -> None:
+        """Which places the ``J v`` walk visits, and which place's tangent it returns."""
+        origin = self.graph.input
+        self._live_set = set(self._live) | {origin}
+        steps = self._live
+        if self.graph.traced:
+            self._compared = self.place if self.kind == "output" else final.inputs[0]
+        elif self.feats.chain:
+            self._compared = self.place if self.kind == "output" else (
+                steps[-2] if len(steps) > 1 else origin)  # fmt: skip
+        else:
+            self._compared = None
+        self._replayable = self._compared is not None
+        if self._compared is not None:
+            if self.graph.traced:
+                needed = {p.name for p in self.graph.path(self._compared)}
+            else:
+                end = steps.index(self._compared) + 1 if self._compared in steps else 0
+                needed = set(steps[:end])
+            self._replay_set = (needed & self._live_set) - {origin}
+            self._tangent_sources = self._replay_set | {origin}
+        # dominators of the compared place: every path from the input passes through them
+        dominators: dict[str, set[str]] = {origin: {origin}}
+        order = [p for p in self.graph.places.values() if p.name in self._live_set]
+        for p in order:
+            if p.name == origin:
+                continue
+            sources = [dominators[i] for i in p.inputs if i in dominators]
+            common = set.intersection(*sources) if sources and self.graph.traced else set()
+            dominators[p.name] = {p.name} | common
+        target = self._compared if self._compared in dominators else self.place
+        self._dominators = dominators.get(target, set()) - {origin}
 
     def check_jacobian(self, x: torch.Tensor) -> None:
-        """Refuse, naming it, a leaf that autograd differentiates as exactly zero at ``x``.
+        """Refuse, naming it, a place that autograd differentiates as exactly zero at ``x``.
 
         ``torch.round``, ``sign``, ``floor``... have a zero derivative under autograd:
         the map is then flat to the solver and no step can move through that layer.
         """
-        seen, names = [], {m: n for n, m in self.model.named_modules()}
+        seen = []
 
-        def after(module, args, output):
-            ins = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-            if ins and isinstance(output, torch.Tensor) and output.requires_grad:
-                if any(a is output for a in ins):
-                    return  # in place: no separate input gradient to compare
-                for t in [*ins, output]:
+        def record(place, inputs, out):
+            ins = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
+            if place.name in self._live_set and ins and isinstance(out, torch.Tensor) \
+                    and out.requires_grad:  # fmt: skip
+                for t in [*ins, out]:
                     t.retain_grad()
-                seen.append((module, ins, output))
+                seen.append((place, ins, out))
 
-        leaves = [m for m in self.model.modules() if not list(m.children())]
-        handles = [m.register_forward_hook(after) for m in leaves]
-        try:
-            with torch.enable_grad():
-                v = x.detach().clone().requires_grad_(True)
-                r = self.residual(v, self.all[: x.shape[0]])
-                r.backward(torch.randn_like(r))
-        finally:
-            for handle in handles:
-                handle.remove()
-        for module, ins, output in seen:
-            flows = output.grad is not None and bool(output.grad.any())
+        with torch.enable_grad():
+            v = x.detach().clone().requires_grad_(True)
+            r = self.residual(v, self.all[: x.shape[0]], record=record)
+            r.backward(torch.randn_like(r))
+        for place, ins, out in seen:
+            flows = out.grad is not None and bool(out.grad.any())
             if flows and all(a.grad is None or not bool(a.grad.any()) for a in ins):
                 raise ValueError(
-                    f"layer {names[module]!r} ({type(module).__name__}) cannot be "
-                    "differentiated: autograd gives it a zero Jacobian at the start point "
-                    "(an op such as round, sign or argmax?), so the joint solver cannot "
-                    f"move through it to reach {self.layer!r}"
+                    f"layer {place.name!r} ({place.kind}) cannot be differentiated: autograd "
+                    "gives it a zero Jacobian at the start point (an op such as round, sign "
+                    f"or argmax?), so the joint solver cannot move through it to reach "
+                    f"{self.layer!r}"
                 )
 
     def _check_differentiable(self, x) -> None:
-        """One plain-autograd pass naming the first leaf that cuts the graph, then torch.func."""
+        """One plain-autograd pass naming the first place that cuts the graph."""
         idx = torch.zeros(1, dtype=torch.long, device=self.device)
-        current, culprit = {}, {}
+        culprit = []
 
         def carries(t):
             items = t if isinstance(t, (tuple, list)) else (t,)
             return any(isinstance(a, torch.Tensor) and a.requires_grad for a in items)
 
-        def before(module, args):
-            current["name"] = f"{names[module]!r} ({type(module).__name__})"
+        def record(place, inputs, out):
+            if not culprit and place.name in self._live_set and carries(inputs) \
+                    and not carries(out):  # fmt: skip
+                culprit.append(f"{place.name!r} ({place.kind})")
 
-        def after(module, args, output):
-            if not culprit and carries(args) and not carries(output):
-                culprit["name"] = current["name"]
-
-        names = {m: n for n, m in self.model.named_modules()}
-        leaves = [m for m in self.model.modules() if not list(m.children())]
-        handles = [m.register_forward_pre_hook(before) for m in leaves]
-        handles += [m.register_forward_hook(after) for m in leaves]
-        try:
-            self._state["idx"] = idx
-            self._state["calls"].clear()
-            with torch.enable_grad():
-                out = self._run(x.clone().requires_grad_(True), idx, output=True)
-            if culprit or not carries(out):
-                where = culprit.get("name", repr(self.layer))
-                raise ValueError(
-                    f"layer {where} cannot be differentiated by autograd (its output does "
-                    f"not depend differentiably on its input), so the map to {self.layer!r} "
-                    "has no Jacobian; joint inversion needs one (use strategy='layerwise' "
-                    "for a chain)"
-                )
-            try:
-                with torch.no_grad():
-                    lin = self.linearize(x, idx)
-                    lin.vjp(torch.ones_like(lin.r))
-                    ones = torch.ones_like(x)
-                    if not torch.allclose(lin.jvp(ones), self.jvp(x, idx, ones)):
-                        raise RuntimeError("the replayed Jacobian disagrees with torch.func")
-            except Exception as error:  # noqa: BLE001 - reported with the layer's name
-                raise ValueError(
-                    f"torch.func cannot differentiate the map to {self.layer!r} at layer "
-                    f"{current.get('name', '?')}: {error}"
-                ) from error
-        finally:
-            for handle in handles:
-                handle.remove()
+        with torch.enable_grad():
+            out = self._run(x.clone().requires_grad_(True), idx, output=True, record=record)
+        if culprit or not carries(out):
+            where = culprit[0] if culprit else repr(self.layer)
+            raise ValueError(
+                f"layer {where} cannot be differentiated by autograd (its output does "
+                f"not depend differentiably on its input), so the map to {self.layer!r} "
+                "has no Jacobian; joint inversion needs one (use strategy='layerwise' "
+                "for a chain)"
+            )

@@ -51,7 +51,7 @@ from invert.display import PSNR_CAP, psnr_text  # noqa: F401 (re-exported: one c
 from invert.linalg.solvers import least_squares
 from invert.nn.net import EVAL_IDENTITY, Normalize, eval_mode
 
-from .features import features
+from .features import features, graph_of
 from .layerwise import Reconstruction
 
 __all__ = ["PSNR_CAP", "psnr_text", "reconstruction_metrics", "recoverable_part"]
@@ -82,8 +82,8 @@ class _Jacobian:
 
 
 def _split_path(model: nn.Module, feats):
-    modules = dict(model.named_modules())
-    chain = [modules[s.name] for s in feats.steps]
+    places = graph_of(model, feats).places
+    chain = [places[s.name].module for s in feats.steps]
     k = 0
     while k < len(chain) and isinstance(chain[k], (Normalize, *EVAL_IDENTITY)):
         k += 1
