@@ -32,6 +32,12 @@ cited original architectures):
   ``allcnn_b_crelu_all`` puts CReLU with halved filters on *every* layer, the class
   layer's included (500 filters -> 1000 class scores), which is what reproduces the
   4.7M parameters of the paper's Table 5.
+* **AlexNet layout at 64 px** (ours, issue 16; the network of the paper's Figs. 1-3):
+  AlexNet's conv1 unchanged (96 filters of 11x11x3, stride 4, pad 2), 3x3/2 max-pool,
+  a 5x5 conv of 64, 3x3/2 max-pool, 3x3 convs of 96, 96 and 64, 3x3/2 max-pool, a 1x1
+  class layer and global average pooling (no fully connected head): 64 -> 15 -> 7 -> 3
+  -> 1 pixels. ``alexnet64`` (ReLU) and ``alexnet64_crelu`` (CReLU on conv1-conv5, same
+  filters); the ``fast`` recipe trains them at width 1 on two CPU cores.
 
 Reference architectures (:mod:`invert.nn.reference`; no weights; torchvision's exact
 layout, so a torchvision state dict loads): ``alexnet``, ``vgg11``, ``vgg11_bn``,
@@ -116,6 +122,19 @@ ALLCNN_B = (
     Conv(384, 3, padding=1), Conv(384, 1), Conv(384, 3, stride=2),
     Dropout(0.5),
     Conv(1024, 3, padding=1), Conv(1024, 1), Conv(None, 1),
+)  # fmt: skip
+
+
+#: AlexNet's layout at 64x64 px (ours, issue 16): AlexNet's conv1 as it is (96 filters of
+#: 11x11x3, stride 4), the later convs of its shape at a CPU-sized width, its three
+#: max-pools, and a 1x1 class layer with global average pooling instead of the fully
+#: connected head. Maps: 64 -> 15 -> 7 -> 7 -> 3 -> 3 -> 1.
+ALEXNET64 = (
+    Conv(96, 11, stride=4, padding=2), MaxPool(3, 2),
+    Conv(64, 5, padding=2), MaxPool(3, 2),
+    Conv(96, 3, padding=1), Conv(96, 3, padding=1), Conv(64, 3, padding=1),
+    MaxPool(3, 2),
+    Conv(None, 1),
 )  # fmt: skip
 
 
@@ -214,6 +233,20 @@ def _register_zoo() -> None:
             activation=_spread((1, 4, 7), "crelu"),
             halved=frozenset((1, 4, 7)),
             **ab,
+        ),
+    )
+
+
+def _register_alexnet64() -> None:
+    """The AlexNet-layout family of Figs. 1-3 (issue 16): ReLU and CReLU, same filters."""
+    ax = dict(family="AlexNet layout (64 px)", layers=ALEXNET64, input_size=64)
+    register_model("alexnet64", Variant(summary="ReLU, AlexNet's conv1 at 64 px (0.4M)", **ax))
+    register_model(
+        "alexnet64_crelu",
+        Variant(
+            summary="CReLU on conv1-conv5, same filters (0.7M)",
+            activation=_spread(range(1, 6), "crelu"),
+            **ax,
         ),
     )
 
@@ -387,3 +420,4 @@ def create_model(
 
 
 _register_zoo()
+_register_alexnet64()
