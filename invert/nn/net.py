@@ -210,11 +210,14 @@ def eval_mode(model: nn.Module):
 
 
 def activation_layers(model: nn.Module) -> list[str]:
-    """The layer after each conv whose output is its activation.
+    """The place after each conv whose output is its activation (each place once).
 
-    ``conv3`` for zoo blocks (conv, BatchNorm, activation in one layer); in plain
-    sequentials the activation module after the conv (``features.1``), skipping a
-    BatchNorm in between.
+    Follows the model's graph (:func:`~invert.nn.graph.model_graph`) from each conv
+    through BatchNorm, residual adds, dropout and identities to the first activation (any
+    module or functional op that is none of those, e.g. ``ReLU``, ``F.relu``, ``CReLU``).
+    A conv that :func:`conv_layers` names after its block (``conv3`` for the zoo's conv,
+    BatchNorm and activation in one layer) gives the block's name; a conv with no
+    activation after it gives its own.
 
     Examples
     --------
@@ -222,20 +225,28 @@ def activation_layers(model: nn.Module) -> list[str]:
     >>> activation_layers(net)
     ['2', '3']
     """
-    names = dict(model.named_modules())
+    from .graph import model_graph
+
+    graph = model_graph(model)
+    users: dict[str, list[str]] = {}
+    for place in graph.places.values():
+        for source in place.inputs:
+            users.setdefault(source, []).append(place.name)
+    passing = (nn.BatchNorm2d, *EVAL_IDENTITY)
     out = []
     for name, conv in conv_layers(model).items():
-        module = names.get(name)
-        if module is conv:  # a bare conv: its activation is the next leaf (after BN)
-            parent_name, _, child = name.rpartition(".")
-            parent = names[parent_name] if parent_name else model
-            children = list(parent.named_children())
-            index = [n for n, _ in children].index(child)
-            for next_name, nxt in children[index + 1 :]:
-                if isinstance(nxt, nn.BatchNorm2d):
-                    continue
-                if not isinstance(nxt, nn.Conv2d) and not list(nxt.children()):
-                    name = f"{parent_name}.{next_name}" if parent_name else next_name
+        path = next(p for p, m in model.named_modules() if m is conv)
+        if name != path:  # named after its block: the block's output is the activation
+            out.append(name)
+            continue
+        place = path
+        while len(users.get(place, [])) == 1:
+            nxt = graph.places[users[place][0]]
+            if isinstance(nxt.module, nn.Conv2d):
                 break
-        out.append(name)
-    return out
+            place = nxt.name
+            if not (isinstance(nxt.module, passing) or nxt.target in ("add", "iadd")):
+                break
+        out.append(place if place != path and graph.places[place].module is not None
+                   and not isinstance(graph.places[place].module, passing) else path)  # fmt: skip
+    return list(dict.fromkeys(out))
