@@ -60,7 +60,7 @@ from torch import nn
 
 from invert.data import natural_images
 from invert.device import resolve_device
-from invert.nn import conv_layers, get_layer, layer_outputs, model_input_size
+from invert.nn import conv_layers, layer_outputs, model_graph, model_input_size
 
 __all__ = [
     "InvarianceResult",
@@ -468,8 +468,9 @@ def _resolve_layers(model: nn.Module, layers) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise ValueError("no layer requested")
+    graph = model_graph(model)
     for name in names:
-        get_layer(model, name)  # a ValueError listing the valid names
+        graph.resolve(name)  # a ValueError listing the valid names, closest first
     return list(dict.fromkeys(names))
 
 

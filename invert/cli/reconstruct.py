@@ -139,15 +139,16 @@ def register(subparsers) -> None:
 def _layers(model, args) -> list[str]:
     """The layers to invert: ``--layers`` names, or every activation layer (up to the last
     named one with the deprecated ``--all-layers``)."""
-    from invert.nn import activation_layers, get_layer
+    from invert.nn import activation_layers, model_graph
 
     wanted = args.layers
     if wanted is None and args.all_layers is None:
         raise UserError("give --layers NAME[,NAME...] or --layers all")
     every = activation_layers(model)
     names = layer_list(wanted) or every
+    graph = model_graph(model)
     for name in names:
-        get_layer(model, name)  # unknown name: the error lists the valid ones
+        graph.resolve(name)  # unknown name: the error lists the valid ones, closest first
     if args.all_layers is not None and wanted and wanted.strip().lower() != "all":
         last = names[-1]
         if last not in every:
