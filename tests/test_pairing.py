@@ -82,6 +82,32 @@ def test_random_baseline_mean_agrees_with_independent_monte_carlo():
     assert -0.5 < ours.mean < -0.1 and ours.std < 0.1
 
 
+def test_alexnet_layout_conv1_baseline_agrees_with_monte_carlo():
+    """F1's network (issue 16): unit Gaussian filters of the AlexNet-layout conv1's shape
+    (96 x 11x11x3 = 363 numbers) pair at a mean cosine near -0.13, far less than the
+    ConvPool-CNN-C conv1 (27 numbers): the code's baseline of the zoo model's conv1 against
+    a numpy Monte-Carlo estimate computed here."""
+    model = create_model("alexnet64", num_classes=13)
+    shape = tuple(model.conv1.conv.weight.shape)
+    assert shape == (96, 3, 11, 11)
+    trials = 20
+    stats = layer_pairing(model, layers="conv1", trials=trials, seed=3)["conv1"]
+    rng = np.random.default_rng(2024)
+    ref_means = []
+    for _ in range(trials):
+        unit = rng.standard_normal((96, 363))
+        unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+        gram = unit @ unit.T
+        np.fill_diagonal(gram, np.inf)
+        ref_means.append(gram.min(axis=1).mean())
+    ours = stats.mu_r.reshape(trials, 96).mean(axis=1)
+    standard_error = math.sqrt(ours.var(ddof=1) / trials + np.var(ref_means, ddof=1) / trials)
+    assert abs(ours.mean() - np.mean(ref_means)) < 5 * standard_error  # < 1e-6 by chance
+    assert -0.15 < np.mean(ref_means) < -0.11  # the issue's "about -0.13"
+    small = random_pairing((24, 3, 3, 3), trials=trials, seed=3)  # ConvPool-C conv1, width 0.25
+    assert small.mean < np.mean(ref_means) - 0.15  # random 27-dim filters pair far more
+
+
 def test_random_baseline_is_reproducible_and_seeded():
     a = random_pairing(torch.zeros(6, 4), trials=3, seed=0)
     b = random_pairing((6, 4), trials=3, seed=0)

@@ -366,3 +366,82 @@ def test_bad_runs_are_refused_before_any_training(tmp_path, monkeypatch):
         train_from_spec(f"convpool_c@folder:{folder}", recipe="tiny", device="cpu",
                         progress=False)  # fmt: skip
     assert not steps
+
+
+# --- matched runs (issue 16) ----------------------------------------------------------------
+
+
+def _record_batches(monkeypatch):
+    """Patch the trainer's batch iterator to log the sample indices of every step."""
+    import invert.train.trainer as trainer_module
+
+    seen = []
+    original = trainer_module.iterate_batches
+
+    def recording(dataset, batches, *args, **kwargs):
+        seen.append([b.tolist() for b in batches])
+        return original(dataset, batches, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "iterate_batches", recording)
+    return seen
+
+
+def test_variants_trained_with_one_seed_see_the_same_batches_in_the_same_order(monkeypatch):
+    """The matched design of crelu figures: every variant trained with seed s visits the
+    same sample indices in the same order in every epoch; another seed does not."""
+    data = _separable(n_per_class=24)
+    logs = {}
+    for name, seed in (("convpool_c", 5), ("convpool_c_crelu", 5), ("convpool_c_crelu_half", 5),
+                       ("convpool_c", 6)):  # fmt: skip
+        seen = _record_batches(monkeypatch)
+        model = create_model(name, num_classes=2, width=0.125, dropout=0.0)
+        train(model, data, recipe=SMALL, device="cpu", progress=False, seed=seed)
+        monkeypatch.undo()
+        logs[name, seed] = seen
+    reference = logs["convpool_c", 5]
+    assert len(reference) == SMALL.epochs and len(reference[0]) == 48 // 16
+    for epoch in reference:  # every item once per epoch, in a shuffled order
+        flat = [i for batch in epoch for i in batch]
+        assert sorted(flat) == list(range(48)) and flat != list(range(48))
+    assert reference[0] != reference[1]  # a new order each epoch
+    assert logs["convpool_c_crelu", 5] == reference
+    assert logs["convpool_c_crelu_half", 5] == reference
+    assert logs["convpool_c", 6] != reference
+
+
+def test_matched_runs_start_from_the_same_conv1_weights():
+    """train_from_spec seeds the initial weights by the run's seed alone: ReLU and CReLU
+    variants (same conv1 shape) start from the same conv1 filters."""
+    from invert.train.trainer import build_model
+
+    data = _separable(n_per_class=4)
+    weights = {}
+    for name in ("alexnet64", "alexnet64_crelu", "convpool_c", "convpool_c_crelu"):
+        weights[name] = build_model(name, data, "tiny", seed=3).conv1.conv.weight.detach()
+    assert torch.equal(weights["alexnet64"], weights["alexnet64_crelu"])
+    assert torch.equal(weights["convpool_c"], weights["convpool_c_crelu"])
+    assert not torch.equal(
+        weights["convpool_c"], build_model("convpool_c", data, "tiny", seed=4).conv1.conv.weight
+    )
+
+
+def test_cuda_settings_fall_back_to_plain_float32_on_the_cpu():
+    """bf16 autocast and channels_last are CUDA-only: on the CPU a recipe asking for them
+    trains exactly as one that does not (the GPU path itself needs a GPU to test)."""
+    from invert.train.trainer import Trainer
+
+    data = _separable(n_per_class=8)
+    runs = []
+    for amp in (True, False):
+        recipe = SMALL.replace(amp=amp, channels_last=amp, epochs=1)
+        torch.manual_seed(0)
+        model = he_init(create_model("convpool_c", num_classes=2, width=0.125, dropout=0.0))
+        trainer = Trainer(model, data, recipe=recipe, device="cpu", progress=False, seed=1)
+        assert trainer.amp_dtype is None and trainer.channels_last is False
+        history = trainer.fit()
+        runs.append((model.state_dict(), history[-1]["train_loss"]))
+    (first, loss_first), (second, loss_second) = runs
+    assert loss_first == loss_second
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+        assert first[key].is_contiguous()  # no channels_last on the CPU

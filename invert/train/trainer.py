@@ -827,11 +827,17 @@ def recipe_datasets(model: str, data: str, recipe: Recipe, *, seed: int = 0):
     return train_set, test_set
 
 
-def build_model(name: str, dataset, recipe: str | Recipe = "fast") -> nn.Module:
+def build_model(
+    name: str, dataset, recipe: str | Recipe = "fast", *, seed: int | None = None
+) -> nn.Module:
     """The zoo model ``name`` for ``dataset``'s classes and channels, as MODEL@DATA runs build it.
 
     Width and dropout come from the recipe, and its ``init`` (He by default) is
-    applied; the weights are drawn from the global torch RNG (seed it first).
+    applied; the weights are drawn from the global torch RNG, seeded by ``seed`` when
+    given (just before He's draws, which go layer by layer: two variants built with one
+    seed start from the same weights up to the first layer whose shape differs, e.g. the
+    conv1 of a ReLU model and of its CReLU variant -- the matched runs of
+    ``crelu figures``).
 
     Examples
     --------
@@ -853,6 +859,8 @@ def build_model(name: str, dataset, recipe: str | Recipe = "fast") -> nn.Module:
         width=recipe.model.width,
         dropout=recipe.model.dropout,
     )
+    if seed is not None:  # after the layers' own (discarded) draws, which differ by variant
+        torch.manual_seed(derived_seed(seed, 0, INIT))
     if recipe.model.init == "he":
         he_init(model)
     return model
@@ -886,7 +894,7 @@ def train_from_spec(
     train_set, test_set = recipe_datasets(name, data, recipe, seed=seed)
     check_classes(train_set)  # before the model: a one-class head would fail to build
     torch.manual_seed(derived_seed(seed, 0, INIT))  # the initial weights depend on seed only
-    model = build_model(name, train_set, recipe)
+    model = build_model(name, train_set, recipe, seed=seed)
     trainer = make_trainer(
         model,
         train_set,
