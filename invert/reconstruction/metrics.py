@@ -20,7 +20,7 @@
     Through several non-injective layers the layer-by-layer walk of
     :func:`~invert.reconstruction.reconstruct_layerwise` can lose more than ``J`` does, and
     ``projection_error`` measures how much. ``P u`` is computed matrix-free with CGLS on
-    ``J`` (autograd's forward- and reverse-mode products), independently of the walk.
+    ``J`` (the joint map's products, :class:`~.layer_map.LayerMap`), independently of the walk.
 ``feature_error``
     ``||f(x') - f|| / ||f||``: how well the reconstruction reproduces the features it
     was computed from.
@@ -49,7 +49,7 @@ from torch import nn
 
 from invert.display import PSNR_CAP, psnr_text  # noqa: F401 (re-exported: one convention)
 from invert.linalg.solvers import least_squares
-from invert.nn.net import EVAL_IDENTITY, Normalize, eval_mode
+from invert.nn.net import EVAL_IDENTITY, Normalize
 
 from .features import features, graph_of
 from .layerwise import Reconstruction
@@ -57,43 +57,31 @@ from .layerwise import Reconstruction
 __all__ = ["PSNR_CAP", "psnr_text", "reconstruction_metrics", "recoverable_part"]
 
 
-class _Jacobian:
-    """``J = d g / d u`` at ``u`` as a linear operator (batch-diagonal), by autograd.
+class _InputSpace:
+    """``J_u = J_x diag(std)``: the Jacobian of the features with respect to ``u``, the input
+    after a leading ``Normalize`` (``x = std u + mean``), from the map's own products."""
 
-    ``J^T w`` is a vector-Jacobian product on the recorded graph; ``J v`` uses the
-    double-backward identity ``J v = d/dw <J^T w, v>`` (linear in ``w``, so exact).
-    """
-
-    def __init__(self, g, u: torch.Tensor):
-        with torch.enable_grad():
-            self._leaf = u.detach().clone().requires_grad_(True)
-            self._out = g(self._leaf)
-            self._w = torch.zeros_like(self._out, requires_grad=True)
-            (self._jtw,) = torch.autograd.grad(self._out, self._leaf, self._w, create_graph=True)
-        self.in_shape, self.out_shape = tuple(u.shape[1:]), tuple(self._out.shape[1:])
+    def __init__(self, lin, std: torch.Tensor, shape):
+        self.lin, self.std = lin, std
+        self.in_shape, self.out_shape = tuple(shape), tuple(lin.r.shape[1:])
 
     def apply(self, v):
-        with torch.enable_grad():
-            return torch.autograd.grad(self._jtw, self._w, v, retain_graph=True)[0]
+        return self.lin.jvp(v * self.std)
 
     def adjoint(self, w):
-        with torch.enable_grad():
-            return torch.autograd.grad(self._out, self._leaf, w, retain_graph=True)[0]
+        return self.lin.vjp(w) * self.std
 
 
-def _split_path(model: nn.Module, feats):
+def _leading_normalize(model: nn.Module, feats) -> Normalize | None:
+    """The ``Normalize`` that the path starts with (after identities), if any."""
     places = graph_of(model, feats).places
-    chain = [places[s.name].module for s in feats.steps]
-    k = 0
-    while k < len(chain) and isinstance(chain[k], (Normalize, *EVAL_IDENTITY)):
-        k += 1
-    return chain[:k], chain[k:]
-
-
-def _run(chain, x):
-    for m in chain:
-        x = m(x)
-    return x
+    for step in feats.steps:
+        module = places[step.name].module
+        if isinstance(module, Normalize):
+            return module
+        if not isinstance(module, EVAL_IDENTITY):
+            return None
+    return None
 
 
 def recoverable_part(
@@ -113,22 +101,18 @@ def recoverable_part(
     >>> bool(frac < 1)  # two filters cannot see three channels
     True
     """
-    prefix, rest = _split_path(model, feats)
-    with eval_mode(model):
-        with torch.no_grad():
-            u = _run(prefix, x)
-        if not rest:
-            return x.clone(), torch.ones(x.shape[0], dtype=torch.float64)
-        jac = _Jacobian(lambda v: _run(rest, v), u)
-        with torch.no_grad():
-            pu, _ = least_squares(jac, jac.apply(u), tol=tol, max_iter=max_iter)
-            # the prefix is affine and per-channel: map the discarded part back with
-            # the inverse of its (diagonal) linear part
-            scale = torch.ones_like(u)
-            for m in prefix:
-                if isinstance(m, Normalize):
-                    scale = scale * m.std.to(u).view(1, -1, 1, 1)
-            x_p = x - scale * (u - pu)
+    from .layer_map import LayerMap
+
+    norm = _leading_normalize(model, feats)
+    ones = torch.ones(1, x.shape[1], 1, 1, dtype=x.dtype, device=x.device)
+    std = norm.std.to(x).view(1, -1, 1, 1) if norm is not None else ones
+    mean = norm.mean.to(x).view(1, -1, 1, 1) if norm is not None else 0 * ones
+    with LayerMap(model, feats, dtype=x.dtype, device=x.device) as lm, torch.no_grad():
+        lin = lm.linearize(x, lm.all)
+        jac = _InputSpace(lin, std, x.shape[1:])
+        u = (x - mean) / std
+        pu, _ = least_squares(jac, jac.apply(u), tol=tol, max_iter=max_iter)
+        x_p = x - std * (u - pu)  # the discarded part, mapped back through the Normalize
     fraction = (pu.flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).double().cpu()
     return x_p, fraction
 
