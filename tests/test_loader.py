@@ -358,3 +358,16 @@ def test_factory_spec_errors_are_one_line(tmp_path, spec, error, message):
         load_model(spec.format(tmp=tmp_path), device="cpu")
     assert message.format(tmp=tmp_path) in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "name, width, classes", [("allcnn_b_crelu_all", 0.05, 6), ("alexnet", 0.03, 3)]
+)
+def test_weights_at_a_rounded_width_and_class_count_load(tmp_path, name, width, classes):
+    # filter counts are rounded (48 * 0.05 -> 2): the first conv alone misjudges the width
+    source = create_model(name, width=width, num_classes=classes)
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    model = load_model(name, weights=path, device="cpu")
+    assert _same_weights(source, model) and model.config["num_classes"] == classes
+    assert loader.matching_architectures(source.state_dict()) == [name]

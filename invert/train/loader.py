@@ -521,10 +521,9 @@ def matching_architectures(state) -> list[str]:
     matches = [name for name in list_models() if set(_meta_state(name)) == keys]
     exact = []
     for name in matches:
-        config = _file_config(name, state)
         try:
-            shapes = _meta_state(name, **config)
-        except ValueError:
+            shapes = _meta_state(name, **_file_config(name, state))
+        except ValueError:  # e.g. an odd class count for a CReLU class layer
             continue
         if all(tuple(state[k].shape) == shape for k, shape in shapes.items()):
             exact.append(name)
@@ -537,8 +536,10 @@ def _file_config(name: str, state) -> dict:
     The class count comes from the one tensor dimension that follows ``num_classes``
     (a ResNet's ``fc.weight`` rows, a VGG's ``classifier.6.weight`` rows, a zoo class
     conv's filters), found by building the architecture for 2 and 4 classes; the width
-    from the first conv's filter count against the architecture's own. Where the file
-    lacks those tensors, the defaults stay (the loading error then names the keys).
+    from the layers' filter and row counts against the architecture's own. Where the file
+    lacks those tensors, the defaults stay (the loading error then names the keys). The
+    width found may differ from the one the model was built with, but it rebuilds the same
+    shapes.
     """
     config: dict = {}
     two, four = _meta_state(name, 2), _meta_state(name, 4)
@@ -551,11 +552,23 @@ def _file_config(name: str, state) -> dict:
         if classes >= 1 and classes == int(classes):
             config["num_classes"] = int(classes)
         break
-    base = _meta_state(name, config.get("num_classes", 10))
-    first = next((k for k, s in base.items() if len(s) == 4), None)
-    if first in state and state[first].dim() == 4 and state[first].shape[0] != base[first][0]:
-        config["width"] = state[first].shape[0] / base[first][0]
-    return config
+    classes = config.get("num_classes", 10)
+    base = _meta_state(name, classes)
+    # each layer's filter (row) count over its count at width 1 estimates the width; the
+    # widest layer's most closely (the counts are rounded), so try them widest first and
+    # keep the first width that rebuilds every shape in the file
+    layers = [
+        k for k, s in base.items()
+        if len(s) in (2, 4) and two[k] == four[k] and k in state and state[k].dim() == len(s)
+    ]  # fmt: skip
+    if not layers or all(state[k].shape[0] == base[k][0] for k in layers):
+        return config
+    widths = [state[k].shape[0] / base[k][0] for k in sorted(layers, key=lambda k: -base[k][0])]
+    for width in dict.fromkeys(widths):
+        shapes = _meta_state(name, classes, width)
+        if all(k in state and tuple(state[k].shape) == s for k, s in shapes.items()):
+            return {**config, "width": width}
+    return {**config, "width": widths[0]}
 
 
 def load_weights(name: str, weights: str | os.PathLike) -> nn.Module:
