@@ -374,14 +374,21 @@ def test_wrapper_prefixes_are_removed_with_a_warning(tmp_path, prefix, wrapper):
         load_state_dict_into(fresh, model.state_dict())
 
 
-def test_a_pickled_model_is_refused_with_advice(tmp_path):
-    path = tmp_path / "whole.pt"
-    torch.save(resnet18(width=0.0625), path)
+@pytest.mark.parametrize("how", ["zip", "legacy", "in a dict"])
+def test_a_pickled_model_is_refused_with_advice(tmp_path, how):
+    path, model = tmp_path / "whole.pt", resnet18(width=0.0625)
+    if how == "legacy":
+        torch.save(model, path, _use_new_zipfile_serialization=False)
+    else:
+        torch.save(model if how == "zip" else {"epoch": 3, "model": model}, path)
     with pytest.raises(ValueError) as excinfo:
         read_state_dict(path)
     message = _one_line_error(excinfo)
     assert "holds a pickled model object (invert.nn.reference.ResNet)" in message
     assert "save model.state_dict()" in message
+    # the state dict itself loads, in either format
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=how != "legacy")
+    assert list(read_state_dict(path)) == list(model.state_dict())
     # a pickled non-module object keeps the generic weights-only refusal
     odd = tmp_path / "odd.pt"
     torch.save({"w": torch.zeros(2), "when": __import__("datetime").date(2020, 1, 1)}, odd)

@@ -132,31 +132,44 @@ def _torch_load(path: Path):
         raise ValueError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from error
 
 
+# globals every pickled state dict holds too: they never name the model's class
+_PLAIN_GLOBALS = ("torch._utils.", "torch.storage.", "collections.", "builtins.", "_codecs.")
+
+
+def _pickles(path: Path) -> list[bytes]:
+    """The pickle streams of a ``torch.save`` file: a zip's ``data.pkl``, or the whole
+    legacy file (several pickles back to back)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return [archive.read(n) for n in archive.namelist() if n.endswith("data.pkl")]
+    return [path.read_bytes()]
+
+
 def _pickled_module(path: Path) -> str | None:
-    """The class of the ``nn.Module`` pickled whole in a ``torch.save`` zip file, or None.
+    """The class of an ``nn.Module`` pickled whole in a ``torch.save`` file, or None.
 
     Reads the pickle's opcodes without running them: a module's ``__dict__`` holds the
-    keys ``_modules`` and ``_parameters``; the first global is the top-level object's class.
+    keys ``_modules`` and ``_parameters``; the first global that no state dict needs is
+    the module's class (``torch.save({"model": model})`` included).
     """
+    strings, classes = set(), []
     try:
-        with zipfile.ZipFile(path) as archive:
-            name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            if name is None:
-                return None
-            data = archive.read(name)
-        strings, first = set(), None
-        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if opcode.name == "GLOBAL" and first is None:
-                first = str(arg).replace(" ", ".")
-            elif opcode.name == "STACK_GLOBAL" and first is None:
-                first = "a class"
-            if isinstance(arg, str):
-                strings.add(arg)
+        for data in _pickles(path):
+            stream = io.BytesIO(data)
+            while stream.tell() < len(data):  # a legacy file: magic, protocol, info, object
+                for opcode, arg, _ in pickletools.genops(stream):
+                    if opcode.name == "GLOBAL":
+                        classes.append(str(arg).replace(" ", "."))
+                    if isinstance(arg, str):
+                        strings.add(arg)
+                if strings >= {"_modules", "_parameters"}:
+                    break
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        pass  # the legacy tensor data after the pickles, or a damaged file: seen enough
+    if not strings >= {"_modules", "_parameters"}:
         return None
-    if {"_modules", "_parameters"} <= strings:
-        return first or "an nn.Module"
-    return None
+    named = [c for c in classes if not c.startswith(_PLAIN_GLOBALS) and "Storage" not in c]
+    return named[0] if named else "an nn.Module"
 
 
 def _shape(t: torch.Tensor) -> str:
