@@ -131,7 +131,11 @@ def test_fewer_outputs_than_inputs_gives_zero_and_no_uniqueness():
     assert fb.rank_bound[0] == 50 < fb.input_dim == 75
     eig = dense_eig(model[:3], x[0])
     assert float(eig[0]) < 1e-12 * float(eig[-1])  # dense agrees: a kernel
-    rec = reconstruct_joint(model, features(model, x, layer="3"), device="cpu")
+    f = features(model, x, layer="3")
+    capped = reconstruct_joint(model, f, device="cpu")  # default: 5 steps, said at once
+    assert "not injective" in capped.options["note"] and len(capped.history) == 5
+    assert capped.options["status"] == ["not injective"] and not capped.certificate[0].unique
+    rec = reconstruct_joint(model, f, max_steps=50, device="cpu")  # asked for: a fit
     row = rec.certificate[0]
     assert row.converged and row.A == 0.0 and not row.unique and "not injective" in row.note
 

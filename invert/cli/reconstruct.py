@@ -105,8 +105,9 @@ def register(subparsers) -> None:
         help="max-pooling in the joint solve: the switches recorded with the features "
         "(default), or the network's own max",
     )  # fmt: skip
-    p.add_argument("--max-steps", type=positive_int, default=50,
-                   help="Gauss-Newton steps of the joint solve (default 50)")  # fmt: skip
+    p.add_argument("--max-steps", type=positive_int, default=None,
+                   help="Gauss-Newton steps of the joint solve (default 50; 5 without --prior "
+                   "where the layer has fewer numbers than the image: not injective)")  # fmt: skip
     p.add_argument("--relu", default="active", choices=("active", "constrained", "naive"),
                    help="how the layer-wise walk undoes ReLU layers (default: active)")  # fmt: skip
     p.add_argument("--avr", choices=("naive",), help="allow AVR layers, taking |z| as z (lossy)")
@@ -260,6 +261,8 @@ def _run_layers(args, model, x, layers, device):
                 and not issubclass(w.category, ConvergenceWarning)
             ):
                 note(args, f"{layer}: {message}")
+            if rec.options.get("note"):  # not injective: said however the run went
+                note(args, f"{layer}: {rec.options['note']}")
             if rec.strategy == "layerwise":  # its solves stop at --max-iter
                 worst = [r.residual for r in rec.layers
                          if not r.converged and r.residual is not None]  # fmt: skip
@@ -299,8 +302,9 @@ def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
                    f"to check")  # fmt: skip
     if stalled["joint"]:
         reached = ", ".join(f"{k} {v:.1e}" for k, v in stalled["joint"].items())
+        steps = args.max_steps or "default"
         note(args, f"{len(stalled['joint'])} of {len(rows)} layers: the joint solve stopped "
-                   f"(a local minimum or --max-steps {args.max_steps}) before the relative "
+                   f"(a local minimum or --max-steps {steps}) before the relative "
                    f"feature residual {tol:.0e} (reached: {reached}); their rows say converged "
                    f"False and are not certified")  # fmt: skip
     above = _names(rows, lambda r: r["relative_error"] > 1)

@@ -47,6 +47,7 @@ such results are never certified unique.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -75,6 +76,9 @@ _GTOL = 1e-11  # relative projected gradient at which a solve is stationary
 _ETA_MIN = 1e-10  # the tightest relative tolerance of a Gauss-Newton step
 _WINDOW = 5  # steps over which a solve must show progress
 _HALVINGS = 30
+_INNER32_ETA = 1e-4  # a step solved no tighter than this may use float32 Jacobian products
+_MAX_STEPS = 50  # default Gauss-Newton steps
+_NOT_INJECTIVE_STEPS = 5  # default steps for a map that counting shows is not injective
 
 
 # --- the prior: smoothed total variation ------------------------------------------------------
@@ -100,7 +104,11 @@ def _tv(x):
 
 
 class _Step:
-    """The least-squares operator of one Gauss-Newton step: ``[J / s; c grad] (free * d)``."""
+    """The least-squares operator of one Gauss-Newton step: ``[J / s; c grad] (free * d)``.
+
+    ``lin`` may be a float32 linearization at the same point (loose steps, see the module
+    notes): its products are taken in float32 and returned in the solve's dtype.
+    """
 
     def __init__(self, lm, x, lin, scale, free, tv_rows):
         self.lm, self.x, self.lin = lm, x, lin
@@ -108,13 +116,15 @@ class _Step:
         self.in_shape = tuple(x.shape[1:])
         m = lm.target[0].numel() + (2 * x[0].numel() if tv_rows is not None else 0)
         self.out_shape = (m,)
+        self._dims = lm.target.dim() - 1
 
-    def _s(self, v):
-        return self.scale.view(-1, *([1] * (v.dim() - 1)))
+    def _s(self):
+        return self.scale.view(-1, *([1] * self._dims))
 
     def apply(self, d):
         d = d * self.free if self.free is not None else d
-        out = (self.lin.jvp(d) / self._s(self.lin.r)).flatten(1)
+        jd = self.lin.jvp(d.to(self.lin.r.dtype)).to(d.dtype)
+        out = (jd / self._s()).flatten(1)
         if self.tv is None:
             return out
         gx, gy = _grad(d)
@@ -123,7 +133,8 @@ class _Step:
     def adjoint(self, u):
         k = self.lm.target[0].numel()
         shape = (u.shape[0], *self.lm.target.shape[1:])
-        g = self.lin.vjp(u[:, :k].reshape(shape) / self._s(self.lin.r))
+        w = u[:, :k].reshape(shape) / self._s()
+        g = self.lin.vjp(w.to(self.lin.r.dtype)).to(u.dtype)
         if self.tv is not None:
             p = self.x[0].numel()
             gx = u[:, k : k + p].reshape(self.x.shape) * self.tv
@@ -188,14 +199,15 @@ def _line_search(lm, x, d, g, phi, idx, weight, lo, hi):
     return new, phi_new, rel_new, alpha
 
 
-def _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter):
-    """The (projected) Gauss-Newton step for the images ``idx`` at ``xb``."""
+def _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter, inner=None):
+    """The (projected) Gauss-Newton step for the images ``idx`` at ``xb``; ``inner``: the
+    linearization whose products CGLS uses (default ``lin``; the residual is ``lin``'s)."""
     r = lin.r
     free = _free_set(xb, g, lo, hi)
     tv_rows = None
     if weight:
         tv_rows = torch.sqrt(weight / (2 * xb[0].numel() * torch.sqrt(_tv(xb)[1])))
-    op = _Step(lm, xb, lin, lm.scale[idx], free, tv_rows)
+    op = _Step(lm, xb, inner if inner is not None else lin, lm.scale[idx], free, tv_rows)
     rhs = (-r / lm.scale[idx].view(-1, *([1] * (r.dim() - 1)))).flatten(1)
     if tv_rows is not None:
         gx, gy = _grad(xb)
@@ -210,12 +222,19 @@ def _norms(t):
     return torch.linalg.vector_norm(t.flatten(1), dim=1)
 
 
-def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
+def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress, inner=None,
+                  capped=None):  # fmt: skip
+    """The solve; ``inner``: a float32 twin of ``lm`` for loose steps' products; ``capped``:
+    per image, whether its ``max_steps`` is the cap of a map that is not injective (it then
+    stops as ``"not injective"``, not ``"max_steps"``)."""
     n = x.shape[0]
-    status, running, history = ["max_steps"] * n, torch.ones(n, dtype=torch.bool), []
+    capped = [False] * n if capped is None else capped
+    status = ["not injective" if c else "max_steps" for c in capped]
+    running, history = torch.ones(n, dtype=torch.bool), []
     g0 = torch.zeros(n, dtype=x.dtype, device=x.device)
     g_prev = torch.zeros_like(g0)
     tight = torch.zeros(n, dtype=torch.bool, device=x.device)  # solve the next step exactly
+    fine = torch.zeros(n, dtype=torch.bool, device=x.device)  # float64 products from now on
     past = []  # (objective, residual) after each step, for the progress rule
     with torch.no_grad():
         phi, rel, _ = _objective(lm, x, lm.all, weight)
@@ -224,6 +243,9 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
         if not weight:
             for i in (running & (rel.cpu() <= tol)).nonzero().flatten().tolist():
                 running[i], status[i] = False, "converged"
+        for i in running.nonzero().flatten().tolist():
+            if capped[i] and step > _NOT_INJECTIVE_STEPS:
+                running[i] = False  # its status says "not injective"
         idx = running.nonzero().flatten().to(x.device)
         if not len(idx):
             break
@@ -245,7 +267,14 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
             # no more accurate than the stop needs: roundoff caps what CGLS can reach
             eta = torch.maximum(eta, 0.1 * _GTOL * g0[idx] / gnorm).clamp(_ETA_MIN, 0.1)
             g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
-            d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter)
+            # float32 products only while every image is far from its solution: once one
+            # needs a tight step (or is near stationarity) it stays in float64
+            fine[idx] |= (eta < _INNER32_ETA) | (ratio < _INNER32_ETA)
+            lin32 = None
+            if inner is not None and not bool(fine[idx].any()):
+                lin32 = inner.linearize(xb.to(inner.dtype), idx)
+            d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter,
+                                       inner=lin32)  # fmt: skip
             new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
                                                         lo, hi)  # fmt: skip
         accepted = alpha > 0
@@ -271,6 +300,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress):
                 running[i], status[i] = False, "stalled"
         row = dict(step=step, images=len(idx), residual=rel.cpu().tolist(),
                    objective=phi.cpu().tolist(), cg_iterations=iterations,
+                   inner="float32" if lin32 is not None else str(x.dtype).replace("torch.", ""),
                    step_length=float(alpha.min()), seconds=time.perf_counter() - t0)  # fmt: skip
         history.append(row)
         if progress is not None:
@@ -336,7 +366,7 @@ def _start(model, lm, feats, x0, lo, hi):
 
 def _notes(lm, x, status, lo, hi, weight):
     """Why each image is not certified, from the solve (None: nothing to say)."""
-    notes = []
+    notes, rank, n = [], lm.rank_bound(), math.prod(lm.input_shape)
     with torch.no_grad():
         lin = lm.linearize(x, lm.all)
         g = _gradient(lin, x, lm.scale, weight)
@@ -347,7 +377,11 @@ def _notes(lm, x, status, lo, hi, weight):
             notes.append(None)
             continue
         held = 0 if free is None else int((free[i] == 0).sum())
-        if held and not weight:
+        if state == "not injective":
+            notes.append(f"not injective: rank(J) <= {int(rank[i])} < {n} unknowns; stopped "
+                         f"after {_NOT_INJECTIVE_STEPS} Gauss-Newton steps at residual "
+                         f"{float(rel[i]):.1e} (no step count makes it unique)")  # fmt: skip
+        elif held and not weight:
             notes.append(f"infeasible box: the best fit inside the bounds has residual "
                          f"{float(rel[i]):.1e}, with {held} inputs held at the bounds; the "
                          "features need values outside the box")  # fmt: skip
@@ -368,7 +402,7 @@ def reconstruct_joint(
     prior: str | None = None,
     prior_weight: float = 1e-2,
     tol: float | None = None,
-    max_steps: int = 50,
+    max_steps: int | None = None,
     max_iter: int = 500,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
@@ -401,8 +435,12 @@ def reconstruct_joint(
     tol : float, optional
         Relative feature residual at which an image has converged: ``1e-10`` for float64
         features, ``1e-5`` for float32 ones (they carry ~1e-7 of rounding).
-    max_steps, max_iter : int, optional
-        Gauss-Newton steps, and CGLS iterations per step.
+    max_steps : int, optional
+        Gauss-Newton steps; default 50, and 5 without a prior where counting shows the map
+        is not injective (no step count makes the image unique there; ``rec.options["note"]``
+        says so).
+    max_iter : int, optional
+        CGLS iterations per step.
     dtype : torch.dtype, optional
         Of the computation (float64 by default: it decides the reachable residual).
     device : optional
@@ -459,6 +497,7 @@ class JointSolve:
     notes: list[str | None]
     history: list[dict]
     seconds: float
+    note: str | None = None
 
     @property
     def converged(self) -> list[bool]:
@@ -477,6 +516,8 @@ def check_options(feats, *, prior, prior_weight, tol, dtype, max_steps, max_iter
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
     for name, value in (("max_steps", max_steps), ("max_iter", max_iter)):
+        if name == "max_steps" and value is None:
+            continue
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}")
     if progress is not None and not callable(progress):
@@ -489,18 +530,62 @@ def check_options(feats, *, prior, prior_weight, tol, dtype, max_steps, max_iter
     return float(tol)
 
 
+def injectivity(lm, *, prior=None) -> tuple[list[bool], str | None]:
+    """Per image, whether counting leaves the map to the layer possibly injective, and the
+    note to give where it does not (``None`` when every image may be).
+
+    ``rank(J) <= min(rows compared, the size of every place all paths pass through)``
+    (:meth:`LayerMap.rank_bound`); below the input's size, ``J`` has a kernel at every
+    point, so no solve can single out the input. Instant: no product with ``J``.
+    """
+    n = math.prod(lm.input_shape)
+    rank = lm.rank_bound().tolist()
+    ok = [r >= n for r in rank]
+    if all(ok):
+        return ok, None
+    bad = [r for r, good in zip(rank, ok) if not good]
+    what = f"{len(bad)} of {len(rank)} images: " if len(bad) < len(rank) else ""
+    note = (f"not injective: {what}the map to {lm.layer!r} has rank <= {max(bad)} < {n} "
+            f"input values (fewer numbers than the input), so the features do not determine "
+            f"the image; ")  # fmt: skip
+    if prior is None:
+        note += (f"Gauss-Newton stops after {_NOT_INJECTIVE_STEPS} steps unless max_steps "
+                 "is given; prior='tv' (crelu reconstruct --prior tv) gives the image the "
+                 "prior picks")  # fmt: skip
+    else:
+        note += f"the image is the one the {prior!r} prior picks among those that fit"
+    return ok, note
+
+
 def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, max_iter,
-                progress) -> JointSolve:  # fmt: skip
-    """The projected Gauss-Newton solve on an entered :class:`LayerMap`."""
+                progress, inner_dtype="auto") -> JointSolve:  # fmt: skip
+    """The projected Gauss-Newton solve on an entered :class:`LayerMap`.
+
+    ``inner_dtype``: ``"auto"`` takes the products of loose steps (``eta >= 1e-4``) in
+    float32 when the solve is float64 (see the module notes); ``None``: all in ``lm.dtype``.
+    """
     t0 = time.perf_counter()
     weight = prior_weight if prior == "tv" else 0.0
     lo, hi = check_bounds(bounds, lm)
+    injective, note = injectivity(lm, prior=prior)
+    capped = [False] * len(injective)
+    if max_steps is None:  # a map that is not injective gets a few steps, not minutes
+        capped = [not (ok or weight) for ok in injective]
+        max_steps = _MAX_STEPS if not all(capped) else _NOT_INJECTIVE_STEPS
     x, how = _start(model, lm, lm.feats, x0, lo, hi)
     lm.check_jacobian(x)
-    x, status, history = _gauss_newton(lm, x, tol=tol, max_steps=max_steps, max_iter=max_iter,
-                                       weight=weight, lo=lo, hi=hi, progress=progress)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        inner = None
+        if inner_dtype == "auto" and lm.dtype == torch.float64:
+            twin = LayerMap(model, lm.feats, pooling=lm.pooling, dtype=torch.float32,
+                            device=lm.device)  # fmt: skip
+            inner = stack.enter_context(twin)
+        x, status, history = _gauss_newton(
+            lm, x, tol=tol, max_steps=max_steps, max_iter=max_iter, weight=weight, lo=lo,
+            hi=hi, progress=progress, inner=inner, capped=capped,
+        )  # fmt: skip
     notes = _notes(lm, x, status, lo, hi, weight)
-    return JointSolve(x, how, status, notes, history, time.perf_counter() - t0)
+    return JointSolve(x, how, status, notes, history, time.perf_counter() - t0, note)
 
 
 def warn_unconverged(cert, tol, prior) -> None:
@@ -516,13 +601,15 @@ def warn_unconverged(cert, tol, prior) -> None:
 
 def certified(lm, rec, tol, *, solve=None, prior=None) -> Reconstruction:
     """``rec`` with its certificate (per image, at ``rec.image``) and the solve's record in
-    ``rec.options``; warns where an image did not converge."""
+    ``rec.options`` (``"note"``: where counting shows the map is not injective, else None);
+    warns where an image did not converge."""
     t0 = time.perf_counter()
     converged = None if solve is None else solve.converged
     notes = None if solve is None else solve.notes
     rec.certificate = certify(lm, rec.image, tol=tol, converged=converged, notes=notes,
                               prior=prior)  # fmt: skip
     rec.options.update(strategy=rec.strategy, tol=tol, certificate_seconds=time.perf_counter() - t0)
+    rec.options["note"] = injectivity(lm, prior=prior)[1] if solve is None else solve.note
     if solve is not None:
         rec.options.update(start=solve.start, status=solve.status, solve_seconds=solve.seconds)
     warn_unconverged(rec.certificate, tol, prior)

@@ -66,7 +66,7 @@ def reconstruct(
     prior: str | None = None,
     prior_weight: float = 1e-2,
     tol: float | None = None,
-    max_steps: int = 50,
+    max_steps: int | None = None,
     relu: str = "active",
     avr: str | None = None,
     method: str = "auto",
