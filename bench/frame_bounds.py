@@ -9,11 +9,14 @@ Prints a Markdown section (append it to bench/RESULTS.md):
    (96, 3, 3, 3) and (192, 192, 3, 3) at 32 x 32: best-of-N wall times, their ratio,
    and the largest relative differences of A and B.
 2. The dense SVD of the operator matrix on small cases (circular and zero padding).
-3. VGG-16 (torchvision layout, random init) at 224 x 224, every conv layer, circular
-   padding, in a fresh process: wall time and peak RSS.
+3. Zero padding on a VGG-16 layer at 14 x 14: ours ("krylov") against the previous
+   method (scipy ``eigsh``), in this process.
+4. VGG-16 and ResNet-18 (torchvision layout, random init) at 224 x 224, every conv
+   layer, zero padding by default (``--padding circular``: the FFT), each in a fresh
+   process: wall time and peak RSS.
 
 Usage: ``python bench/frame_bounds.py [--threads 2] [--vgg-threads N] [--repeats 3]
-[--skip-vgg]``.
+[--skip-vgg] [--skip-small] [--models vgg16,resnet18] [--padding zeros]``.
 """
 
 from __future__ import annotations
@@ -120,59 +123,85 @@ def compare_with_dense_svd() -> list[str]:
     return lines
 
 
-def vgg_worker() -> None:
-    """Every conv layer of VGG-16 at 224 (runs in its own process)."""
+def model_worker(name: str, padding: str) -> None:
+    """Every conv layer of one model at 224 (runs in its own process: peak RSS is its own)."""
     import torch
 
     from invert.nn.zoo import create_model
     from theory.frames import checkpoint_frame_bounds
 
     torch.manual_seed(0)
-    model = create_model("vgg16", num_classes=1000)
+    model = create_model(name, num_classes=1000)
     marks = []
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     rows = checkpoint_frame_bounds(
-        model, 224, padding="circular", random_baseline=False, device="cpu",
-        progress=lambda name: marks.append((name, time.perf_counter())),
+        model, 224, padding=padding, random_baseline=False, device="cpu",
+        progress=lambda layer: marks.append((layer, time.perf_counter())),
     )  # fmt: skip
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     marks.append(("end", time.perf_counter()))
-    times = {name: marks[i + 1][1] - t for i, (name, t) in enumerate(marks[:-1])}
+    times = {layer: marks[i + 1][1] - t for i, (layer, t) in enumerate(marks[:-1])}
+    keys = ("layer", "shape", "stride", "input", "A", "B", "ratio", "tol", "method", "note")
     result = {
         "wall": wall,
         "cpu": cpu,
         "threads": torch.get_num_threads(),
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "layers": [
-            {k: row[k] for k in ("layer", "shape", "input", "A", "B", "ratio")}
-            | {"seconds": times[row["layer"]]}
-            for row in rows
-        ],
+        "layers": [{k: row[k] for k in keys} | {"seconds": times[row["layer"]]} for row in rows],
     }
     print(json.dumps(result))
 
 
-def run_vgg(threads: int) -> list[str]:
-    env = dict(os.environ)
-    command = [sys.executable, os.path.abspath(__file__), "--vgg-worker", "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+def run_model(name: str, padding: str, threads: int) -> list[str]:
+    command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--padding",
+               padding, "--threads", str(threads)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
-        return [f"VGG-16 run failed: {done.stderr.strip().splitlines()[-1]}"]
+        return [f"{name} run failed: {done.stderr.strip().splitlines()[-1]}"]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     lines = [
-        f"VGG-16 (torchvision layout, random init), 224x224, circular padding, all 13 conv "
-        f"layers: **{result['wall']:.1f} s wall** ({result['cpu']:.1f} s CPU, "
-        f"{result['threads']} torch threads), **peak RSS {result['maxrss_mib']:.0f} MiB** "
-        f"(the fp32 model alone is 528 MiB).",
+        f"{name} (torchvision layout, random init), 224x224, {padding} padding, all "
+        f"{len(result['layers'])} conv layers: **{result['wall']:.1f} s wall** "
+        f"({result['cpu']:.1f} s CPU, {result['threads']} torch threads), **peak RSS "
+        f"{result['maxrss_mib']:.0f} MiB** (the process, model included).",
         "",
-        "| layer | weight | input | s | A | B | B/A |",
-        "|---|---|---|---|---|---|---|",
+        "| layer | weight | stride | input | method | s | A | B | tol | B/A | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["layers"]:
         lines.append(
-            f"| {row['layer']} | {row['shape']} | {row['input']} | {row['seconds']:.1f} | "
-            f"{row['A']:.3e} | {row['B']:.4f} | {row['ratio']:.3e} |"
+            f"| {row['layer']} | {row['shape']} | {row['stride']} | {row['input']} | "
+            f"{row['method']} | {row['seconds']:.1f} | {row['A']:.3e} | {row['B']:.4f} | "
+            f"{row['tol']:.1e} | {row['ratio']:.3e} | {row['note']} |"
         )
+    return lines
+
+
+def compare_krylov_with_eigsh() -> list[str]:
+    """Zero padding on one VGG-16 layer (512x512x3x3 at 14x14): ours ("krylov": one Krylov
+    space, float32 products, the default checkpoint budget) against the previous method
+    (``scipy.sparse.linalg.eigsh``, float64, rtol 1e-4), in this process."""
+    import warnings
+
+    import torch
+
+    from invert.nn.zoo import create_model
+    from theory.frames import FrameBoundsWarning, frame_bounds
+
+    torch.manual_seed(0)
+    convs = [m for m in create_model("vgg16", num_classes=1000).modules()
+             if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
+    conv = convs[10]
+    lines = ["| method | s | A | B | tol | converged |", "|---|---|---|---|---|---|"]
+    for method, kwargs in (("krylov", {"max_iter": 30}), ("lanczos", {"max_iter": 3})):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FrameBoundsWarning)
+            fb = frame_bounds(conv, 14, padding="zeros", method=method, rtol=1e-4, device="cpu",
+                              **kwargs)  # fmt: skip
+        seconds = time.perf_counter() - start
+        lines.append(f"| {method} {kwargs} | {seconds:.1f} | {fb.A:.4e} | {fb.B:.6f} | "
+                     f"{fb.tol:.1e} | {fb.converged} |")  # fmt: skip
     return lines
 
 
@@ -182,23 +211,32 @@ def main() -> None:
     parser.add_argument("--vgg-threads", type=int, help="threads of the VGG run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-vgg", action="store_true")
-    parser.add_argument("--vgg-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--padding", default="zeros", choices=("zeros", "circular"),
+                        help="boundary model of the 224 px model runs")  # fmt: skip
+    parser.add_argument("--models", default="vgg16,resnet18", help="the 224 px model runs")
+    parser.add_argument("--skip-small", action="store_true", help="only the model runs")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _set_threads(args.threads)
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.vgg_worker:
-        vgg_worker()
+    if args.worker:
+        model_worker(args.worker, args.padding)
         return
     load = os.getloadavg()
     print(f"Load average at the start: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min).\n")
-    print("\n".join(compare_with_sedghi(args.repeats)))
-    print()
-    print("\n".join(compare_with_dense_svd()))
-    print()
+    if not args.skip_small:
+        print("\n".join(compare_with_sedghi(args.repeats)))
+        print()
+        print("\n".join(compare_with_dense_svd()))
+        print()
+        print("\n".join(compare_krylov_with_eigsh()))
+        print()
     if not args.skip_vgg:
-        print("\n".join(run_vgg(args.vgg_threads or args.threads)))
+        for name in args.models.split(","):
+            print("\n".join(run_model(name, args.padding, args.vgg_threads or args.threads)))
+            print()
     load = os.getloadavg()
     print(f"\nLoad average at the end: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min).")
 

@@ -263,12 +263,12 @@ def test_lanczos_reports_non_convergence():
     assert not fb.converged and math.isnan(fb.A)
 
 
-def test_auto_switches_to_lanczos_above_the_dense_limit(monkeypatch):
+def test_auto_switches_to_krylov_above_the_dense_limit(monkeypatch):
     monkeypatch.setattr(frames, "DENSE_MAX_DIM", 100)
     g = torch.Generator().manual_seed(7)
     w = torch.randn(5, 2, 3, 3, dtype=torch.float64, generator=g)
     fb = frame_bounds(w, 8, padding="zeros")
-    assert fb.method == "lanczos"
+    assert fb.method == "krylov" and fb.converged
     ref = dense_eigenvalues(ConvOperator(w, 8, padding=1))
     assert fb.B == pytest.approx(ref[-1], rel=1e-6)
     assert fb.A == pytest.approx(ref[0], rel=1e-4)
@@ -417,3 +417,106 @@ def test_frequency_blocks_in_threads_give_the_same_bounds(monkeypatch):
         torch.set_num_threads(previous)
     assert fb.B == pytest.approx(reference.B, rel=1e-12)
     assert fb.A == pytest.approx(reference.A, rel=1e-8)
+
+
+# --- zero padding on large inputs: the Krylov method and exact 1x1 kernels ---------------
+
+KRYLOV_CASES = [
+    # weight shape, input, stride, padding, groups
+    ((6, 3, 3, 3), 10, 1, 1, 1),  # tall: A > 0
+    ((4, 4, 3, 3), 9, 1, 1, 1),  # square: A tiny
+    ((8, 3, 3, 3), 12, 2, 1, 1),  # stride 2, wide: A = 0
+    ((8, 2, 7, 7), 14, 2, 3, 1),  # the ResNet stem: 7x7, stride 2, padding 3
+    ((6, 2, 3, 3), 8, 1, 1, 2),  # groups
+    ((3, 2, 3, 3), (9, 7), (2, 1), (1, 0), 1),  # uneven sizes, strides, paddings
+]
+
+
+@pytest.mark.parametrize("shape, size, stride, padding, groups", KRYLOV_CASES)
+def test_krylov_matches_dense_eigenvalues(shape, size, stride, padding, groups):
+    g = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(shape, dtype=torch.float64, generator=g)
+    op = ConvOperator(w, size, stride=stride, padding=padding, groups=groups)
+    ref = dense_eigenvalues(op)  # from the dense matrix of T, not T^T T products
+    a_ref = max(ref[0], 0.0) if math.prod(op.out_shape) >= math.prod(op.in_shape) else 0.0
+    kwargs = dict(stride=stride, padding=padding, groups=groups, method="krylov")
+    # float64 products and a budget that fills the space: exact up to rounding
+    fb = frame_bounds(w, size, rtol=1e-10, max_iter=2000, **kwargs)
+    assert fb.method == "krylov" and fb.converged
+    assert fb.tol <= 1e-8 * ref[-1]
+    assert abs(fb.B - ref[-1]) <= fb.tol + 1e-12 * ref[-1]
+    assert abs(fb.A - a_ref) <= fb.tol + 1e-12 * ref[-1]
+    assert fb.B_upper is None or fb.B_upper >= ref[-1] * (1 - 1e-12)
+    # float32 products and a small budget: a Ritz value is >= A and <= B (up to the
+    # products' rounding, which tol covers), and some eigenvalue lies within tol of it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FrameBoundsWarning)
+        quick = frame_bounds(w, size, rtol=1e-4, max_iter=12, **kwargs)
+    assert a_ref - quick.tol <= quick.A and quick.B <= ref[-1] + quick.tol
+    near = np.abs(ref[:, None] - np.array([quick.A, quick.B])[None, :]).min(axis=0)
+    assert near[1] <= quick.tol and (a_ref == 0 or near[0] <= quick.tol)
+
+
+def test_the_enclosing_torus_contains_the_zero_padded_operator():
+    # T = R T_c P: the zero-padded matrix is a block of the circular one (rows: the
+    # outputs of T, columns: the input embedded at the start of the torus)
+    g = torch.Generator().manual_seed(11)
+    for shape, size, stride, padding in (((3, 2, 3, 3), 7, 1, 1), ((4, 2, 7, 7), 10, 2, 3),
+                                         ((2, 2, 3, 2), (6, 5), (2, 1), (2, 0))):  # fmt: skip
+        w = torch.randn(shape, dtype=torch.float64, generator=g)
+        op = ConvOperator(w, size, stride=stride, padding=padding)
+        torus = frames._enclosing_torus(op)
+        (h, wd), (mh, mw) = op.input_size, torus.input_size
+        (oh, ow), (th, tw) = op.output_size, torus.output_size
+        cols = [c * mh * mw + i * mw + j for c in range(shape[1]) for i in range(h)
+                for j in range(wd)]  # fmt: skip
+        rows = [o * th * tw + i * tw + j for o in range(shape[0]) for i in range(oh)
+                for j in range(ow)]  # fmt: skip
+        np.testing.assert_array_equal(torus.dense()[rows][:, cols].numpy(), op.dense().numpy())
+
+
+@pytest.mark.parametrize(
+    "shape, size, stride, padding, groups",
+    [((5, 3, 1, 1), 6, 1, 0, 1), ((6, 4, 1, 1), 7, 2, 0, 1), ((4, 6, 1, 1), 6, 1, 1, 2),
+     ((8, 4, 1, 1), (5, 6), (2, 3), (1, 0), 1), ((7, 3, 1, 1), 6, 2, 1, 1)],
+)  # fmt: skip
+def test_1x1_kernels_are_exact_at_any_size(monkeypatch, shape, size, stride, padding, groups):
+    monkeypatch.setattr(frames, "DENSE_MAX_DIM", 10)
+    g = torch.Generator().manual_seed(sum(shape))
+    w = torch.randn(shape, dtype=torch.float64, generator=g)
+    fb = frame_bounds(w, size, stride=stride, padding=padding, groups=groups, spectrum=True)
+    assert fb.method == "1x1"
+    ref = dense_eigenvalues(ConvOperator(w, size, stride=stride, padding=padding, groups=groups))
+    np.testing.assert_allclose(fb.spectrum, np.clip(ref, 0, None), atol=1e-12 * ref[-1])
+    assert fb.B == pytest.approx(ref[-1], rel=1e-12)
+    assert fb.A == pytest.approx(max(ref[0], 0), abs=1e-12 * ref[-1])
+
+
+def test_the_plane_wave_start_is_near_the_top():
+    g = torch.Generator().manual_seed(12)
+    w = torch.randn(6, 4, 3, 3, dtype=torch.float64, generator=g)
+    op = ConvOperator(w, 24, padding=1)
+    torus = frames._enclosing_torus(op)
+    top = frames._fft_extremes(torus, need_min=False)
+    x = frames._plane_wave(op, torus, top.b_key)
+    quotient = float(op.apply(x[None]).pow(2).sum() / x.pow(2).sum())
+    b = frame_bounds(w, 24, padding="zeros", method="krylov", rtol=1e-10, max_iter=3000).B
+    assert 0.95 * b < quotient <= b * (1 + 1e-12) <= top.b * (1 + 1e-12)
+
+
+@pytest.mark.slow
+def test_checkpoint_zero_padding_of_resnet18_at_64(monkeypatch):
+    from invert import create_model
+
+    monkeypatch.setattr(frames, "DENSE_MAX_DIM", 1024)  # 4096-dim dense solves take minutes
+    model = create_model("resnet18", num_classes=10)
+    rows = checkpoint_frame_bounds(model, 64, padding="zeros", random_baseline=False)
+    assert len(rows) == 20
+    by = {row["layer"]: row for row in rows}
+    down = by["layer2.0.downsample.0"]  # 1x1 stride 2: exact, A = 0 (odd pixels unseen)
+    w = dict(model.named_modules())["layer2.0.downsample.0"].weight.detach().double()
+    assert down["method"] == "1x1" and down["A"] == 0.0
+    assert down["B"] == pytest.approx(float(torch.linalg.svdvals(w[:, :, 0, 0])[0] ** 2))
+    assert by["layer2.0.conv1"]["A"] == 0.0  # stride 2: fewer outputs than inputs
+    for row in rows:
+        assert row["method"] in ("dense", "krylov", "1x1") and 0 <= row["A"] <= row["B"]

@@ -36,7 +36,9 @@ def register(subparsers) -> None:
         "the layer's input space (A = 0 when some input is invisible to the layer), "
         "the condition B/A, and the same for Gaussian filters of the same shape and "
         "per-filter norms. Circular padding is exact by FFT; zero padding is exact "
-        "(dense) on small inputs and iterative (Lanczos) on large ones.",
+        "(dense) on small inputs and for 1x1 kernels, and iterative (a Lanczos run with a "
+        "budget of 30 products) on large ones, where a row that misses the tolerance says "
+        "so: A is then an upper bound and B a lower one.",
     )
     add_model_arguments(p)
     add_image_size_argument(
