@@ -17,6 +17,7 @@ the plain loop in float32 (goal >= 2x).
 
     python bench/train_throughput.py                       # CPU, prints the ratio
     python bench/train_throughput.py --device cuda --model vgg --width 1 --batch-size 128
+    python bench/train_throughput.py --device cuda --model alexnet64 --width 1 --batch-size 256
     python bench/train_throughput.py --record              # also append to RESULTS.md
 """
 
@@ -89,7 +90,9 @@ def ours_epoch(trainer, epoch, device):
 def compare(args, device, *, amp: bool, plain_dtype=torch.float32):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)
-    images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    size = args.image_size
+    images = torch.randint(0, 256, (args.images, 3, size, size), dtype=torch.uint8,
+                           generator=generator)  # fmt: skip
     labels = torch.randint(0, 10, (args.images,), generator=generator)
     data = ImageDataset(images, labels, [str(i) for i in range(10)], spec="synthetic")
     model = he_init(create_model(args.model, num_classes=10, width=args.width))
@@ -143,17 +146,24 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--images", type=int, default=512, help="images per epoch")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="image side (default: the model's input size, 32 or 64)")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=11, help="timed epochs per side")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="default: cuda when available")
     parser.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args(argv)
+    if args.image_size is None:
+        from invert.nn.zoo import model_info
+
+        args.image_size = min(64, model_info(args.model)["input_size"])
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     setup = (
         f"model {args.model} width {args.width}, batch {args.batch_size}, {args.images} "
-        f"images of 32 x 32 per epoch, {args.rounds} alternating timed epochs per side, "
+        f"images of {args.image_size} x {args.image_size} per epoch, {args.rounds} alternating "
+        f"timed epochs per side, "
         f"{torch.get_num_threads()} CPU thread(s), device {device}"
     )
     print(setup)

@@ -34,6 +34,9 @@ from invert.files import check_writable
 
 __all__ = [
     "MODELS",
+    "FIRST_SEED_ONLY",
+    "FORMATS",
+    "SLIDE_DPI",
     "SEED",
     "AnalysisSizes",
     "Result",
@@ -53,14 +56,29 @@ __all__ = [
 #: Seed of every random choice the scripts make (images, random filters, crops).
 SEED = 0
 
-#: Role -> zoo name of the five ConvPool-CNN-C variants of the paper's Table 1.
+#: Role -> zoo name: the five ConvPool-CNN-C variants of the paper's Table 1 (Tables 1
+#: and 6, Figs. 4-5) and the AlexNet-layout pair of Figs. 1-3 (``alex_relu``,
+#: ``alex_crelu``: AlexNet's conv1 of 96 filters of 11x11x3, where the paper observed
+#: the pairing).
 MODELS = {
     "relu": "convpool_c",
     "double": "convpool_c_double",
     "avr": "convpool_c_avr",
     "crelu": "convpool_c_crelu",
     "crelu_half": "convpool_c_crelu_half",
+    "alex_relu": "alexnet64",
+    "alex_crelu": "alexnet64_crelu",
 }
+
+#: Roles trained for the first seed only: Table 1's context rows, which no finding
+#: compares (each further seed costs the others' matched runs; ``double`` alone costs
+#: four baselines).
+FIRST_SEED_ONLY = ("double", "avr")
+
+#: File formats of the figures (``--format``); PNGs are drawn at :data:`SLIDE_DPI`.
+FORMATS = ("png", "svg", "pdf")
+#: Dots per inch of the PNGs: a 13-inch figure is 2600 px wide, enough for a slide.
+SLIDE_DPI = 200
 
 
 @dataclass(frozen=True)
@@ -149,14 +167,19 @@ class Session:
     train_if_missing : bool
         Train models missing from the cache (else ``FileNotFoundError``).
     seeds : int
-        Training runs per variant (seeds ``0 .. seeds - 1``); the findings that compare
-        trained models use their spread (:mod:`figures.findings`), the figures show seed 0.
+        Training runs per variant (seeds ``0 .. seeds - 1``; one for
+        :data:`FIRST_SEED_ONLY`); the findings that compare trained models use the
+        per-seed differences of matched runs (:mod:`figures.findings`).
+    format : {"png", "svg", "pdf"}
+        File format of the figures.
 
     Examples
     --------
     >>> session = Session(recipe="tiny", seeds=2)
     >>> session.sizes.invariance_images, session.spec("crelu"), session.runs()[:2]
     (100, 'convpool_c_crelu@textures', [('relu', 0), ('double', 0)])
+    >>> [role for role, seed in session.runs() if seed == 1]
+    ['relu', 'crelu', 'crelu_half', 'alex_relu', 'alex_crelu']
     """
 
     data: str = "textures"
@@ -167,6 +190,7 @@ class Session:
     train_if_missing: bool = True
     sizes: AnalysisSizes | str | None = None
     seeds: int = 1
+    format: str = "png"
     _models: dict = field(default_factory=dict, repr=False)
     _test_set: object = field(default=None, repr=False)
 
@@ -181,6 +205,10 @@ class Session:
         self.device = str(resolve_device(self.device))
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+        if self.format not in FORMATS:
+            raise ValueError(
+                f"unknown figure format {self.format!r}; choose one of {', '.join(FORMATS)}"
+            )
         if self.sizes is None:
             self.sizes = self.recipe_name if self.recipe_name in ANALYSIS_SIZES else "fast"
         if isinstance(self.sizes, str):
@@ -206,11 +234,30 @@ class Session:
         return get_recipe(self.recipe, arch=MODELS[role])
 
     def runs(self) -> list[tuple[str, int]]:
-        """Every ``(role, seed)`` the session trains, seed by seed."""
-        return [(role, seed) for seed in self.seed_list() for role in MODELS]
+        """Every ``(role, seed)`` the session trains, seed by seed (the roles of
+        :data:`FIRST_SEED_ONLY` with the first seed only)."""
+        return [(role, seed) for seed in self.seed_list() for role in MODELS
+                if seed == SEED or role not in FIRST_SEED_ONLY]  # fmt: skip
 
-    def seed_list(self) -> list[int]:
+    def seed_list(self, role: str | None = None) -> list[int]:
+        """The seeds of the run (of ``role``: one for :data:`FIRST_SEED_ONLY`)."""
+        if role in FIRST_SEED_ONLY:
+            return [SEED]
         return [SEED + k for k in range(self.seeds)]
+
+    def figure_name(self, stem: str) -> str:
+        """The file name of a figure in the session's format (``fig1_filter_pairs.png``)."""
+        return f"{stem}.{self.format}"
+
+    def reproduce(self, stem: str) -> str:
+        """The command that recomputes a script's table with this session's settings."""
+        import shlex
+
+        parts = ["python", "-m", f"figures.{stem}", "--out", "DIR", "--data", self.data,
+                 "--recipe", self.recipe_name, "--seeds", str(self.seeds)]  # fmt: skip
+        if self.format != "png":
+            parts += ["--format", self.format]
+        return " ".join(shlex.quote(p) for p in parts)
 
     def cache_file(self, role: str, seed: int = SEED) -> Path:
         """Where the loader caches (or would cache) the model of ``role`` and ``seed``."""
@@ -310,9 +357,10 @@ class Result:
         return {**out, **self.details, "columns": self.columns, "rows": self.rows}
 
 
-def pixel_size(figsize, dpi) -> tuple[int, int]:
-    """``(height, width)`` in pixels of a figure of ``figsize`` inches at ``dpi``."""
-    return int(figsize[1] * dpi), int(figsize[0] * dpi)
+def pixel_size(figsize, dpi=SLIDE_DPI) -> tuple[int, int]:
+    """``(height, width)`` in pixels of a PNG of ``figsize`` inches (at :data:`SLIDE_DPI`,
+    the resolution :func:`save_figure` writes, whatever the figure's own dpi)."""
+    return int(figsize[1] * SLIDE_DPI), int(figsize[0] * SLIDE_DPI)
 
 
 def script(make):
@@ -347,17 +395,21 @@ def script(make):
 
 
 def save_figure(fig, path) -> Path:
-    """Write a matplotlib figure as PNG atomically, at its own size and dpi; close it.
+    """Write a matplotlib figure atomically in the format of ``path``'s suffix (PNG, SVG
+    or PDF); close it.
 
-    The image is ``figsize * dpi`` pixels exactly (no tight bounding box), so each
+    A PNG is ``figsize * SLIDE_DPI`` pixels exactly (no tight bounding box), so each
     figure's size is known in advance.
     """
     import matplotlib.pyplot as plt
 
     from invert.files import atomic_write_bytes
 
+    kind = Path(path).suffix.lstrip(".").lower() or "png"
+    if kind not in FORMATS:
+        raise ValueError(f"unknown figure format {kind!r}; choose one of {', '.join(FORMATS)}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    fig.savefig(buffer, format=kind, dpi=SLIDE_DPI)
     plt.close(fig)
     return atomic_write_bytes(path, buffer.getvalue())
 
@@ -484,6 +536,10 @@ def _arguments(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--recipe", default="fast", help="tiny, fast or paper (default: fast)")
     parser.add_argument("--cache-dir", help="model cache (default: $CRELU_CACHE or ~/.cache/crelu)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="training runs per variant, seeds 0..N-1 (default: 1)")  # fmt: skip
+    parser.add_argument("--format", default="png", choices=FORMATS,
+                        help="file format of the figure (default: png)")  # fmt: skip
     return parser
 
 
@@ -502,9 +558,10 @@ def run_standalone(main, doc: str, stem: str, argv=None) -> int:
 
 def _standalone(main, stem: str, args) -> int:
     out = check_output_dir(args.out)
-    session = Session(
-        data=args.data, recipe=args.recipe, cache_dir=args.cache_dir, device=args.device
-    )
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be a positive integer; got {args.seeds}")
+    session = Session(data=args.data, recipe=args.recipe, cache_dir=args.cache_dir,
+                      device=args.device, seeds=args.seeds, format=args.format)  # fmt: skip
     session.test_set()  # a data spec that does not exist fails here, before training
     session.check_cache_writable()
     result = main(out, session=session)

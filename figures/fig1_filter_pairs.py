@@ -1,14 +1,21 @@
 """Figure 1: conv1 filters beside their pairing filters, ReLU and CReLU models.
 
-Each normalized conv1 filter phi_i is drawn next to its pairing filter
-bar-phi_i = argmin_{j != i} <phi_i, phi_j>, with mu_i = <phi_i, bar-phi_i> under the pair
-(:func:`theory.filter_pairing.pairing`). The two filters of a pair share one display
-scale, 0.5 + 0.5 phi / max(|phi_i|, |bar-phi_i|): mid-grey is zero, so a filter and its
-near-negation look like photographic negatives. Pairs are ordered by mu (most opposite
-first); a layer with more than :data:`MAX_PAIRS` filters shows that many, evenly spread
-over the mu order. The paper shows AlexNet's conv1; we show the ReLU ConvPool-CNN-C
-baseline and its CReLU variant trained on the data used. Titles give mean mu_w (learned)
-and mean mu_r (Gaussian filters of the same shape): the pairing statistic behind F1.
+Each normalized conv1 filter phi_i has a pairing filter
+bar-phi_i = argmin_{j != i} <phi_i, phi_j>, with mu_i = <phi_i, bar-phi_i>
+(:func:`theory.filter_pairing.pairing`). A pair {i, j} is drawn once, however many of its
+two filters chose the other (a mutual pair would otherwise appear twice), labelled with
+its cosine. The two filters of a pair share one display scale,
+0.5 + 0.5 phi / max(|phi_i|, |phi_j|): mid-grey is zero, so a filter and its
+near-negation look like photographic negatives. Pairs are ordered by their cosine (most
+opposite first); a layer with more than :data:`MAX_PAIRS` distinct pairs shows that many,
+evenly spread over that order.
+
+The paper shows AlexNet's conv1 (96 filters of 11x11x3); so do we, on the AlexNet-layout
+models ``alexnet64`` and ``alexnet64_crelu`` (:mod:`invert.nn.zoo`) trained on the data
+used. Titles give mean mu_w (learned) and mean mu_r (Gaussian filters of the same shape):
+the pairing statistic behind F1. The ConvPool-CNN-C conv1 (24 filters of 3x3x3 at the
+fast width, where random filters already pair at about -0.36) is reported in a second
+table, outside the paper's claim.
 
     python -m figures.fig1_filter_pairs --out DIR [--data textures] [--recipe fast]
 """
@@ -44,8 +51,25 @@ def _pair_cell(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([0.5 + 0.5 * a / scale, gap, 0.5 + 0.5 * b / scale], axis=1)
 
 
+def distinct_pairs(mu: np.ndarray, pair: np.ndarray) -> list[tuple[int, int, float]]:
+    """The unordered pairs ``{i, pair[i]}`` once each, as ``(i, j, mu)`` by ascending mu.
+
+    Examples
+    --------
+    >>> distinct_pairs(np.array([-0.9, -0.9, -0.5]), np.array([1, 0, 0]))
+    [(0, 1, -0.9), (0, 2, -0.5)]
+    """
+    seen, out = set(), []
+    for i in np.argsort(mu, kind="stable"):
+        key = tuple(sorted((int(i), int(pair[i]))))
+        if key not in seen:
+            seen.add(key)
+            out.append((key[0], key[1], float(mu[i])))
+    return out
+
+
 def draw_pairs(holder, weight, *, title: str, max_pairs: int = MAX_PAIRS, columns=COLUMNS):
-    """Draw a conv1 weight's filters beside their pairs into ``holder`` (a figure or a
+    """Draw a conv1 weight's distinct filter pairs into ``holder`` (a figure or a
     subfigure): one axes per pair, labelled ``#i | #j`` and ``mu``; returns the axes."""
     from theory.filter_pairing import pairing
 
@@ -54,11 +78,11 @@ def draw_pairs(holder, weight, *, title: str, max_pairs: int = MAX_PAIRS, column
     result = pairing(weight)
     unit = weight.reshape(n, -1) / np.linalg.norm(weight.reshape(n, -1), axis=1, keepdims=True)
     filters = unit.reshape(weight.shape).transpose(0, 2, 3, 1)  # n x kh x kw x c
-    shown = _shown_order(result.mu, max_pairs)
+    pairs = distinct_pairs(result.mu, result.pair)
+    shown = [pairs[k] for k in _shown_order(np.array([p[2] for p in pairs]), max_pairs)]
     rows = math.ceil(len(shown) / columns)
     axes = holder.subplots(rows, columns, squeeze=False).ravel()
-    for ax, i in zip(axes, shown):
-        j = int(result.pair[i])
+    for ax, (i, j, mu) in zip(axes, shown):
         cell = _pair_cell(filters[i], filters[j])
         if channels == 1:
             ax.imshow(cell[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -66,10 +90,12 @@ def draw_pairs(holder, weight, *, title: str, max_pairs: int = MAX_PAIRS, column
             ax.imshow(np.clip(cell, 0, 1), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_xlabel(f"#{i} | #{j}\nμ = {result.mu[i]:.2f}", fontsize=8, labelpad=2)
+        ax.set_xlabel(f"#{i} | #{j}\nμ = {mu:.2f}", fontsize=8, labelpad=2)
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
-    every = "" if len(shown) == n else f"; {len(shown)} of {n}, spread over the μ order"
+    every = f"; {len(pairs)} distinct pairs" + (
+        "" if len(shown) == len(pairs) else f", {len(shown)} shown, spread over the μ order"
+    )
     holder.suptitle(f"{title}{every}", fontsize=10)
     return list(axes[: len(shown)])
 
@@ -109,28 +135,57 @@ def pairs_figure(panels, *, figsize=None, dpi=DPI, title: str = "Fig. 1: "):
     return fig
 
 
-def make(session: Session, out) -> Result:
-    """Draw Figure 1 into ``out/fig1_filter_pairs.png``; the pairing numbers of conv1."""
+#: Columns of the pairing tables (one row per model and seed).
+TABLE_COLUMNS = ["model", "seed", "layer", "filters", "dim", "mu_w_mean", "mu_w_std", "mu_r_mean",
+           "mu_r_std"]  # fmt: skip
+#: Roles drawn and judged (F1), and the ConvPool-CNN-C roles reported beside them.
+PAPER_ROLES = (("alex_relu", "ReLU"), ("alex_crelu", "CReLU"))
+CONVPOOL_ROLES = (("relu", "ReLU"), ("crelu", "CReLU"))
+
+
+def _conv1_rows(session: Session, roles) -> tuple[list[dict], list]:
     from theory.filter_pairing import layer_pairing
 
-    panels, rows = [], []
+    rows, panels = [], []
     for seed in session.seed_list():
-        for role, label in (("relu", "ReLU"), ("crelu", "CReLU")):
+        for role, label in roles:
             model = session.model(role, seed)
             stats = layer_pairing(
                 model, layers="conv1", trials=session.sizes.pairing_trials, seed=SEED
             )["conv1"]
             if seed == SEED:  # the figure shows the first seed's filters
                 panels.append((label, model.conv1.conv.weight.detach().cpu(), stats))
-            rows.append({"model": label, "seed": seed, **stats.row()})
+            rows.append({"model": label, "seed": seed, "arch": model.arch, **stats.row()})
+    return rows, panels
+
+
+def make(session: Session, out) -> Result:
+    """Draw Figure 1 on the AlexNet-layout conv1; the pairing numbers of conv1 of the
+    AlexNet-layout models (judged, F1) and of the ConvPool-CNN-C models (reported)."""
+    rows, panels = _conv1_rows(session, PAPER_ROLES)
+    convpool, _ = _conv1_rows(session, CONVPOOL_ROLES)
     figsize = figure_size(max(stats.shape[0] for _, _, stats in panels))
-    save_figure(pairs_figure(panels, figsize=figsize), f"{out}/{STEM}.png")
+    name = session.figure_name(STEM)
+    save_figure(pairs_figure(panels, figsize=figsize), f"{out}/{name}")
+    command = session.reproduce(STEM)
     return Result(
         id="fig1",
-        title="Figure 1: conv1 filter pairs (ReLU and CReLU models)",
+        title="Figure 1: conv1 filter pairs, AlexNet-layout ReLU and CReLU models",
         rows=rows,
-        files=[f"{STEM}.png"],
-        size=pixel_size(figsize, DPI),
+        columns=TABLE_COLUMNS,
+        files=[name],
+        size=pixel_size(figsize),
+        details={
+            "command": command,
+            "more_tables": {
+                "ConvPool-CNN-C conv1 pairing (outside the paper's claim: its 3x3x3 filters "
+                "have 27 numbers, and random ones already pair at about -0.36; not judged)": {
+                    "rows": convpool,
+                    "columns": TABLE_COLUMNS,
+                    "command": command,
+                },
+            },
+        },
     )
 
 

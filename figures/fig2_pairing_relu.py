@@ -4,7 +4,8 @@ For every conv layer but the class layer, mu_i = <phi_i, bar-phi_i> of the unit-
 filters (blue) against the same statistic for i.i.d. Gaussian filters of the same shape
 and count (red; :func:`theory.filter_pairing.layer_pairing`). The paper's Fig. 2 shows AlexNet,
 whose conv1 histogram is centred far left of the random one ("pairs"), the gap closing
-with depth; we show the ReLU ConvPool-CNN-C baseline trained on the data used.
+with depth; we show the AlexNet-layout ReLU model (``alexnet64``: AlexNet's conv1 of 96
+filters of 11x11x3, the later convs at a CPU-sized width) trained on the data used.
 
     python -m figures.fig2_pairing_relu --out DIR [--data textures] [--recipe fast]
 """
@@ -72,24 +73,27 @@ def pairing_figure(session: Session, out, *, number: int, role: str, label: str)
     layers = list(conv_layers(model))[:-1]  # the last conv is the class layer
     stats = layer_pairing(model, layers=layers, trials=session.sizes.pairing_trials, seed=SEED)
     fig = histogram_figure(
-        stats, title=f"Fig. {number}: pairing statistic μ per conv layer, {label} model",
+        stats,
+        title=f"Fig. {number}: pairing statistic μ per conv layer, AlexNet-layout {label} model",
         figsize=FIGSIZE,
     )  # fmt: skip
-    stem = f"fig{number}_pairing_{role}"
-    save_figure(fig, f"{out}/{stem}.png")
+    stem = f"fig{number}_pairing_{role.removeprefix('alex_')}"
+    name = session.figure_name(stem)
+    save_figure(fig, f"{out}/{name}")
     return Result(
         id=f"fig{number}",
-        title=f"Figure {number}: pairing histograms mu_w vs mu_r, {label} model",
+        title=f"Figure {number}: pairing histograms mu_w vs mu_r, AlexNet-layout {label} model",
         rows=[{"model": label, **layer.row()} for layer in stats.values()],
         columns=COLUMNS,
-        files=[f"{stem}.png"],
-        size=pixel_size(FIGSIZE, DPI),
+        files=[name],
+        size=pixel_size(FIGSIZE),
+        details={"command": session.reproduce(stem)},
     )
 
 
 def make(session: Session, out) -> Result:
     """Draw Figure 2 into ``out/fig2_pairing_relu.png``; mu statistics per layer."""
-    return pairing_figure(session, out, number=2, role="relu", label="ReLU")
+    return pairing_figure(session, out, number=2, role="alex_relu", label="ReLU")
 
 
 main = script(make)

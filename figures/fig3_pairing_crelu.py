@@ -1,6 +1,7 @@
 """Figure 3: histograms of mu_w (learned) and mu_r (random) per conv layer, CReLU model.
 
-The same statistic as Figure 2 for the CReLU ConvPool-CNN-C: the paper finds the
+The same statistic as Figure 2 for the AlexNet-layout CReLU model (``alexnet64_crelu``,
+CReLU on conv1-conv5 with the same filter counts): the paper finds the
 learned and random histograms aligned at every layer (CReLU does the pairing, so the
 filters no longer need to).
 
@@ -19,7 +20,7 @@ STEM = "fig3_pairing_crelu"
 
 def make(session: Session, out) -> Result:
     """Draw Figure 3 into ``out/fig3_pairing_crelu.png``; mu statistics per layer."""
-    return pairing_figure(session, out, number=3, role="crelu", label="CReLU")
+    return pairing_figure(session, out, number=3, role="alex_crelu", label="CReLU")
 
 
 main = script(make)

@@ -9,6 +9,11 @@ top 20% units. Images: crops of the embedded photographs for ``textures`` (with 
 for the transformations), else the first test images of the data. The paper finds
 CReLU above ReLU at (nearly) every layer, with jumps after max-pooling (dashed lines).
 
+With several seeds the figure and the table show the mean over the seeds, the error bars
+and ``*_sd`` columns their standard deviation, and ``crelu_minus_relu`` the mean of the
+per-seed differences of matched runs with its standard error and what the paired rule
+of F3 (:func:`figures.findings.paired_rule`) decides: the numbers the verdict reads.
+
     python -m figures.fig4_invariance --out DIR [--data textures] [--recipe fast]
 """
 
@@ -16,12 +21,15 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from .common import SEED, Result, Session, pixel_size, run_standalone, save_figure, script
 
 STEM = "fig4_invariance"
 FIGSIZE = (8.0, 4.5)  # inches; at DPI pixels: 800 x 450
 DPI = 100
-COLUMNS = ["layer", "relu", "crelu", "crelu_minus_relu", "relu_translation", "crelu_translation",
+COLUMNS = ["layer", "relu", "relu_sd", "crelu", "crelu_sd", "crelu_minus_relu",
+           "difference_se", "paired_rule", "relu_translation", "crelu_translation",
            "relu_rotation", "crelu_rotation"]  # fmt: skip
 
 
@@ -75,49 +83,74 @@ def make(session: Session, out) -> Result:
                 model, images, layers=layers, input_size=32,
                 n_images=session.sizes.invariance_images, device=session.device, seed=SEED,
             )  # fmt: skip
-    results = {role: runs[role, SEED] for role in ("relu", "crelu")}  # drawn: the first seed
+    from .findings import paired_rule
+
+    seeds = session.seed_list()
+    first = runs["relu", SEED]
     rows = []
     for name in layers:
         row = {"layer": name}
         for role in ("relu", "crelu"):
-            row[role] = results[role].scores[name]
-        row["crelu_minus_relu"] = row["crelu"] - row["relu"]
+            values = [runs[role, s].scores[name] for s in seeds]
+            row[role] = float(np.mean(values))
+            row[f"{role}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            row[f"{role}_seeds"] = values
+        rule = paired_rule([c - r for c, r in zip(row["crelu_seeds"], row["relu_seeds"])])
+        row["crelu_minus_relu"] = rule["mean"]
+        row["difference_se"] = rule["se"]
+        row["paired_rule"] = {True: "CReLU >= ReLU", False: "CReLU < ReLU"}.get(
+            rule["decision"], "undecided"
+        )
         for family in ("translation", "rotation"):
             for role in ("relu", "crelu"):
-                row[f"{role}_{family}"] = results[role].family_scores[family][name]
-        if session.seeds > 1:  # every seed's score, for the findings' seed spread
-            for role in ("relu", "crelu"):
-                row[f"{role}_seeds"] = [runs[role, s].scores[name] for s in session.seed_list()]
+                row[f"{role}_{family}"] = float(
+                    np.mean([runs[role, s].family_scores[family][name] for s in seeds])
+                )
         rows.append(row)
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     x = list(range(len(layers)))
-    ax.plot(x, [r["relu"] for r in rows], "o-", color="tab:blue", label="ReLU")
-    ax.plot(x, [r["crelu"] for r in rows], "s-", color="tab:red", label="CReLU")
+    many = len(seeds) > 1
+    for role, marker, color, label in (("relu", "o-", "tab:blue", "ReLU"),
+                                       ("crelu", "s-", "tab:red", "CReLU")):  # fmt: skip
+        spread = [r[f"{role}_sd"] for r in rows] if many else None
+        shown = f"{label}, mean of {len(seeds)} seeds ± s.d." if many else label
+        ax.errorbar(x, [r[role] for r in rows], yerr=spread, fmt=marker, color=color,
+                    capsize=3, label=shown)  # fmt: skip
+    for xi, r in zip(x, rows):  # the paired rule's decision per layer
+        if r["paired_rule"] != "undecided":
+            mark = "▲" if r["paired_rule"] == "CReLU >= ReLU" else "▼"
+            ax.annotate(mark, (xi, max(r["relu"], r["crelu"])), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=9)  # fmt: skip
     for gap in _pool_gaps(session.model("relu"), layers):
         ax.axvline(gap, color="grey", linestyle="--", linewidth=1)
     ax.set_xticks(x, layers)
     ax.set_ylabel("invariance score (top 20% units)")
     ax.set_xlabel("conv layer")
+    decided = " (▲/▼: paired rule shows CReLU above/below)" if many else ""
     ax.set_title(
-        f"Fig. 4: invariance scores, {results['relu'].n_images} images, "
-        f"{len(results['relu'].transformations)} transformations (dashed: max-pooling)",
+        f"Fig. 4: invariance scores, {first.n_images} images, "
+        f"{len(first.transformations)} transformations\n(dashed: max-pooling){decided}",
         fontsize=10,
     )
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    save_figure(fig, f"{out}/{STEM}.png")
+    file = session.figure_name(STEM)
+    save_figure(fig, f"{out}/{file}")
     return Result(
         id="fig4",
-        title="Figure 4: invariance scores per layer, ReLU vs CReLU",
+        title=f"Figure 4: invariance scores per layer, ReLU vs CReLU (mean over {len(seeds)} "
+        f"seed{'s' if many else ''})",
         rows=rows,
         columns=COLUMNS,
-        files=[f"{STEM}.png"],
-        size=pixel_size(FIGSIZE, DPI),
+        files=[file],
+        size=pixel_size(FIGSIZE),
         details={
-            "images": results["relu"].n_images,
-            "transformations": len(results["relu"].transformations),
+            "images": first.n_images,
+            "transformations": len(first.transformations),
+            "seeds": seeds,
+            "command": session.reproduce(STEM),
         },
     )
 

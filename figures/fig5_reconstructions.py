@@ -14,7 +14,8 @@ Two strategies, both with no learning and in float64 (:func:`invert.reconstruct`
 
 conv1-conv3 of ConvPool-CNN-C come before any pooling, conv4 after the first max-pooling.
 
-The input is a photograph with content, :data:`IMAGE` (as ``crelu reconstruct --image``
+The inputs are photographs with content, :data:`IMAGES`, one of them from outside the
+training sources (as ``crelu reconstruct --image``
 prepares it: shorter side resized, centre crop), at the models' input size and, since
 the models are fully convolutional up to their global pooling, once more at
 ``reconstruction_large_size`` pixels (:class:`~figures.common.AnalysisSizes`), where
@@ -43,9 +44,13 @@ STEM = "fig5_reconstructions"
 FIGSIZE = (10.0, 9.0)  # inches; at DPI pixels: 1000 x 900
 DPI = 100
 LAYERS = ("conv1", "conv2", "conv3", "conv4")
-#: The photograph every row reconstructs (scikit-image ships it; nothing is downloaded).
-IMAGE = "skimage:astronaut"
-COLUMNS = ["model", "strategy", "layer", "pooling_before", "A_layer", "frame_path",
+#: The photographs Fig. 5 reconstructs (shipped by scikit-image and matplotlib; nothing
+#: is downloaded): the astronaut is one of the ``textures`` sources (a training class),
+#: Grace Hopper's portrait (matplotlib's sample data) is not. F2 and F6 are judged on each.
+IMAGES = ("skimage:astronaut", "matplotlib:grace_hopper.jpg")
+#: The photograph of the larger input (and of the figure's first rows).
+IMAGE = IMAGES[0]
+COLUMNS = ["image", "model", "strategy", "layer", "pooling_before", "A_layer", "frame_path",
            "rel_error", "psnr", "ssim", "A_network", "unique", "converged"]  # fmt: skip
 LARGE_COLUMNS = ["model", "input", "layer", "rel_error", "psnr", "ssim", "converged"]
 ROLES = (("crelu", "CReLU"), ("relu", "ReLU"))
@@ -63,27 +68,37 @@ def pick_images(test_set, count: int, *, candidates: int = 16, seed: int = SEED)
     return images[order], [int(pool[int(i)]) for i in order]
 
 
-def natural_image(size: int, channels: int = 3):
-    """:data:`IMAGE` as a ``(1, channels, size, size)`` float64 tensor in [0, 1].
+def natural_image(size: int, channels: int = 3, source: str = IMAGE):
+    """A photograph (``skimage:NAME`` or ``matplotlib:FILE`` of matplotlib's sample data)
+    as a ``(1, channels, size, size)`` float64 tensor in [0, 1].
 
     Examples
     --------
     >>> x = natural_image(32)
     >>> tuple(x.shape), bool(x.std() > 0.1)  # a photograph with content
     ((1, 3, 32, 32), True)
+    >>> bool(natural_image(32, source=IMAGES[1]).std() > 0.1)
+    True
     """
     import torch
 
     from invert.data.images import prepare_image, read_image
 
-    return torch.from_numpy(prepare_image(read_image(IMAGE), size, channels))[None]
+    if source.startswith("matplotlib:"):
+        import matplotlib.cbook
+
+        source = str(matplotlib.cbook.get_sample_data(source.partition(":")[2], asfileobj=False))
+    return torch.from_numpy(prepare_image(read_image(source), size, channels))[None]
 
 
-def _inputs(session: Session, size: int, channels: int):
-    """The natural image, then ``reconstruction_images - 1`` varied test images."""
+def _inputs(session: Session, size: int, channels: int, source: str = IMAGE):
+    """A photograph, then (for :data:`IMAGE`) ``reconstruction_images - 1`` varied test
+    images."""
     import torch
 
-    x = natural_image(size, channels)
+    x = natural_image(size, channels, source)
+    if source != IMAGE:
+        return x, []
     extra, indices = pick_images(session.test_set(), session.sizes.reconstruction_images - 1)
     if len(extra):
         x = torch.cat([x, extra.double()])
@@ -167,7 +182,7 @@ def reconstruction_grid(blocks, *, figsize=FIGSIZE, dpi=DPI):
             ax.set_xlabel(labels[c], fontsize=9)
             ax.set_title(("input", *LAYERS)[c] if r == 0 else "", fontsize=10)
         axes[r][0].set_ylabel(label, fontsize=10)
-    fig.suptitle("Fig. 5: a photograph reconstructed from conv1-conv4 features, layer by "
+    fig.suptitle("Fig. 5: photographs reconstructed from conv1-conv4 features, layer by "
                  "layer (the paper's) and jointly (no learning)", fontsize=11)  # fmt: skip
     return fig
 
@@ -178,14 +193,18 @@ def make(session: Session, out) -> Result:
 
     size = model_input_size(session.model("crelu")) or 32
     channels = int(session.model("crelu").config.get("in_channels", 3))
-    x, indices = _inputs(session, size, channels)
-    shown = x[0].float().permute(1, 2, 0).numpy()
-    blocks, rows = [], []
-    for role, label in ROLES:
-        for strategy in STRATEGIES:
-            model_rows, images = _reconstruct_model(session, role, x, strategy=strategy)
-            rows += model_rows
-            blocks.append((f"{label}, {strategy}", shown, images, model_rows))
+    blocks, rows, indices = [], [], []
+    for source in IMAGES:
+        x, picked = _inputs(session, size, channels, source)
+        indices += picked
+        shown = x[0].float().permute(1, 2, 0).numpy()
+        name = source.partition(":")[2].removesuffix(".jpg")
+        for role, label in ROLES:
+            for strategy in STRATEGIES:
+                model_rows, images = _reconstruct_model(session, role, x, strategy=strategy)
+                model_rows = [{"image": name, **row} for row in model_rows]
+                rows += model_rows
+                blocks.append((f"{name}\n{label}, {strategy}", shown, images, model_rows))
     large, details = session.sizes.reconstruction_large_size, {"test_indices": indices}
     if large and large != size:
         big = natural_image(large, channels)
@@ -200,15 +219,22 @@ def make(session: Session, out) -> Result:
         details["more_tables"] = {f"The same at {large}x{large} pixels": {
             "columns": LARGE_COLUMNS, "rows": extra}}  # fmt: skip
     figsize = (FIGSIZE[0], FIGSIZE[1] * len(blocks) / 4)
-    save_figure(reconstruction_grid(blocks, figsize=figsize), f"{out}/{STEM}.png")
+    file = session.figure_name(STEM)
+    save_figure(reconstruction_grid(blocks, figsize=figsize), f"{out}/{file}")
     return Result(
         id="fig5",
-        title="Figure 5: a photograph reconstructed from conv1-conv4, CReLU and ReLU models",
+        title=f"Figure 5: {len(IMAGES)} photographs reconstructed from conv1-conv4, CReLU and "
+        f"ReLU models",
         rows=rows,
         columns=COLUMNS,
-        files=[f"{STEM}.png"],
-        size=pixel_size(figsize, DPI),
-        details={**details, "image": IMAGE},
+        files=[file],
+        size=pixel_size(figsize),
+        details={
+            **details,
+            "image": IMAGE,
+            "images": list(IMAGES),
+            "command": session.reproduce(STEM),
+        },  # fmt: skip
     )
 
 

@@ -4,7 +4,7 @@
 work, trains the models missing from the cache (in parallel processes on a multi-core
 CPU), runs each script of this package on the shared models, and writes the PNGs plus
 ``report.md`` and ``report.json``: data, recipe, model sizes, machine, wall time, every
-table, and the paper's findings F1-F5 checked against criteria fixed in
+table, and the paper's findings F1-F6 checked against criteria fixed in
 :mod:`figures.findings`, each with its numbers and a verdict.
 
     crelu figures --out DIR [--data textures] [--recipe fast] [--cache-dir DIR]
@@ -32,6 +32,8 @@ from figures import (
 )
 
 from .common import (
+    FIRST_SEED_ONLY,
+    FORMATS,
     MODELS,
     SEED,
     Session,
@@ -58,12 +60,14 @@ SCRIPTS = (
     table_pooling,
 )
 
-#: Training runs per variant by default: two fit the 15-minute cold budget of the
-#: ``fast`` recipe on two CPU cores (measured: see bench/RESULTS.md).
-DEFAULT_SEEDS = 2
+#: Matched training runs per compared variant by default (double and AVR: one), chosen
+#: for the 15-minute cold budget of the ``fast`` recipe on two CPU cores (measured: see
+#: bench/RESULTS.md); the report states what more seeds each undecided finding needs.
+DEFAULT_SEEDS = 3
 
-# relative training cost on a CPU (multiply-adds per image): the longest start first
-_COST = {"double": 4.0, "crelu": 2.0, "relu": 1.0, "avr": 1.0, "crelu_half": 1.0}
+# relative training cost on a CPU (measured seconds per epoch): the longest start first
+_COST = {"double": 4.0, "crelu": 2.0, "relu": 1.0, "avr": 1.0, "crelu_half": 1.0,
+         "alex_crelu": 0.5, "alex_relu": 0.45}  # fmt: skip
 
 
 def _train_worker(spec: str, recipe, cache_dir, threads: int, seed: int) -> float:
@@ -249,6 +253,19 @@ def _data_summary(session: Session) -> dict:
     return summary
 
 
+#: The experimental design, in the report (issue 16).
+DESIGN = (
+    "matched runs: each of the {seeds} seeds trains every compared variant (ConvPool-CNN-C "
+    "ReLU, CReLU, CReLU-half; AlexNet-layout ReLU, CReLU) on the same item order, flips "
+    "and dropout draws, and with the same initial weights up to the first layer whose shape "
+    "differs (conv1 of ReLU and CReLU); "
+    "{once} train with seed {first} only (Table 1's context, compared by no finding). "
+    "F1, F3 and F4 judge the per-seed differences by the paired rule of "
+    "figures/findings.py (Student t, two-sided 0.05) and state the smallest difference the "
+    "run could detect (power 0.8) and the seeds an undecided difference would need"
+)
+
+
 def _markdown(report: dict) -> str:
     lines = [
         "# CReLU paper figures: report",
@@ -271,7 +288,8 @@ def _markdown(report: dict) -> str:
         + ", ".join(f"{k} {v:.1f} s" for k, v in report["step_seconds"].items())
         + ")",
         f"- Toolkit {report['toolkit_version']}, seeds {report['seeds']} (figures show seed "
-        f"{report['seed']})",
+        f"{report['seed']}, Fig. 4 and the tables the mean over seeds)",
+        f"- Design: {report['design']}",
         "",
         "## Models",
         "",
@@ -289,15 +307,23 @@ def _markdown(report: dict) -> str:
     for f in report["findings"]:
         lines.append(f"- **{f['id']}**: {f['criterion']}")
     lines += ["", "## Figures", ""]
+
+    def command(item):
+        if not item.get("command"):
+            return []
+        return [f"Reproduce this table alone: `{item['command']}`", ""]
+
     for item in report["figures"]:
         lines += [f"### {item['title']}", ""]
         lines += [f"![{item['id']}]({name})" for name in item["files"]]
-        lines += ["", markdown_table(item["rows"], item.get("columns")), ""]
+        lines += ["", markdown_table(item["rows"], item.get("columns")), "", *command(item)]
         for title, table in (item.get("more_tables") or {}).items():
             lines += [f"{title}:", "", markdown_table(table["rows"], table.get("columns")), ""]
+            lines += command(table) if table.get("command") else command(item)
     lines += ["## Tables", ""]
     for item in report["tables"]:
         lines += [f"### {item['title']}", "", markdown_table(item["rows"], item.get("columns")), ""]
+        lines += command(item)
     return "\n".join(lines)
 
 
@@ -310,6 +336,7 @@ def run_figures(
     device: str | None = None,
     jobs: int | None = None,
     seeds: int = DEFAULT_SEEDS,
+    format: str = "png",
     progress: bool = True,
     command: str | None = None,
 ) -> dict:
@@ -322,7 +349,7 @@ def run_figures(
     data : str
         ``textures`` (embedded), ``cifar10:PATH``, ``cifar100:PATH`` or ``folder:PATH``.
     recipe : {"tiny", "fast", "paper"} or Recipe
-        Training recipe of the five models; also sets the analysis sizes.
+        Training recipe of the models; also sets the analysis sizes.
     cache_dir : path, optional
         Model cache (default: the loader's).
     device : str, optional
@@ -330,8 +357,10 @@ def run_figures(
     jobs : int, optional
         Training processes on a CPU (default: 2 when there are two cores or more).
     seeds : int
-        Training runs per variant; F1, F3 and F4 are judged on their spread
-        (:mod:`figures.findings`).
+        Matched training runs per compared variant (double and AVR: one); F1, F3 and F4
+        are judged on the per-seed differences (:mod:`figures.findings`).
+    format : {"png", "svg", "pdf"}
+        File format of the figures (PNGs at a slide's resolution).
     progress : bool
         Progress bars on stderr.
     command : str, optional
@@ -356,7 +385,7 @@ def run_figures(
     machine = machine_info()
     out = check_output_dir(out)
     session = Session(data=data, recipe=recipe, cache_dir=cache_dir, device=device,
-                      progress=progress, seeds=seeds)  # fmt: skip
+                      progress=progress, seeds=seeds, format=format)  # fmt: skip
     session.test_set()  # an unknown or missing data set fails here, before any training
     session.check_cache_writable()
     trained = train_models(session, jobs=jobs, progress=progress)
@@ -379,6 +408,11 @@ def run_figures(
         "toolkit_version": __version__,
         "seed": SEED,
         "seeds": session.seed_list(),
+        "design": DESIGN.format(
+            seeds=len(session.seed_list()),
+            first=SEED,
+            once=" and ".join(MODELS[r] for r in FIRST_SEED_ONLY),
+        ),
         "data": _data_summary(session),
         "recipe": recipe_obj.to_dict(),
         "analysis_sizes": dataclasses.asdict(session.sizes),
@@ -427,8 +461,13 @@ def add_arguments(p) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument(
         "--seeds", type=int, default=DEFAULT_SEEDS,
-        help=f"training runs per variant, seeds 0..N-1 (default: {DEFAULT_SEEDS}); the "
-        "findings that compare trained models use their spread",
+        help=f"matched training runs per compared variant, seeds 0..N-1 (default: "
+        f"{DEFAULT_SEEDS}); the findings that compare trained models judge the per-seed "
+        "differences",
+    )  # fmt: skip
+    p.add_argument(
+        "--format", default="png", choices=FORMATS,
+        help="file format of the figures: png (at a slide's resolution, the default), svg or pdf",
     )  # fmt: skip
     p.add_argument(
         "--jobs",
@@ -447,6 +486,8 @@ def run_from_args(args, *, prog: str = "crelu figures") -> int:
         raise ValueError(f"--seeds must be a positive integer; got {args.seeds}")
     options = ["--out", args.out, "--data", args.data, "--recipe", args.recipe]
     options += ["--seeds", str(args.seeds)]
+    if args.format != "png":
+        options += ["--format", args.format]
     if args.cache_dir:
         options += ["--cache-dir", args.cache_dir]
     report = run_figures(
@@ -457,6 +498,7 @@ def run_from_args(args, *, prog: str = "crelu figures") -> int:
         device=args.device,
         jobs=args.jobs,
         seeds=args.seeds,
+        format=args.format,
         progress=not args.quiet,
         command=" ".join([prog, *(shlex.quote(c) for c in options)]),
     )

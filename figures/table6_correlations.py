@@ -49,6 +49,7 @@ def make(session: Session, out) -> Result:
         title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
         rows=rows,
         columns=COLUMNS,
+        details={"command": session.reproduce(STEM)},
     )
 
 

@@ -38,6 +38,7 @@ def make(session: Session, out) -> Result:
         title="Frame bounds per conv layer (circular boundary), learned vs random filters",
         rows=rows,
         columns=COLUMNS,
+        details={"command": session.reproduce(STEM)},
     )
 
 

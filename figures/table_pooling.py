@@ -37,6 +37,7 @@ def make(session: Session, out) -> Result:
         title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
         rows=rows,
         columns=COLUMNS,
+        details={"command": session.reproduce(STEM)},
     )
 
 
