@@ -40,6 +40,28 @@ def test_frame_bounds_json_csv_and_table(capsys):
     assert "note: --input-size is deprecated (removed in the next release); use --image-size" in err
 
 
+def test_zero_padding_on_large_inputs_says_what_a_short_solve_means(capsys, monkeypatch):
+    from theory import frames
+
+    monkeypatch.setattr(frames, "DENSE_MAX_DIM", 100)  # every layer iterative
+    args = ("frame-bounds", "convpool_c", "--image-size", "8", "--layers", "conv4",
+            "--padding", "zeros", "--no-random", "--device", "cpu", "--max-iter", "3")  # fmt: skip
+    status, out, err = run(capsys, *args, "--json")
+    assert status == 0, err
+    (row,) = json.loads(out)
+    assert row["method"] == "krylov" and "short of rtol" in row["note"]
+    assert "conv4: the iterative solve stopped at its budget" in err
+    from invert.nn import conv_layers
+    from invert.train.loader import load_model
+
+    with pytest.warns(UserWarning, match="random weights"):  # the model the CLI ran
+        conv = conv_layers(load_model("convpool_c", device="cpu"))["conv4"]
+    monkeypatch.undo()
+    exact = frame_bounds(conv, 4, padding="zeros", method="dense")  # conv4 sees 4x4
+    assert row["input"] == "4x4"
+    assert exact.A <= row["A"] and row["B"] <= exact.B + row["tol"]
+
+
 def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
     from invert.train.checkpoints import save_checkpoint
 

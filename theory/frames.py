@@ -275,6 +275,21 @@ def frame_bounds(
     >>> fb.A, fb.method, fb.is_frame
     (0.0, 'dense', False)
 
+    Large zero-padded inputs go to ``"krylov"``; with a budget that fills the space it
+    agrees with the dense method, with a short one ``A`` is an upper bound:
+
+    >>> w = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> exact = frame_bounds(w, 12, padding="zeros", method="dense")
+    >>> full = frame_bounds(w, 12, padding="zeros", method="krylov", rtol=1e-10, max_iter=999)
+    >>> full.converged, abs(full.A - exact.A) <= full.tol, abs(full.B - exact.B) <= full.tol
+    (True, True, True)
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True):
+    ...     short = frame_bounds(w, 12, padding="zeros", method="krylov", max_iter=5)
+    >>> short.converged, short.A >= exact.A, short.B <= exact.B + short.tol
+    (False, True, True)
+
     Float32 gets ``A`` wrong on ill-conditioned layers: here every filter sums to
     ``1e-8`` (the frequency response at ``w = 0`` is tiny), so ``A = 4e-16`` exactly.
 
