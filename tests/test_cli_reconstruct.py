@@ -150,6 +150,19 @@ def test_non_converging_solve_is_reported(capsys, checkpoint, image):
     assert [row["converged"] for row in json.loads(out)] == [False, False]
 
 
+def test_a_layer_that_is_not_injective_gets_a_note_and_few_steps(capsys, checkpoint, image):
+    # conv7 compares 19 x 6 x 6 = 684 numbers with a 3 x 32 x 32 = 3072-value image
+    args = ["--image", image, "--layers", "conv7", "--strategy", "joint"]
+    code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
+    assert code == 0
+    (row,) = json.loads(out)
+    notes = [line for line in err.splitlines() if "not injective" in line]
+    assert len(notes) == 1 and "note: conv7: not injective" in notes[0], err
+    assert "joint solve stopped" not in err  # the note above says why, once
+    assert "rank <= 684 < 3072" in notes[0] and "--prior tv" in notes[0]
+    assert row["unique"] is False and len(row["gauss_newton"]) <= 5
+
+
 def test_a_joint_solve_that_stops_short_is_reported_as_such(capsys, checkpoint, image):
     args = ["--image", image, "--layers", "conv2", "--strategy", "joint", "--max-steps", "1"]
     code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")

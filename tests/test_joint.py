@@ -300,6 +300,49 @@ def test_tv_prior_where_the_map_is_not_injective():
     assert not tv.certificate[0].unique and "prior" in tv.certificate[0].note
 
 
+def test_float32_inner_products_reach_the_float64_answer():
+    """Loose steps take float32 products, tight ones float64: the image is the float64 one."""
+    from invert.reconstruction.joint import solve_joint
+
+    model = relu_stack()
+    x = torch.rand(2, 1, 6, 6, dtype=D)
+    dense_rank_ok(lambda v: model(v), x)
+    f = features(model, x, layer="5")
+    opts = dict(x0=None, bounds=None, prior=None, prior_weight=1e-2, tol=1e-10, max_steps=50,
+                max_iter=500, progress=None)  # fmt: skip
+    with warnings.catch_warnings(), LayerMap(model, f, device="cpu") as lm:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mixed = solve_joint(lm, model, **opts)
+        plain = solve_joint(lm, model, inner_dtype=None, **opts)
+    inner = [row["inner"] for row in mixed.history]
+    assert inner[0] == "float32" and inner[-1] == "float64"  # loose first, exact last
+    assert {row["inner"] for row in plain.history} == {"float64"}
+    assert mixed.status == plain.status == ["converged"] * 2
+    assert rel(mixed.x, x) < 1e-8 and rel(plain.x, x) < 1e-8
+
+
+def test_not_injective_by_counting_is_said_at_once_and_not_iterated_for_minutes():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 4, 3, padding=1), CReLU()).double()  # fmt: skip
+    x = torch.rand(2, 3, 8, 8, dtype=D)  # 2 images, 4 x 4 x 4 = 64 values for 192 inputs
+    f = features(model, x, layer="4")
+    j = jacobian(lambda v: model(v[None]).flatten(), x[0]).reshape(-1, x[0].numel())
+    assert int(torch.linalg.matrix_rank(j)) < x[0].numel()  # dense: a kernel indeed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rec = reconstruct(model, f, strategy="joint", device="cpu")
+        tv = reconstruct(model, f, strategy="joint", prior="tv", bounds=(0, 1), device="cpu")
+    note = rec.options["note"]
+    assert note.startswith("not injective") and "rank <= 64 < 192" in note and "prior" in note
+    assert len(rec.history) <= 5 and not any(rec.certificate.unique)
+    assert all(s in ("not injective", "converged") for s in rec.options["status"])
+    assert "'tv' prior picks" in tv.options["note"] and not any(tv.certificate.unique)
+    injective = reconstruct(relu_stack(), features(relu_stack(), x[:, :1, :6, :6], layer="5"),
+                            device="cpu")  # fmt: skip
+    assert injective.options["note"] is None
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

@@ -268,7 +268,8 @@ def _run_layers(args, model, x, layers, device):
                          if not r.converged and r.residual is not None]  # fmt: skip
                 if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
                     stalled[layer] = max(worst, default=float("nan"))
-            elif not rec.converged:  # the joint solve stops at --max-steps or a local minimum
+            elif not rec.converged and not rec.options.get("note"):  # --max-steps or a local
+                # minimum (a layer that is not injective has its own note)
                 unsolved[layer] = max(row.residual for row in rec.certificate)
             certificate = rec.certificate[0]
             row = {"layer": layer, "strategy": rec.strategy, **metrics, "A": certificate.A,
