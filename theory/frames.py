@@ -1000,7 +1000,7 @@ def _plane_wave(op: ConvOperator, torus: ConvOperator, key) -> torch.Tensor | No
         return None
     _, r, c = key
     sym = torus.symbol([r])[0, c]  # (C_out, C_in s_h s_w)
-    u = torch.linalg.svd(sym.to(torch.complex128))[2][0].conj()  # top right singular vector
+    u = torch.linalg.svd(sym.to(torch.complex128))[2][0].conj().cpu()  # top right singular vector
     (sh, sw), (mh, mw), dtype = torus.stride, torus.polyphase_size, torch.float64
     h, w = op.input_size
     rows, cols = -(-h // sh), -(-w // sw)  # polyphase grid covering the input
@@ -1053,6 +1053,7 @@ def _krylov_bounds(op: ConvOperator, *, rtol: float, max_iter: int | None) -> Fr
         noise = torch.randn(part.in_shape, generator=generator, dtype=torch.float64)
         # a random part: the smallest eigenvalue's eigenvectors are not plane waves
         q = noise / noise.norm() if start is None else start + 0.3 * noise / noise.norm()
+        q = q.to(part.weight.device)
         theta, residual, k = _lanczos_ends(fast, q.reshape(-1), max_iter=max_iter, rtol=rtol,
                                            need_min=need_min)  # fmt: skip
         steps = max(steps, k)
@@ -1097,7 +1098,7 @@ def _lanczos_ends(op: ConvOperator, q: torch.Tensor, *, max_iter: int, rtol: flo
 
     low, n = op.weight.dtype, q.numel()
     limit = max(2, min(max_iter, n, _KRYLOV_BASIS_BYTES // (n * op.weight.element_size())))
-    basis = torch.empty(limit, n, dtype=low)
+    basis = torch.empty(limit, n, dtype=low, device=op.weight.device)
     q = q.to(torch.float64) / q.norm()
     previous, beta_previous = torch.zeros_like(q), 0.0
     alphas, betas = [], []
