@@ -76,14 +76,6 @@ def _frame_bounds(args) -> int:
             progress=step, max_iter=args.max_iter,
         )  # fmt: skip
     emit_rows(args, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
-    short = [row["layer"] for row in rows if "short of rtol" in (row.get("note") or "")]
-    if short:
-        note(
-            args,
-            f"{', '.join(short)}: the iterative solve stopped at its budget short of its "
-            "tolerance; there A is an upper bound, B a lower one and B/A a lower bound, "
-            "each A and B within its tol (see --json)",
-        )
     if any(row.get("ratio") == float("inf") for row in rows):
         note(
             args,
