@@ -134,7 +134,8 @@ _KRYLOV_BASIS_BYTES = 512 * 2**20  # its basis (fewer steps on huge inputs)
 _FLOAT32_RTOL = 1e-5  # looser tolerances are met with float32 products
 _BRACKET_FLOPS = 2e9  # the FFT upper bound on B of the "krylov" method, when this cheap
 _UNCONVERGED = {
-    "krylov": "krylov short of rtol: A is an upper bound, B a lower one, each within tol"
+    "krylov": "krylov short of rtol: A is an upper bound and B a lower one (each within tol), "
+    "so B/A is a lower bound"
 }
 _SHORT_B = "krylov short of rtol: B is a lower bound within tol (A = 0: fewer outputs than inputs)"
 _COARSE = 32  # frequencies per axis that locate the symbol's peak otherwise
