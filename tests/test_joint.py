@@ -343,6 +343,33 @@ def test_not_injective_by_counting_is_said_at_once_and_not_iterated_for_minutes(
     assert injective.options["note"] is None
 
 
+class BiasFree(nn.Module):
+    """A bias-free residual ReLU net (as ResNet's convs): J = 0 at the zero image."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 8, 3, padding=1, bias=False)
+        self.b = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        h = self.relu(self.a(x))
+        return self.relu(self.b(h) + h)
+
+
+def test_a_start_where_the_jacobian_vanishes_is_moved_off_it():
+    torch.manual_seed(0)
+    model = BiasFree().double()
+    x = torch.rand(2, 1, 6, 6, dtype=D)
+    dense_rank_ok(model, x)
+    f = features(model, x, layer="relu_1")
+    j0 = jacobian(lambda v: model(v[None]).flatten(), torch.zeros_like(x[0]))
+    assert not bool(j0.any())  # the dead point, by autograd
+    rec = reconstruct(model, f, device="cpu")  # not a chain: no layer-wise start
+    assert rec.options["start"] == "zeros + seeded noise (J = 0 there)"
+    assert rel(rec.image, x) < 1e-8 and all(rec.certificate.unique)
+
+
 # --- bad input --------------------------------------------------------------------------------
 
 

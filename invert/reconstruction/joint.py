@@ -94,6 +94,7 @@ _TV_EPS = 1e-3
 _ARMIJO = 1e-4
 _GTOL = 1e-11  # relative projected gradient at which a solve is stationary
 _ETA_MIN = 1e-10  # the tightest relative tolerance of a Gauss-Newton step
+_ETA_MAX = 0.1  # the loosest (tighter does not shorten the first, nonlinear phase)
 _WINDOW = 5  # steps over which a solve must show progress
 _HALVINGS = 30
 _INNER32_ETA = 1e-4  # a step solved no tighter than this may use float32 Jacobian products
@@ -285,7 +286,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress, 
             eta = 0.9 * (gnorm / g_prev[idx]) ** 2  # Eisenstat-Walker
             eta = torch.where(tight[idx], torch.zeros_like(eta), eta)
             # no more accurate than the stop needs: roundoff caps what CGLS can reach
-            eta = torch.maximum(eta, 0.1 * _GTOL * g0[idx] / gnorm).clamp(_ETA_MIN, 0.1)
+            eta = torch.maximum(eta, 0.1 * _GTOL * g0[idx] / gnorm).clamp(_ETA_MIN, _ETA_MAX)
             g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
             # float32 products only while every image is far from its solution: once one
             # needs a tight step (or is near stationarity) it stays in float64
@@ -384,6 +385,24 @@ def _start(model, lm, feats, x0, lo, hi):
     return x, how
 
 
+def _off_dead_point(lm, x, how, lo, hi):
+    """A constant start can be a point where ``J = 0`` (a bias-free ReLU network such as
+    ResNet at its Normalize mean: every unit exactly 0, every mask off) and the solve
+    would stop there at once; such a start gets seeded noise, 0.1 of its spread."""
+    with torch.no_grad():
+        g = lm.linearize(x, lm.all)
+        flat = _norms(g.vjp(g.r)) == 0
+    if not bool(flat.any()):
+        return x, how
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    noise = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x.device, x.dtype)
+    spread = 0.1 * (x.std() if float(x.std()) > 0 else x.abs().mean().clamp(min=1.0))
+    x = torch.where(flat.view(-1, *([1] * (x.dim() - 1))), x + spread * noise, x)
+    if lo is not None:
+        x = torch.maximum(torch.minimum(x, hi), lo)
+    return x, f"{how} + seeded noise (J = 0 there)"
+
+
 def _notes(lm, x, status, lo, hi, weight):
     """Why each image is not certified, from the solve (None: nothing to say)."""
     notes, rank, n = [], lm.rank_bound(), math.prod(lm.input_shape)
@@ -440,7 +459,8 @@ def reconstruct_joint(
     x0 : torch.Tensor, optional
         Starting image. Default: the layer-wise estimate (:func:`reconstruct_layerwise`)
         when the features are a chain it can walk, else the mean of the model's
-        :class:`~invert.nn.net.Normalize` (0 in normalised space), else zeros.
+        :class:`~invert.nn.net.Normalize` (0 in normalised space), else zeros; where
+        ``J = 0`` there (bias-free ReLU nets), plus seeded noise (``rec.options["start"]``).
     pooling : {"recorded", "model"}, optional
         Max-pooling held at the recorded switches (default: the map is then piecewise
         linear) or decided by the network's own max.
@@ -593,6 +613,8 @@ def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, m
         capped = [not (ok or weight) for ok in injective]
         max_steps = _MAX_STEPS if not all(capped) else _NOT_INJECTIVE_STEPS
     x, how = _start(model, lm, lm.feats, x0, lo, hi)
+    if x0 is None and how != "layerwise":
+        x, how = _off_dead_point(lm, x, how, lo, hi)
     lm.check_jacobian(x)
     with contextlib.ExitStack() as stack:
         inner = None
