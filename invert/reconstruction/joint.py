@@ -42,7 +42,10 @@ before float32 products): 50 s = layer-wise start 4 s + Gauss-Newton 22 s (16 st
 CGLS iterations, each one ``jvp`` and one ``vjp``; two thirds of all time is ``conv2d``)
 + certificate 22 s (135 Lanczos products of ``J^T J``). Every step takes the full step
 (length 1); the residual falls only 1.3-1.5x per step for the first ten (the hidden ReLUs'
-activation pattern is being found), then quadratically. Hence: while every image's step
+activation pattern is being found), then quadratically. That phase is the nonlinearity,
+not the inexact inner solve (steps solved 100x tighter, 4x the CG iterations, give the
+same residuals step for step), nor a too short step (doubling an accepted full step never
+lowered the objective), and a grey start is worse (stalls near 0.2). Hence: while every image's step
 is loose (``eta >= 1e-4`` and the gradient above ``1e-4`` of its first value), CGLS takes
 its products from a float32 twin of the map linearised at the same point (a float32 conv
 costs a third of a float64 one on the CPU); the residual, the gradient, the line search
