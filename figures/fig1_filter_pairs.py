@@ -93,7 +93,7 @@ def draw_pairs(holder, weight, *, title: str, max_pairs: int = MAX_PAIRS, column
         ax.set_xlabel(f"#{i} | #{j}\nμ = {mu:.2f}", fontsize=8, labelpad=2)
     for ax in axes[len(shown) :]:
         ax.set_visible(False)
-    every = f"; {len(pairs)} distinct pairs" + (
+    every = f"\n{len(pairs)} distinct pairs" + (
         "" if len(shown) == len(pairs) else f", {len(shown)} shown, spread over the μ order"
     )
     holder.suptitle(f"{title}{every}", fontsize=10)
