@@ -245,3 +245,28 @@ def test_a_model_fx_cannot_trace_falls_back_to_hooks_with_a_note():
         assert float((rec.image - x).norm() / x.norm()) < 1e-8
         graph = model_graph(model, x)
     assert not graph.traced and "forward hooks" in graph.note
+
+
+def test_crelu_reconstruct_says_the_fallback_in_a_note(tmp_path, capsys):
+    from invert.cli import main
+
+    source = tmp_path / "net.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\nfrom invert import CReLU\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.act = nn.Conv2d(3, 8, 3, padding=1), CReLU()\n\n"
+        "    def forward(self, x):\n"
+        "        if x.sum() > 0:\n"
+        "            x = self.conv(x)\n"
+        "        return self.act(x)\n\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return Net()\n"
+    )
+    code = main(["reconstruct", f"{source}:make", "--image", "skimage:astronaut",
+                 "--image-size", "16", "--layers", "act", "--json", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("note: torch.fx cannot trace Net") == 1 and "Traceback" not in err

@@ -245,7 +245,7 @@ def zoo_case(name):
     """A small, fast instance of a zoo model and a layer to invert."""
     info = model_info(name)
     width = {"All-CNN-B": 0.08, "reference": 0.05}.get(info["family"], 0.1)
-    size = {"All-CNN-B": 67, "reference": 67}.get(info["family"], 16)
+    size = {"All-CNN-B": 67, "reference": 67, "AlexNet layout (64 px)": 64}.get(info["family"], 16)
     layer = "conv3"
     if info["family"] == "reference":  # torchvision layouts: a chain up to the first pooling
         features = create_model(name, width=width).features if name.startswith("vgg") else []
@@ -277,6 +277,8 @@ def test_crelu_zoo_models_are_exact_at_conv1_when_it_is_a_frame(name):
     info = model_info(name)
     # widths at which conv1 has more filters than the input dimension per position
     width, size = (1.0, 67) if info["family"] == "All-CNN-B" else (0.1, 12)
+    if info["family"] == "AlexNet layout (64 px)":  # 96 filters of 11x11x3, stride 4: 48 unknowns
+        width, size = 1.0, 64
     if name in ("allcnn_b_crelu_all", "allcnn_b_crelu147"):
         pytest.skip("conv1 has 48 filters for 48 polyphase unknowns: square, not a frame")
     net = randomize_bn(create_model(name, width=width).double())

@@ -140,14 +140,20 @@ def register(subparsers) -> None:
 def _layers(model, args) -> list[str]:
     """The layers to invert: ``--layers`` names, or every activation layer (up to the last
     named one with the deprecated ``--all-layers``)."""
-    from invert.nn import activation_layers, model_graph
+    import warnings
+
+    from invert.nn import TracingFallbackWarning, activation_layers, model_graph
 
     wanted = args.layers
     if wanted is None and args.all_layers is None:
         raise UserError("give --layers NAME[,NAME...] or --layers all")
-    every = activation_layers(model)
+    with warnings.catch_warnings(record=True) as caught:  # the hook fallback: a note
+        warnings.simplefilter("always", TracingFallbackWarning)
+        graph = model_graph(model)
+        every = activation_layers(model)
+    for w in caught:
+        note(args, str(w.message))
     names = layer_list(wanted) or every
-    graph = model_graph(model)
     for name in names:
         graph.resolve(name)  # unknown name: the error lists the valid ones, closest first
     if args.all_layers is not None and wanted and wanted.strip().lower() != "all":

@@ -390,6 +390,20 @@ class ModelGraph:
             env[place.name] = out
         return {name: env[name] for name in outputs}
 
+    def rebind(self, model: nn.Module) -> ModelGraph:
+        """This graph for ``model``, a copy of this graph's model (e.g. in another dtype)."""
+        if model is self.model:
+            return self
+        if self.traced:
+            return model_graph(model)
+        modules = dict(model.named_modules())
+        old = {m: n for n, m in self.model.named_modules()}
+        places = [Place(p.name, p.op, p.target, modules.get(p.target, p.module), p.inputs)
+                  for p in self.places.values()]  # fmt: skip
+        graph = ModelGraph(model, places, dict(self.containers), traced=False, note=self.note)
+        graph._hook_places = {modules[old[m]]: names for m, names in self._hook_places.items()}
+        return graph
+
     def evaluate(self, place: Place, env: dict[str, object]):
         """The value of one place given the values of its inputs (``env``, by place name)."""
         if place.op == "input":  # a further argument of forward: its default
@@ -553,6 +567,19 @@ def _build_hooked(model: nn.Module, x: torch.Tensor, why: str) -> ModelGraph:
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_WARNED: weakref.WeakSet = weakref.WeakSet()  # the fallback is said once per model
+
+
+def _default_example(model: nn.Module) -> torch.Tensor | None:
+    """Zeros of the model's input size (32 when unknown), channels of its first conv."""
+    from .net import model_input_size
+
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if conv is None or param is None:
+        return None
+    size = model_input_size(model) or 32
+    return torch.zeros(1, conv.in_channels, size, size, dtype=param.dtype, device=param.device)
 
 
 def model_graph(model: nn.Module, example: torch.Tensor | None = None) -> ModelGraph:
@@ -593,9 +620,7 @@ def model_graph(model: nn.Module, example: torch.Tensor | None = None) -> ModelG
     key = tuple(id(m) for m in model.modules())
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == key:
-        graph, shape = cached[1], cached[2]
-        if graph.traced or example is None or shape == tuple(example.shape[1:]):
-            return graph
+        return cached[1]
     try:
         graph = _build_traced(model)
     except Exception as error:  # noqa: BLE001 - any tracing failure falls back to hooks
@@ -603,8 +628,12 @@ def model_graph(model: nn.Module, example: torch.Tensor | None = None) -> ModelG
         why = (f"torch.fx cannot trace {type(model).__name__} ({first[:160]}); its places are "
                "the leaf module calls, found with forward hooks")  # fmt: skip
         if example is None:
-            raise ValueError(f"{why}; pass an example input") from error
-        warnings.warn(why, TracingFallbackWarning, stacklevel=2)
-        graph = _build_hooked(model, example, why)
-    _CACHE[model] = (key, graph, None if example is None else tuple(example.shape[1:]))
+            example = _default_example(model)
+            if example is None:
+                raise ValueError(f"{why}; pass an example input") from error
+        if model not in _WARNED:
+            _WARNED.add(model)
+            warnings.warn(why, TracingFallbackWarning, stacklevel=2)
+        return _build_hooked(model, example, why)  # not cached: it depends on the input
+    _CACHE[model] = (key, graph)
     return graph

@@ -10,7 +10,7 @@ or from changed weights, are refused).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -64,6 +64,9 @@ class Features:
         The place of the graph that ``layer`` means.
     input_shape : tuple of int
         Per-sample shape of the model input.
+    graph : ModelGraph
+        The graph the features were computed on (for a model ``torch.fx`` cannot trace,
+        the places seen on this input).
     """
 
     activation: torch.Tensor
@@ -74,6 +77,7 @@ class Features:
     chain: bool = True
     place: str = ""
     input_shape: tuple[int, ...] = ()
+    graph: ModelGraph | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.place = self.place or self.layer
@@ -207,11 +211,15 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
         chain=graph.is_chain(place),
         place=place,
         input_shape=tuple(x.shape[1:]),
+        graph=graph,
     )
 
 
 def graph_of(model: nn.Module, feats: Features) -> ModelGraph:
-    """The graph of ``model`` (an input of the features' shape, should it need one)."""
+    """The graph of ``model`` for these features: theirs, bound to ``model`` (a copy of
+    their model, e.g. in another dtype), or traced anew."""
+    if feats.graph is not None:
+        return feats.graph.rebind(model)
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     to = dict(dtype=param.dtype, device=param.device) if param is not None else {}
     return model_graph(model, torch.zeros(1, *feats.input_shape, **to))
