@@ -15,9 +15,11 @@ and the gradient-clipping threshold amplify such differences: perturbing the ini
 weights of the one-process run by 1e-7 relative (one float32 ulp) moved its weights
 after these 12 steps by 4e-5 to 3.3e-3 of the distance training moved them, over
 five draws. We require ``||w_2 - w_1|| <= 2e-2 ||w_1 - w_0||`` (``w_0``: the initial
-weights, ``w_1``: one process, ``w_2``: two ranks); measured: 1.8e-3. A real mistake
-lands near 1: a rank training alone on its 16-item half-batches gives 0.94 (checked
-below as a control).
+weights, ``w_1``: one process, ``w_2``: two ranks); measured: 1.8e-3, and 9.5e-5 since
+the trainer draws the initial weights right after seeding. A rank training alone on its
+16-item half-batches (twice the steps, the same initial weights and item order) gave
+0.94 before that change and 0.022 after it: still outside the tolerance (the control
+below), but by a margin of 1.1, not 47.
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ def test_two_ranks_match_one_process_and_only_rank_0_writes(tmp_path, reference)
         SPEC, recipe=get_recipe("tiny").replace(epochs=2, batch_size=16), device="cpu",
         progress=False,
     )  # fmt: skip
-    assert _deviation(reference, alone) > 10 * TOLERANCE
+    assert _deviation(reference, alone) > TOLERANCE
 
 
 def test_training_into_the_cache_under_two_ranks(tmp_path, reference):

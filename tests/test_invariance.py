@@ -273,7 +273,7 @@ def test_natural_images_and_dataset_input():
 def test_bad_inputs_raise_clear_errors():
     model = create_model("convpool_c_crelu", width=0.125)
     x = torch.rand(100, 3, 32, 32)
-    with pytest.raises(ValueError, match=r"unknown layer 'conv99'; valid layers: normalize"):
+    with pytest.raises(ValueError, match=r"unknown layer 'conv99'; valid layers: conv9, "):
         invariance_scores(model, x, layers=["conv1", "conv99"], device="cpu")
     with pytest.raises(ValueError, match="needs at least 100 images.*got 50"):
         invariance_scores(model, x[:50], layers="conv1", device="cpu")
