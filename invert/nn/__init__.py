@@ -6,6 +6,7 @@ training, the analyses in :mod:`theory`) reads models through these names.
 """
 
 from .activations import AVR, CReLU, avr, crelu, crelu_inverse
+from .graph import ModelGraph, Place, TracingFallbackWarning, model_graph
 from .net import (
     Net,
     Normalize,
@@ -16,7 +17,6 @@ from .net import (
     layer_names,
     model_input_size,
 )
-from .graph import ModelGraph, Place, TracingFallbackWarning, model_graph
 from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs
 from .zoo import create_model, list_models, model_info, register_model
 

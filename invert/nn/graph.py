@@ -38,6 +38,7 @@ containers' outputs, and functional ops between them are not places.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import inspect
@@ -162,8 +163,6 @@ def _out_of_place(node: fx.Node):
     """``(call, module, inplace)`` for a traced node: an out-of-place callable, the module
     equivalent, and whether the original op changed its first argument in place."""
     args, kwargs = node.args, dict(node.kwargs)
-    if node.op == "call_module":
-        return None, None, False  # resolved against the model in _build
     if node.op == "call_method":
         name = node.target
         inplace = (
@@ -174,7 +173,7 @@ def _out_of_place(node: fx.Node):
             (lambda t, *a, _n=name, **k: getattr(t, _n)(*a, **k)),
             _equivalent(name, args, kwargs),
             inplace,
-        )  # noqa: E501
+        )
     fn = node.target
     inplace = fn in _INPLACE_FUNCTIONS
     fn = _INPLACE_FUNCTIONS.get(fn, fn)
@@ -279,8 +278,10 @@ class ModelGraph:
     """
 
     def __init__(self, model: nn.Module, places: list[Place], containers: dict[str, str], *,
-                 traced: bool, note: str | None = None):  # fmt: skip
+                 traced: bool, note=None, name_of=None, hook_places=None):  # fmt: skip
         self.model = model
+        self._name_of = name_of or {}  # traced: fx node -> place name
+        self._hook_places = hook_places or {}  # hooked: module -> the place of each call
         self.places = {p.name: p for p in places}
         self.containers = containers
         self.traced, self.note = traced, note
@@ -400,9 +401,9 @@ class ModelGraph:
         old = {m: n for n, m in self.model.named_modules()}
         places = [Place(p.name, p.op, p.target, modules.get(p.target, p.module), p.inputs)
                   for p in self.places.values()]  # fmt: skip
-        graph = ModelGraph(model, places, dict(self.containers), traced=False, note=self.note)
-        graph._hook_places = {modules[old[m]]: names for m, names in self._hook_places.items()}
-        return graph
+        calls = {modules[old[m]]: names for m, names in self._hook_places.items()}
+        return ModelGraph(model, places, dict(self.containers), traced=False, note=self.note,
+                          hook_places=calls)  # fmt: skip
 
     def evaluate(self, place: Place, env: dict[str, object]):
         """The value of one place given the values of its inputs (``env``, by place name)."""
@@ -461,25 +462,17 @@ def _fetch(model: nn.Module, target: str):
     return obj
 
 
-class _InplaceOff:
-    """Temporarily ``inplace = False`` on every module that has the flag (hook fallback)."""
-
-    def __init__(self, model):
-        self.flags = [
-            (m, m.inplace) for m in model.modules() if getattr(m, "inplace", False) is True
-        ]
-
-    def __enter__(self):
-        for m, _ in self.flags:
-            m.inplace = False
-
-    def __exit__(self, *exc):
-        for m, flag in self.flags:
-            m.inplace = flag
-
-
+@contextlib.contextmanager
 def _inplace_off(model):
-    return _InplaceOff(model)
+    """Temporarily ``inplace = False`` on every module that has the flag (hook fallback)."""
+    flags = [(m, m.inplace) for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m, _ in flags:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.inplace = flag
 
 
 def _build_traced(model: nn.Module) -> ModelGraph:
@@ -516,10 +509,8 @@ def _build_traced(model: nn.Module) -> ModelGraph:
             for before, after in list(alias.items()):
                 if after is node.args[0]:
                     alias[before] = node
-    out = ModelGraph(model, places, {c: name_of[alias.get(n, n)] for c, n in containers.items()},
-                     traced=True)  # fmt: skip
-    out._name_of = name_of
-    return out
+    containers = {c: name_of[alias.get(n, n)] for c, n in containers.items()}
+    return ModelGraph(model, places, containers, traced=True, name_of=name_of)
 
 
 def _build_hooked(model: nn.Module, x: torch.Tensor, why: str) -> ModelGraph:
@@ -561,9 +552,8 @@ def _build_hooked(model: nn.Module, x: torch.Tensor, why: str) -> ModelGraph:
     finally:
         for h in handles:
             h.remove()
-    graph = ModelGraph(model, places, containers, traced=False, note=why)
-    graph._hook_places = by_module  # per module, the place of each call (None: a container
-    return graph  # whose output is another place's)
+    # per module, the place of each call (None: a container whose output is another place's)
+    return ModelGraph(model, places, containers, traced=False, note=why, hook_places=by_module)
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -233,20 +233,21 @@ def activation_layers(model: nn.Module) -> list[str]:
         for source in place.inputs:
             users.setdefault(source, []).append(place.name)
     passing = (nn.BatchNorm2d, *EVAL_IDENTITY)
+    paths = {m: p for p, m in model.named_modules()}
     out = []
     for name, conv in conv_layers(model).items():
-        path = next(p for p, m in model.named_modules() if m is conv)
+        path = paths[conv]
         if name != path:  # named after its block: the block's output is the activation
             out.append(name)
             continue
-        place = path
-        while len(users.get(place, [])) == 1:
+        activation, place = path, path
+        while len(users.get(place, [])) == 1:  # through BN, adds, identities
             nxt = graph.places[users[place][0]]
-            if isinstance(nxt.module, nn.Conv2d):
-                break
-            place = nxt.name
-            if not (isinstance(nxt.module, passing) or nxt.target in ("add", "iadd")):
-                break
-        out.append(place if place != path and graph.places[place].module is not None
-                   and not isinstance(graph.places[place].module, passing) else path)  # fmt: skip
+            if isinstance(nxt.module, passing) or nxt.target in ("add", "iadd"):
+                place = nxt.name
+                continue
+            if nxt.module is not None and not isinstance(nxt.module, nn.Conv2d):
+                activation = nxt.name
+            break
+        out.append(activation)
     return list(dict.fromkeys(out))

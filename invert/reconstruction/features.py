@@ -114,9 +114,7 @@ def fingerprint(graph: ModelGraph, place: str) -> str:
                 if t is not None:
                     tensor(key, t)
         elif p.op == "attribute":
-            obj = graph.model
-            for part in p.target.split("."):
-                obj = getattr(obj, part)
+            obj = graph.evaluate(p, {})
             if isinstance(obj, torch.Tensor):
                 tensor(p.target, obj)
         elif p.node is not None:
