@@ -8,11 +8,18 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["USER_ERRORS", "UserError", "run_safely"]
+__all__ = ["USER_ERRORS", "UserError", "UserTypeError", "run_safely"]
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit status 2."""
+class UserError(ValueError):
+    """A mistake in what the user asked for; printed as one line, exit status 2.
+
+    A ``ValueError``, so that code catching bad values catches it too.
+    """
+
+
+class UserTypeError(UserError, TypeError):
+    """A value of the wrong type passed by the user (also a ``TypeError``)."""
 
 
 #: Errors that mean "bad input" when they escape a command.

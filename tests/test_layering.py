@@ -4,8 +4,8 @@ Every import statement of every module (at module level or inside a function) is
 with :mod:`ast` and resolved to the package it names; an import of a package that is
 not below the importer's own fails the test, with the file and line.
 
-    invert.device, .display, .errors, .files,     nothing of ours
-    ._lazy, .version
+    invert.device, .display, .errors, .files,     nothing of ours (.validation: .errors)
+    ._lazy, .progress, .validation, .version
     invert.linalg                                 the above
     invert.nn, invert.data                        the above and linalg
     invert.reconstruction, invert.train           the above, nn and data
@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 BASE = {"invert.device", "invert.display", "invert.errors", "invert.files", "invert._lazy",
-        "invert.version"}  # fmt: skip
+        "invert.progress", "invert.validation", "invert.version"}  # fmt: skip
 LINALG = BASE | {"invert.linalg"}
 LOW = LINALG | {"invert.nn", "invert.data"}
 INVERT = LOW | {"invert.reconstruction", "invert.train", "invert"}
@@ -32,6 +32,8 @@ ALLOWED = {
     "invert._lazy": set(),
     "invert.errors": set(),
     "invert.files": set(),
+    "invert.progress": set(),
+    "invert.validation": {"invert.errors"},
     "invert.version": set(),
     "invert.linalg": LINALG,
     "invert.nn": LINALG | {"invert.nn"},
