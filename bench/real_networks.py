@@ -122,20 +122,19 @@ def quality(x, image_) -> tuple[float, float]:
 def ours(model, feats, x, device, **options) -> dict:
     from invert.reconstruction import reconstruct
 
-    steps = []
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rec = reconstruct(model, feats, device=device, progress=steps.append, **options)
+        rec = reconstruct(model, feats, device=device, **options)
     seconds = time.perf_counter() - start
     psnr, ssim = quality(x, rec.image)
     floats = [h for h in rec.history if h.get("inner") == "float32"]
     return dict(seconds=seconds, psnr=psnr, ssim=ssim, steps=len(rec.history),
                 cg=sum(h["cg_iterations"] for h in rec.history), cg32=len(floats),
-                unique=bool(rec.certificate[0].unique), note=rec.options.get("note"),
+                unique=bool(rec.certificate[0].unique), note=rec.note,
                 residual=rec.certificate[0].residual, strategy=rec.strategy,
-                cert=rec.options.get("certificate_seconds", 0.0),
-                status=rec.options.get("status"))  # fmt: skip
+                cert=rec.seconds.get("certificate", 0.0),
+                status=list(rec.status))  # fmt: skip
 
 
 def reference(model, layer, x, seconds, lrs, tv, device) -> dict:
@@ -262,7 +261,7 @@ def _warm_up(device) -> None:
     from torch import nn
 
     from invert.nn.activations import CReLU
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import JointSettings, features, reconstruct
 
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 4, 3, padding=1), CReLU()).double()  # fmt: skip
@@ -270,7 +269,7 @@ def _warm_up(device) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reconstruct(net, features(net, x, layer="4"), strategy="joint", device=device,
-                    max_steps=2)  # fmt: skip
+                    joint=JointSettings(max_steps=2))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -222,7 +222,7 @@ def run_case(name, model, layer, x, args, lines):
 
     from invert.linalg.operators import ConvOperator
     from invert.linalg.solvers import least_squares
-    from invert.reconstruction import features
+    from invert.reconstruction import LayerwiseSettings, features
     from invert.reconstruction import reconstruct_layerwise as reconstruct
 
     def psnr(image):
@@ -234,7 +234,9 @@ def run_case(name, model, layer, x, args, lines):
     # 1. ours, end to end
     start = time.perf_counter()
     f = features(model, x, layer=layer)
-    rec = reconstruct(model, f, device="cpu", max_iter=args.max_iter)
+    rec = reconstruct(
+        model, f, device="cpu", layerwise=LayerwiseSettings(cg_iterations=args.max_iter)
+    )
     ours_total = time.perf_counter() - start
     ours_psnr = psnr(rec.image)
     _say(lines, f"- ours (features + reconstruct_layerwise, CGLS, float64): {ours_total:.2f} s, "
@@ -242,7 +244,7 @@ def run_case(name, model, layer, x, args, lines):
 
     # 2. per conv layer: our solve and LSQR on the same right-hand side, same residual
     modules = dict(model.named_modules())
-    convs = [s for s in f.steps if s.kind == "Conv2d"]
+    convs = [s for s in f.steps if s.operation == "Conv2d"]
     rhs = _walk_rhs(model, f, args)  # the right-hand side our walk gives each conv
     t_ours = t_lsqr = 0.0
     skipped = []
@@ -295,6 +297,7 @@ def _walk_rhs(model, f, args) -> dict:
     """The target ``z - b`` that the walk hands each conv layer (from our reconstruct)."""
     import torch
 
+    from invert.reconstruction import LayerwiseSettings
     from invert.reconstruction import layerwise as R
 
     captured = {}
@@ -307,7 +310,9 @@ def _walk_rhs(model, f, args) -> dict:
 
     R._solve_linear = spy
     try:
-        R.reconstruct_layerwise(model, f, device="cpu", max_iter=args.max_iter)
+        R.reconstruct_layerwise(
+            model, f, device="cpu", layerwise=LayerwiseSettings(cg_iterations=args.max_iter)
+        )
     finally:
         R._solve_linear = original
     return {k: v.to(torch.float64) for k, v in captured.items()}
@@ -349,15 +354,27 @@ def run_joint_case(label, model, layer, x, args, lines, *, prior=None) -> dict:
     import torch
 
     from invert.linalg.solvers import ConvergenceWarning
-    from invert.reconstruction import features, reconstruct, reconstruct_layerwise
+    from invert.reconstruction import (
+        JointSettings,
+        LayerwiseSettings,
+        features,
+        reconstruct,
+        reconstruct_layerwise,
+    )
 
     f = features(model, x, layer=layer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported in the table
         start = time.perf_counter()
-        lw = reconstruct_layerwise(model, f, device="cpu", max_iter=args.max_iter)
+        lw = reconstruct_layerwise(
+            model, f, device="cpu", layerwise=LayerwiseSettings(cg_iterations=args.max_iter)
+        )
         t_lw = time.perf_counter() - start
-        extra = dict(prior="tv", prior_weight=args.prior_weight, bounds=(0, 1)) if prior else {}
+        extra = {}
+        if prior:
+            extra = dict(
+                prior="tv", joint=JointSettings(prior_weight=args.prior_weight), bounds=(0, 1)
+            )
         start = time.perf_counter()
         rec = reconstruct(model, f, strategy="joint", device="cpu", **extra)
         t_joint = time.perf_counter() - start
@@ -366,16 +383,16 @@ def run_joint_case(label, model, layer, x, args, lines, *, prior=None) -> dict:
     unique = [i for i, row in enumerate(cert) if row.unique]
     name = f"{label} {layer}" + (" + TV prior, box [0, 1]" if prior else "")
     _say(lines, f"- {name}: layer-wise {t_lw:.1f} s, PSNR {_stats(p_lw)} dB; joint {t_joint:.1f} s "
-                 f"(solve {rec.options['solve_seconds']:.1f} s incl. its layer-wise start, "
-                 f"certificate {rec.options['certificate_seconds']:.1f} s), "
+                 f"(solve {rec.seconds['solve']:.1f} s incl. its layer-wise start, "
+                 f"certificate {rec.seconds['certificate']:.1f} s), "
                  f"{len(rec.history)} Gauss-Newton steps, PSNR {_stats(p_joint)} dB, "
-                 f"unique {len(unique)}/{len(cert)}, status {rec.options['status']}")  # fmt: skip
+                 f"unique {len(unique)}/{len(cert)}, status {list(rec.status)}")  # fmt: skip
     _say(lines, f"  - joint per image: PSNR {[round(p, 1) for p in p_joint]}, residual "
                  f"{[float(f'{r:.1e}') for r in cert.residual]}, A/B "
                  f"{[float(f'{r:.1e}') for r in cert.ratio]}")  # fmt: skip
     lr, p_adam = _best_adam(model, layer, x, t_joint, args, lines)
     row = dict(case=name, lw=p_lw, joint=p_joint, unique=unique, t_lw=t_lw, t_joint=t_joint,
-               solve=rec.options["solve_seconds"], cert=rec.options["certificate_seconds"],
+               solve=rec.seconds["solve"], cert=rec.seconds["certificate"],
                adam=p_adam, adam10=None)  # fmt: skip
     if unique:
         image, steps, used = gradient_inversion(model, layer, x, 10 * t_joint, lr, args.tv,
@@ -417,14 +434,20 @@ def _warm_up() -> None:
     from torch import nn
 
     from invert.nn.activations import CReLU
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import JointSettings, features, reconstruct
 
     net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 4, 3, padding=1), CReLU()).double()  # fmt: skip
     x = torch.rand(1, 1, 8, 8, dtype=torch.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reconstruct(net, features(net, x, layer="4"), strategy="joint", device="cpu", max_steps=2)
+        reconstruct(
+            net,
+            features(net, x, layer="4"),
+            strategy="joint",
+            device="cpu",
+            joint=JointSettings(max_steps=2),
+        )
 
 
 def _digest(model) -> str:

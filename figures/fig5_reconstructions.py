@@ -120,7 +120,7 @@ def _reconstruct_model(session: Session, role: str, x, *, strategy="layerwise", 
 
     from invert.device import cpu_threads
     from invert.nn.net import conv_layers
-    from invert.reconstruction import features, reconstruct
+    from invert.reconstruction import LayerwiseSettings, features, reconstruct
     from invert.reconstruction.metrics import reconstruction_metrics
 
     model = copy.deepcopy(session.model(role)).double().eval()
@@ -133,8 +133,9 @@ def _reconstruct_model(session: Session, role: str, x, *, strategy="layerwise", 
         with cpu_threads(x.shape[-1] * x.shape[-2]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-convergence is reported in the table
             feats = features(model, x, layer=layer)
+            walk = LayerwiseSettings(cg_iterations=session.sizes.reconstruction_max_iter)
             rec = reconstruct(model, feats, strategy=strategy, device=session.device,
-                              max_iter=session.sizes.reconstruction_max_iter)  # fmt: skip
+                              layerwise=walk)  # fmt: skip
             metrics = reconstruction_metrics(model, x, rec, projection=False)
         row = {
             "model": dict(ROLES)[role],

@@ -24,7 +24,8 @@ _EXPORTS = {
         "register_model",
     ],
     ".reconstruction": [
-        "Certificate", "Features", "Reconstruction", "features", "reconstruct",
+        "Certificate", "Features", "JointSettings", "LayerwiseSettings", "Reconstruction",
+        "features", "reconstruct",
         "reconstruct_joint", "reconstruct_layerwise", "reconstruction_metrics",
     ],
     ".train": [

@@ -11,7 +11,7 @@ import torch
 
 from invert.errors import UserError, UserTypeError
 
-__all__ = ["check_dtype", "check_positive", "check_positive_int"]
+__all__ = ["check_bool", "check_dtype", "check_positive", "check_positive_int"]
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
@@ -70,4 +70,19 @@ def check_callable(value, *, name: str):
     """``value`` if it is callable or ``None``, else :class:`UserTypeError`."""
     if value is not None and not callable(value):
         raise UserTypeError(f"{name} must be callable or None; got {type(value).__name__}")
+    return value
+
+
+def check_bool(value, *, name: str) -> bool:
+    """``value`` if it is ``True`` or ``False``, else :class:`UserTypeError`.
+
+    Examples
+    --------
+    >>> check_bool("yes", name="progress")
+    Traceback (most recent call last):
+    ...
+    invert.errors.UserTypeError: progress must be True or False; got 'yes'
+    """
+    if not isinstance(value, bool):
+        raise UserTypeError(f"{name} must be True or False; got {value!r}")
     return value

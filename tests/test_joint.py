@@ -18,6 +18,7 @@ from torch.autograd.functional import jacobian
 from invert import CReLU, create_model, features
 from invert.linalg.solvers import ConvergenceWarning
 from invert.reconstruction import (
+    JointSettings,
     Reconstruction,
     reconstruct,
     reconstruct_joint,
@@ -96,7 +97,7 @@ def test_crelu_stack_injective_end_to_end_is_recovered_jointly():
     assert rel(quiet_layerwise(model, f).image, x) > 1e-3  # the walk cannot be exact
     rec = reconstruct_joint(model, f, device="cpu")
     assert rel(rec.image, x) < 1e-8
-    assert rec.strategy == "joint" and rec.options["start"] == "layerwise"
+    assert rec.strategy == "joint" and rec.start == "layerwise"
     assert rec.certificate.unique == [True, True] and rec.converged
     assert all(r < 1e-10 for r in rec.certificate.residual)
 
@@ -121,7 +122,7 @@ def test_residual_block_with_batchnorm_is_recovered():
     with pytest.raises(ValueError, match="plain chain"):
         reconstruct_layerwise(model, f, device="cpu")
     rec = reconstruct(model, f, device="cpu")  # auto: joint only for a non-chain
-    assert rec.options["start"] == "zeros" and rec.diagnostics["winner"] == ["joint"] * 2
+    assert rec.start == "zeros" and rec.diagnostics["winner"] == ["joint"] * 2
     assert rel(rec.image, x) < 1e-8 and all(rec.certificate.unique)
 
 
@@ -163,7 +164,7 @@ def test_linear_model_equals_lstsq():
     with pytest.warns(ConvergenceWarning, match="did not reach"):
         rec = reconstruct_joint(model, f, device="cpu")  # the residual cannot reach tol
     assert np.allclose(rec.image.flatten().numpy(), ref, rtol=0, atol=1e-10)
-    assert rec.options["status"] == ["stationary"] and not rec.certificate[0].unique
+    assert list(rec.status) == ["stationary"] and not rec.certificate[0].unique
 
 
 def test_linear_model_without_full_rank_gives_the_minimum_norm_solution():
@@ -218,12 +219,13 @@ def test_pooling_by_the_models_own_max():
     x = torch.rand(2, 1, 8, 8, dtype=D)
     f = features(model, x, layer="4")
     near = x + 1e-3 * torch.randn_like(x)  # the switches of x hold near x
-    rec = reconstruct_joint(model, f, pooling="model", x0=near, device="cpu")
-    assert rel(rec.image, x) < 1e-8 and rec.options["pooling"] == "model"
+    rec = reconstruct_joint(model, f, joint=JointSettings(pooling="model"), x0=near,
+                            device="cpu")
+    assert rel(rec.image, x) < 1e-8 and rec.settings["pooling"] == "model"
     assert all(r < 1e-10 for r in rec.certificate.model_residual)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # harder from far away
-        far = reconstruct_joint(model, f, pooling="model", device="cpu")
+        far = reconstruct_joint(model, f, joint=JointSettings(pooling="model"), device="cpu")
     for row in far.certificate:  # whatever it reached, it claims only what holds
         assert not row.unique or (row.residual < 1e-10 and row.converged)
 
@@ -295,7 +297,8 @@ def test_tv_prior_where_the_map_is_not_injective():
     f = features(model, x, layer="1")
     plain = reconstruct_joint(model, f, device="cpu")
     assert plain.certificate[0].A == 0 and not plain.certificate[0].unique
-    tv = reconstruct_joint(model, f, prior="tv", prior_weight=1e-4, bounds=(0, 1), device="cpu")
+    tv = reconstruct_joint(model, f, prior="tv", joint=JointSettings(prior_weight=1e-4),
+                           bounds=(0, 1), device="cpu")
     assert rel(tv.image, x) < 0.5 * rel(plain.image, x)
     assert not tv.certificate[0].unique and "prior" in tv.certificate[0].note
 
@@ -308,8 +311,8 @@ def test_float32_inner_products_reach_the_float64_answer():
     x = torch.rand(2, 1, 6, 6, dtype=D)
     dense_rank_ok(lambda v: model(v), x)
     f = features(model, x, layer="5")
-    opts = dict(x0=None, bounds=None, prior=None, prior_weight=1e-2, tol=1e-10, max_steps=50,
-                max_iter=500, progress=None)  # fmt: skip
+    opts = dict(x0=None, bounds=None, prior=None, tol=1e-10,
+                settings=JointSettings(max_steps=50, cg_iterations=500))  # fmt: skip
     with warnings.catch_warnings(), LayerMap(model, f, device="cpu") as lm:
         warnings.simplefilter("ignore", ConvergenceWarning)
         mixed = solve_joint(lm, model, **opts)
@@ -333,14 +336,14 @@ def test_not_injective_by_counting_is_said_at_once_and_not_iterated_for_minutes(
         warnings.simplefilter("ignore", ConvergenceWarning)
         rec = reconstruct(model, f, strategy="joint", device="cpu")
         tv = reconstruct(model, f, strategy="joint", prior="tv", bounds=(0, 1), device="cpu")
-    note = rec.options["note"]
+    note = rec.note
     assert note.startswith("not injective") and "rank <= 64 < 192" in note and "prior" in note
     assert len(rec.history) <= 5 and not any(rec.certificate.unique)
-    assert all(s in ("not injective", "converged") for s in rec.options["status"])
-    assert "'tv' prior picks" in tv.options["note"] and not any(tv.certificate.unique)
+    assert all(s in ("not injective", "converged") for s in rec.status)
+    assert "'tv' prior picks" in tv.note and not any(tv.certificate.unique)
     injective = reconstruct(relu_stack(), features(relu_stack(), x[:, :1, :6, :6], layer="5"),
                             device="cpu")  # fmt: skip
-    assert injective.options["note"] is None
+    assert injective.note is None
 
 
 class BiasFree(nn.Module):
@@ -366,7 +369,7 @@ def test_a_start_where_the_jacobian_vanishes_is_moved_off_it():
     j0 = jacobian(lambda v: model(v[None]).flatten(), torch.zeros_like(x[0]))
     assert not bool(j0.any())  # the dead point, by autograd
     rec = reconstruct(model, f, device="cpu")  # not a chain: no layer-wise start
-    assert rec.options["start"] == "zeros + seeded noise (J = 0 there)"
+    assert rec.start == "zeros + seeded noise (J = 0 there)"
     assert rel(rec.image, x) < 1e-8 and all(rec.certificate.unique)
 
 
@@ -421,8 +424,8 @@ def test_a_solve_that_does_not_converge_says_so():
     model = crelu_stack()
     x = torch.rand(1, 1, 6, 6, dtype=D)
     with pytest.warns(ConvergenceWarning, match=r"worst residual reached \d\.\d+e"):
-        rec = reconstruct_joint(model, features(model, x, layer="5"), max_steps=1,
-                                device="cpu")  # fmt: skip
+        rec = reconstruct_joint(model, features(model, x, layer="5"),
+                                joint=JointSettings(max_steps=1), device="cpu")  # fmt: skip
     row = rec.certificate[0]
     assert not row.converged and not row.unique and row.residual > 1e-10
     assert "not converged (max_steps)" in row.note and not rec.converged
@@ -433,12 +436,12 @@ def test_a_solve_that_does_not_converge_says_so():
     [
         (dict(strategy="smart"), ValueError, "strategy"),
         (dict(prior="l2"), ValueError, "prior"),
-        (dict(prior_weight=-1.0), ValueError, "prior_weight"),
-        (dict(pooling="avg"), ValueError, "pooling"),
+        (dict(joint=dict(prior_weight=-1.0)), ValueError, "prior_weight"),
+        (dict(joint=dict(pooling="avg")), ValueError, "pooling"),
         (dict(bounds=(1, 0)), ValueError, "lower < upper"),
         (dict(bounds=1.0), TypeError, "pair"),
         (dict(tol=0.0), ValueError, "tol"),
-        (dict(max_steps=0), ValueError, "max_steps"),
+        (dict(joint=dict(max_steps=0)), ValueError, "max_steps"),
         (dict(dtype=torch.float16), ValueError, "dtype"),
         (dict(progress="yes"), TypeError, "progress"),
     ],
@@ -447,6 +450,8 @@ def test_bad_options(kwargs, error, message):
     model = crelu_stack()
     f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
     with pytest.raises(error, match=message):
+        if "joint" in kwargs:
+            kwargs["joint"] = JointSettings(**kwargs["joint"])
         reconstruct(model, f, strategy=kwargs.pop("strategy", "joint"), device="cpu", **kwargs)
 
 
@@ -466,16 +471,20 @@ def test_float32_features_converge_to_their_own_tolerance():
     model = crelu_stack().float()
     x = torch.rand(1, 1, 6, 6)
     rec = reconstruct_joint(model, features(model, x, layer="5"), device="cpu")
-    assert rec.options["tol"] == 1e-5 and rec.certificate[0].converged
+    assert rec.tol == 1e-5 and rec.certificate[0].converged
     assert rel(rec.image.float(), x) < 1e-4 and next(model.parameters()).dtype == torch.float32
 
 
-def test_progress_is_called_per_step_and_history_is_kept():
+def test_progress_shows_the_steps_and_history_is_kept(capsys):
     model = crelu_stack()
-    rows = []
-    rec = reconstruct_joint(model, features(model, torch.rand(2, 1, 6, 6, dtype=D), layer="5"),
-                            progress=rows.append, device="cpu")  # fmt: skip
-    assert rows == rec.history and rows[0]["step"] == 1 and len(rows[0]["residual"]) == 2
+    f = features(model, torch.rand(2, 1, 6, 6, dtype=D), layer="5")
+    rec = reconstruct_joint(model, f, progress=True, device="cpu")
+    rows = rec.history
+    assert rows[0]["gauss_newton_step"] == 1 and len(rows[0]["residual"]) == 2
+    assert [r["gauss_newton_step"] for r in rows] == list(range(1, len(rows) + 1))
+    assert "Gauss-Newton" in capsys.readouterr().err
+    reconstruct_joint(model, f, device="cpu")
+    assert capsys.readouterr().err == ""
     assert rows[-1]["residual"][0] < rows[0]["residual"][0]
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from invert.linalg.operators import ConvOperator
 from invert.nn.activations import CReLU
 from invert.nn.net import Normalize
-from invert.reconstruction import features
+from invert.reconstruction import LayerwiseSettings, features
 from invert.reconstruction import reconstruct_layerwise as reconstruct
 from invert.reconstruction.metrics import reconstruction_metrics, recoverable_part
 
@@ -55,7 +55,7 @@ def test_projection_is_onto_the_rows_the_features_see(block):
     assert np.allclose(x_p.reshape(-1).numpy(), ref, atol=1e-9)
     assert math.isclose(float(fraction[0]), np.linalg.norm(ref) / float(x.norm()), rel_tol=1e-8)
     # the one-layer walk recovers exactly that part ("active" mode for ReLU)
-    rec = reconstruct(model, f, relu="active", device="cpu")
+    rec = reconstruct(model, f, layerwise=LayerwiseSettings(relu="active"), device="cpu")
     assert reconstruction_metrics(model, x, rec)[0]["projection_error"] < 1e-8
 
 

@@ -13,7 +13,7 @@ from torch.autograd.functional import jacobian
 
 from invert import CReLU, features
 from invert.linalg.spectrum import extreme_eigenvalues
-from invert.reconstruction import reconstruct_joint
+from invert.reconstruction import JointSettings, reconstruct_joint
 from invert.reconstruction.certificate import unique_threshold
 from theory import NetworkFrameBounds, network_frame_bounds
 
@@ -133,9 +133,10 @@ def test_fewer_outputs_than_inputs_gives_zero_and_no_uniqueness():
     assert float(eig[0]) < 1e-12 * float(eig[-1])  # dense agrees: a kernel
     f = features(model, x, layer="3")
     capped = reconstruct_joint(model, f, device="cpu")  # default: 5 steps, said at once
-    assert "not injective" in capped.options["note"] and len(capped.history) == 5
-    assert capped.options["status"] == ["not injective"] and not capped.certificate[0].unique
-    rec = reconstruct_joint(model, f, max_steps=50, device="cpu")  # asked for: a fit
+    assert "not injective" in capped.note and len(capped.history) == 5
+    assert list(capped.status) == ["not injective"] and not capped.certificate[0].unique
+    asked = JointSettings(max_steps=50)  # asked for: a fit
+    rec = reconstruct_joint(model, f, joint=asked, device="cpu")
     row = rec.certificate[0]
     assert row.converged and row.A == 0.0 and not row.unique and "not injective" in row.note
 

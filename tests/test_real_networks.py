@@ -158,12 +158,12 @@ def test_joint_map_and_reconstruction_against_dense_jacobians(name, kwargs, size
     with LayerMap(model, f, dtype=D, device="cpu") as lm:
         lin = lm.linearize(x, lm.all)
         # at x the compared rows are those of the place's own Jacobian (ReLU: its active units)
-        j = dense_jacobian(model, x, place if lm.kind == "output" else f.steps[-2].name)
-        if lm.kind == "relu":
+        j = dense_jacobian(model, x, place if lm.comparison == "output" else f.steps[-2].name)
+        if lm.comparison == "relu":
             j = j[(f.activation.flatten() > 0)]
         v = torch.randn_like(x)
         jv = lin.jvp(v).flatten()
-        jv = jv[(f.activation.flatten() > 0)] if lm.kind == "relu" else jv
+        jv = jv[(f.activation.flatten() > 0)] if lm.comparison == "relu" else jv
         assert torch.allclose(jv, j @ v.flatten(), atol=1e-10)
     s = torch.linalg.svdvals(j)
     assert j.shape[0] >= j.shape[1] and float(s[-1] / s[0]) > 1e-6  # injective at x
@@ -182,7 +182,7 @@ def test_a_chain_with_inplace_relus_is_walked_layer_by_layer():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rec = reconstruct_layerwise(model, f, device="cpu")
-    assert [r.kind for r in rec.layers][:3] == ["ReLU", "BatchNorm2d", "Conv2d"]
+    assert [r.operation for r in rec.layers][:3] == ["ReLU", "BatchNorm2d", "Conv2d"]
     assert torch.isfinite(rec.image).all()
 
 
@@ -213,7 +213,7 @@ def test_functional_ops_are_places_with_module_rules():
     assert list(f.switches) == ["max_pool2d"] and not f.chain
     j = dense_jacobian(model, x, "conv2")[f.activation.flatten() > 0]
     with LayerMap(model, f, dtype=D, device="cpu") as lm:
-        assert lm.kind == "relu"
+        assert lm.comparison == "relu"
         v = torch.randn_like(x)
         jv = lm.linearize(x, lm.all).jvp(v).flatten()[f.activation.flatten() > 0]
     assert torch.allclose(jv, j @ v.flatten(), atol=1e-10)

@@ -12,7 +12,7 @@ from invert.linalg.solvers import ConvergenceError, ConvergenceWarning
 from invert.nn.activations import AVR, CReLU
 from invert.nn.net import Normalize
 from invert.nn.zoo import create_model, list_models, model_info
-from invert.reconstruction import Features, features
+from invert.reconstruction import Features, LayerwiseSettings, features
 from invert.reconstruction import reconstruct_layerwise as reconstruct
 
 
@@ -57,9 +57,9 @@ def test_exact_recovery_through_a_crelu_frame_stack(padding_mode):
     rec = reconstruct(model, features(model, x, layer="6"), device="cpu")
     assert rel(rec.image, x) <= 1e-8
     assert rec.converged and len(rec.layers) == 7
-    solves = [r for r in rec.layers if r.kind == "Conv2d"]
+    solves = [r for r in rec.layers if r.operation == "Conv2d"]
     expected = "fft" if padding_mode == "circular" else "cgls"
-    assert all(expected in r.method for r in solves)
+    assert all(expected in r.inverse for r in solves)
     assert solves[0].equations == 40 * 64 and solves[0].unknowns == 32 * 64
     assert model.training  # features() ran in eval mode and restored the mode
 
@@ -134,7 +134,7 @@ def test_max_pool_block_matches_dense_selected_rows():
         ref = np.linalg.lstsq(a[idx], rhs, rcond=None)[0]
         assert np.allclose(rec.image[s].reshape(-1).numpy(), ref, atol=1e-8)
     pool_report = rec.layers[0]
-    assert pool_report.kind == "MaxPool2d" and pool_report.method == "switches"
+    assert pool_report.operation == "MaxPool2d" and pool_report.inverse == "switches"
     assert rec.layers[-1].equations < rec.layers[-1].unknowns + 100
 
 
@@ -172,10 +172,11 @@ def test_fft_and_cg_paths_agree_for_circular_padding():
                           CReLU()).double()  # fmt: skip
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     f = features(model, x, layer="3")
-    fft = reconstruct(model, f, method="fft", device="cpu")
-    cg = reconstruct(model, f, method="cg", max_iter=5000, device="cpu")
-    assert all(r.method.endswith("fft") for r in fft.layers if r.kind == "Conv2d")
-    assert all("cgls" in r.method for r in cg.layers if r.kind == "Conv2d")
+    fft = reconstruct(model, f, layerwise=LayerwiseSettings(conv_solver="fft"), device="cpu")
+    cg = reconstruct(model, f, layerwise=LayerwiseSettings(conv_solver="cg", cg_iterations=5000),
+                     device="cpu")
+    assert all(r.inverse.endswith("fft") for r in fft.layers if r.operation == "Conv2d")
+    assert all("cgls" in r.inverse for r in cg.layers if r.operation == "Conv2d")
     assert rel(cg.image, fft.image) < 1e-7
     assert fft.layers[1].rank is not None
 
@@ -192,7 +193,8 @@ def test_relu_loses_measurably_more_than_crelu_on_the_same_filters():
                                       device="cpu").image, x)  # fmt: skip
     f = features(relu_model, x, layer="1")
     for mode in ("naive", "active", "constrained"):
-        errors[mode] = rel(reconstruct(relu_model, f, relu=mode, device="cpu").image, x)
+        rec = reconstruct(relu_model, f, layerwise=LayerwiseSettings(relu=mode), device="cpu")
+        errors[mode] = rel(rec.image, x)
     assert errors["crelu"] < 1e-8
     # no ordering among the ReLU modes is guaranteed: each is a different guess
     assert min(errors["naive"], errors["active"], errors["constrained"]) > 0.05
@@ -203,7 +205,7 @@ def test_constrained_relu_reproduces_the_features_and_stays_in_the_range():
     model = nn.Sequential(conv, nn.ReLU())
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     f = features(model, x, layer="1")
-    rec = reconstruct(model, f, relu="constrained", device="cpu")
+    rec = reconstruct(model, f, layerwise=LayerwiseSettings(relu="constrained"), device="cpu")
     z_rec = conv(rec.image).detach()
     active = f.activation > 0
     # active units as equations, inactive ones kept <= 0 (to the solver's feasibility
@@ -215,7 +217,7 @@ def test_constrained_relu_reproduces_the_features_and_stays_in_the_range():
     a = dense(conv, 5)
     v = rec.image.reshape(-1).numpy()
     assert np.allclose(np.linalg.pinv(a) @ a @ v, v, atol=1e-9)  # in range(T^T)
-    naive = reconstruct(model, f, relu="naive", device="cpu")
+    naive = reconstruct(model, f, layerwise=LayerwiseSettings(relu="naive"), device="cpu")
     assert not torch.allclose(torch.relu(conv(naive.image)), f.activation, atol=1e-3)
 
 
@@ -224,7 +226,7 @@ def test_relu_max_pool_constrained_respects_window_bounds():
     model = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2))
     x = torch.randn(1, 2, 6, 6, dtype=torch.float64)
     f = features(model, x, layer="2")
-    rec = reconstruct(model, f, relu="constrained", device="cpu")
+    rec = reconstruct(model, f, layerwise=LayerwiseSettings(relu="constrained"), device="cpu")
     # the reconstruction reproduces the pooled features exactly
     assert torch.allclose(model(rec.image), f.activation, atol=1e-7)
 
@@ -234,8 +236,8 @@ def test_avr_needs_the_lossy_mode():
     f = features(model, torch.randn(1, 1, 5, 5, dtype=torch.float64), layer="1")
     with pytest.raises(ValueError, match=r"'1' \(AVR\).*avr='naive'"):
         reconstruct(model, f, device="cpu")
-    rec = reconstruct(model, f, avr="naive", device="cpu")
-    assert rec.layers[0].method.startswith("naive")
+    rec = reconstruct(model, f, layerwise=LayerwiseSettings(avr="naive"), device="cpu")
+    assert rec.layers[0].inverse.startswith("naive")
 
 
 # --- the zoo ----------------------------------------------------------------------------
@@ -264,12 +266,13 @@ def test_every_zoo_model_reconstructs(name):
     avr = "naive" if "avr" in name else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # checked through the reports
-        rec = reconstruct(net, features(net, x, layer=layer), avr=avr, device="cpu")
+        rec = reconstruct(net, features(net, x, layer=layer),
+                          layerwise=LayerwiseSettings(avr=avr), device="cpu")
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
     solves = [r for r in rec.layers if r.iterations is not None]
     assert solves and all(r.converged or r.residual > r_tol for r in solves for r_tol in [1e-12])
     assert all(r.residual < 1e-3 for r in solves)
-    assert rec.layers[-1].kind == "Normalize"
+    assert rec.layers[-1].operation == "Normalize"
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if "crelu" in n])
@@ -372,24 +375,27 @@ def test_non_converging_solve_reports_the_residual():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU()).double()
     f = features(model, torch.randn(1, 3, 6, 6, dtype=torch.float64), layer="1")
     with pytest.warns(ConvergenceWarning, match=r"worst residual reached \d\.\d+e"):
-        rec = reconstruct(model, f, max_iter=2, device="cpu")
+        rec = reconstruct(model, f, layerwise=LayerwiseSettings(cg_iterations=2), device="cpu")
     assert not rec.converged
     report = rec.layers[1]
     assert not report.converged and report.residual > 1e-12 and report.iterations >= 2
     with pytest.raises(ConvergenceError):
-        reconstruct(model, f, max_iter=2, strict=True, device="cpu")
+        reconstruct(model, f, layerwise=LayerwiseSettings(cg_iterations=2, strict=True),
+                    device="cpu")
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [(dict(relu="smart"), "relu"), (dict(method="lu"), "method"), (dict(avr="yes"), "avr"),
-     (dict(dtype=torch.float16), "dtype"), (dict(method="fft"), "circular")],
+    [(dict(relu="smart"), "relu"), (dict(conv_solver="lu"), "conv_solver"),
+     (dict(avr="yes"), "avr"), (dict(dtype=torch.float16), "dtype"),
+     (dict(conv_solver="fft"), "circular")],
 )  # fmt: skip
 def test_bad_options(kwargs, message):
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), CReLU()).double()
     f = features(model, torch.randn(1, 2, 5, 5, dtype=torch.float64), layer="1")
     with pytest.raises(ValueError, match=message):
-        reconstruct(model, f, device="cpu", **kwargs)
+        dtype = kwargs.pop("dtype", torch.float64)
+        reconstruct(model, f, device="cpu", dtype=dtype, layerwise=LayerwiseSettings(**kwargs))
 
 
 def test_float32_model_and_reconstruction():

@@ -47,8 +47,16 @@ __all__ = ["register", "reconstruction_figure"]
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
-    "ssim", "strategy", "A", "B", "unique", "converged", "seconds",
+    "ssim", "strategy", "solve_residual", "JtJ_min", "JtJ_max", "unique", "converged", "why",
+    "seconds",
 ]  # fmt: skip
+#: How the settings a note can advise are spelled on this command line.
+_SPELLING = {
+    "tol": "--tol", "prior": "--prior tv", "strategy": "--strategy joint (or auto)",
+    "joint.max_steps": "--max-steps", "joint.cg_iterations": "--cg-iterations",
+    "layerwise.cg_iterations": "--cg-iterations", "layerwise.relu": "--relu constrained",
+    "dtype": "float64 (drop --float32)",
+}  # fmt: skip
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
 _SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help
 
@@ -62,8 +70,9 @@ def register(subparsers) -> None:
         "convolutions by minimum-norm least squares, max-pooling through its switches); "
         "joint: Gauss-Newton on the whole map from the image to the layer at once; auto "
         "(default): layer-wise, then joint where the features are not reproduced. Prints "
-        "relative error, feature error, PSNR, SSIM and the certificate per layer: A and B, "
-        "the extreme eigenvalues of J^T J at the solution, and unique (the features "
+        "relative error, feature error, PSNR, SSIM and the certificate per layer: JtJ_min and "
+        "JtJ_max, the extreme eigenvalues of J^T J of the whole map to the layer at the "
+        "solution (not one conv layer's frame bounds), why, and unique (the features "
         "determine the image there; and, with --projection, the error to the recoverable "
         "part).",
     )
@@ -115,10 +124,13 @@ def register(subparsers) -> None:
         p, "side the image is resized and cropped to (default: the model's input size; the "
         "zoo's models are fully convolutional, so larger works)", old=("--size",),
     )  # fmt: skip
-    p.add_argument("--max-iter", type=int, default=1000, help="iteration limit per solve")
+    p.add_argument("--cg-iterations", type=int, default=None,
+                   help="CGLS iterations per least-squares solve: per layer of the layer-wise "
+                   "walk (default 1000) and per Gauss-Newton step (default 500)")  # fmt: skip
     p.add_argument(
         "--tol", type=float,
-        help="relative residual taken as converged (default: 1e-10 of the features in float64)",
+        help="relative feature residual taken as converged (default: 1e-10 with float64 "
+        "features, 1e-5 with --float32)",
     )  # fmt: skip
     p.add_argument("--float32", action="store_true", help="keep the model in float32 (faster)")
     p.add_argument(
@@ -147,12 +159,12 @@ def _layers(model, args) -> list[str]:
     wanted = args.layers
     if wanted is None and args.all_layers is None:
         raise UserError("give --layers NAME[,NAME...] or --layers all")
-    with warnings.catch_warnings(record=True) as caught:  # the hook fallback: a note
-        warnings.simplefilter("always", TracingFallbackWarning)
+    with warnings.catch_warnings():  # the hook fallback: said below, from the graph
+        warnings.simplefilter("ignore", TracingFallbackWarning)
         graph = model_graph(model)
         every = activation_layers(model)
-    for w in caught:
-        note(args, str(w.message))
+    if not graph.traced:
+        note(args, graph.note)
     names = layer_list(wanted) or every
     for name in names:
         graph.resolve(name)  # unknown name: the error lists the valid ones, closest first
@@ -190,8 +202,10 @@ def _input(args, model, device):
 def _reconstruct(args) -> int:
     from invert.data.images import read_image
 
-    if args.max_iter < 1:
-        raise UserError(f"--max-iter must be positive; got {args.max_iter}")
+    if args.cg_iterations is not None and args.cg_iterations < 1:
+        raise UserError(f"--cg-iterations must be a positive integer; got {args.cg_iterations}")
+    if args.tol is not None and not args.tol > 0:
+        raise UserError(f"--tol must be a positive number; got {args.tol}")
     args.raw_image = read_image(args.image)  # before the (possibly long) model load
     model, device = load_model_from_args(args)
     if not args.float32:
@@ -203,13 +217,15 @@ def _reconstruct(args) -> int:
     from invert.device import cpu_threads
 
     with cpu_threads(x.shape[-1] * x.shape[-2], threads=args.threads):
-        rows, images, stalled = _run_layers(args, model, x, layers, device)
+        rows, images, notes = _run_layers(args, model, x, layers, device)
     if args.out:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
     from invert.display import psnr_text
 
     emit_rows(args, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
-    _explain(args, rows, stalled, x.dtype)
+    for text in notes:
+        note(args, text)
+    _explain(args, rows)
     return 0
 
 
@@ -226,9 +242,19 @@ def _bounds(text: str | None):
     return low, high
 
 
+def _settings(args):
+    """The solvers' settings from the options (None: the library's default)."""
+    from invert.reconstruction import JointSettings, LayerwiseSettings
+
+    cg = {} if args.cg_iterations is None else dict(cg_iterations=args.cg_iterations)
+    joint = JointSettings(pooling=args.pooling, prior_weight=args.prior_weight,
+                          max_steps=args.max_steps, **cg)  # fmt: skip
+    return joint, LayerwiseSettings(relu=args.relu, avr=args.avr, **cg)
+
+
 def _run_layers(args, model, x, layers, device):
-    """One reconstruction per layer: table rows, images, and the layers whose solves stopped
-    short (``{"layerwise": {layer: residual}, "joint": {layer: residual}}``)."""
+    """One reconstruction per layer: table rows, images, and the notes of the results
+    (each with its true cause and the option that acts on it)."""
     import time
     import warnings
 
@@ -236,84 +262,46 @@ def _run_layers(args, model, x, layers, device):
     from invert.reconstruction import features, reconstruct, reconstruction_metrics
 
     bounds = _bounds(args.bounds)
-    rows, images, stalled, unsolved = [], [], {}, {}
+    joint, layerwise = _settings(args)
+    rows, images, notes = [], [], []
     with Progress(args, len(layers), desc="reconstruct") as step:
         for layer in layers:
             step(layer)
-
-            def gauss_newton(row, layer=layer):  # progress within the layer's joint solve
-                step.bar.set_postfix_str(
-                    f"{layer}: Gauss-Newton step {row['step']}, residual {max(row['residual']):.1e}"
-                )
-
             started = time.perf_counter()
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with warnings.catch_warnings():  # the result's notes say it, with the option
+                warnings.simplefilter("ignore", ConvergenceWarning)
                 feats = features(model, x, layer=layer)
                 rec = reconstruct(
                     model, feats, strategy=args.strategy, bounds=bounds, prior=args.prior,
-                    prior_weight=args.prior_weight, pooling=args.pooling,
-                    max_steps=args.max_steps, relu=args.relu, avr=args.avr, tol=args.tol,
-                    max_iter=args.max_iter, device=device, progress=gauss_newton,
+                    tol=args.tol, joint=joint, layerwise=layerwise, device=device,
+                    progress=not args.quiet,
                 )  # fmt: skip
-                metrics = reconstruction_metrics(
-                    model, x, rec, projection=args.projection, tol=_PROJECTION_TOL,
-                    max_iter=args.max_iter,
-                )[0]  # fmt: skip
-            for message in dict.fromkeys(
-                str(w.message)
-                for w in caught
-                if issubclass(w.category, UserWarning)  # not libraries' deprecations
-                and not issubclass(w.category, ConvergenceWarning)
-            ):
-                note(args, f"{layer}: {message}")
-            if rec.options.get("note"):  # not injective: said however the run went
-                note(args, f"{layer}: {rec.options['note']}")
-            if rec.strategy == "layerwise":  # its solves stop at --max-iter
-                worst = [r.residual for r in rec.layers
-                         if not r.converged and r.residual is not None]  # fmt: skip
-                if worst or any(issubclass(w.category, ConvergenceWarning) for w in caught):
-                    stalled[layer] = max(worst, default=float("nan"))
-            elif not rec.converged and not rec.options.get("note"):  # --max-steps or a local
-                # minimum (a layer that is not injective has its own note)
-                unsolved[layer] = max(row.residual for row in rec.certificate)
+                metrics = reconstruction_metrics(model, x, rec, projection=args.projection,
+                                                 cg_tol=_PROJECTION_TOL)[0]  # fmt: skip
+            notes += [f"{layer}: {n.text(_SPELLING)}" for n in rec.notes]
             certificate = rec.certificate[0]
-            row = {"layer": layer, "strategy": rec.strategy, **metrics, "A": certificate.A,
-                   "B": certificate.B, "unique": certificate.unique,
-                   "converged": rec.converged,
+            row = {"layer": layer, "strategy": rec.strategy, **metrics,
+                   "solve_residual": certificate.residual, "JtJ_min": certificate.A,
+                   "JtJ_max": certificate.B, "unique": certificate.unique,
+                   "converged": rec.converged, "why": certificate.note,
                    "seconds": time.perf_counter() - started}  # fmt: skip
             if args.json:
                 row["certificate"] = certificate.as_dict()
                 row["steps"] = rec.report()
-                row["gauss_newton"] = rec.history
+                row["gauss_newton"] = list(rec.history)
             rows.append(row)
             images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics))
-    return rows, images, {"layerwise": stalled, "joint": unsolved}
+    return rows, images, notes
 
 
 def _names(rows, test) -> str:
     return ", ".join(r["layer"] for r in rows if test(r))
 
 
-def _explain(args, rows: list[dict], stalled: dict, dtype) -> None:
+def _explain(args, rows: list[dict]) -> None:
     """``note:`` lines for the numbers that need one: a legend, not a lecture."""
     from invert.display import PSNR_CAP
-    from invert.linalg.solvers import default_tol
 
-    tol = args.tol if args.tol is not None else default_tol(dtype)
-    if stalled["layerwise"]:
-        reached = ", ".join(f"{k} {v:.1e}" for k, v in stalled["layerwise"].items())
-        note(args, f"{len(stalled['layerwise'])} of {len(rows)} layers stopped at --max-iter "
-                   f"{args.max_iter} before the relative residual {tol:.0e} (worst reached: "
-                   f"{reached}); their rows say converged False; raise --max-iter or --tol "
-                   f"to check")  # fmt: skip
-    if stalled["joint"]:
-        reached = ", ".join(f"{k} {v:.1e}" for k, v in stalled["joint"].items())
-        steps = args.max_steps or "default"
-        note(args, f"{len(stalled['joint'])} of {len(rows)} layers: the joint solve stopped "
-                   f"(a local minimum or --max-steps {steps}) before the relative "
-                   f"feature residual {tol:.0e} (reached: {reached}); their rows say converged "
-                   f"False and are not certified")  # fmt: skip
     above = _names(rows, lambda r: r["relative_error"] > 1)
     if above:
         note(

@@ -90,7 +90,7 @@ class Place:
     call: Callable | None = field(default=None, repr=False)  # out-of-place callable
 
     @property
-    def kind(self) -> str:
+    def operation(self) -> str:
         """The module's type name, else the function or method name."""
         return type(self.module).__name__ if self.module is not None else self.target
 

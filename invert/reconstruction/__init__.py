@@ -5,18 +5,22 @@ Algorithm 1, :func:`reconstruct_layerwise`), joint (:func:`reconstruct_joint`, e
 at once) or ``"auto"``; every result carries a :class:`Certificate`.
 """
 
-from .certificate import Certificate, CertificateRow
 from .features import Features, Step, features
 from .joint import reconstruct_joint
-from .layerwise import LayerReport, Reconstruction, reconstruct_layerwise
+from .layerwise import LayerReport, reconstruct_layerwise
 from .metrics import reconstruction_metrics, recoverable_part
+from .result import Certificate, CertificateRow, Note, Reconstruction
+from .settings import JointSettings, LayerwiseSettings
 from .strategies import reconstruct
 
 __all__ = [
     "Certificate",
     "CertificateRow",
     "Features",
+    "JointSettings",
     "LayerReport",
+    "LayerwiseSettings",
+    "Note",
     "Reconstruction",
     "Step",
     "features",

@@ -32,11 +32,13 @@ What ``unique = True`` proves, and what it does not:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
 from invert.linalg.spectrum import extreme_eigenvalues
+
+from .result import Certificate, CertificateRow
 
 __all__ = [
     "Certificate",
@@ -53,57 +55,6 @@ _EPS = torch.finfo(torch.float64).eps
 def unique_threshold(n: int) -> float:
     """The smallest ``A / B`` taken as resolved in float64 for ``n`` unknowns: ``1000 n eps``."""
     return 1000 * n * _EPS
-
-
-@dataclass
-class CertificateRow:
-    """The certificate of one image (see the module notes)."""
-
-    residual: float
-    model_residual: float
-    A: float
-    B: float
-    ratio: float
-    unique: bool
-    converged: bool
-    method: str
-    note: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-class Certificate:
-    """One :class:`CertificateRow` per image; ``as_dict()`` gives them as dicts.
-
-    Attributes ``residual``, ``A``, ``B``, ``ratio``, ``unique`` are lists over the images.
-    """
-
-    def __init__(self, rows: list[CertificateRow], *, tol: float, threshold: float):
-        self.rows, self.tol, self.threshold = list(rows), tol, threshold
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> CertificateRow:
-        return self.rows[i]
-
-    def __iter__(self):
-        return iter(self.rows)
-
-    def __getattr__(self, name):
-        if name in CertificateRow.__dataclass_fields__:
-            return [getattr(row, name) for row in self.rows]
-        raise AttributeError(name)
-
-    def as_dict(self) -> list[dict]:
-        return [row.as_dict() for row in self.rows]
-
-    def __repr__(self) -> str:
-        unique = sum(r.unique for r in self.rows)
-        worst = max((r.residual for r in self.rows), default=math.nan)
-        return (f"Certificate({unique} of {len(self.rows)} unique, worst residual {worst:.1e}, "
-                f"tol {self.tol:.0e})")  # fmt: skip
 
 
 @dataclass
@@ -194,7 +145,7 @@ def certify(
         unique = note is None
         rows.append(CertificateRow(
             residual=residual[i], model_residual=model_residual[i], A=a, B=b, ratio=ratio,
-            unique=unique, converged=ok, method=bounds.method[i],
+            unique=unique, converged=ok, eigen_method=bounds.method[i],
             note="locally unique (A > 0, residual at tol)" if unique else note,
         ))  # fmt: skip
     return Certificate(rows, tol=tol, threshold=threshold)

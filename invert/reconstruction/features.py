@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from invert.errors import UserError, UserTypeError
 from invert.linalg.switches import max_pool_with_switches
 from invert.nn import eval_mode
 from invert.nn.graph import ModelGraph, model_graph
@@ -24,15 +25,15 @@ __all__ = ["Features", "Step", "check_images", "features", "fingerprint"]
 
 @dataclass(frozen=True)
 class Step:
-    """One place on the way to the layer: its name, kind, what it calls, per-sample shapes.
+    """One place on the way to the layer: its name, operation, what it calls, per-sample shapes.
 
-    ``kind`` is the type name of the module that computes it (``"Conv2d"``, ``"ReLU"``,
+    ``operation`` is the type name of the module that computes it (``"Conv2d"``, ``"ReLU"``,
     also for ``F.relu``), else the function name (``"add"``); ``target`` the module path
     or the function name.
     """
 
     name: str
-    kind: str
+    operation: str
     target: str
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -106,7 +107,7 @@ def fingerprint(graph: ModelGraph, place: str) -> str:
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
     for p in graph.path(place):
-        digest.update(f"{p.name}|{p.op}|{p.target}|{p.kind}".encode())
+        digest.update(f"{p.name}|{p.op}|{p.target}|{p.operation}".encode())
         if p.module is not None:
             digest.update(f"{type(p.module).__qualname__}|{p.module.extra_repr()}".encode())
         if p.op == "module":
@@ -124,12 +125,12 @@ def fingerprint(graph: ModelGraph, place: str) -> str:
 
 def check_images(x, what="x") -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor; got {type(x).__name__}")
+        raise UserTypeError(f"{what} must be a torch.Tensor; got {type(x).__name__}")
     if x.dim() != 4 or not x.is_floating_point():
-        raise ValueError(f"{what} must be a floating (N, C, H, W) batch; got {x.dtype} "
+        raise UserError(f"{what} must be a floating (N, C, H, W) batch; got {x.dtype} "
                          f"{tuple(x.shape)}")  # fmt: skip
     if not torch.isfinite(x).all():
-        raise ValueError(f"{what} contains NaN or Inf")
+        raise UserError(f"{what} contains NaN or Inf")
 
 
 def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
@@ -168,13 +169,13 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     ('conv4.act', ['normalize', 'drop0', 'conv1.conv', 'conv1.act'], (1, 38, 16, 16))
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"model must be an nn.Module; got {type(model).__name__}")
     check_images(x)
     if not isinstance(layer, str):
-        raise TypeError(f"layer must be a place name (str); got {type(layer).__name__}")
+        raise UserTypeError(f"layer must be a place name (str); got {type(layer).__name__}")
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise ValueError(f"the model's {name} contains NaN or Inf")
+            raise UserError(f"the model's {name} contains NaN or Inf")
     device = next((p.device for p in model.parameters()), x.device)
     x = x.to(device)
     graph = model_graph(model, x)
@@ -189,17 +190,17 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
         first = next((v for i, v in zip(p.inputs, inputs) if i in live), None)
         if isinstance(p.module, nn.MaxPool2d) and isinstance(first, torch.Tensor):
             switches[p.name] = max_pool_with_switches(first, p.module)[1]
-        steps.append(Step(p.name, p.kind, p.target, _shape(first), _shape(output)))
+        steps.append(Step(p.name, p.operation, p.target, _shape(first), _shape(output)))
 
     with eval_mode(model), torch.no_grad():
         out = graph.run(x, [place], record=record)[place]
     if not isinstance(out, torch.Tensor):
-        raise ValueError(f"the output of {layer!r} is a {type(out).__name__}, not a tensor; "
+        raise UserError(f"the output of {layer!r} is a {type(out).__name__}, not a tensor; "
                          "pick a layer that outputs one")  # fmt: skip
     if not steps:
-        raise ValueError(f"{layer!r} is the model's input; pick a layer after it")
+        raise UserError(f"{layer!r} is the model's input; pick a layer after it")
     if not torch.isfinite(out).all():
-        raise ValueError(f"the activation of {layer!r} contains NaN or Inf")
+        raise UserError(f"the activation of {layer!r} contains NaN or Inf")
     return Features(
         activation=out.detach().clone(),
         layer=layer,

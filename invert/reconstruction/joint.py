@@ -34,7 +34,7 @@ the objective) -- a local minimum or a crawl; a solve heading for zero residual 
 better (the slowest seen, ConvPool-C CReLU conv4, cut it 1.7x per five steps before its
 quadratic phase): the problem is not convex, and a start far from the input (e.g.
 the layer-wise estimate of a narrow random network, or a layer deep past a max-pool) can
-end in one; or after ``max_steps``. The status is in ``rec.options["status"]`` and the
+end in one; or after ``max_steps``. The status is in ``rec.status`` and the
 certificate's note.
 
 Where the time goes (profile, VGG-16 ``features.8`` at 64 px, 2 CPU cores, float64,
@@ -56,7 +56,7 @@ inside the forcing term).
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
 ``features.4``: fewer numbers than the image) no solve can single out the input; the
-result says so in ``rec.options["note"]`` and, without a prior and an explicit
+result says so in ``rec.note`` and, without a prior and an explicit
 ``max_steps``, the solve stops after five steps (status ``"not injective"``). With
 ``prior="tv"`` it runs to the prior's optimum.
 
@@ -74,7 +74,6 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -82,15 +81,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
 from invert.linalg.solvers import ConvergenceWarning, least_squares
 from invert.nn.net import Normalize
+from invert.progress import progress_bar
+from invert.validation import check_bool, check_dtype
 
 from .certificate import certify
 from .features import Features
 from .layer_map import LayerMap
-from .layerwise import Reconstruction, reconstruct_layerwise
+from .layerwise import reconstruct_layerwise
+from .result import Note, Reconstruction
+from .settings import JointSettings, feature_tol, settings_of
 
-__all__ = ["JointSolve", "reconstruct_joint", "solve_joint"]
+__all__ = ["JointSolve", "finish", "reconstruct_joint", "solve_joint", "solve_notes"]
 
 _PRIORS = (None, "tv")
 _TV_EPS = 1e-3
@@ -246,7 +250,7 @@ def _norms(t):
     return torch.linalg.vector_norm(t.flatten(1), dim=1)
 
 
-def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress, inner=None,
+def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner=None,
                   capped=None):  # fmt: skip
     """The solve; ``inner``: a float32 twin of ``lm`` for loose steps' products; ``capped``:
     per image, whether its ``max_steps`` is the cap of a map that is not injective (it then
@@ -322,13 +326,13 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, progress, 
                 running[i], status[i] = False, "stationary"
             elif not bool(accepted[j]) or bool(slow[i]):
                 running[i], status[i] = False, "stalled"
-        row = dict(step=step, images=len(idx), residual=rel.cpu().tolist(),
+        row = dict(gauss_newton_step=step, images=len(idx), residual=rel.cpu().tolist(),
                    objective=phi.cpu().tolist(), cg_iterations=iterations,
                    inner="float32" if lin32 is not None else str(x.dtype).replace("torch.", ""),
                    step_length=float(alpha.min()), seconds=time.perf_counter() - t0)  # fmt: skip
         history.append(row)
-        if progress is not None:
-            progress(row)
+        bar.update()
+        bar.set_postfix_str(f"residual {float(rel.max()):.1e}")
     if not weight:
         for i in (running & (rel.cpu() <= tol)).nonzero().flatten().tolist():
             status[i] = "converged"
@@ -344,16 +348,16 @@ def check_bounds(bounds, lm):
     if bounds is None:
         return None, None
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
-        raise TypeError("bounds must be a (lower, upper) pair, e.g. bounds=(0, 1)")
+        raise UserTypeError("bounds must be a (lower, upper) pair, e.g. bounds=(0, 1)")
     to = dict(dtype=lm.dtype, device=lm.device)
     lo, hi = (torch.as_tensor(b, **to) for b in bounds)
     try:
         lo, hi = (b.expand(1, *lm.input_shape).clone() for b in (lo, hi))
     except RuntimeError:
-        raise ValueError(f"bounds must be numbers or broadcast to the input shape "
+        raise UserError(f"bounds must be numbers or broadcast to the input shape "
                          f"{lm.input_shape}") from None  # fmt: skip
     if torch.isnan(lo).any() or torch.isnan(hi).any() or bool((lo >= hi).any()):
-        raise ValueError(f"bounds must satisfy lower < upper everywhere; got {bounds}")
+        raise UserError(f"bounds must satisfy lower < upper everywhere; got {bounds}")
     return lo, hi
 
 
@@ -362,7 +366,7 @@ def _start(model, lm, feats, x0, lo, hi):
     shape = (lm.n_images, *lm.input_shape)
     if x0 is not None:
         if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != shape:
-            raise ValueError(f"x0 must be a tensor of shape {shape}; got "
+            raise UserError(f"x0 must be a tensor of shape {shape}; got "
                              f"{tuple(getattr(x0, 'shape', ()))}")  # fmt: skip
         x, how = x0.to(lm.device, lm.dtype).clone(), "x0"
     else:
@@ -382,7 +386,7 @@ def _start(model, lm, feats, x0, lo, hi):
                 x = x + norm.mean.to(lm.device, lm.dtype).view(1, -1, *([1] * (x.dim() - 2)))
             how = how or ("mean of the model's Normalize" if norm is not None else "zeros")
     if not torch.isfinite(x).all():
-        raise ValueError("the starting image contains NaN or Inf")
+        raise UserError("the starting image contains NaN or Inf")
     if lo is not None:
         x = torch.maximum(torch.minimum(x, hi), lo)
     return x, how
@@ -439,16 +443,13 @@ def reconstruct_joint(
     feats: Features,
     *,
     x0: torch.Tensor | None = None,
-    pooling: str = "recorded",
-    bounds=None,
     prior: str | None = None,
-    prior_weight: float = 1e-2,
+    bounds=None,
     tol: float | None = None,
-    max_steps: int | None = None,
-    max_iter: int = 500,
+    joint: JointSettings | None = None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: bool = False,
 ) -> Reconstruction:
     """Reconstruct the input from :func:`features` through every layer at once.
 
@@ -463,40 +464,31 @@ def reconstruct_joint(
         Starting image. Default: the layer-wise estimate (:func:`reconstruct_layerwise`)
         when the features are a chain it can walk, else the mean of the model's
         :class:`~invert.nn.net.Normalize` (0 in normalised space), else zeros; where
-        ``J = 0`` there (bias-free ReLU nets), plus seeded noise (``rec.options["start"]``).
-    pooling : {"recorded", "model"}, optional
-        Max-pooling held at the recorded switches (default: the map is then piecewise
-        linear) or decided by the network's own max.
+        ``J = 0`` there (bias-free ReLU nets), plus seeded noise (``rec.start`` says which).
+    prior : {None, "tv"}, optional
+        ``"tv"`` adds ``joint.prior_weight * TV_eps(x)`` (see the module notes); for maps
+        that are not injective. Results with a prior are never certified unique.
     bounds : (lower, upper), optional
         A box on the model input (pixel space for zoo models), e.g. ``(0, 1)``: a hard
         constraint (projected Gauss-Newton), not a prior.
-    prior : {None, "tv"}, optional
-        ``"tv"`` adds ``prior_weight * TV_eps(x)`` (see the module notes); for maps that
-        are not injective. Results with a prior are never certified unique.
-    prior_weight : float, optional
-        Weight of the prior against the squared relative feature residual.
     tol : float, optional
         Relative feature residual at which an image has converged: ``1e-10`` for float64
         features, ``1e-5`` for float32 ones (they carry ~1e-7 of rounding).
-    max_steps : int, optional
-        Gauss-Newton steps; default 50, and 5 without a prior where counting shows the map
-        is not injective (no step count makes the image unique there; ``rec.options["note"]``
-        says so).
-    max_iter : int, optional
-        CGLS iterations per step.
+    joint : JointSettings, optional
+        Pooling, prior weight, Gauss-Newton steps, CGLS iterations per step.
     dtype : torch.dtype, optional
         Of the computation (float64 by default: it decides the reachable residual).
     device : optional
         ``None``: CUDA when available, else CPU.
-    progress : callable, optional
-        Called with each step's history row (a dict).
+    progress : bool, optional
+        Show the Gauss-Newton steps on stderr.
 
     Returns
     -------
     Reconstruction
-        ``strategy="joint"``; ``rec.history`` has one row per Gauss-Newton step, and
+        ``strategy="joint"``; ``rec.history`` has one row per Gauss-Newton step,
         ``rec.certificate`` one row per image (:mod:`invert.reconstruction.certificate`
-        says what it proves). ``rec.options["start"]`` says where the solve started.
+        says what it proves), ``rec.status`` how each image's solve ended.
 
     Examples
     --------
@@ -512,19 +504,17 @@ def reconstruct_joint(
     >>> float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
     (True, [True, True])
     """
-    tol = check_options(feats, prior=prior, prior_weight=prior_weight, tol=tol, dtype=dtype,
-                        max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
+    settings, tol = check_options(
+        feats, prior=prior, tol=tol, joint=joint, dtype=dtype, progress=progress
+    )
     device = resolve_device(device)
-    options = dict(pooling=pooling, bounds=bounds, prior=prior, prior_weight=prior_weight,
-                   max_steps=max_steps, max_iter=max_iter, dtype=str(dtype),
-                   device=str(device))  # fmt: skip
-    with LayerMap(model, feats, pooling=pooling, dtype=dtype, device=device) as lm:
-        solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior,
-                            prior_weight=prior_weight, tol=tol, max_steps=max_steps,
-                            max_iter=max_iter, progress=progress)  # fmt: skip
-        rec = Reconstruction(image=solve.x, layers=[], features=feats, options=options,
-                             strategy="joint", history=solve.history)  # fmt: skip
-        return certified(lm, rec, tol, solve=solve, prior=prior)
+    with LayerMap(model, feats, pooling=settings.pooling, dtype=dtype, device=device) as lm:
+        solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior, tol=tol,
+                            settings=settings, progress=progress)  # fmt: skip
+        used = dict(settings.as_dict(), prior=prior, bounds=bounds, dtype=str(dtype),
+                    device=str(device))  # fmt: skip
+        return finish(lm, solve.x, strategy="joint", tol=tol, prior=prior, solve=solve,
+                      settings=used)  # fmt: skip
 
 
 # --- pieces shared with the dispatcher --------------------------------------------------------
@@ -541,36 +531,24 @@ class JointSolve:
     history: list[dict]
     seconds: float
     note: str | None = None
+    max_steps: int = _MAX_STEPS
 
     @property
     def converged(self) -> list[bool]:
         return [s == "converged" for s in self.status]
 
 
-def check_options(feats, *, prior, prior_weight, tol, dtype, max_steps, max_iter, progress):
-    """Validate the joint solver's options; returns the tolerance (default by dtype)."""
+def check_options(feats, *, prior, tol, joint, dtype, progress) -> tuple[JointSettings, float]:
+    """Validate the joint solver's options; returns the settings and the feature tolerance."""
     if not isinstance(feats, Features):
-        raise TypeError(f"expected Features from invert.reconstruction.features; got "
-                        f"{type(feats).__name__}")  # fmt: skip
+        raise UserTypeError(f"expected Features from invert.reconstruction.features; got "
+                            f"{type(feats).__name__}")  # fmt: skip
     if prior not in _PRIORS:
-        raise ValueError(f"prior must be None or 'tv'; got {prior!r}")
-    if not (isinstance(prior_weight, (int, float)) and prior_weight > 0):
-        raise ValueError(f"prior_weight must be a positive number; got {prior_weight!r}")
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
-    for name, value in (("max_steps", max_steps), ("max_iter", max_iter)):
-        if name == "max_steps" and value is None:
-            continue
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError("progress must be a callable taking a dict, or None")
-    if tol is None:
-        exact = feats.activation.dtype == torch.float64 and dtype == torch.float64
-        return 1e-10 if exact else 1e-5
-    if not (isinstance(tol, (int, float)) and tol > 0):
-        raise ValueError(f"tol must be a positive number; got {tol!r}")
-    return float(tol)
+        raise UserError(f"prior must be None or 'tv'; got {prior!r}")
+    check_dtype(dtype)
+    check_bool(progress, name="progress")
+    settings = settings_of(joint, JointSettings)
+    return settings, feature_tol(tol, feats.activation.dtype, dtype)
 
 
 def injectivity(lm, *, prior=None) -> tuple[list[bool], str | None]:
@@ -600,18 +578,19 @@ def injectivity(lm, *, prior=None) -> tuple[list[bool], str | None]:
     return ok, note
 
 
-def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, max_iter,
-                progress, inner_dtype="auto") -> JointSolve:  # fmt: skip
+def solve_joint(lm, model, *, x0, bounds, prior, tol, settings: JointSettings, progress=False,
+                inner_dtype="auto") -> JointSolve:  # fmt: skip
     """The projected Gauss-Newton solve on an entered :class:`LayerMap`.
 
     ``inner_dtype``: ``"auto"`` takes the products of loose steps (``eta >= 1e-4``) in
     float32 when the solve is float64 (see the module notes); ``None``: all in ``lm.dtype``.
     """
     t0 = time.perf_counter()
-    weight = prior_weight if prior == "tv" else 0.0
+    weight = settings.prior_weight if prior == "tv" else 0.0
     lo, hi = check_bounds(bounds, lm)
     injective, note = injectivity(lm, prior=prior)
     capped = [False] * len(injective)
+    max_steps = settings.max_steps
     if max_steps is None:  # a map that is not injective gets a few steps, not minutes
         capped = [not (ok or weight) for ok in injective]
         max_steps = _MAX_STEPS if not all(capped) else _NOT_INJECTIVE_STEPS
@@ -625,37 +604,103 @@ def solve_joint(lm, model, *, x0, bounds, prior, prior_weight, tol, max_steps, m
             twin = LayerMap(model, lm.feats, pooling=lm.pooling, dtype=torch.float32,
                             device=lm.device)  # fmt: skip
             inner = stack.enter_context(twin)
+        bar = stack.enter_context(progress_bar(progress, total=max_steps, desc="Gauss-Newton",
+                                               unit="step"))  # fmt: skip
         x, status, history = _gauss_newton(
-            lm, x, tol=tol, max_steps=max_steps, max_iter=max_iter, weight=weight, lo=lo,
-            hi=hi, progress=progress, inner=inner, capped=capped,
+            lm, x, tol=tol, max_steps=max_steps, max_iter=settings.cg_iterations,
+            weight=weight, lo=lo, hi=hi, bar=bar, inner=inner, capped=capped,
         )  # fmt: skip
     notes = _notes(lm, x, status, lo, hi, weight)
-    return JointSolve(x, how, status, notes, history, time.perf_counter() - t0, note)
+    return JointSolve(x, how, status, notes, history, time.perf_counter() - t0, note, max_steps)
 
 
-def warn_unconverged(cert, tol, prior) -> None:
+def solve_notes(solve: JointSolve, residual, tol: float, prior, images=None) -> list[Note]:
+    """What to know about the joint solve of ``images`` (default: all): the counting note,
+    and for each way of stopping short, its cause and the setting that acts on it."""
+    images = range(len(solve.status)) if images is None else images
+    notes = []
+    if solve.note:
+        notes.append(
+            Note(solve.note)
+            if prior
+            else Note(
+                solve.note.split("; ")[0],
+                option="prior",
+                advice="no step count makes it unique; {option} gives the image the prior picks",
+            )
+        )
+    if prior:
+        return notes
+    by_status: dict[str, list[int]] = {}
+    for i in images:
+        by_status.setdefault(solve.status[i], []).append(i)
+    for state, which in by_status.items():
+        worst = max(float(residual[i]) for i in which)
+        what = (
+            f"{len(which)} of {len(solve.status)} images"
+            if len(which) < len(solve.status)
+            else "the images"
+        )
+        if state == "max_steps":
+            notes.append(
+                Note(
+                    f"the joint solve of {what} used all {solve.max_steps} Gauss-Newton steps and "
+                    f"stopped at feature residual {worst:.1e} > tol {tol:.0e}",
+                    option="joint.max_steps",
+                    advice="raise {option}",
+                )
+            )
+        elif state == "stalled":
+            notes.append(
+                Note(
+                    f"the joint solve of {what} stalled at feature residual {worst:.1e} > tol "
+                    f"{tol:.0e} (a local minimum, or under 1.25x progress in {_WINDOW} steps; more "
+                    "steps do not help)",
+                    option="prior",
+                    advice="{option} gives a regularised image instead",
+                )
+            )
+        elif state == "stationary":
+            causes = sorted({solve.notes[i] for i in which if solve.notes[i]})
+            notes.append(
+                Note(
+                    f"the joint solve of {what} reached a point where no step helps, "
+                    f"at feature residual {worst:.1e} > tol {tol:.0e}"
+                    + (f": {causes[0]}" if causes else "")
+                )
+            )
+    return notes
+
+
+def finish(lm, image, *, strategy, tol, prior, settings, solve=None, layers=(), notes=(),
+           diagnostics=None, status=None, joint_images=None) -> Reconstruction:  # fmt: skip
+    """The :class:`Reconstruction` of ``image``, built once: its certificate, notes (``notes``
+    then the joint solve's, for ``joint_images``) and timings; warns
+    (:class:`ConvergenceWarning`) where an image did not converge."""
+    t0 = time.perf_counter()
+    status = status if status is not None else (solve.status if solve is not None else None)
+    converged = None if status is None else [s == "converged" for s in status]
+    cert = certify(lm, image, tol=tol, converged=converged,
+                   notes=None if solve is None else solve.notes, prior=prior)  # fmt: skip
+    seconds = dict(certificate=time.perf_counter() - t0)
+    note = injectivity(lm, prior=prior)[1] if solve is None else solve.note
+    notes = list(notes)
+    if solve is not None:
+        seconds["solve"] = solve.seconds
+        notes += solve_notes(solve, cert.residual, tol, prior, images=joint_images)
+    rec = Reconstruction(
+        image=image, features=lm.feats, strategy=strategy, tol=tol, certificate=cert,
+        layers=tuple(layers), history=tuple(solve.history) if solve is not None else (),
+        start=solve.start if solve is not None else None, status=tuple(status or ()),
+        notes=tuple(notes), note=note, settings=settings, diagnostics=diagnostics or {},
+        seconds=seconds,
+    )  # fmt: skip
     bad = [row.residual for row in cert if not row.converged]
     if bad and prior is None:
         warnings.warn(
             f"the reconstruction did not reach the relative feature residual {tol:.0e} for "
             f"{len(bad)} of {len(cert)} images (worst residual reached {max(bad):.3e}); "
-            "see rec.certificate",
-            ConvergenceWarning, stacklevel=4,
+            "see rec.notes and rec.certificate",
+            ConvergenceWarning, stacklevel=3,
         )  # fmt: skip
-
-
-def certified(lm, rec, tol, *, solve=None, prior=None) -> Reconstruction:
-    """``rec`` with its certificate (per image, at ``rec.image``) and the solve's record in
-    ``rec.options`` (``"note"``: where counting shows the map is not injective, else None);
-    warns where an image did not converge."""
-    t0 = time.perf_counter()
-    converged = None if solve is None else solve.converged
-    notes = None if solve is None else solve.notes
-    rec.certificate = certify(lm, rec.image, tol=tol, converged=converged, notes=notes,
-                              prior=prior)  # fmt: skip
-    rec.options.update(strategy=rec.strategy, tol=tol, certificate_seconds=time.perf_counter() - t0)
-    rec.options["note"] = injectivity(lm, prior=prior)[1] if solve is None else solve.note
-    if solve is not None:
-        rec.options.update(start=solve.start, status=solve.status, solve_seconds=solve.seconds)
-    warn_unconverged(rec.certificate, tol, prior)
     return rec

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp
 
+from invert.errors import UserError, UserTypeError
 from invert.nn import eval_mode
 
 from .features import Features, fingerprint, graph_of
@@ -52,24 +53,24 @@ _POOLING = ("recorded", "model")
 def check_features(model: nn.Module, feats: Features) -> None:
     """Refuse features that are not from ``model`` (as it is now) or are not finite."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"model must be an nn.Module; got {type(model).__name__}")
     if not isinstance(feats, Features):
-        raise TypeError(f"expected Features from invert.reconstruction.features; got "
+        raise UserTypeError(f"expected Features from invert.reconstruction.features; got "
                         f"{type(feats).__name__}")  # fmt: skip
     graph = graph_of(model, feats)
     if feats.place not in graph.places or any(s.name not in graph.places for s in feats.steps):
-        raise ValueError("these features come from another model: its layers "
+        raise UserError("these features come from another model: its layers "
                          f"{feats.path} are not all in this one")  # fmt: skip
     if fingerprint(graph, feats.place) != feats.fingerprint:
-        raise ValueError(
+        raise UserError(
             "these features come from another model (or its weights changed since); "
             "compute them with features(model, x, layer=...) on this model"
         )
     act = feats.activation
     if not isinstance(act, torch.Tensor) or not act.is_floating_point():
-        raise TypeError("the features' activation must be a floating-point tensor")
+        raise UserTypeError("the features' activation must be a floating-point tensor")
     if not torch.isfinite(act).all():
-        raise ValueError("the features' activation contains NaN or Inf; reconstruct from "
+        raise UserError("the features' activation contains NaN or Inf; reconstruct from "
                          "finite features")  # fmt: skip
 
 
@@ -108,7 +109,7 @@ class LayerMap:
     def __init__(self, model, feats, *, pooling="recorded", dtype=torch.float64, device="cpu"):
         check_features(model, feats)
         if pooling not in _POOLING:
-            raise ValueError(f"pooling must be one of {_POOLING}; got {pooling!r}")
+            raise UserError(f"pooling must be one of {_POOLING}; got {pooling!r}")
         self.feats, self.pooling = feats, pooling
         self.dtype, self.device = dtype, torch.device(device)
         tensors = list(model.parameters()) + list(model.buffers())
@@ -173,14 +174,14 @@ class LayerMap:
 
         out = self.graph.run(x, [self.place], substitute=self._substitutes(idx, hold),
                              record=keep)[self.place]  # fmt: skip
-        if output or self.kind == "output":
+        if output or self.comparison == "output":
             return out
         return seen["pre"]
 
     def residual(self, x: torch.Tensor, idx: torch.Tensor, *, record=None) -> torch.Tensor:
         """``r(x)`` for the images ``idx`` (differentiable; not divided by the scale)."""
         z = self._run(x, idx, record=record)
-        if self.kind == "relu":
+        if self.comparison == "relu":
             active = self._active[idx]
             return torch.where(active, z - self.target[idx], torch.relu(z))
         return z - self.target[idx]
@@ -217,10 +218,10 @@ class LayerMap:
             fns.append((place.name, [place.inputs[k] for k in live],
                         self._linear(place, ins, live, idx)))  # fmt: skip
         z = None
-        if self.kind == "relu":
+        if self.comparison == "relu":
             z = values[[p.name for p in places].index(self.place)][0]
         on = (z > 0).to(z.dtype) if z is not None else None
-        active = self._active[idx] if self.kind == "relu" else None
+        active = self._active[idx] if self.comparison == "relu" else None
         compared, origin = self._compared, self.graph.input
 
         def apply(v):
@@ -286,19 +287,21 @@ class LayerMap:
         y = feats.activation.to(self.device, self.dtype)
         final = graph.places[self.place]
         compare = rule_for(final.module).compare
-        self.kind = "output"
+        self.comparison = "output"
         if y.dim() >= 2 and (final.inputs and final.inputs[0] != "?" or not graph.traced):
-            self.kind = {"pre-activation": "crelu", "active units": "relu"}.get(compare, "output")
-        if self.kind == "crelu":
+            self.comparison = {"pre-activation": "crelu", "active units": "relu"}.get(
+                compare, "output"
+            )
+        if self.comparison == "crelu":
             k = y.shape[1] // 2
             self.target = y[:, :k] - y[:, k:]
         else:
             self.target = y
-        self._active = y > 0 if self.kind == "relu" else None
+        self._active = y > 0 if self.comparison == "relu" else None
         flat = self.target.flatten(1)
         norm = torch.linalg.vector_norm(flat, dim=1)
         self.scale = torch.where(norm > 0, norm, torch.ones_like(norm))
-        if self.kind == "relu":
+        if self.comparison == "relu":
             self._rows = self._active.flatten(1).sum(1).cpu()
         else:
             self._rows = torch.full((self.n_images,), flat.shape[1], dtype=torch.long)
@@ -312,9 +315,9 @@ class LayerMap:
         self._live_set = set(self._live) | {origin}
         steps = self._live
         if self.graph.traced:
-            self._compared = self.place if self.kind == "output" else final.inputs[0]
+            self._compared = self.place if self.comparison == "output" else final.inputs[0]
         elif self.feats.chain:
-            self._compared = self.place if self.kind == "output" else (
+            self._compared = self.place if self.comparison == "output" else (
                 steps[-2] if len(steps) > 1 else origin)  # fmt: skip
         else:
             self._compared = None
@@ -364,8 +367,8 @@ class LayerMap:
         for place, ins, out in seen:
             flows = out.grad is not None and bool(out.grad.any())
             if flows and all(a.grad is None or not bool(a.grad.any()) for a in ins):
-                raise ValueError(
-                    f"layer {place.name!r} ({place.kind}) cannot be differentiated: autograd "
+                raise UserError(
+                    f"layer {place.name!r} ({place.operation}) cannot be differentiated: autograd "
                     "gives it a zero Jacobian at the start point (an op such as round, sign "
                     f"or argmax?), so the joint solver cannot move through it to reach "
                     f"{self.layer!r}"
@@ -383,13 +386,13 @@ class LayerMap:
         def record(place, inputs, out):
             if not culprit and place.name in self._live_set and carries(inputs) \
                     and not carries(out):  # fmt: skip
-                culprit.append(f"{place.name!r} ({place.kind})")
+                culprit.append(f"{place.name!r} ({place.operation})")
 
         with torch.enable_grad():
             out = self._run(x.clone().requires_grad_(True), idx, output=True, record=record)
         if culprit or not carries(out):
             where = culprit[0] if culprit else repr(self.layer)
-            raise ValueError(
+            raise UserError(
                 f"layer {where} cannot be differentiated by autograd (its output does "
                 f"not depend differentiably on its input), so the map to {self.layer!r} "
                 "has no Jacobian; joint inversion needs one (use strategy='layerwise' "

@@ -48,11 +48,12 @@ import torch
 from torch import nn
 
 from invert.display import PSNR_CAP, psnr_text  # noqa: F401 (re-exported: one convention)
+from invert.errors import UserError, UserTypeError
 from invert.linalg.solvers import least_squares
 from invert.nn.net import EVAL_IDENTITY, Normalize
 
 from .features import features, graph_of
-from .layerwise import Reconstruction
+from .result import Reconstruction
 
 __all__ = ["PSNR_CAP", "psnr_text", "reconstruction_metrics", "recoverable_part"]
 
@@ -85,9 +86,17 @@ def _leading_normalize(model: nn.Module, feats) -> Normalize | None:
 
 
 def recoverable_part(
-    model: nn.Module, x: torch.Tensor, feats, *, tol: float | None = None, max_iter: int = 1000
+    model: nn.Module,
+    x: torch.Tensor,
+    feats,
+    *,
+    cg_tol: float | None = None,
+    cg_iterations: int = 1000,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``x_P`` and ``||P u|| / ||u||``: the part of ``x`` the features determine (see above).
+
+    ``cg_tol``, ``cg_iterations``: of the CGLS solve on the Jacobian (normal-equation
+    residual; default by dtype).
 
     Examples
     --------
@@ -111,7 +120,7 @@ def recoverable_part(
         lin = lm.linearize(x, lm.all)
         jac = _InputSpace(lin, std, x.shape[1:])
         u = (x - mean) / std
-        pu, _ = least_squares(jac, jac.apply(u), tol=tol, max_iter=max_iter)
+        pu, _ = least_squares(jac, jac.apply(u), tol=cg_tol, max_iter=cg_iterations)
         x_p = x - std * (u - pu)  # the discarded part, mapped back through the Normalize
     fraction = (pu.flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)).double().cpu()
     return x_p, fraction
@@ -134,8 +143,8 @@ def reconstruction_metrics(
     *,
     data_range: float = 1.0,
     projection: bool = True,
-    tol: float | None = None,
-    max_iter: int = 1000,
+    cg_tol: float | None = None,
+    cg_iterations: int = 1000,
 ) -> list[dict]:
     """Quality metrics of a reconstruction, one dict per sample (see the module notes).
 
@@ -151,8 +160,8 @@ def reconstruction_metrics(
         Dynamic range of the images for PSNR and SSIM (1 for images in [0, 1]).
     projection : bool, optional
         Also compute the recoverable part (one CGLS solve on the Jacobian).
-    tol, max_iter : optional
-        For that solve.
+    cg_tol, cg_iterations : optional
+        Of that solve: its normal-equation residual and CGLS iterations.
 
     Returns
     -------
@@ -176,15 +185,15 @@ def reconstruction_metrics(
     from skimage.metrics import peak_signal_noise_ratio  # imports scipy.stats: seconds
 
     if not isinstance(rec, Reconstruction):
-        raise TypeError(f"rec must be a Reconstruction; got {type(rec).__name__}")
+        raise UserTypeError(f"rec must be a Reconstruction; got {type(rec).__name__}")
     if not isinstance(x, torch.Tensor) or tuple(x.shape) != tuple(rec.image.shape):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must have the reconstruction's shape {tuple(rec.image.shape)}; "
+        raise UserError(f"x must have the reconstruction's shape {tuple(rec.image.shape)}; "
                          f"got {shape}")  # fmt: skip
     if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or Inf")
+        raise UserError("x contains NaN or Inf")
     if not data_range > 0:
-        raise ValueError(f"data_range must be positive; got {data_range}")
+        raise UserError(f"data_range must be positive; got {data_range}")
     feats = rec.features
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else x.dtype
@@ -198,7 +207,9 @@ def reconstruction_metrics(
         for o, r in zip(out, ref)
     ]
     if projection:
-        x_p, fraction = recoverable_part(model, x_m, feats, tol=tol, max_iter=max_iter)
+        x_p, fraction = recoverable_part(
+            model, x_m, feats, cg_tol=cg_tol, cg_iterations=cg_iterations
+        )
         x_p = x_p.double().cpu()
         for row, o, p, f in zip(rows, out, x_p, fraction):
             row["projection_error"] = float((o - p).norm() / p.norm()) if p.norm() > 0 else math.nan

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp
 
+from invert.errors import UserError
 from invert.linalg.operators import ConvOperator, as_pair
 from invert.linalg.solvers import bounded_least_squares, fft_least_squares, least_squares
 from invert.linalg.switches import (
@@ -69,8 +70,8 @@ class LayerReport:
     """Diagnostics of one step of the walk back (worst sample of the batch)."""
 
     name: str
-    kind: str
-    method: str
+    operation: str
+    inverse: str
     residual: float | None = None
     data_residual: float | None = None
     iterations: int | None = None
@@ -102,9 +103,9 @@ class _Target:
 class _Context:
     relu: str
     avr: str | None
-    method: str
-    tol: float | None
-    max_iter: int
+    conv_solver: str
+    cg_tol: float
+    cg_iterations: int
     strict: bool
     dtype: torch.dtype
     device: torch.device
@@ -143,13 +144,13 @@ def _invert_normalize(module: Normalize, step, target, ctx):
     mean = _channel(module.mean.to(ctx.device, ctx.dtype))
     std = _channel(module.std.to(ctx.device, ctx.dtype))
     return _elementwise(target, lambda t: t * std + mean), LayerReport(
-        step.name, step.kind, "exact"
+        step.name, step.operation, "exact"
     )
 
 
 def _invert_batchnorm(module: nn.BatchNorm2d, step, target, ctx):
     if module.running_mean is None or module.running_var is None:
-        raise ValueError(
+        raise UserError(
             f"layer {step.name!r} (BatchNorm2d without running statistics) normalises with "
             "batch statistics and cannot be inverted; use track_running_stats=True"
         )
@@ -168,26 +169,26 @@ def _invert_batchnorm(module: nn.BatchNorm2d, step, target, ctx):
         keep=_channel(ok),
     )
     method = "exact" if bool(ok.all()) else f"exact ({int((~ok).sum())} zero-gain channels lost)"
-    return new, LayerReport(step.name, step.kind, method)
+    return new, LayerReport(step.name, step.operation, method)
 
 
 def _invert_identity(module, step, target, ctx):
-    return target, LayerReport(step.name, step.kind, "identity")
+    return target, LayerReport(step.name, step.operation, "identity")
 
 
 def _invert_crelu(module: CReLU, step, target, ctx):
     if module.dim != 1:
-        raise ValueError(f"layer {step.name!r} (CReLU) concatenates along dim {module.dim}; "
+        raise UserError(f"layer {step.name!r} (CReLU) concatenates along dim {module.dim}; "
                          "only the channel axis (dim=1) is supported")  # fmt: skip
     mask, z = crelu_equations(target.values, target.mask)
     eq = None if mask is None else int(mask.flatten(1).sum(1).min())
-    return _Target(z, mask), LayerReport(step.name, step.kind, "pos - neg", equations=eq)
+    return _Target(z, mask), LayerReport(step.name, step.operation, "pos - neg", equations=eq)
 
 
 def _invert_relu(module, step, target, ctx):
     y, mask = target.values, target.mask
     if ctx.relu == "naive":
-        return _Target(y, mask), LayerReport(step.name, step.kind, "naive (z = relu(z))")
+        return _Target(y, mask), LayerReport(step.name, step.operation, "naive (z = relu(z))")
     known = torch.ones_like(y, dtype=torch.bool) if mask is None else mask.expand_as(y)
     active = known & (y > 0)
     new = _Target(torch.where(active, y, 0), active)
@@ -197,43 +198,45 @@ def _invert_relu(module, step, target, ctx):
             upper = torch.minimum(upper, target.upper)
         new.upper = upper
     eq = int(active.flatten(1).sum(1).min())
-    return new, LayerReport(step.name, step.kind, ctx.relu, equations=eq)
+    return new, LayerReport(step.name, step.operation, ctx.relu, equations=eq)
 
 
 def _invert_leaky(module: nn.LeakyReLU, step, target, ctx):
     slope = module.negative_slope
     if not slope > 0:
-        raise ValueError(f"layer {step.name!r} (LeakyReLU) has slope {slope} <= 0: not invertible")
+        raise UserError(f"layer {step.name!r} (LeakyReLU) has slope {slope} <= 0: not invertible")
 
     def fn(t):
         return torch.where(t > 0, t, t / slope)
 
-    return _elementwise(target, fn), LayerReport(step.name, step.kind, "exact")
+    return _elementwise(target, fn), LayerReport(step.name, step.operation, "exact")
 
 
 def _invert_avr(module, step, target, ctx):
     if ctx.avr != "naive":
-        raise ValueError(
+        raise UserError(
             f"layer {step.name!r} (AVR) keeps |z| and loses the sign; pass avr='naive' to "
             "take |z| as z (a lossy reconstruction)"
         )
-    return _Target(target.values, target.mask), LayerReport(step.name, step.kind, "naive (z = |z|)")
+    return _Target(target.values, target.mask), LayerReport(
+        step.name, step.operation, "naive (z = |z|)"
+    )
 
 
 def _invert_maxpool(module: nn.MaxPool2d, step, target, ctx):
     idx = ctx.switches.get(step.name)
     if idx is None:
-        raise ValueError(f"no switches recorded for {step.name!r}; recompute the features")
+        raise UserError(f"no switches recorded for {step.name!r}; recompute the features")
     idx = idx.to(ctx.device)
     if idx.shape != target.values.shape:
-        raise ValueError(f"switches of {step.name!r} have shape {tuple(idx.shape)}, the "
+        raise UserError(f"switches of {step.name!r} have shape {tuple(idx.shape)}, the "
                          f"features {tuple(target.values.shape)}")  # fmt: skip
     mask, values = unpool_switches(target.values, idx, step.in_shape, mask=target.mask)
     new = _Target(values, mask)
     if ctx.relu == "constrained":
         new.upper = window_bounds(target.values, module, step.in_shape, mask=target.mask)
     eq = int(mask.flatten(1).sum(1).min())
-    return new, LayerReport(step.name, step.kind, "switches", equations=eq)
+    return new, LayerReport(step.name, step.operation, "switches", equations=eq)
 
 
 def _avgpool_operator(step, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
@@ -242,7 +245,7 @@ def _avgpool_operator(step, kernel, stride, padding, ceil_mode, count_include_pa
     weight = torch.full((c, 1, *kernel), 1.0 / (divisor or kernel[0] * kernel[1]))
     op = ConvOperator(weight.double(), (h, w), stride=stride, padding=padding, groups=c)
     if op.out_shape != step.out_shape:
-        raise ValueError(
+        raise UserError(
             f"layer {step.name!r} (ceil_mode pooling with partial windows) is not supported; "
             "use ceil_mode=False or an input size the windows tile"
         )
@@ -273,7 +276,7 @@ class _ScaledRows:
         return self.op.adjoint(self.scale * y)
 
 
-def _solve_linear(op, bias, step, target, ctx, kind_method):
+def _solve_linear(op, bias, step, target, ctx, what):
     """Solve the (masked, bounded) least-squares problem of a conv-like layer."""
     t0 = time.perf_counter()
     values = target.values if bias is None else target.values - bias
@@ -281,25 +284,25 @@ def _solve_linear(op, bias, step, target, ctx, kind_method):
     upper = target.upper - bias if target.upper is not None and bias is not None else target.upper
     bounded = any(b is not None and bool(torch.isfinite(b).any()) for b in (lower, upper))
     circular = isinstance(op, ConvOperator) and op.padding_mode == "circular"
-    if ctx.method == "fft" and not circular:
-        raise ValueError(f"method='fft' needs circular padding; layer {step.name!r} pads "
+    if ctx.conv_solver == "fft" and not circular:
+        raise UserError(f"conv_solver='fft' needs circular padding; layer {step.name!r} pads "
                          "with zeros")  # fmt: skip
     mask = target.mask
     if mask is not None:
         mask = mask.expand_as(values)
         values = torch.where(mask, values, 0)
-    kwargs = dict(tol=ctx.tol, strict=ctx.strict)
+    kwargs = dict(tol=ctx.cg_tol, strict=ctx.strict)
     if bounded:
         x, info = bounded_least_squares(
-            op, values, mask=mask, lower=lower, upper=upper, max_iter=ctx.max_iter, **kwargs
+            op, values, mask=mask, lower=lower, upper=upper, max_iter=ctx.cg_iterations, **kwargs
         )
-    elif mask is None and circular and ctx.method in ("auto", "fft"):
+    elif mask is None and circular and ctx.conv_solver in ("auto", "fft"):
         x, info = fft_least_squares(op, values, **kwargs)
     else:
-        x, info = least_squares(op, values, mask=mask, max_iter=ctx.max_iter, **kwargs)
+        x, info = least_squares(op, values, mask=mask, max_iter=ctx.cg_iterations, **kwargs)
     s = info.summary()
     report = LayerReport(
-        step.name, step.kind, f"{kind_method}: {s['method']}",
+        step.name, step.operation, f"{what}: {s['method']}",
         residual=s["residual"], data_residual=s["data_residual"], iterations=s["iterations"],
         converged=s["converged"], equations=s["equations"], unknowns=s["unknowns"],
         rank=s["rank"], violation=s["violation"], seconds=time.perf_counter() - t0,
@@ -311,7 +314,7 @@ def _invert_conv(module: nn.Conv2d, step, target, ctx):
     try:
         op = ConvOperator.from_conv(module, step.in_shape[1:])
     except ValueError as error:
-        raise ValueError(f"layer {step.name!r} (Conv2d): {error}") from None
+        raise UserError(f"layer {step.name!r} (Conv2d): {error}") from None
     op = op.to(device=ctx.device, dtype=ctx.dtype)
     bias = None if module.bias is None else _channel(module.bias.detach().to(ctx.device, ctx.dtype))
     return _solve_linear(op, bias, step, target, ctx, "least squares")
@@ -331,7 +334,7 @@ def _invert_avgpool(module: nn.AvgPool2d, step, target, ctx):
 def _invert_adaptive_avgpool(module: nn.AdaptiveAvgPool2d, step, target, ctx):
     (h, w), (oh, ow) = step.in_shape[1:], step.out_shape[1:]
     if h % oh or w % ow:
-        raise ValueError(
+        raise UserError(
             f"layer {step.name!r} (AdaptiveAvgPool2d) maps {h}x{w} to {oh}x{ow}, which is not "
             "a plain average pooling; only sizes that divide the input are supported"
         )

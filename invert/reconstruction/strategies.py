@@ -17,38 +17,39 @@ a Lanczos run (about one more Gauss-Newton step), so the paper's function called
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError
 from invert.linalg.solvers import ConvergenceWarning
 
 from .features import Features
-from .joint import certified, check_bounds, check_options, solve_joint
+from .joint import check_bounds, check_options, finish, solve_joint
 from .layer_map import LayerMap
-from .layerwise import Reconstruction, reconstruct_layerwise
+from .layerwise import reconstruct_layerwise
+from .result import Note, Reconstruction
+from .settings import JointSettings, LayerwiseSettings, settings_of
 
 __all__ = ["STRATEGIES", "reconstruct"]
 
 STRATEGIES = ("auto", "layerwise", "joint")
 
 
-def _layerwise(model, feats, *, relu, avr, method, max_iter, dtype, device):
-    """The layer-wise result and its per-image residual, or (None, reason)."""
+def _layerwise(model, feats, settings, dtype, device):
+    """The layer-wise result, or (None, reason) where the walk cannot be taken."""
     if not feats.chain:
         return None, "the layers are not a plain chain"
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            rec = reconstruct_layerwise(model, feats, relu=relu, avr=avr, method=method,
-                                        max_iter=max_iter, dtype=dtype, device=device)  # fmt: skip
-    except ValueError as error:
+        with warnings.catch_warnings():  # its stopped solves are in its notes
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return reconstruct_layerwise(model, feats, layerwise=settings, dtype=dtype,
+                                         device=device), None  # fmt: skip
+    except UserError as error:
         return None, str(error)
-    rec.options["warnings"] = [str(w.message) for w in caught]
-    return rec, None
 
 
 def _residual(lm, x):
@@ -56,24 +57,35 @@ def _residual(lm, x):
         return lm.relative(lm.residual(x, lm.all), lm.all).cpu()
 
 
+def _walk_notes(layer_rec, residual, tol, images) -> list[Note]:
+    """The layer-wise result's notes: solves stopped at ``cg_iterations``, and images whose
+    walk misses the features although every layer's solve converged."""
+    notes = list(layer_rec.notes)
+    missed = [i for i in images if float(residual[i]) > tol]
+    if missed and all(r.converged for r in layer_rec.layers):
+        worst = max(float(residual[i]) for i in missed)
+        notes.append(Note(
+            f"the layer-wise walk misses the features of {len(missed)} of {len(residual)} "
+            f"images (feature residual {worst:.1e} > tol {tol:.0e}) although every layer's "
+            "solve converged: a layer on the way is not invertible on its own (a ReLU's "
+            "inactive units, fewer outputs than inputs)", option="strategy",
+            advice="{option} solves through every layer at once"))  # fmt: skip
+    return notes
+
+
 def reconstruct(
     model: nn.Module,
     feats: Features,
     *,
     strategy: str = "auto",
-    pooling: str = "recorded",
-    bounds=None,
     prior: str | None = None,
-    prior_weight: float = 1e-2,
+    bounds=None,
     tol: float | None = None,
-    max_steps: int | None = None,
-    relu: str = "active",
-    avr: str | None = None,
-    method: str = "auto",
-    max_iter: int = 1000,
+    joint: JointSettings | None = None,
+    layerwise: LayerwiseSettings | None = None,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device | None = None,
-    progress: Callable[[dict], None] | None = None,
+    progress: bool = False,
 ) -> Reconstruction:
     """Reconstruct the model input from :func:`~invert.reconstruction.features`.
 
@@ -88,25 +100,28 @@ def reconstruct(
         feature residual; with a ``prior`` it returns the joint result (the prior is what
         was asked for), with ``bounds`` the layer-wise images are first projected onto
         the box.
-    pooling, bounds, prior, prior_weight, max_steps, progress : optional
+    prior, bounds : optional
         Of the joint solve (:func:`~invert.reconstruction.joint.reconstruct_joint`).
     tol : float, optional
         Relative feature residual taken as converged (default ``1e-10`` for float64
         features, ``1e-5`` for float32): when ``"auto"`` refines, when the joint solve
         stops, what the certificate calls converged.
-    relu, avr, method : optional
-        Of the layer-wise walk (:func:`~invert.reconstruction.layerwise.reconstruct_layerwise`).
-    max_iter : int, optional
-        CGLS iterations per least-squares solve (per layer, per Gauss-Newton step).
+    joint : JointSettings, optional
+        The joint solve's settings (pooling, prior weight, steps, CGLS iterations per step).
+    layerwise : LayerwiseSettings, optional
+        The layer-wise walk's settings (ReLU mode, AVR, conv solver, CGLS per layer).
     dtype, device : optional
         float64 by default; ``device=None``: CUDA when available, else CPU.
+    progress : bool, optional
+        Show the Gauss-Newton steps on stderr.
 
     Returns
     -------
     Reconstruction
         ``rec.strategy`` says what made the images (``"joint"`` if the joint solve made
-        any), ``rec.certificate`` has one row per image, ``rec.diagnostics`` (``auto``)
-        each strategy's residuals and the winner per image.
+        any), ``rec.certificate`` has one row per image, ``rec.notes`` what to know and
+        which setting acts on it, ``rec.diagnostics`` (``auto``) each strategy's residuals
+        and the winner per image.
 
     Examples
     --------
@@ -125,54 +140,66 @@ def reconstruct(
     True
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
-    tol = check_options(feats, prior=prior, prior_weight=prior_weight, tol=tol, dtype=dtype,
-                        max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
+        raise UserError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
+    settings, tol = check_options(
+        feats, prior=prior, tol=tol, joint=joint, dtype=dtype, progress=progress
+    )
+    walk = settings_of(layerwise, LayerwiseSettings)
     device = resolve_device(device)  # LayerMap checks the features against the model
-    joint = dict(bounds=bounds, prior=prior, prior_weight=prior_weight, tol=tol,
-                 max_steps=max_steps, max_iter=max_iter, progress=progress)  # fmt: skip
-    with LayerMap(model, feats, pooling=pooling, dtype=dtype, device=device) as lm:
+    used = dict(strategy=strategy, prior=prior, bounds=bounds, joint=settings.as_dict(),
+                layerwise=walk.as_dict(), dtype=str(dtype), device=str(device))  # fmt: skip
+    run = dict(prior=prior, tol=tol, settings=used)
+    with LayerMap(model, feats, pooling=settings.pooling, dtype=dtype, device=device) as lm:
         layer_rec, why = None, None
         if strategy != "joint":
-            layer_rec, why = _layerwise(model, feats, relu=relu, avr=avr, method=method,
-                                        max_iter=max_iter, dtype=dtype, device=device)  # fmt: skip
+            layer_rec, why = _layerwise(model, feats, walk, dtype, device)
             if layer_rec is None and strategy == "layerwise":
-                raise ValueError(why)
+                raise UserError(why)
         if strategy == "layerwise":
-            return certified(lm, layer_rec, tol)
+            notes = _walk_notes(layer_rec, _residual(lm, layer_rec.image), tol,
+                                range(lm.n_images))  # fmt: skip
+            return finish(lm, layer_rec.image, strategy="layerwise", layers=layer_rec.layers,
+                          notes=notes, **run)  # fmt: skip
         if strategy == "joint" or layer_rec is None:
-            solve = solve_joint(lm, model, x0=None, **joint)
-            rec = Reconstruction(image=solve.x, layers=[], features=feats, strategy="joint",
-                                 history=solve.history)  # fmt: skip
-            rec.diagnostics = dict(winner=["joint"] * lm.n_images, layerwise=why)
-            return certified(lm, rec, tol, solve=solve, prior=prior)
-        return _auto(lm, model, layer_rec, tol, joint)
+            solve = solve_joint(lm, model, x0=None, bounds=bounds, prior=prior, tol=tol,
+                                settings=settings, progress=progress)  # fmt: skip
+            diagnostics = dict(winner=["joint"] * lm.n_images, layerwise=why)
+            return finish(lm, solve.x, strategy="joint", solve=solve, diagnostics=diagnostics,
+                          **run)  # fmt: skip
+        return _auto(lm, model, layer_rec, bounds, settings, progress, run)
 
 
-def _auto(lm, model, layer_rec, tol, joint):
-    lo, hi = check_bounds(joint["bounds"], lm)
+def _auto(lm, model, layer_rec, bounds, settings, progress, run):
+    """Layer-wise, then the joint solve from it for the images it leaves above ``tol``;
+    each image gets the better of the two by feature residual."""
+    tol, prior = run["tol"], run["prior"]
+    lo, hi = check_bounds(bounds, lm)
     image = layer_rec.image if lo is None else torch.clamp(layer_rec.image, lo, hi)
     layer_res = _residual(lm, image)
-    refine = (layer_res > tol).tolist() if joint["prior"] is None else [True] * len(layer_res)
+    refine = (layer_res > tol).tolist() if prior is None else [True] * len(layer_res)
     diagnostics = dict(layerwise_residual=layer_res.tolist(), joint_residual=None,
                        winner=["layerwise"] * len(layer_res))  # fmt: skip
-    rec = Reconstruction(image=image, layers=layer_rec.layers, features=layer_rec.features,
-                         options=dict(layer_rec.options), strategy="layerwise")  # fmt: skip
     if not any(refine):
-        rec.diagnostics = diagnostics
-        return certified(lm, rec, tol)
-    solve = solve_joint(lm, model, x0=image, **joint)
+        notes = _walk_notes(layer_rec, layer_res, tol, range(len(layer_res)))
+        return finish(lm, image, strategy="layerwise", layers=layer_rec.layers, notes=notes,
+                      diagnostics=diagnostics, **run)  # fmt: skip
+    solve = solve_joint(lm, model, x0=image, bounds=bounds, prior=prior, tol=tol,
+                        settings=settings, progress=progress)  # fmt: skip
     joint_res = _residual(lm, solve.x)
-    better = [j <= l or joint["prior"] is not None for j, l in zip(joint_res, layer_res)]
+    better = [j <= l or prior is not None for j, l in zip(joint_res, layer_res)]
     pick = torch.tensor(better, device=image.device).view(-1, *([1] * (image.dim() - 1)))
-    rec.image = torch.where(pick, solve.x, image)
-    rec.history, rec.strategy = solve.history, "joint" if any(better) else "layerwise"
-    diagnostics.update(joint_residual=joint_res.tolist(),
-                       winner=["joint" if b else "layerwise" for b in better])  # fmt: skip
-    rec.diagnostics = diagnostics
+    status, reasons = list(solve.status), list(solve.notes)
     for i, b in enumerate(better):
         if not b:  # the layer-wise image stands: its own residual decides
             done = bool(layer_res[i] <= tol)
-            solve.status[i] = "converged" if done else "layerwise"
-            solve.notes[i] = None if done else f"not converged: residual {layer_res[i]:.1e}"
-    return certified(lm, rec, tol, solve=solve, prior=joint["prior"])
+            status[i] = "converged" if done else "layerwise"
+            reasons[i] = None if done else f"not converged: residual {layer_res[i]:.1e}"
+    diagnostics.update(joint_residual=joint_res.tolist(),
+                       winner=["joint" if b else "layerwise" for b in better])  # fmt: skip
+    kept = [i for i, b in enumerate(better) if not b]
+    return finish(
+        lm, torch.where(pick, solve.x, image), strategy="joint" if any(better) else "layerwise",
+        layers=layer_rec.layers, notes=_walk_notes(layer_rec, layer_res, tol, kept),
+        solve=dataclasses.replace(solve, status=status, notes=reasons), diagnostics=diagnostics,
+        joint_images=[i for i, b in enumerate(better) if b], **run,
+    )  # fmt: skip
