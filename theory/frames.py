@@ -36,23 +36,23 @@ Methods (:func:`frame_bounds`):
   only ``eps * sqrt(B)``).
 * ``"fft-svd"`` (circular padding, ``spectrum=True``): the singular values of every
   ``K(w)``, i.e. the whole spectrum with its multiplicities.
-* ``"dense"`` (any padding, small inputs): ``torch.linalg.eigvalsh`` of the dense
-  matrix of ``T^T T``, built column by column with :meth:`ConvOperator.normal`. Used
-  for zero padding when the input dimension per group is at most
-  :data:`DENSE_MAX_DIM` (a ``4096 x 4096`` float64 matrix: 128 MiB, seconds).
-* ``"lanczos"`` (zero padding, large inputs): implicitly restarted Lanczos
-  (``scipy.sparse.linalg.eigsh``) on the matrix-free normal operator, once for the
-  largest and once for the smallest eigenvalue (``A`` included). Its ``tol`` is the
-  *a posteriori* residual norm ``||T^T T v - theta v||`` of the returned Ritz pairs,
-  so each reported value is within ``tol`` of an eigenvalue of ``T^T T``. A bound
-  whose solve did not converge is reported as ``nan`` with ``converged=False`` and a
-  :class:`FrameBoundsWarning`. ``B`` converges in tens of products; ``A`` of an
-  ill-conditioned layer sits in a tight cluster at the bottom of the spectrum and can
-  take thousands (the default limit is 300 restarts of a 100-vector Krylov basis).
+The dense, Lanczos and Krylov methods are one engine,
+:func:`invert.linalg.spectrum.extreme_eigenvalues`, applied to ``T^T T`` of each group:
 
-* ``"krylov"`` (zero padding, large inputs; the default there): one Lanczos run with full
+* ``"dense"`` (any padding, small inputs): the engine's dense method, ``eigvalsh`` in
+  float64 of the matrix of ``T^T T`` built column by column with
+  :meth:`ConvOperator.normal`. Used for zero padding when the input dimension per group is
+  at most :data:`DENSE_MAX_DIM` (the engine's one threshold; a ``4096 x 4096`` float64
+  matrix: 128 MiB, seconds).
+* ``"lanczos"`` (zero padding): the engine's Lanczos as it is (float64 products, random
+  start, at most ``max_iter`` products, default 1000). Its ``tol`` is the *a posteriori*
+  residual norm ``||T^T T v - theta v||`` of the Ritz pairs, so each reported value is
+  within ``tol`` of an eigenvalue of ``T^T T``. A bound whose solve did not converge is
+  reported as ``nan`` with ``converged=False`` and a :class:`FrameBoundsWarning`.
+* ``"krylov"`` (zero padding, large inputs; the default there): the engine's Lanczos from
+  a chosen start, both ends from one run with full
   reorthogonalisation gives both ends (at most ``max_iter`` products of ``T^T T``,
-  basis capped at 512 MiB). Products are float32 when ``rtol >= 1e-5`` (about 4x faster
+  basis capped at 1 GiB). Products are float32 when ``rtol >= 1e-5`` (about 4x faster
   than float64 convolutions on a CPU), the recurrence and the Ritz values float64.
   The start is the top singular vector of the symbol of a circular version of the
   layer at its peak frequency, as a plane wave tapered by a sine window (its Rayleigh
@@ -106,12 +106,12 @@ from torch import nn
 
 from invert.device import check_memory, resolve_device
 from invert.linalg.operators import (
-    DENSE_MAX_DIM,
     ConvOperator,
     as_conv_weight,
     as_pair,
     conv_padding,
 )
+from invert.linalg.spectrum import DENSE_MAX_DIM, extreme_eigenvalues
 from invert.nn import conv_input_sizes, conv_layers
 
 __all__ = [
@@ -127,10 +127,9 @@ _CHUNK_BYTES = 64 * 2**20  # working memory per block of frequencies
 _DIRECT_GRAM_SIZE = 32  # Gram matrices up to this size are simply eigendecomposed
 _METHODS = ("auto", "fft", "dense", "lanczos", "krylov")
 _PARALLEL_FLOPS = 1e9  # spread the frequencies over threads above this much work
-_LANCZOS_NCV = 100  # Krylov basis size: the bottom of T^T T is a tight cluster
-_LANCZOS_RESTARTS = 300  # about 30 000 applications of T^T T
+_LANCZOS_ITER = 1000  # products of the "lanczos" method (float64, random start)
 _KRYLOV_ITER = 300  # products of the "krylov" method (both ends from one Krylov space)
-_KRYLOV_BASIS_BYTES = 512 * 2**20  # its basis (fewer steps on huge inputs)
+_BASIS_BYTES = 1 << 30  # the engine's Lanczos basis cap (invert.linalg.spectrum)
 _FLOAT32_RTOL = 1e-5  # looser tolerances are met with float32 products
 _BRACKET_FLOPS = 2e9  # the FFT upper bound on B of the "krylov" method, when this cheap
 _UNCONVERGED = {
@@ -240,13 +239,13 @@ def frame_bounds(
     method : {"auto", "fft", "dense", "lanczos", "krylov"}, optional
         ``"auto"``: ``"fft"`` for circular padding; for zero padding ``"dense"`` up to
         :data:`DENSE_MAX_DIM` input dimensions per group, else ``"1x1"`` (exact) for
-        1x1 kernels and ``"krylov"`` for the others. ``"lanczos"``: scipy's ``eigsh``.
+        1x1 kernels and ``"krylov"`` for the others. ``"lanczos"``: the engine's plain
+        Lanczos (float64, random start).
     rtol : float, optional
         Relative tolerance of the iterative solves (``"krylov"``: residuals ``<= rtol B``;
         float32 products when ``rtol >= 1e-5``).
     max_iter : int, optional
-        ``"lanczos"``: restart limit (default 300, about 30 000 products); ``"krylov"``:
-        products (default 300).
+        Products of ``T^T T``: ``"lanczos"`` (default 1000), ``"krylov"`` (default 300).
 
     Returns
     -------
@@ -341,13 +340,11 @@ def frame_bounds(
         and min(math.prod(p.in_shape) for p in op.split_groups()) < 3
     ):
         method = "dense"  # too small for a Krylov method
-    if method in ("lanczos", "krylov"):  # Krylov vectors of the input, products through the output
-        itemsize = torch.finfo(dtype).bits // 8
-        vectors = _LANCZOS_NCV + 4 if method == "lanczos" else 6
-        needed = 8 * vectors * math.prod(op.in_shape) + 4 * itemsize * math.prod(
-            op.out_shape)  # fmt: skip
-        if method == "krylov":  # and its basis
-            needed += min(_KRYLOV_BASIS_BYTES, itemsize * math.prod(op.in_shape) * _KRYLOV_ITER)
+    if method in ("lanczos", "krylov"):  # the engine's basis and a few vectors of the input
+        itemsize = torch.finfo(dtype).bits // 8 if method == "krylov" else 8
+        steps = _KRYLOV_ITER if method == "krylov" else _LANCZOS_ITER
+        needed = 8 * 6 * math.prod(op.in_shape) + 4 * itemsize * math.prod(op.out_shape)
+        needed += min(_BASIS_BYTES, itemsize * math.prod(op.in_shape) * (max_iter or steps))
         check_memory(needed, device, f"Lanczos frame bounds on a {op.input_size[0]}x"
                      f"{op.input_size[1]} input", "use a smaller input size")  # fmt: skip
     if method == "fft":
@@ -848,26 +845,12 @@ def _fft_spectrum(parts: list[ConvOperator], eps: float, input_dim: int) -> Fram
                        values)  # fmt: skip
 
 
-# --- zero padding: dense and Lanczos ---------------------------------------------------
+# --- zero padding: dense and Lanczos, by the one eigenvalue engine -----------------------
 
 
-def _dense_normal(op: ConvOperator) -> torch.Tensor:
-    """The matrix of ``T^T T``, column by column (``n^2`` memory)."""
-    n = math.prod(op.in_shape)
-    if n > 4 * DENSE_MAX_DIM:
-        raise ValueError(
-            f"input dimension {n} is too large for the dense method (max {4 * DENSE_MAX_DIM}); "
-            f"use method='lanczos' or a smaller input"
-        )
-    dtype, device = op.weight.dtype, op.weight.device
-    out = torch.empty(n, n, dtype=dtype, device=device)
-    step = max(1, min(n, 2**22 // max(1, math.prod(op.out_shape))))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        basis = torch.zeros(stop - start, n, dtype=dtype, device=device)
-        basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
-        out[:, start:stop] = op.normal(basis.reshape(-1, *op.in_shape)).reshape(stop - start, n).T
-    return (out + out.T) / 2
+def _normal_matvec(part: ConvOperator):
+    """``T^T T`` of one group as the engine's batched ``matvec`` (one operator)."""
+    return lambda v: part.normal(v.to(part.weight.dtype))
 
 
 def _dense_bounds(op: ConvOperator, *, spectrum: bool) -> FrameBounds:
@@ -875,8 +858,9 @@ def _dense_bounds(op: ConvOperator, *, spectrum: bool) -> FrameBounds:
     pieces, size = [], 1
     for part in op.split_groups():
         n_in, n_out = math.prod(part.in_shape), math.prod(part.out_shape)
-        values = torch.linalg.eigvalsh(_dense_normal(part)).to("cpu", torch.float64)
-        values = values.clamp_min(0)
+        spec = extreme_eigenvalues(_normal_matvec(part), part.in_shape, method="dense",
+                                   dtype=part.weight.dtype, device=part.weight.device)  # fmt: skip
+        values = spec.values[0].clamp_min(0)
         if n_out < n_in:  # rank <= n_out: these zeros are structural
             values[: n_in - n_out] = 0
         pieces.append(values)
@@ -888,51 +872,37 @@ def _dense_bounds(op: ConvOperator, *, spectrum: bool) -> FrameBounds:
 
 
 def _lanczos_bounds(op: ConvOperator, *, rtol: float, max_iter: int | None) -> FrameBounds:
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-
-    max_iter = _LANCZOS_RESTARTS if max_iter is None else max_iter
-
-    np_dtype = np.float64 if op.weight.dtype == torch.float64 else np.float32
+    """Lanczos from a random start in float64 (the engine as it is); an end that misses
+    ``rtol`` is reported as nan with a :class:`FrameBoundsWarning`."""
+    max_iter = _LANCZOS_ITER if max_iter is None else max_iter
     a_value, b_value, tol, converged = math.inf, 0.0, 0.0, True
     for g, part in enumerate(op.split_groups()):
-        n_in, n_out = math.prod(part.in_shape), math.prod(part.out_shape)
-        weight = part.weight
-
-        def matvec(v, part=part, weight=weight):
-            x = torch.as_tensor(np.ascontiguousarray(v, dtype=np_dtype)).to(weight.device)
-            y = part.normal(x.reshape(1, *part.in_shape))
-            return y.reshape(-1).cpu().numpy()
-
-        linear = LinearOperator((n_in, n_in), matvec=matvec, dtype=np_dtype)
-        v0 = np.random.default_rng(g).standard_normal(n_in).astype(np_dtype)
-        ends = ["LA"] if n_out < n_in else ["LA", "SA"]
-        if n_out < n_in:
+        wide = math.prod(part.out_shape) < math.prod(part.in_shape)
+        spec = extreme_eigenvalues(
+            _normal_matvec(part), part.in_shape, method="lanczos", smallest=not wide,
+            tol=rtol, max_iter=max_iter, dtype=torch.float64, device=part.weight.device,
+            start=g,
+        )  # fmt: skip
+        residuals = [float(spec.residual_largest[0])]
+        hi_ok = float(spec.residual_largest[0]) <= rtol * float(spec.largest[0])
+        b_value = max(b_value, float(spec.largest[0])) if hi_ok else math.nan
+        if wide:
             a_value = 0.0  # rank <= n_out < n_in: a structural kernel
-        for which in ends:
-            try:
-                value, vector = eigsh(
-                    linear, k=1, which=which, tol=rtol, maxiter=max_iter, v0=v0,
-                    ncv=min(n_in, _LANCZOS_NCV),
-                )  # fmt: skip
-            except ArpackNoConvergence:
-                converged = False
-                end = "largest" if which == "LA" else "smallest"
-                warnings.warn(
-                    f"Lanczos for the {end} eigenvalue of T^T T did not converge within "
-                    f"{max_iter} restarts (group {g}); it is reported as nan (raise max_iter, "
-                    f"loosen rtol, or use method='dense' on a smaller input)",
-                    FrameBoundsWarning,
-                    stacklevel=3,
-                )
-                value, vector = np.array([np.nan]), None
-            theta = float(value[0])
-            if vector is not None:
-                v = vector[:, 0] / np.linalg.norm(vector[:, 0])
-                tol = max(tol, float(np.linalg.norm(matvec(v) - theta * v)))
-            if which == "LA":
-                b_value = math.nan if math.isnan(theta) else max(b_value, theta)
-            else:
-                a_value = math.nan if math.isnan(theta) else min(a_value, max(0.0, theta))
+        elif bool(spec.converged[0]):
+            a_value = min(a_value, float(spec.smallest[0]))
+            residuals.append(float(spec.residual_smallest[0]))
+        else:
+            a_value = math.nan
+        tol = max(tol, *residuals)
+        if not (hi_ok and (wide or bool(spec.converged[0]))):
+            converged = False
+            warnings.warn(
+                f"Lanczos for the extreme eigenvalues of T^T T did not converge within "
+                f"{max_iter} products (group {g}); what missed rtol is reported as nan "
+                f"(raise max_iter, loosen rtol, or use method='dense' on a smaller input)",
+                FrameBoundsWarning,
+                stacklevel=3,
+            )
     return FrameBounds(a_value, b_value, "lanczos", tol, converged, math.prod(op.in_shape))
 
 
@@ -1055,8 +1025,13 @@ def _krylov_bounds(op: ConvOperator, *, rtol: float, max_iter: int | None) -> Fr
         # a random part: the smallest eigenvalue's eigenvectors are not plane waves
         q = noise / noise.norm() if start is None else start + 0.3 * noise / noise.norm()
         q = q.to(part.weight.device)
-        theta, residual, k = _lanczos_ends(fast, q.reshape(-1), max_iter=max_iter, rtol=rtol,
-                                           need_min=need_min)  # fmt: skip
+        spec = extreme_eigenvalues(
+            _normal_matvec(fast), part.in_shape, method="lanczos", smallest=need_min,
+            tol=rtol, floor=rtol, max_iter=max_iter, dtype=low, device=q.device, start=q[None],
+        )  # fmt: skip
+        theta = (float(spec.smallest[0]), float(spec.largest[0]))
+        residual = (float(spec.residual_smallest[0]), float(spec.residual_largest[0]))
+        k = spec.iterations
         steps = max(steps, k)
         noise_floor = _product_noise(part, low) * theta[1]
         b_value = max(b_value, theta[1])
@@ -1088,50 +1063,6 @@ def _product_noise(part: ConvOperator, dtype: torch.dtype) -> float:
     for sums of ``L`` terms with independent rounding errors, twice)."""
     terms = part.weight[0].numel() * max(1, part.out_channels // part.in_channels)
     return 2 * math.sqrt(part.weight[0].numel() + terms) * torch.finfo(dtype).eps
-
-
-def _lanczos_ends(op: ConvOperator, q: torch.Tensor, *, max_iter: int, rtol: float,
-                  need_min: bool):  # fmt: skip
-    """Lanczos with full reorthogonalisation on ``T^T T`` from ``q``, products in the
-    precision of ``op``; the recurrence in float64. Returns the extreme Ritz values
-    ``(theta_min, theta_max)``, their residual norms ``beta_k |s_k|`` and the steps."""
-    from scipy.linalg import eigh_tridiagonal
-
-    low, n = op.weight.dtype, q.numel()
-    limit = max(2, min(max_iter, n, _KRYLOV_BASIS_BYTES // (n * op.weight.element_size())))
-    basis = torch.empty(limit, n, dtype=low, device=op.weight.device)
-    q = q.to(torch.float64) / q.norm()
-    previous, beta_previous = torch.zeros_like(q), 0.0
-    alphas, betas = [], []
-
-    def ritz(k):
-        a, b = np.array(alphas[:k]), np.array(betas[:k])
-        if k == 1:
-            return (a[0], a[0]), (abs(b[0]), abs(b[0]))
-        values, vectors = eigh_tridiagonal(a, b[: k - 1])
-        return (values[0], values[-1]), (abs(b[k - 1] * vectors[-1, 0]),
-                                         abs(b[k - 1] * vectors[-1, -1]))  # fmt: skip
-
-    k = 0
-    for k in range(1, limit + 1):
-        basis[k - 1] = q.to(low)
-        w = op.normal(q.to(low).reshape(1, *op.in_shape)).reshape(-1).to(torch.float64)
-        alpha = float(w @ q)
-        w -= alpha * q + beta_previous * previous
-        for _ in range(2):  # full reorthogonalisation, twice is enough
-            w -= (basis[:k] @ w.to(low) @ basis[:k]).to(torch.float64)
-        beta = float(w.norm())
-        alphas.append(alpha)
-        betas.append(beta)
-        if beta <= 1e-13 * max(abs(a) for a in alphas):  # an invariant subspace: exact
-            break
-        if k % 5 == 0:
-            theta, residual = ritz(k)
-            if residual[1] <= rtol * theta[1] and (not need_min or residual[0] <= rtol * theta[1]):
-                break
-        previous, beta_previous, q = q, beta, w / beta
-    theta, residual = ritz(k)
-    return tuple(map(float, theta)), tuple(map(float, residual)), k
 
 
 # --- models ----------------------------------------------------------------------------

@@ -1,23 +1,26 @@
-"""Extreme eigenvalues of a batch of symmetric positive semi-definite operators, matrix-free.
+"""Extreme eigenvalues of a batch of symmetric positive semi-definite operators: the one
+engine of the toolkit (frame bounds, pooling metrics and the certificate use it).
 
 :func:`extreme_eigenvalues` takes a batched ``matvec``: ``matvec(v)`` maps ``(N, *shape)``
 to ``(N, *shape)`` and applies operator ``i`` to ``v[i]`` (e.g. ``J_i^T J_i`` of a
-network's Jacobian at image ``i``, from ``jvp``/``vjp``). Two methods:
+network's Jacobian at image ``i``, from ``jvp``/``vjp``; or ``T^T T`` of a conv layer).
+Two methods, with one threshold between them (``"auto"``: dense up to
+:data:`DENSE_MAX_DIM` unknowns, Lanczos beyond):
 
+* ``"dense"``: the matrix itself, column by column (``n`` products), and
+  ``torch.linalg.eigvalsh`` in float64: exact up to rounding (absolute error about
+  ``n eps lambda_max``); every eigenvalue comes back (:attr:`Spectrum.values`).
 * ``"lanczos"``: Lanczos with full reorthogonalisation, one Krylov basis per sample, all
-  samples advanced together (one ``matvec`` per iteration). The extreme Ritz values of the
-  tridiagonal matrix are the estimates; each comes with its a-posteriori residual
-  ``rho = ||M y - theta y||`` (``beta_k |s_k|``), so an eigenvalue of ``M`` lies within
-  ``rho`` of it. A Ritz value never lies outside the spectrum: the smallest one is an
-  *upper* estimate of the smallest eigenvalue (an eigenvector orthogonal to the whole
+  samples advanced together (one ``matvec`` per iteration). The recurrence and the Ritz
+  values are float64 whatever the precision of the products (``dtype``). The extreme Ritz
+  values of the tridiagonal matrix are the estimates; each comes with its a-posteriori
+  residual ``rho = ||M y - theta y||`` (``beta_k |s_k|``), so an eigenvalue of ``M`` lies
+  within ``rho`` of it. A Ritz value never lies outside the spectrum: the smallest one is
+  an *upper* estimate of the smallest eigenvalue (an eigenvector orthogonal to the whole
   Krylov space would stay unseen; a random start makes that unlikely, it does not
   exclude it). A sample stops when ``rho_max <= tol * theta_max`` and
-  ``rho_min <= tol * theta_min + floor * theta_max`` (``floor``: the float64 noise level,
-  below which ``theta_min`` is indistinguishable from 0).
-* ``"dense"``: the matrix itself, column by column (``n`` products), and
-  ``torch.linalg.eigvalsh``: exact up to rounding (absolute error about ``n eps lambda_max``).
-
-``"auto"`` is dense for ``n <= 256`` and Lanczos otherwise.
+  ``rho_min <= tol * theta_min + floor * theta_max`` (``floor``: by default the float64
+  noise level ``16 sqrt(n) eps``, below which ``theta_min`` is indistinguishable from 0).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Spectrum", "extreme_eigenvalues"]
+from .operators import DENSE_MAX_DIM
 
-_DENSE_MAX = 256
+__all__ = ["DENSE_MAX_DIM", "Spectrum", "extreme_eigenvalues"]
+
 _BASIS_BYTES = 1 << 30  # Lanczos basis memory cap
 _CHECK_EVERY = 5
+_METHODS = ("auto", "lanczos", "dense")
 
 
 @dataclass
@@ -52,6 +57,9 @@ class Spectrum:
         Operator products used (per sample).
     method : str
         ``"lanczos"`` or ``"dense"``.
+    values : torch.Tensor or None
+        ``"dense"``: every eigenvalue, ``(N, n)`` float64 ascending (not clamped);
+        ``None`` for ``"lanczos"``.
     """
 
     smallest: torch.Tensor
@@ -61,28 +69,28 @@ class Spectrum:
     converged: torch.Tensor
     iterations: int
     method: str
+    values: torch.Tensor | None = None
 
 
 def _dense(matvec, shape, n_samples, dtype, device) -> Spectrum:
     n = math.prod(shape)
-    cols = []
+    m = torch.empty(n_samples, n, n, dtype=torch.float64, device=device)
     for j in range(n):
         e = torch.zeros(n_samples, n, dtype=dtype, device=device)
         e[:, j] = 1
-        cols.append(matvec(e.view(n_samples, *shape)).reshape(n_samples, n))
-    m = torch.stack(cols, dim=-1)
-    values = torch.linalg.eigvalsh((m + m.mT) / 2).double().cpu()
+        m[:, :, j] = matvec(e.view(n_samples, *shape)).reshape(n_samples, n)
+    values = torch.linalg.eigvalsh((m + m.mT) / 2).cpu()
     zero = torch.zeros(n_samples, dtype=torch.float64)
     return Spectrum(values[:, 0].clamp(min=0), values[:, -1], zero, zero.clone(),
-                    torch.ones(n_samples, dtype=torch.bool), n, "dense")  # fmt: skip
+                    torch.ones(n_samples, dtype=torch.bool), n, "dense", values)  # fmt: skip
 
 
 def _ritz(alphas, betas, k):
     """Extreme Ritz values of the k x k tridiagonal matrices, with their residual bounds."""
     from scipy.linalg import eigh_tridiagonal
 
-    a = torch.stack(alphas[:k], 1).double().cpu().numpy()
-    b = torch.stack(betas[:k], 1).double().cpu().numpy()
+    a = torch.stack(alphas[:k], 1).cpu().numpy()
+    b = torch.stack(betas[:k], 1).cpu().numpy()
     out = torch.zeros(4, a.shape[0], dtype=torch.float64)
     for i in range(a.shape[0]):
         for j, end in enumerate((0, k - 1)):
@@ -96,32 +104,44 @@ def _ritz(alphas, betas, k):
     return out[0], out[1], out[2], out[3]
 
 
-def _lanczos(matvec, shape, n_samples, dtype, device, tol, floor, max_iter, seed, smallest):
+def _start(start, shape, n_samples, device) -> torch.Tensor:
+    """Unit start vectors ``(N, n)`` in float64: given, or random from a seed."""
     n = math.prod(shape)
-    k_max = max(2, min(max_iter, n, _BASIS_BYTES // max(1, n_samples * n * 8)))
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    q = torch.randn(n_samples, n, generator=gen, dtype=torch.float64).to(device, dtype)
-    q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+    if isinstance(start, torch.Tensor):
+        q = start.reshape(n_samples, n).to(device, torch.float64)
+    else:
+        gen = torch.Generator(device="cpu").manual_seed(int(start))
+        q = torch.randn(n_samples, n, generator=gen, dtype=torch.float64).to(device)
+    return q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
+
+
+def _lanczos(matvec, shape, n_samples, dtype, device, options) -> Spectrum:
+    tol, floor, max_iter, start, smallest = options
+    n = math.prod(shape)
+    itemsize = torch.finfo(dtype).bits // 8
+    k_max = max(2, min(max_iter, n, _BASIS_BYTES // max(1, n_samples * n * itemsize)))
+    q = _start(start, shape, n_samples, device)
     basis = torch.zeros(n_samples, k_max, n, dtype=dtype, device=device)
     alphas, betas = [], []
     alive = torch.ones(n_samples, dtype=torch.bool, device=device)
     prev = torch.zeros_like(q)
-    beta_prev = torch.zeros(n_samples, dtype=dtype, device=device)
+    beta_prev = torch.zeros(n_samples, dtype=torch.float64, device=device)
     converged = torch.zeros(n_samples, dtype=torch.bool)
-    scale = torch.zeros(n_samples, dtype=dtype, device=device)
+    scale = torch.zeros(n_samples, dtype=torch.float64, device=device)
     k = 0
     for k in range(1, k_max + 1):
-        basis[:, k - 1] = q
-        w = matvec(q.view(n_samples, *shape)).reshape(n_samples, n).to(dtype)
+        basis[:, k - 1] = q.to(dtype)
+        w = matvec(q.to(dtype).view(n_samples, *shape)).reshape(n_samples, n).double()
         w = w - beta_prev[:, None] * prev
         alpha = (w * q).sum(1)
         w = w - alpha[:, None] * q
         for _ in range(2):  # full reorthogonalisation, twice is enough
-            w = w - torch.einsum("nk,nkd->nd", torch.einsum("nkd,nd->nk", basis[:, :k], w),
-                                 basis[:, :k])  # fmt: skip
+            low = w.to(dtype)
+            w = w - torch.einsum("nk,nkd->nd", torch.einsum("nkd,nd->nk", basis[:, :k], low),
+                                 basis[:, :k]).double()  # fmt: skip
         beta = torch.linalg.vector_norm(w, dim=1)
         scale = torch.maximum(scale, alpha.abs())
-        broke = beta <= 1e-13 * torch.clamp(scale, min=torch.finfo(dtype).tiny)
+        broke = beta <= 1e-13 * torch.clamp(scale, min=torch.finfo(torch.float64).tiny)
         alive = alive & ~broke  # an invariant subspace: the Ritz values are exact
         alphas.append(torch.where(alive | broke, alpha, torch.zeros_like(alpha)))
         betas.append(torch.where(alive, beta, torch.zeros_like(beta)))
@@ -147,10 +167,11 @@ def extreme_eigenvalues(
     method: str = "auto",
     smallest: bool = True,
     tol: float = 1e-3,
+    floor: float | None = None,
     max_iter: int = 500,
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
-    seed: int = 0,
+    start: int | torch.Tensor = 0,
 ) -> Spectrum:
     """Smallest and largest eigenvalues of ``batch`` symmetric PSD operators.
 
@@ -164,18 +185,22 @@ def extreme_eigenvalues(
     batch : int, optional
         Number of operators.
     method : {"auto", "lanczos", "dense"}, optional
-        See the module notes.
+        ``"auto"``: dense for ``n <= DENSE_MAX_DIM``, else Lanczos (see the module notes).
     smallest : bool, optional
         False when only the largest eigenvalue is wanted (Lanczos then stops on it alone;
         the smallest is still reported, unconverged).
     tol : float, optional
         Lanczos: relative residual of the Ritz values (see the module notes).
+    floor : float, optional
+        Lanczos: a residual of the smallest Ritz value up to ``floor * theta_max`` is
+        accepted whatever its size (default: the float64 noise level ``16 sqrt(n) eps``).
     max_iter : int, optional
         Lanczos iterations (capped by ``n`` and by 1 GiB of basis).
     dtype, device : optional
-        Of the vectors.
-    seed : int, optional
-        Of the random start.
+        Of the vectors ``matvec`` sees (and of the Lanczos basis); the recurrence, the
+        dense matrix and the eigenvalues are float64.
+    start : int or torch.Tensor, optional
+        Lanczos: the start vectors ``(batch, *shape)``, or the seed of random ones.
 
     Returns
     -------
@@ -191,8 +216,11 @@ def extreme_eigenvalues(
     >>> exact = torch.linalg.eigvalsh(gram)
     >>> bool(torch.allclose(spec.smallest, exact[:, 0])), bool(spec.converged.all())
     (True, True)
+    >>> dense = extreme_eigenvalues(lambda v: (gram @ v[..., None])[..., 0], (20,), batch=2)
+    >>> dense.method, bool(torch.allclose(dense.values, exact))
+    ('dense', True)
     """
-    if method not in ("auto", "lanczos", "dense"):
+    if method not in _METHODS:
         raise ValueError(f"method must be 'auto', 'lanczos' or 'dense'; got {method!r}")
     if not callable(matvec):
         raise TypeError("matvec must be callable: (batch, *shape) -> (batch, *shape)")
@@ -202,7 +230,9 @@ def extreme_eigenvalues(
     if not tol > 0 or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"tol must be > 0 and max_iter a positive int; got {tol}, {max_iter}")
     n = math.prod(shape)
-    if method == "dense" or (method == "auto" and n <= _DENSE_MAX):
+    if method == "dense" or (method == "auto" and n <= DENSE_MAX_DIM):
         return _dense(matvec, shape, batch, dtype, device)
-    floor = 16 * math.sqrt(n) * torch.finfo(torch.float64).eps
-    return _lanczos(matvec, shape, batch, dtype, device, tol, floor, max_iter, seed, smallest)
+    if floor is None:
+        floor = 16 * math.sqrt(n) * torch.finfo(torch.float64).eps
+    options = (tol, floor, max_iter, start, smallest)
+    return _lanczos(matvec, shape, batch, dtype, device, options)
