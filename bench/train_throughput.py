@@ -37,7 +37,7 @@ from figures.common import machine_line as machine
 from invert.data import ImageDataset
 from invert.nn.zoo import create_model
 from invert.train.recipe import Hardware, Recipe
-from invert.train.trainer import Trainer, he_init
+from invert.train.trainer import RunSettings, Trainer, he_init
 
 LR = 0.002
 
@@ -105,7 +105,8 @@ def compare(args, device, *, amp: bool, plain_dtype=torch.float32):
         weight_decay=5e-4, schedule="cosine", grad_clip=1.0,
         hardware=Hardware(num_workers=0, amp=amp, channels_last=amp),
     )  # fmt: skip
-    trainer = Trainer(model, data, recipe=recipe, device=device, progress=False)
+    run = RunSettings(recipe=recipe, device=device, progress=False)
+    trainer = Trainer(model, data, settings=run)
     trainer.setup()
     optimizer = torch.optim.SGD(reference.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
     # the plain loop gets its data ready-made: float32 in [0, 1] on the device

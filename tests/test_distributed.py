@@ -45,6 +45,7 @@ from invert.train.checkpoints import load_checkpoint, load_training_state, save_
 from invert.train.distributed import current_context, distributed, distributed_environment
 from invert.train.trainer import (
     Recipe,
+    RunSettings,
     Trainer,
     build_model,
     evaluate,
@@ -289,8 +290,9 @@ def test_augmentation_shards_are_the_global_batch_draws():
                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
         for world in (2, 3):
             for rank in range(world):
-                trainer = Trainer(model, [(images[0], 0)], recipe=recipe.replace(batch_size=12),
-                                  device="cpu", rank=rank, world_size=world)  # fmt: skip
+                run = RunSettings(recipe=recipe.replace(batch_size=12), device="cpu")
+                trainer = Trainer(model, [(images[0], 0)], settings=run, rank=rank,
+                                  world_size=world)  # fmt: skip
                 trainer.max_shift = shift
                 mine = trainer._augment(
                     images[rank::world].clone(), torch.Generator().manual_seed(seed)
@@ -318,8 +320,9 @@ def test_a_world_size_that_does_not_divide_the_batch(monkeypatch, capsys, tmp_pa
     )
     assert not (tmp_path / "m.safetensors").exists()
     with pytest.raises(ValueError, match="not divisible by the world size 3"):
-        Trainer(torch.nn.Linear(2, 2), [(torch.zeros(2), 0)], recipe=Recipe(batch_size=32),
-                rank=0, world_size=3)  # fmt: skip
+        Trainer(torch.nn.Linear(2, 2), [(torch.zeros(2), 0)],
+                settings=RunSettings(recipe=Recipe(batch_size=32)), rank=0,
+                world_size=3)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -25,13 +25,13 @@ SPEC = "convpool_c@textures"
 def counted(monkeypatch):
     """Count the trainings the loader starts."""
     calls = []
-    real = loader.train_from_spec
+    real = loader.fit_spec
 
     def counting(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loader, "train_from_spec", counting)
+    monkeypatch.setattr(loader, "fit_spec", counting)
     return calls
 
 
@@ -132,13 +132,13 @@ def test_unwritable_cache_directory_is_a_one_line_error(tmp_path, counted):
 def _concurrent_request(cache, result, marker_dir):
     """One of two processes asking for the same model at the same time."""
     torch.set_num_threads(1)
-    real = loader.train_from_spec
+    real = loader.fit_spec
 
     def marking(*args, **kwargs):
         (marker_dir / f"trained-{os.getpid()}").touch()
         return real(*args, **kwargs)
 
-    loader.train_from_spec = marking
+    loader.fit_spec = marking
     model = load_model(SPEC, recipe="tiny", cache_dir=cache, device="cpu", progress=False)
     torch.save(model.state_dict(), result)
     os._exit(0)

@@ -29,6 +29,7 @@ from invert.train.protocols import (
     vote,
 )
 from invert.train.recipe import Hardware, Recipe, get_recipe
+from invert.train.settings import RunSettings
 from invert.train.trainer import train
 
 
@@ -220,8 +221,8 @@ def test_evaluate_ten_crop_against_item_by_item_scores():
 
 def test_kfold_protocol_average_and_vote_by_hand():
     train_set, test_set = _coloured(n_per_class=10), _coloured(n_per_class=6, seed=1)
-    result = kfold_protocol(_small_net, train_set, test_set, folds=3, recipe=RECIPE, seed=4,
-                            device="cpu", progress=False)  # fmt: skip
+    run = RunSettings(recipe=RECIPE, seed=4, device="cpu", progress=False)
+    result = kfold_protocol(_small_net, train_set, test_set, folds=3, settings=run)
     parts = kfold_indices(train_set.labels, folds=3, seed=4)
     assert result.fold_sizes == [10, 10, 10] and len(result.models) == 3
     labels = test_set.labels.numpy()
@@ -251,14 +252,15 @@ def test_kfold_protocol_average_and_vote_by_hand():
 def test_kfold_protocol_rejects_fewer_samples_than_folds():
     data = _coloured(n_per_class=2)  # 6 items
     with pytest.raises(ValueError, match="cannot split 6 samples into 10 folds"):
-        kfold_protocol(_small_net, data, data, recipe=RECIPE, device="cpu", progress=False)
+        run = RunSettings(recipe=RECIPE, device="cpu", progress=False)
+        kfold_protocol(_small_net, data, data, settings=run)
 
 
 def test_single_protocol_stops_at_the_held_out_loss(tmp_path):
+    run = RunSettings(recipe=RECIPE.replace(epochs=4), seed=1, out=tmp_path, device="cpu",
+                      progress=False)  # fmt: skip
     train_set, test_set = _coloured(n_per_class=12), _coloured(n_per_class=5, seed=2)
-    result = single_protocol(_small_net, train_set, test_set, recipe=RECIPE.replace(epochs=4),
-                             holdout=0.25, seed=1, out=tmp_path, device="cpu",
-                             progress=False)  # fmt: skip
+    result = single_protocol(_small_net, train_set, test_set, holdout=0.25, settings=run)
     assert (result.train_items, result.holdout_items) == (27, 9)
     # the target: the lowest held-out loss of a run on the rest, rebuilt here by hand
     part, held = holdout_indices(train_set.labels, fraction=0.25, seed=1)
@@ -295,9 +297,7 @@ def test_single_protocol_stops_at_the_held_out_loss(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == [
         "single-full.safetensors", "single-subset.safetensors",
     ]  # fmt: skip
-    again = single_protocol(_small_net, train_set, test_set, recipe=RECIPE.replace(epochs=4),
-                            holdout=0.25, seed=1, out=tmp_path, device="cpu",
-                            progress=False)  # fmt: skip
+    again = single_protocol(_small_net, train_set, test_set, holdout=0.25, settings=run)
     assert again.epochs == result.epochs and again.test_error == result.test_error
     assert all(torch.equal(a, b) for a, b in zip(again.model.parameters(), model.parameters()))
 
@@ -344,8 +344,8 @@ def test_crelu_evaluate_tencrop_on_a_checkpoint(tmp_path, capsys):
     [
         (["convpool_c@textures", "--protocol", "kfold", "--folds", "300"],
          "cannot split 208 samples into 300 folds"),
-        (["convpool_c@textures", "--protocol", "kfold", "--crop-size", "8"],
-         "--crop-size only applies to --protocol tencrop"),
+        (["convpool_c@textures", "--protocol", "kfold", "--image-size", "8"],
+         "--image-size only applies to --protocol tencrop"),
         (["{tmp}/missing.safetensors", "--protocol", "tencrop"], "missing.safetensors"),
         (["nope@textures", "--protocol", "single"], "unknown model 'nope'"),
     ],

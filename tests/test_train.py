@@ -346,7 +346,7 @@ def test_pinned_cpu_threads_make_training_independent_of_the_callers_threads():
 
 
 def test_bad_runs_are_refused_before_any_training(tmp_path, monkeypatch):
-    import invert.train.trainer as trainer_module
+    import invert.train.loop as trainer_module
 
     steps = []
     monkeypatch.setattr(trainer_module, "train_step", lambda *a, **k: steps.append(1))
@@ -373,7 +373,7 @@ def test_bad_runs_are_refused_before_any_training(tmp_path, monkeypatch):
 
 def _record_batches(monkeypatch):
     """Patch the trainer's batch iterator to log the sample indices of every step."""
-    import invert.train.trainer as trainer_module
+    import invert.train.loop as trainer_module
 
     seen = []
     original = trainer_module.iterate_batches
@@ -428,6 +428,7 @@ def test_matched_runs_start_from_the_same_conv1_weights():
 def test_cuda_settings_fall_back_to_plain_float32_on_the_cpu():
     """bf16 autocast and channels_last are CUDA-only: on the CPU a recipe asking for them
     trains exactly as one that does not (the GPU path itself needs a GPU to test)."""
+    from invert.train.settings import RunSettings
     from invert.train.trainer import Trainer
 
     data = _separable(n_per_class=8)
@@ -436,7 +437,8 @@ def test_cuda_settings_fall_back_to_plain_float32_on_the_cpu():
         recipe = SMALL.replace(amp=amp, channels_last=amp, epochs=1)
         torch.manual_seed(0)
         model = he_init(create_model("convpool_c", num_classes=2, width=0.125, dropout=0.0))
-        trainer = Trainer(model, data, recipe=recipe, device="cpu", progress=False, seed=1)
+        run = RunSettings(recipe=recipe, device="cpu", progress=False, seed=1)
+        trainer = Trainer(model, data, settings=run)
         assert trainer.amp_dtype is None and trainer.channels_last is False
         history = trainer.fit()
         runs.append((model.state_dict(), history[-1]["train_loss"]))

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from .common import (
+    Command,
+    Run,
+    UserError,
     add_image_size_argument,
     add_quiet_argument,
     add_table_arguments,
@@ -20,84 +24,20 @@ from .common import (
     non_negative_int,
     positive_float,
     positive_int,
-    spelling,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
-def register(subparsers) -> None:
-    _register_train(subparsers)
-    _register_evaluate(subparsers)
-
-
-def _register_train(subparsers) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train MODEL@DATA and print its test accuracy",
-        description=(
-            "Train a zoo model on a data set, evaluating on its test split after every "
-            "epoch. Without --out the result goes to the model cache (where "
-            "load_model('MODEL@DATA') finds it); with --out it is written there, with a "
-            "resumable training state next to it (same name, suffix .state.pt): run the "
-            "same command again to resume an interrupted run."
-        ),
-        epilog=(
-            "examples: crelu train convpool_c_crelu_half@textures; "
-            "crelu train vgg_crelu1@cifar10:/data/cifar --recipe paper --out vgg.safetensors"
-        ),
-    )
+def _train_spec(p) -> None:
     p.add_argument(
         "spec",
         metavar="MODEL@DATA",
         help="e.g. convpool_c_crelu@textures or vgg@cifar10:PATH (see `crelu models`)",
     )
-    p.add_argument(
-        "--recipe",
-        default="fast",
-        choices=("tiny", "fast", "paper"),
-        help="tiny: seconds (tests); fast: minutes on a CPU (default); paper: the paper's "
-        "CIFAR setup, for a GPU",
-    )
-    p.add_argument(
-        "--out", metavar="PATH",
-        help="checkpoint file to write (.safetensors; default: the model cache), with its "
-        "resumable training state beside it",
-    )  # fmt: skip
-    p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
-    p.add_argument("--lr", type=positive_float, help="override the recipe's learning rate")
-    p.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start over even if a training state from an interrupted run exists",
-    )
-    add_quiet_argument(p)
-    p.set_defaults(run=_train)
 
 
-def _register_evaluate(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="the paper's evaluation protocols: single, k-fold average/vote, 10-patch",
-        description=(
-            "single: train on the training set less a held-out part, note the lowest "
-            "held-out loss, retrain on the whole training set until the training loss "
-            "reaches it, report train and test errors (Goodfellow et al. 2013). kfold: "
-            "train one model per fold on the other folds; Average = mean +- standard error "
-            "of their test errors, Vote = test error of their averaged softmax "
-            "probabilities. tencrop: top-1/top-5 errors of a trained model from the centre "
-            "crop and from 10 patches (corners, centre, mirrored), on the test split loaded "
-            "at --resize pixels. Errors are printed in percent (fractions with --json)."
-        ),
-        epilog=(
-            "examples: crelu evaluate convpool_c_crelu@cifar10:/data/cifar --protocol kfold "
-            "--recipe paper --out runs/kfold; crelu evaluate ab.safetensors --protocol tencrop "
-            "--data folder:/data/imagenet"
-        ),
-    )
+def _evaluate_spec(p) -> None:
     p.add_argument(
         "spec",
         metavar="SPEC",
@@ -121,11 +61,36 @@ def _register_evaluate(subparsers) -> None:
         action="store_true",
         help="split folds / the held-out part without balancing the classes",
     )
-    p.add_argument("--recipe", default="fast", choices=("tiny", "fast", "paper"),
-                   help="training recipe of the models (default: fast)")  # fmt: skip
+
+
+def _recipe_options(p) -> None:
+    """The recipe and its overrides."""
+    p.add_argument(
+        "--recipe",
+        default="fast",
+        choices=("tiny", "fast", "paper"),
+        help="tiny: seconds (tests); fast: minutes on a CPU (default); paper: the paper's "
+        "CIFAR setup, for a GPU",
+    )
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     p.add_argument("--lr", type=positive_float, help="override the recipe's learning rate")
     p.add_argument("--batch-size", type=positive_int, help="override the recipe's batch size")
+
+
+def _train_out(p) -> None:
+    p.add_argument(
+        "--out", metavar="PATH",
+        help="checkpoint file to write (.safetensors; default: the model cache), with its "
+        "resumable training state beside it",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over even if a training state from an interrupted run exists",
+    )
+
+
+def _evaluate_out(p) -> None:
     p.add_argument(
         "--out",
         metavar="DIR",
@@ -135,28 +100,30 @@ def _register_evaluate(subparsers) -> None:
     p.add_argument(
         "--no-resume", action="store_true", help="retrain even if --out holds (partial) runs"
     )
+
+
+def _ten_crop_options(p) -> None:
     p.add_argument("--data", help="tencrop: the data set (default: from SPEC)")
-    add_image_size_argument(
-        p, "tencrop: crop side (default: the model's input size)", old=("--crop-size",)
-    )
+    add_image_size_argument(p, "tencrop: crop side (default: the model's input size)")
     p.add_argument(
         "--resize",
         type=positive_int,
         help="tencrop: side the test images are loaded at (default: crop * 256 / 224)",
     )
+
+
+def _device_and_seed(p) -> None:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    add_table_arguments(p, what="the table (--json: every number, with per-epoch histories)")
-    add_quiet_argument(p)
-    p.set_defaults(run=_evaluate)
 
 
-def _train(args) -> int:
+def _train(run: Run) -> int:
     from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
     from invert.train.recipe import get_recipe
-    from invert.train.trainer import parse_model_spec
+    from invert.train.spec import parse_model_spec
 
+    args = run.args
     name, _ = parse_model_spec(args.spec)
     recipe = get_recipe(args.recipe, arch=name).replace(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size
@@ -170,34 +137,23 @@ def _train(args) -> int:
 
 def _train_run(args, name, recipe, context) -> int:
     from invert.device import resolve_device
-    from invert.train.distributed import broadcast_object
-    from invert.train.loader import cache_path, load_model
-    from invert.train.trainer import train_from_spec
+    from invert.train.loader import cache_path
+    from invert.train.settings import RunSettings
+    from invert.train.spec import fit_spec
 
     device = context.device if context is not None else resolve_device(args.device)
     main = context is None or context.is_main
-    progress = not args.quiet and main
+    run = RunSettings(recipe=recipe, out=args.out or None, resume=not args.no_resume,
+                      device=device, progress=not args.quiet and main, seed=args.seed)  # fmt: skip
     if args.out:
-        model = train_from_spec(
-            args.spec,
-            recipe=recipe,
-            out=args.out,
-            resume=not args.no_resume,
-            device=device,
-            progress=progress,
-            seed=args.seed,
-        )
+        model = fit_spec(args.spec, run)
         where = Path(args.out)
     else:
         where = cache_path(args.spec, recipe=recipe, seed=args.seed)
         if args.no_resume and main:
             state = where.with_name(where.name.replace(".safetensors", ".partial.state.pt"))
             state.unlink(missing_ok=True)
-        options = dict(recipe=recipe, device=device, progress=progress, seed=args.seed)
-        if context is None:
-            model = load_model(args.spec, **options)
-        else:
-            model = _train_into_cache_distributed(args.spec, options, main, broadcast_object)
+        model = _trained_model(args.spec, run, context)
     if not main:
         return 0
     meta = model.metadata
@@ -212,36 +168,49 @@ def _train_run(args, name, recipe, context) -> int:
     return 0
 
 
-def _train_into_cache_distributed(spec, options, main, broadcast_object):
-    """Rank 0 owns the cache entry (lock, partial file, rename: :func:`load_model`);
-    the other ranks join the same training run without touching the cache."""
+def _cached_model(spec, run, **options):
+    """``load_model(spec)`` with the run's recipe, device, progress and seed."""
     from invert.train.loader import load_model
-    from invert.train.trainer import train_from_spec
 
+    return load_model(spec, recipe=run.recipe, device=run.device, progress=run.progress,
+                      seed=run.seed, **options)  # fmt: skip
+
+
+def _trained_model(spec, run, context):
+    """The cached model of ``spec`` (trained into the cache on a miss). Under torchrun,
+    rank 0 owns the cache entry (lock, partial file, rename: :func:`load_model`); the
+    other ranks join the same training run without touching the cache."""
+    from invert.train.distributed import broadcast_object
+    from invert.train.spec import fit_spec
+
+    if context is None:
+        return _cached_model(spec, run)
     cached = None
-    if main:
+    if context.is_main:
         try:
-            cached = load_model(spec, train_if_missing=False, **options)
+            cached = _cached_model(spec, run, train_if_missing=False)
         except FileNotFoundError:
             cached = None
     if broadcast_object(cached is not None):
         return cached
-    if main:
-        return load_model(spec, **options)
-    return train_from_spec(spec, resume=True, **options)
+    if context.is_main:
+        return _cached_model(spec, run)
+    return fit_spec(spec, run.replace(out=None, resume=True))
 
 
-def _evaluate(args) -> int:
+def _evaluate(run: Run) -> int:
     from invert.train.batches import per_rank_batch_size
     from invert.train.distributed import distributed, distributed_environment
     from invert.train.recipe import get_recipe
-    from invert.train.trainer import parse_model_spec
+    from invert.train.spec import parse_model_spec
 
+    args = run.args
     if args.protocol != "tencrop":
         name, _ = parse_model_spec(args.spec)
         for dest in ("data", "image_size", "resize"):
             if getattr(args, dest) is not None:
-                raise ValueError(f"{spelling(args, dest)} only applies to --protocol tencrop")
+                option = "--" + dest.replace("_", "-")
+                raise UserError(f"{option} only applies to --protocol tencrop")
     else:
         name = args.spec.partition("@")[0].strip() if "@" in args.spec else None
     recipe = get_recipe(args.recipe, arch=name).replace(
@@ -265,49 +234,42 @@ def _evaluate(args) -> int:
 def _training_protocol(args, name, recipe, device, main) -> dict:
     from invert.device import resolve_device
     from invert.train.protocols import kfold_protocol, single_protocol
-    from invert.train.trainer import build_model, parse_model_spec, recipe_datasets
+    from invert.train.settings import RunSettings
+    from invert.train.spec import build_model, parse_model_spec, recipe_datasets
 
     _, data = parse_model_spec(args.spec)
     device = device if device is not None else resolve_device(args.device)
     train_set, test_set = recipe_datasets(name, data, recipe, seed=args.seed)
-    options = dict(
-        recipe=recipe,
-        seed=args.seed,
-        stratified=not args.no_stratify,
-        out=args.out,
-        resume=not args.no_resume,
-        device=device,
-        progress=not args.quiet and main,
-    )
+    run = RunSettings(recipe=recipe, out=args.out, resume=not args.no_resume, device=device,
+                      progress=not args.quiet and main, seed=args.seed)  # fmt: skip
+    stratified = not args.no_stratify
 
     def make_model():
         return build_model(name, train_set, recipe)
 
     if args.protocol == "single":
-        result = single_protocol(make_model, train_set, test_set, holdout=args.holdout, **options)
+        result = single_protocol(make_model, train_set, test_set, holdout=args.holdout,
+                                 stratified=stratified, settings=run)  # fmt: skip
     else:
-        result = kfold_protocol(
-            make_model, train_set, test_set, folds=args.folds, keep_models=False, **options
-        )
+        result = kfold_protocol(make_model, train_set, test_set, folds=args.folds,
+                                stratified=stratified, keep_models=False,
+                                settings=run)  # fmt: skip
     return {"spec": args.spec, "recipe": recipe.name, "seed": args.seed, **result.to_dict()}
 
 
 def _ten_crop_run(args, recipe, device, context, main) -> dict:
     from invert.device import resolve_device
     from invert.nn import list_models, model_input_size
-    from invert.train.distributed import broadcast_object
     from invert.train.loader import check_compatible, load_model
     from invert.train.protocols import evaluate_ten_crop, ten_crop_test_set
+    from invert.train.settings import RunSettings
 
     device = device if device is not None else resolve_device(args.device)
-    progress = not args.quiet and main
     head = args.spec.partition("@")[0].strip()
     if "@" in args.spec and head in list_models() and not Path(args.spec).is_file():
-        options = dict(recipe=recipe, device=device, progress=progress, seed=args.seed)
-        if context is None:
-            model = load_model(args.spec, **options)
-        else:
-            model = _train_into_cache_distributed(args.spec, options, main, broadcast_object)
+        run = RunSettings(recipe=recipe, device=device, progress=not args.quiet and main,
+                          seed=args.seed)  # fmt: skip
+        model = _trained_model(args.spec, run, context)
         data = args.data or args.spec.partition("@")[2].strip()
     else:
         if not Path(args.spec).expanduser().is_file():
@@ -402,3 +364,57 @@ def _print_protocol(args, result: dict) -> None:
             f"crops of {result['crop_size'][0]} x {result['crop_size'][1]}",
             file=sys.stderr,
         )
+
+
+COMMANDS = (
+    Command(
+        "train",
+        run=_train,
+        help="train MODEL@DATA and print its test accuracy",
+        description=(
+            "Train a zoo model on a data set, evaluating on its test split after every "
+            "epoch. Without --out the result goes to the model cache (where "
+            "load_model('MODEL@DATA') finds it, and `--seed N` picks it on the other "
+            "commands); with --out it is written there, with a resumable training state "
+            "next to it (same name, suffix .state.pt): run the same command again to resume "
+            "an interrupted run."
+        ),
+        epilog=(
+            "examples: crelu train convpool_c_crelu_half@textures; "
+            "crelu train vgg_crelu1@cifar10:/data/cifar --recipe paper --out vgg.safetensors"
+        ),
+        arguments=(_train_spec, _recipe_options, _train_out, _device_and_seed, add_quiet_argument),
+    ),
+    Command(
+        "evaluate",
+        run=_evaluate,
+        help="the paper's evaluation protocols: single, k-fold average/vote, 10-patch",
+        description=(
+            "single: train on the training set less a held-out part, note the lowest "
+            "held-out loss, retrain on the whole training set until the training loss "
+            "reaches it, report train and test errors (Goodfellow et al. 2013). kfold: "
+            "train one model per fold on the other folds; Average = mean +- standard error "
+            "of their test errors, Vote = test error of their averaged softmax "
+            "probabilities. tencrop: top-1/top-5 errors of a trained model from the centre "
+            "crop and from 10 patches (corners, centre, mirrored), on the test split loaded "
+            "at --resize pixels. Errors are printed in percent (fractions with --json)."
+        ),
+        epilog=(
+            "examples: crelu evaluate convpool_c_crelu@cifar10:/data/cifar --protocol kfold "
+            "--recipe paper --out runs/kfold; crelu evaluate ab.safetensors --protocol tencrop "
+            "--data folder:/data/imagenet"
+        ),
+        arguments=(
+            _evaluate_spec,
+            _recipe_options,
+            _evaluate_out,
+            _ten_crop_options,
+            _device_and_seed,
+            partial(
+                add_table_arguments,
+                what="the table (--json: every number, with per-epoch histories)",
+            ),
+            add_quiet_argument,
+        ),
+    ),
+)

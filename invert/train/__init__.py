@@ -6,6 +6,7 @@
 from .checkpoints import load_checkpoint, load_state_dict_into, save_checkpoint
 from .loader import load_model
 from .recipe import RECIPES, DataSettings, Hardware, ModelSettings, Recipe, get_recipe
+from .settings import RunSettings
 from .trainer import Trainer, train, train_from_spec
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "Hardware",
     "ModelSettings",
     "Recipe",
+    "RunSettings",
     "Trainer",
     "get_recipe",
     "load_checkpoint",

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from invert.errors import UserError
+
 __all__ = [
     "AUGMENT",
     "DROPOUT",
@@ -61,7 +63,7 @@ def epoch_order(
     True
     """
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size); got rank={rank}, world={world_size}")
+        raise UserError(f"rank must lie in [0, world_size); got rank={rank}, world={world_size}")
     generator = torch.Generator().manual_seed(derived_seed(seed, epoch, ORDER))
     order = torch.randperm(num_items, generator=generator)
     if world_size > 1:
@@ -97,12 +99,12 @@ def per_rank_batch_size(batch_size: int, world_size: int) -> int:
     >>> per_rank_batch_size(100, 3)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: the batch size 100 is not divisible by the world size 3; choose a batch ...
+    invert.errors.UserError: the batch size 100 is not divisible by the world size 3; ...
     """
     if world_size < 1:
-        raise ValueError(f"the world size must be a positive integer; got {world_size}")
+        raise UserError(f"the world size must be a positive integer; got {world_size}")
     if batch_size % world_size:
-        raise ValueError(
+        raise UserError(
             f"the batch size {batch_size} is not divisible by the world size {world_size}; "
             f"choose a batch size that is a multiple of the number of processes (--batch-size)"
         )

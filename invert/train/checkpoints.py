@@ -39,6 +39,7 @@ from safetensors.torch import save as _safetensors_save
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
 from invert.files import atomic_write_bytes
 
 __all__ = [
@@ -62,12 +63,12 @@ _MAX_LISTED_KEYS = 5
 
 def _existing_file(path: str | os.PathLike) -> Path:
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"expected a file path; got {type(path).__name__}")
+        raise UserTypeError(f"expected a file path; got {type(path).__name__}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if not path.is_file():
-        raise ValueError(f"{path} is not a file")
+        raise UserError(f"{path} is not a file")
     return path
 
 
@@ -88,17 +89,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     data = path.read_bytes()
     corrupt = f"{path} is corrupt or truncated (not a valid safetensors file)"
     if len(data) < 8:
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     size = int.from_bytes(data[:8], "little")
     if size > len(data) - 8:
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     try:
         header = json.loads(data[8 : 8 + size])
         tensors = _safetensors_load(data)
     except (SafetensorError, ValueError, UnicodeDecodeError) as error:
-        raise ValueError(corrupt) from error
+        raise UserError(corrupt) from error
     if not isinstance(header, dict):
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     metadata = header.get("__metadata__") or {}
     return tensors, metadata
 
@@ -114,7 +115,7 @@ def _torch_load(path: Path):
     except pickle.UnpicklingError as error:
         pickled = _pickled_module(path)
         if pickled:
-            raise ValueError(
+            raise UserError(
                 f"{path} holds a pickled model object ({pickled}), not a state dict; save "
                 f"model.state_dict() instead: torch.save(model.state_dict(), PATH)"
             ) from None
@@ -122,14 +123,14 @@ def _torch_load(path: Path):
             (line.strip() for line in str(error).splitlines() if "unsupported" in line.lower()),
             "",
         )
-        raise ValueError(
+        raise UserError(
             f"refusing to load {path}: it holds Python objects other than tensors and plain "
             f"data, which could run code ({detail or 'rejected by the weights-only unpickler'})"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, AttributeError) as error:
         if isinstance(error, (FileNotFoundError, PermissionError)):
             raise
-        raise ValueError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from error
+        raise UserError(f"{path} is corrupt or truncated (not a readable PyTorch file)") from error
 
 
 # globals every pickled state dict holds too: they never name the model's class
@@ -187,31 +188,31 @@ def _list_keys(keys) -> str:
 def _check_finite(tensors: Mapping[str, torch.Tensor], source) -> None:
     for name, tensor in tensors.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{source} holds non-finite values (NaN or Inf) in {name}")
+            raise UserError(f"{source} holds non-finite values (NaN or Inf) in {name}")
 
 
 def check_precision(state: Mapping[str, torch.Tensor], source) -> None:
-    """Refuse float16 / bfloat16 weights with a one-line ``ValueError``.
+    """Refuse float16 / bfloat16 weights with a one-line :class:`~invert.errors.UserError`.
 
     Half-precision weights would be widened silently on loading; the toolkit's solves and
     certificates work in float32/float64, so the user converts once, knowingly.
 
     Examples
     --------
-    >>> check_precision({"w": torch.zeros(2, dtype=torch.float16)}, "w.pth")
+    >>> check_precision({"w": torch.zeros(2, dtype=torch.float16)}, "w.pth")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: w.pth holds torch.float16 weights (w); convert them with .float() and save again
+    invert.errors.UserError: w.pth holds torch.float16 weights (w); convert them ...
     """
     half = [k for k, v in state.items() if v.dtype in (torch.float16, torch.bfloat16)]
     if half:
-        raise ValueError(
+        raise UserError(
             f"{source} holds {state[half[0]].dtype} weights ({_list_keys(half)}); convert them "
             f"with .float() and save again"
         )
 
 
-class PlainWeightsError(ValueError):
+class PlainWeightsError(UserError):
     """A weights file without crelu metadata (a plain state dict) given as a checkpoint."""
 
 
@@ -251,29 +252,19 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
     'convpool_c_crelu_half'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     clash = sorted(set(metadata) & set(_RESERVED))
     if clash:
-        raise TypeError(f"metadata keys {clash} are set by save_checkpoint itself")
-    from invert.version import __version__
+        raise UserTypeError(f"metadata keys {clash} are set by save_checkpoint itself")
+    from .metadata import model_metadata
 
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "arch": getattr(model, "arch", None),
-        "config": getattr(model, "config", None),
-        "toolkit_version": __version__,
-    }
-    normalize = getattr(model, "normalize", None)
-    if normalize is not None and hasattr(normalize, "statistics"):
-        mean, std = normalize.statistics()
-        meta["normalization"] = {"mean": mean, "std": std}
-    meta.update(metadata)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **model_metadata(model),
+            **metadata}  # fmt: skip
     try:
         text = json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as error:
         message = f"checkpoint metadata must be JSON-serialisable and finite: {error}"
-        raise TypeError(message) from None
+        raise UserTypeError(message) from None
     # contiguous: channels_last weights are strided; clone: safetensors refuses shared storage
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     return atomic_write_bytes(path, _safetensors_save(tensors, metadata={"crelu": text}))
@@ -282,7 +273,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, **metadata) -> Pa
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of a checkpoint written by :func:`save_checkpoint`, without building it.
 
-    Raises ``ValueError`` for files that are not such a checkpoint.
+    Raises :class:`~invert.errors.UserError` for files that are not such a checkpoint.
     """
     path = _existing_file(path)
     _require_safetensors(path)
@@ -297,23 +288,23 @@ def _read_header(path: Path) -> dict[str, str]:
         total = os.fstat(file.fileno()).st_size
         size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
         if size < 2 or size > total - 8:
-            raise ValueError(corrupt)
+            raise UserError(corrupt)
         try:
             header = json.loads(file.read(size))
         except (ValueError, UnicodeDecodeError) as error:
-            raise ValueError(corrupt) from error
+            raise UserError(corrupt) from error
     if not isinstance(header, dict):
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict):
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     # the data section must be as long as the header says (catches truncated files)
     try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (TypeError, KeyError, IndexError, ValueError) as error:
-        raise ValueError(corrupt) from error
+        raise UserError(corrupt) from error
     if total - 8 - size < max(ends, default=0):
-        raise ValueError(corrupt)
+        raise UserError(corrupt)
     return metadata
 
 
@@ -325,7 +316,7 @@ def _require_safetensors(path: Path) -> None:
             f"load_state_dict_into(create_model(...), path)"
         )
     if kind != "safetensors":
-        raise ValueError(f"{path} is corrupt or truncated, or not a checkpoint (not safetensors)")
+        raise UserError(f"{path} is corrupt or truncated, or not a checkpoint (not safetensors)")
 
 
 def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
@@ -338,11 +329,11 @@ def _parse_metadata(header: Mapping[str, str], path: Path) -> dict:
     try:
         meta = json.loads(text)
     except ValueError as error:
-        raise ValueError(f"{path} has corrupt metadata (invalid JSON)") from error
+        raise UserError(f"{path} has corrupt metadata (invalid JSON)") from error
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} has metadata that is not a crelu checkpoint's")
+        raise UserError(f"{path} has metadata that is not a crelu checkpoint's")
     if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
-        raise ValueError(
+        raise UserError(
             f"{path} was written by a newer toolkit (format {meta.get('format_version')}); "
             f"upgrade crelu-toolkit to read it"
         )
@@ -389,14 +380,14 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device | Non
     meta = _parse_metadata(header, path)
     arch, config = meta.get("arch"), meta.get("config")
     if not isinstance(arch, str) or not isinstance(config, dict):
-        raise ValueError(
+        raise UserError(
             f"{path} does not record a zoo architecture; build the model yourself and use "
             f"load_state_dict_into(model, path)"
         )
     try:
         model = create_model(arch, **config)
     except TypeError as error:
-        raise ValueError(f"{path} records an invalid model configuration: {error}") from error
+        raise UserError(f"{path} records an invalid model configuration: {error}") from error
     _load_tensors(model, tensors, source=path, strict=True)
     normalization = meta.get("normalization")
     if normalization is not None:
@@ -418,7 +409,7 @@ def _unwrap(obj, path) -> dict[str, torch.Tensor]:
             if isinstance(inner, Mapping) and inner:
                 if all(isinstance(v, torch.Tensor) for v in inner.values()):
                     return dict(inner)
-    raise ValueError(
+    raise UserError(
         f"{path} does not hold a state dict (a mapping of names to tensors)"
         + (f"; top-level keys: {_list_keys(map(str, obj))}" if isinstance(obj, Mapping) else "")
     )
@@ -463,7 +454,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         return _strip_prefixes(tensors, path)
     if kind == "torch":
         return _strip_prefixes(_unwrap(_torch_load(path), path), path)
-    raise ValueError(f"{path} is corrupt or truncated, or neither a safetensors nor a PyTorch file")
+    raise UserError(f"{path} is corrupt or truncated, or neither a safetensors nor a PyTorch file")
 
 
 def _load_tensors(model: nn.Module, state: Mapping[str, torch.Tensor], *, source, strict: bool):
@@ -477,12 +468,12 @@ def _load_tensors(model: nn.Module, state: Mapping[str, torch.Tensor], *, source
             parts.append(f"missing keys {_list_keys(missing)}")
         if unexpected:
             parts.append(f"unexpected keys {_list_keys(unexpected)}")
-        raise ValueError(f"weights in {source} do not match {name}: " + "; ".join(parts))
+        raise UserError(f"weights in {source} do not match {name}: " + "; ".join(parts))
     common = {k: v for k, v in state.items() if k in expected}
     for key, tensor in common.items():
         if tensor.shape != expected[key].shape:
             layer = key.rsplit(".", 1)[0]
-            raise ValueError(
+            raise UserError(
                 f"weights in {source} do not match {name}: layer {layer} ({key}) has shape "
                 f"{_shape(tensor)} in the file but {_shape(expected[key])} in the model"
             )
@@ -513,7 +504,7 @@ def load_state_dict_into(
 
     Raises
     ------
-    ValueError
+    UserError
         Keys do not match (the message names missing and unexpected keys), a shape
         differs (the message names the layer), or the file is corrupt or unsafe.
 
@@ -526,7 +517,7 @@ def load_state_dict_into(
     True
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(source, Mapping):
         where = "the state dict"
         state = _strip_prefixes(_unwrap(source, "the given mapping"), where)
@@ -564,8 +555,8 @@ def load_training_state(path: str | os.PathLike) -> dict:
     """
     path = _existing_file(path)
     if _sniff(path) != "torch":
-        raise ValueError(f"{path} is not a training state file (corrupt or other format)")
+        raise UserError(f"{path} is not a training state file (corrupt or other format)")
     state = _torch_load(path)
     if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a training state file (expected a dict)")
+        raise UserError(f"{path} is not a training state file (expected a dict)")
     return state

@@ -64,8 +64,12 @@ import torch.distributed as dist
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
 
-from .trainer import Trainer, evaluation_sums, training_state_path
+from .evaluation import evaluation_sums, mean_loss_and_accuracy
+from .loop import Trainer
+from .settings import RunSettings
+from .state import training_state_path
 
 __all__ = [
     "DistributedContext",
@@ -76,6 +80,7 @@ __all__ = [
     "distributed_environment",
     "init_distributed",
     "is_main_process",
+    "make_trainer",
     "shutdown_distributed",
 ]
 
@@ -132,7 +137,7 @@ def _int_variable(environ, name: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"environment variable {name}={text!r} is not an integer") from None
+        raise UserError(f"environment variable {name}={text!r} is not an integer") from None
 
 
 def distributed_environment(environ=None) -> dict | None:
@@ -151,7 +156,7 @@ def distributed_environment(environ=None) -> dict | None:
 
     Raises
     ------
-    ValueError
+    UserError
         When the variables are inconsistent or the rendezvous address is missing.
 
     Examples
@@ -164,29 +169,29 @@ def distributed_environment(environ=None) -> dict | None:
     environ = os.environ if environ is None else environ
     if not environ.get("WORLD_SIZE", "").strip():
         if environ.get("RANK", "").strip() or environ.get("LOCAL_RANK", "").strip():
-            raise ValueError(
+            raise UserError(
                 "RANK/LOCAL_RANK are set but WORLD_SIZE is not; launch with torchrun, which "
                 "sets them all"
             )
         return None
     world_size = _int_variable(environ, "WORLD_SIZE")
     if world_size < 1:
-        raise ValueError(f"WORLD_SIZE must be at least 1; got {world_size}")
+        raise UserError(f"WORLD_SIZE must be at least 1; got {world_size}")
     if world_size == 1:
         return None
     missing = [n for n in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not environ.get(n, "").strip()]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"WORLD_SIZE={world_size} is set but {' and '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not: launch with torchrun (it sets RANK, "
             f"WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT) or set them all"
         )
     rank = _int_variable(environ, "RANK")
     if not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
+        raise UserError(f"RANK={rank} must lie in [0, WORLD_SIZE={world_size})")
     local_rank = _int_variable(environ, "LOCAL_RANK") if environ.get("LOCAL_RANK") else rank
     if local_rank < 0:
-        raise ValueError(f"LOCAL_RANK must be >= 0; got {local_rank}")
+        raise UserError(f"LOCAL_RANK must be >= 0; got {local_rank}")
     return {
         "rank": rank,
         "world_size": world_size,
@@ -202,13 +207,13 @@ def _rank_device(device, local_rank: int) -> torch.device:
     if resolved.type != "cuda":
         return resolved
     if resolved.index is not None and resolved.index != local_rank:
-        raise ValueError(
+        raise UserError(
             f"under torchrun each process uses cuda:LOCAL_RANK (here cuda:{local_rank}); pass "
             f"--device cuda rather than {device}, and choose GPUs with CUDA_VISIBLE_DEVICES"
         )
     count = torch.cuda.device_count()
     if local_rank >= count:
-        raise ValueError(
+        raise UserError(
             f"LOCAL_RANK={local_rank} but only {count} CUDA device(s) are visible on this "
             f"machine: start at most {count} processes per node (--nproc_per_node)"
         )
@@ -223,13 +228,13 @@ def _timeout_seconds(timeout) -> float:
         try:
             timeout = float(text)
         except ValueError:
-            raise ValueError(f"{_TIMEOUT_VARIABLE}={text!r} is not a number of seconds") from None
+            raise UserError(f"{_TIMEOUT_VARIABLE}={text!r} is not a number of seconds") from None
     if isinstance(timeout, datetime.timedelta):
         timeout = timeout.total_seconds()
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds; got {type(timeout).__name__}")
+        raise UserTypeError(f"timeout must be a number of seconds; got {type(timeout).__name__}")
     if not (math.isfinite(timeout) and timeout > 0):
-        raise ValueError(
+        raise UserError(
             f"the rendezvous timeout must be a positive number of seconds; got {timeout}"
         )
     return float(timeout)
@@ -289,7 +294,7 @@ def init_distributed(
 
     Raises
     ------
-    ValueError
+    UserError
         On inconsistent variables, a bad device, or when the rendezvous cannot be
         reached or not every rank joins within ``timeout`` (one line).
     """
@@ -303,9 +308,9 @@ def init_distributed(
     resolved = _rank_device(device, local_rank)
     backend = backend or ("nccl" if resolved.type == "cuda" else "gloo")
     if backend not in ("nccl", "gloo"):
-        raise ValueError(f"backend must be 'nccl' or 'gloo'; got {backend!r}")
+        raise UserError(f"backend must be 'nccl' or 'gloo'; got {backend!r}")
     if backend == "nccl" and resolved.type != "cuda":
-        raise ValueError("the NCCL backend needs CUDA devices; use gloo on the CPU")
+        raise UserError("the NCCL backend needs CUDA devices; use gloo on the CPU")
     seconds = _timeout_seconds(timeout)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
@@ -322,7 +327,7 @@ def init_distributed(
                 )
         except (RuntimeError, ValueError) as error:  # DistError derives from RuntimeError
             reason = _first_line(error).rstrip(".")
-            raise ValueError(
+            raise UserError(
                 f"no rendezvous of {world_size} processes at {where} within {seconds:g} s "
                 f"(this is rank {rank}): {reason}; start every rank (torchrun "
                 f"--nnodes/--nproc_per_node), check --rdzv_endpoint or MASTER_ADDR/MASTER_PORT, "
@@ -407,29 +412,26 @@ def broadcast_object(value, *, src: int = 0):
 
 
 class DistributedTrainer(Trainer):
-    """:class:`~invert.train.Trainer` for one rank of a process group.
+    """:class:`~invert.train.loop.Trainer` for one rank of a process group.
 
-    Made by :func:`~invert.train.make_trainer` inside :func:`distributed`; takes the
-    options of :class:`~invert.train.Trainer` plus ``context``. The device is the
-    context's (``device``, if given, must be of the same type).
+    Made by :func:`make_trainer` inside :func:`distributed`; takes the arguments of
+    :class:`~invert.train.loop.Trainer` (without ``rank``/``world_size``, which come from
+    ``context``). The device is the context's (the settings' ``device``, if given, must be
+    of the same type).
     """
 
-    def __init__(self, model: nn.Module, train_set, *, context: DistributedContext, **options):
-        device = options.pop("device", None)
+    def __init__(self, model: nn.Module, train_set, *, context: DistributedContext,
+                 test_set=None, settings: RunSettings | None = None):  # fmt: skip
+        settings = RunSettings() if settings is None else settings
+        device = settings.device
         if device is not None and resolve_device(device).type != context.device.type:
-            raise ValueError(
+            raise UserError(
                 f"this rank runs on {context.device}, not {device}: pass the device to "
                 f"distributed(device=...)"
             )
-        options.pop("rank", None), options.pop("world_size", None)
-        super().__init__(
-            model,
-            train_set,
-            device=context.device,
-            rank=context.rank,
-            world_size=context.world_size,
-            **options,
-        )
+        super().__init__(model, train_set, test_set=test_set,
+                         settings=settings.replace(device=context.device),
+                         rank=context.rank, world_size=context.world_size)  # fmt: skip
         self.context = context
 
     def wrap_model(self, model: nn.Module) -> nn.Module:
@@ -467,9 +469,7 @@ class DistributedTrainer(Trainer):
             channels_last=self.channels_last,
         )
         loss, correct, count = self._all_reduce([loss, correct, float(count)])
-        if count == 0:
-            raise ValueError("cannot evaluate on an empty data set")
-        return {"loss": loss / count, "accuracy": int(correct) / int(count)}
+        return mean_loss_and_accuracy(loss, correct, count)
 
     def _load_state(self) -> dict | None:
         # rank 0 decides and reads; the others receive its state (their machine may not
@@ -483,9 +483,7 @@ class DistributedTrainer(Trainer):
         kind, value = broadcast_object(message)
         if kind == "error":
             path = training_state_path(self.out) if self.out is not None else "the training state"
-            raise ValueError(
-                value if self.is_main else f"rank 0 cannot resume from {path}: {value}"
-            )
+            raise UserError(value if self.is_main else f"rank 0 cannot resume from {path}: {value}")
         return value
 
     def run_epoch(self, epoch: int) -> dict:
@@ -495,3 +493,23 @@ class DistributedTrainer(Trainer):
         for buffer in self.model.buffers():
             dist.broadcast(buffer.data, src=0, group=self.context.group)
         return record
+
+
+def make_trainer(model: nn.Module, train_set, *, test_set=None,
+                 settings: RunSettings | None = None) -> Trainer:  # fmt: skip
+    """A :class:`~invert.train.loop.Trainer`, or a :class:`DistributedTrainer` inside
+    :func:`distributed` (a ``torchrun`` job).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> trainer = make_trainer(nn.Linear(2, 2), [(torch.zeros(2), 0), (torch.ones(2), 1)],
+    ...                        settings=RunSettings(recipe="tiny", device="cpu"))
+    >>> type(trainer).__name__, trainer.world_size
+    ('Trainer', 1)
+    """
+    context = current_context()
+    if context is None:
+        return Trainer(model, train_set, test_set=test_set, settings=settings)
+    return DistributedTrainer(model, train_set, context=context, test_set=test_set,
+                              settings=settings)  # fmt: skip

@@ -59,10 +59,15 @@ import torch
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
+from invert.progress import say
 
 from .checkpoints import load_checkpoint
+from .metadata import model_metadata
 from .recipe import Recipe, get_recipe
-from .trainer import parse_model_spec, train_from_spec, training_state_path
+from .settings import RunSettings
+from .spec import fit_spec, parse_model_spec
+from .state import training_state_path
 
 __all__ = [
     "load_model",
@@ -207,12 +212,11 @@ def _current(path: Path) -> bool:
         return False  # damaged entry: retrain over it
 
 
-def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progress, seed):
-    from invert.version import __version__
-
-    final = cache_path(spec, recipe=recipe, cache_dir=cache_dir, seed=seed)
+def _load_or_train(spec, settings: RunSettings, *, cache_dir, train_if_missing):
+    recipe = settings.recipe
+    final = cache_path(spec, recipe=recipe, cache_dir=cache_dir, seed=settings.seed)
     if _current(final):  # fast path: a finished entry is never rewritten in place
-        return load_checkpoint(final, device=device)
+        return load_checkpoint(final, device=settings.device)
     if not train_if_missing:
         raise FileNotFoundError(
             f"no cached model for {spec} (recipe {recipe.name}) in {final.parent}; run "
@@ -223,39 +227,33 @@ def _load_or_train(spec, recipe, *, device, cache_dir, train_if_missing, progres
     handle = _lock(lock)
     try:
         if not _current(final):  # another process may have finished it while we waited
-            older = sorted(final.parent.glob(stem.rsplit("-v", 1)[0] + "-v*.safetensors"))
-            older = [p for p in older if p != final and ".partial." not in p.name]
-            if older:
-                print(
-                    f"crelu: {older[-1].name} was trained by another toolkit version; "
-                    f"retraining {spec} for crelu {__version__}",
-                    file=sys.stderr,
-                )
-            elif progress:
-                print(
-                    f"crelu: {spec} (recipe {recipe.name}) is not in the cache {final.parent}; "
-                    f"training it",
-                    file=sys.stderr,
-                )
-            partial = partial_path(final)
-            model, data = parse_model_spec(spec)
-            try:
-                train_from_spec(
-                    f"{model}@{_canonical_data(data)}",
-                    recipe=recipe,
-                    out=partial,
-                    resume=True,
-                    device=device,
-                    progress=progress,
-                    seed=seed,
-                )
-                os.replace(partial, final)
-            except PermissionError as error:
-                raise _unwritable(final.parent, error) from error
-            training_state_path(partial).unlink(missing_ok=True)
+            _train_into(final, spec, settings)
     finally:
         _unlock(handle, lock)
-    return load_checkpoint(final, device=device)
+    return load_checkpoint(final, device=settings.device)
+
+
+def _train_into(final: Path, spec: str, settings: RunSettings) -> None:
+    """Train ``spec`` into its partial file, then rename it to the cache entry ``final``."""
+    from invert.version import __version__
+
+    stem = final.name[: -len(".safetensors")]
+    older = sorted(final.parent.glob(stem.rsplit("-v", 1)[0] + "-v*.safetensors"))
+    older = [p for p in older if p != final and ".partial." not in p.name]
+    if older:
+        say(True, f"crelu: {older[-1].name} was trained by another toolkit version; "
+                  f"retraining {spec} for crelu {__version__}")  # fmt: skip
+    else:
+        say(settings.progress, f"crelu: {spec} (recipe {settings.recipe.name}) is not in the "
+                               f"cache {final.parent}; training it")  # fmt: skip
+    partial = partial_path(final)
+    model, data = parse_model_spec(spec)
+    try:
+        fit_spec(f"{model}@{_canonical_data(data)}", settings.replace(out=partial, resume=True))
+        os.replace(partial, final)
+    except PermissionError as error:
+        raise _unwritable(final.parent, error) from error
+    training_state_path(partial).unlink(missing_ok=True)
 
 
 def load_model(
@@ -316,7 +314,6 @@ def load_model(
     (False, False)
     """
     from invert.nn.zoo import create_model, list_models
-    from invert.version import __version__
 
     device = resolve_device(device)
     if weights is not None:
@@ -326,24 +323,17 @@ def load_model(
     if isinstance(spec, os.PathLike):
         return _checkpoint(spec, device)
     if not isinstance(spec, str) or not spec.strip():
-        raise TypeError("spec must be a checkpoint path, MODEL@DATA, or a model name")
+        raise UserTypeError("spec must be a checkpoint path, MODEL@DATA, or a model name")
     spec = spec.strip()
     head = spec.partition("@")[0].strip()
     if "@" in spec and head in list_models() and not Path(spec).is_file():
-        recipe = get_recipe(recipe, arch=head)
-        return _load_or_train(
-            spec,
-            recipe,
-            device=device,
-            cache_dir=cache_dir,
-            train_if_missing=train_if_missing,
-            progress=progress,
-            seed=seed,
-        )
+        run = RunSettings(recipe=get_recipe(recipe, arch=head), device=device, progress=progress,
+                          seed=seed)  # fmt: skip
+        return _load_or_train(spec, run, cache_dir=cache_dir, train_if_missing=train_if_missing)
     if Path(spec).expanduser().is_file():
         return _checkpoint(Path(spec).expanduser(), device)
     if Path(spec).expanduser().is_dir():
-        raise ValueError(f"{spec} is not a file but a folder; give a checkpoint file")
+        raise UserError(f"{spec} is not a file but a folder; give a checkpoint file")
     if spec in list_models():
         warnings.warn(
             f"{spec} has random weights (untrained); use {spec}@DATA for a trained model",
@@ -351,20 +341,13 @@ def load_model(
             stacklevel=2,
         )
         model = create_model(spec)
-        mean, std = model.normalize.statistics()
-        model.metadata = {
-            "arch": spec,
-            "config": dict(model.config),
-            "normalization": {"mean": mean, "std": std},
-            "toolkit_version": __version__,
-            "trained": False,
-        }
+        model.metadata = model_metadata(model, arch=spec, trained=False)
         return model.to(device).eval()
     if "@" in spec:
         parse_model_spec(spec)  # raises the unknown-model error
     if os.sep in spec or spec.endswith((".safetensors", ".pt", ".pth")):
         raise FileNotFoundError(f"no such checkpoint file: {spec}")
-    raise ValueError(
+    raise UserError(
         f"{spec!r} is not a checkpoint file, MODEL@DATA or a model name; valid model names: "
         f"{', '.join(list_models())}"
     )
@@ -384,7 +367,7 @@ def _checkpoint(path, device) -> nn.Module:
         except ValueError:
             matches = []
         arch = matches[0] if matches else "ARCH"
-        raise ValueError(
+        raise UserError(
             f"{path} holds plain weights, not a crelu checkpoint; name the architecture and "
             f"pass the file as weights: `crelu COMMAND {arch} --weights {path}` (Python: "
             f"load_model('{arch}', weights=...))"
@@ -430,10 +413,10 @@ def model_from_factory(spec: str) -> nn.Module:
     """
     match = _FACTORY.match(spec.strip())
     if match is None:
-        raise ValueError(f"{spec!r} is not FILE.py:FUNCTION (e.g. nets/mine.py:make_net)")
+        raise UserError(f"{spec!r} is not FILE.py:FUNCTION (e.g. nets/mine.py:make_net)")
     path, name = Path(match["file"]).expanduser(), match["function"]
     if not path.is_file():
-        raise ValueError(
+        raise UserError(
             f"no such file: {path} (the model spec {spec} imports FILE.py and calls FUNCTION())"
         )
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
@@ -444,7 +427,7 @@ def model_from_factory(spec: str) -> nn.Module:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:
         sys.modules.pop(module_spec.name, None)
-        raise ValueError(f"importing {path} raised {_first_line(error)}") from error
+        raise UserError(f"importing {path} raised {_first_line(error)}") from error
     function = getattr(module, name, None)
     if not callable(function):
         found = sorted(
@@ -452,16 +435,16 @@ def model_from_factory(spec: str) -> nn.Module:
             if callable(v) and not k.startswith("_") and getattr(v, "__module__", None)
             == module.__name__
         )  # fmt: skip
-        raise ValueError(
+        raise UserError(
             f"{path} has no function {name}"
             + (f"; its functions: {', '.join(found)}" if found else "")
         )
     try:
         model = function()
     except (Exception, SystemExit) as error:
-        raise ValueError(f"{name}() in {path} raised {_first_line(error)}") from error
+        raise UserError(f"{name}() in {path} raised {_first_line(error)}") from error
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise UserTypeError(
             f"{name}() in {path} returned {type(model).__name__}, not a torch.nn.Module"
         )
     return model
@@ -469,20 +452,7 @@ def model_from_factory(spec: str) -> nn.Module:
 
 def _described(model: nn.Module, arch: str, weights) -> nn.Module:
     """Attach ``model.metadata`` as every loader path does."""
-    from invert.version import __version__
-
-    normalize = getattr(model, "normalize", None)
-    normalization = None
-    if normalize is not None and hasattr(normalize, "statistics"):
-        mean, std = normalize.statistics()
-        normalization = {"mean": mean, "std": std}
-    model.metadata = {
-        "arch": arch,
-        "config": dict(getattr(model, "config", None) or {}),
-        "normalization": normalization,
-        "toolkit_version": __version__,
-        "trained": weights is not None,
-    }
+    model.metadata = model_metadata(model, arch=arch, trained=weights is not None)
     if weights is not None:
         model.metadata["weights"] = str(weights)
     return model
@@ -597,13 +567,13 @@ def load_weights(name: str, weights: str | os.PathLike) -> nn.Module:
     from .checkpoints import check_precision, load_state_dict_into, read_state_dict
 
     if name not in list_models():
-        raise ValueError(f"unknown architecture {name!r}; valid names: {', '.join(list_models())}")
+        raise UserError(f"unknown architecture {name!r}; valid names: {', '.join(list_models())}")
     state = read_state_dict(weights)
     check_precision(state, weights)
     if set(state) != set(_meta_state(name)):
         matches = [m for m in matching_architectures(state) if m != name]
         if matches:
-            raise ValueError(
+            raise UserError(
                 f"{weights} holds {' or '.join(matches)} weights (its keys match "
                 f"{', '.join(matches)}), not {name}; use `crelu COMMAND {matches[0]} --weights "
                 f"{weights}`"
@@ -660,7 +630,7 @@ def _with_weights(spec, weights, device) -> nn.Module:
         if set(state) != set(model.state_dict()):
             matches = matching_architectures(state)
             if matches:
-                raise ValueError(
+                raise UserError(
                     f"{weights} holds {' or '.join(matches)} weights (its keys match "
                     f"{', '.join(matches)}), not the model of {name}; use `crelu COMMAND "
                     f"{matches[0]} --weights {weights}`"
@@ -668,7 +638,7 @@ def _with_weights(spec, weights, device) -> nn.Module:
         load_state_dict_into(model, state)
         return _described(model, name, weights).to(device).eval()
     if name not in list_models():
-        raise ValueError(
+        raise UserError(
             f"--weights needs an architecture name (e.g. resnet18, vgg16) or FILE.py:FUNCTION, "
             f"not {spec!r}; valid names: {', '.join(list_models())}"
         )
@@ -676,7 +646,7 @@ def _with_weights(spec, weights, device) -> nn.Module:
 
 
 def check_compatible(model: nn.Module, dataset) -> None:
-    """Raise ``ValueError`` when ``model`` cannot classify ``dataset``'s images.
+    """Raise :class:`~invert.errors.UserError` when ``model`` cannot classify ``dataset``'s images.
 
     Checks the number of classes (a checkpoint trained on CIFAR-10 applied to
     CIFAR-100) and the number of input channels.
@@ -687,22 +657,23 @@ def check_compatible(model: nn.Module, dataset) -> None:
     >>> from invert.data import ImageDataset
     >>> from invert.nn.zoo import create_model
     >>> data = ImageDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), [0, 1], list("ab"))
-    >>> check_compatible(create_model("convpool_c", num_classes=10, width=0.25), data)
+    >>> net = create_model("convpool_c", num_classes=10, width=0.25)
+    >>> check_compatible(net, data)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: the model has 10 classes but the data set '' has 2; train it on this data set
+    invert.errors.UserError: the model has 10 classes but the data set '' has 2; ...
     """
     config = getattr(model, "config", None) or {}
     classes = getattr(dataset, "classes", None)
     if classes is not None and "num_classes" in config and config["num_classes"] != len(classes):
-        raise ValueError(
+        raise UserError(
             f"the model has {config['num_classes']} classes but the data set "
             f"{getattr(dataset, 'spec', '')!r} has {len(classes)}; train it on this data set"
         )
     if len(dataset) and "in_channels" in config:
         channels = int(torch.as_tensor(dataset[0][0]).shape[0])
         if channels != config["in_channels"]:
-            raise ValueError(
+            raise UserError(
                 f"the model takes {config['in_channels']}-channel images but the data set "
                 f"has {channels} channels"
             )

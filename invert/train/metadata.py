@@ -1,8 +1,13 @@
-"""Checkpoint metadata is data from outside: every field has a type and a shape.
+"""Model metadata: built in one place (:func:`model_metadata`), checked in one place.
 
+Every model the toolkit hands out carries ``model.metadata``, and every checkpoint stores
+it: :func:`model_metadata` builds it (the model's own fields plus what the caller adds),
+:func:`training_metadata` the part a training run adds.
+
+Checkpoint metadata is data from outside: every field has a type and a shape.
 :func:`validate_metadata` checks the JSON document a checkpoint carries (see
 :func:`~invert.train.checkpoints.save_checkpoint`) before anything reads it, so that a
-damaged or hand-edited file is one ``ValueError`` naming the field, never a
+damaged or hand-edited file is one :class:`~invert.errors.UserError` naming the field, never a
 ``KeyError`` deep inside a command. Unknown fields are kept as they are (callers may
 store their own); the known ones are:
 
@@ -33,7 +38,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-__all__ = ["validate_metadata"]
+from invert.errors import UserError
+
+__all__ = ["model_metadata", "training_metadata", "validate_metadata"]
 
 _HISTORY_NUMBERS = (
     "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
@@ -144,7 +151,7 @@ def _shown(value) -> str:
 
 
 def validate_metadata(meta: dict, source) -> dict:
-    """``meta`` itself if every known field has its type and shape, else ``ValueError``.
+    """``meta`` itself if every known field has its type and shape, else :class:`UserError`.
 
     The message names the file and the field, says what was expected and what is there.
 
@@ -155,8 +162,8 @@ def validate_metadata(meta: dict, source) -> dict:
     >>> validate_metadata({"normalization": {}}, "net.safetensors")
     Traceback (most recent call last):
     ...
-    ValueError: net.safetensors: metadata field 'normalization' must be {"mean": [C numbers], \
-"std": [C positive numbers]}; got {} (the file is damaged or was edited by hand)
+    invert.errors.UserError: net.safetensors: metadata field 'normalization' must be {"mean": \
+[C numbers], "std": [C positive numbers]}; got {} (the file is damaged or was edited by hand)
     """
     for name, validate in _FIELDS.items():
         value = meta.get(name)
@@ -170,8 +177,69 @@ def validate_metadata(meta: dict, source) -> dict:
             part = value
             for step in where.replace("]", "").replace("[", ".").split(".")[1:]:
                 part = part[int(step)] if isinstance(part, list) else part.get(step)
-            raise ValueError(
+            raise UserError(
                 f"{source}: metadata field {where!r} must be {expected}; got {_shown(part)} "
                 f"(the file is damaged or was edited by hand)"
             ) from None
     return meta
+
+
+def model_metadata(model, *, arch: str | None = None, **fields) -> dict:
+    """The metadata of ``model``: architecture, configuration, normalization, toolkit version.
+
+    ``arch`` overrides the model's own ``arch`` (a spec such as ``FILE.py:make``);
+    ``fields`` are added as they are (``trained``, ``weights``, or
+    :func:`training_metadata`). ``config`` and ``normalization`` are null for a model
+    without them.
+
+    Examples
+    --------
+    >>> from invert.nn.zoo import create_model
+    >>> meta = model_metadata(create_model("convpool_c", width=0.25), trained=False)
+    >>> meta["arch"], meta["config"]["width"], len(meta["normalization"]["mean"]), meta["trained"]
+    ('convpool_c', 0.25, 3, False)
+    """
+    from invert.version import __version__
+
+    config = getattr(model, "config", None)
+    normalize = getattr(model, "normalize", None)
+    normalization = None
+    if normalize is not None and hasattr(normalize, "statistics"):
+        mean, std = normalize.statistics()
+        normalization = {"mean": mean, "std": std}
+    return {
+        "arch": arch if arch is not None else getattr(model, "arch", None),
+        "config": dict(config) if config is not None else None,
+        "normalization": normalization,
+        "toolkit_version": __version__,
+        **fields,
+    }
+
+
+def training_metadata(train_set, *, recipe, seed: int, history: list) -> dict:
+    """What a training run adds to its model's metadata: data, classes, recipe, history.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.data import ImageDataset
+    >>> from invert.train.recipe import Recipe
+    >>> data = ImageDataset(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"])
+    >>> meta = training_metadata(data, recipe=Recipe(), seed=0, history=[])
+    >>> meta["classes"], meta["input_size"], meta["epochs"], meta["test_accuracy"]
+    (['a', 'b'], [3, 8, 8], 0, None)
+    """
+    import torch
+
+    last = history[-1] if history else {}
+    image, _ = train_set[0]
+    return {
+        "data": getattr(train_set, "spec", None),
+        "classes": list(getattr(train_set, "classes", []) or []),
+        "input_size": list(torch.as_tensor(image).shape),
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "epochs": len(history),
+        "test_accuracy": last.get("test_accuracy"),
+        "history": history,
+    }

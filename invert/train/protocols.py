@@ -34,7 +34,9 @@ to fold ``p mod k``. The folds partition the data, their sizes differ by at most
 and so do the counts of each class in the folds (stratification);
 ``stratified=False`` shuffles all items together instead.
 
-The protocols train with :func:`~invert.train.make_trainer`, so inside
+The protocols take the run's settings as one :class:`~invert.train.settings.RunSettings`
+(recipe, ``out`` folder, resume, device, progress, seed) and train with
+:func:`~invert.train.distributed.make_trainer`, so inside
 :func:`invert.train.distributed.distributed` (under ``torchrun``) each model trains
 data-parallel; the fold models' test probabilities are then computed on every rank.
 """
@@ -42,10 +44,8 @@ data-parallel; the fold models' test probabilities are then computed on every ra
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,9 +53,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
+from invert.progress import say
 
-from .batches import INIT, derived_seed, in_memory, iterate_batches
-from .trainer import Recipe, get_recipe, make_trainer
+from .batches import INIT, derived_seed, in_memory
+from .distributed import current_context, is_main_process, make_trainer
+from .evaluation import batch_logits
+from .recipe import get_recipe
+from .settings import RunSettings
 
 __all__ = [
     "KFoldResult",
@@ -89,13 +94,15 @@ def _labels_of(data) -> np.ndarray:
         labels = data
     labels = np.asarray(torch.as_tensor(labels).cpu())
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError("labels must be a 1-D sequence of integers (or a data set with .labels)")
+        raise UserTypeError(
+            "labels must be a 1-D sequence of integers (or a data set with .labels)"
+        )
     return labels.astype(np.int64)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        raise UserError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
 
 
@@ -138,12 +145,12 @@ def kfold_indices(
     >>> kfold_indices([0, 1], folds=3)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: cannot split 2 samples into 3 folds: each fold needs at least one sample; ...
+    invert.errors.UserError: cannot split 2 samples into 3 folds: each fold needs ...
     """
     labels = _labels_of(labels)
     folds = _check_int("folds", folds, 2)
     if len(labels) < folds:
-        raise ValueError(
+        raise UserError(
             f"cannot split {len(labels)} samples into {folds} folds: each fold needs at least "
             f"one sample; use fewer folds (--folds) or more data"
         )
@@ -174,10 +181,10 @@ def holdout_indices(
     labels = _labels_of(labels)
     n = len(labels)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ValueError(f"the held-out fraction must lie in (0, 1); got {fraction!r}")
+        raise UserError(f"the held-out fraction must lie in (0, 1); got {fraction!r}")
     count = round(fraction * n)
     if not 1 <= count <= n - 1:
-        raise ValueError(
+        raise UserError(
             f"holding out {fraction:g} of {n} samples leaves {count} held out and {n - count} "
             f"to train on; both need at least one (change --holdout or use more data)"
         )
@@ -261,19 +268,12 @@ def predict_probabilities(
     ((3, 2), True)
     """
     device = resolve_device(device)
-    was_training = model.training
-    model.eval()
-    amp_dtype = torch.bfloat16 if (amp and device.type == "cuda") else None
     batches = torch.arange(len(dataset)).split(batch_size)
-    out = []
-    memory = in_memory(dataset, device)
-    for images, _ in iterate_batches(dataset, batches, device, num_workers, memory=memory):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)
-        out.append(F.softmax(logits.float(), dim=1).cpu())
-    model.train(was_training)
+    out = [F.softmax(logits.float(), dim=1).cpu()
+           for logits, _ in batch_logits(model, dataset, batches, device=device, amp=amp,
+                                         num_workers=num_workers)]  # fmt: skip
     if not out:
-        raise ValueError("cannot score an empty data set")
+        raise UserError("cannot score an empty data set")
     return torch.cat(out)
 
 
@@ -299,9 +299,9 @@ def vote(scores) -> torch.Tensor:
     """
     stacked = torch.stack(list(scores)) if not isinstance(scores, torch.Tensor) else scores
     if stacked.dim() != 3 or stacked.shape[0] == 0:
-        raise ValueError("scores must have the shape (models, items, classes)")
+        raise UserError("scores must have the shape (models, items, classes)")
     if not torch.isfinite(stacked).all():
-        raise ValueError("scores must be finite")
+        raise UserError("scores must be finite")
     return stacked.double().mean(dim=0).argmax(dim=1)
 
 
@@ -319,7 +319,7 @@ def topk_error(scores: torch.Tensor, labels, *, k: int = 1) -> float | None:
     scores = torch.as_tensor(scores)
     labels = torch.as_tensor(labels, dtype=torch.int64).to(scores.device)
     if scores.dim() != 2 or len(scores) != len(labels) or len(labels) == 0:
-        raise ValueError("scores must be (items, classes) with one label per item")
+        raise UserError("scores must be (items, classes) with one label per item")
     if k > scores.shape[1]:
         return None
     top = scores.topk(k, dim=1).indices
@@ -332,17 +332,17 @@ def topk_error(scores: torch.Tensor, labels, *, k: int = 1) -> float | None:
 def _crop_size(size) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if len(pair) != 2 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in pair):
-        raise ValueError(f"crop size must be a positive integer or (height, width); got {size!r}")
+        raise UserError(f"crop size must be a positive integer or (height, width); got {size!r}")
     return int(pair[0]), int(pair[1])
 
 
 def _corners(images: torch.Tensor, size) -> tuple[int, int, list[tuple[int, int]]]:
     if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
-        raise TypeError("images must be a tensor C x H x W or N x C x H x W")
+        raise UserTypeError("images must be a tensor C x H x W or N x C x H x W")
     h, w = _crop_size(size)
     height, width = images.shape[-2:]
     if h > height or w > width:
-        raise ValueError(
+        raise UserError(
             f"a {h} x {w} crop does not fit images of {height} x {width}; load the data "
             f"larger (image_size / --resize) or crop smaller (--crop-size)"
         )
@@ -419,7 +419,7 @@ def ten_crop_test_set(
     spec = DataSpec.parse(data)
     if spec.fixed_size:
         if resize not in (None, spec.fixed_size):
-            raise ValueError("CIFAR images are 32 x 32 and cannot be resized (--resize)")
+            raise UserError("CIFAR images are 32 x 32 and cannot be resized (--resize)")
         size = None
     else:
         size = resize or round(crop_size * 256 / 224)
@@ -474,53 +474,25 @@ def evaluate_ten_crop(
     >>> result["count"], result["ten_crop_top1_error"], result["center_top5_error"]
     (2, 0.5, None)
     """
-    from .distributed import current_context
-
     device = resolve_device(device)
     if crop_size is None:
         from invert.nn.zoo import model_info
 
         arch = getattr(model, "arch", None)
         if not arch:
-            raise ValueError("pass crop_size= (the model has no zoo architecture to take it from)")
+            raise UserError("pass crop_size= (the model has no zoo architecture to take it from)")
         crop_size = model_info(arch)["input_size"]
     h, w = _crop_size(crop_size)
     context = current_context()
     rank, world = (0, 1) if context is None else (context.rank, context.world_size)
-    indices = torch.arange(rank, len(dataset), world)
-    was_training = model.training
-    model.eval()
-    amp_dtype = torch.bfloat16 if (amp and device.type == "cuda") else None
-    # wrong answers: centre top-1, centre top-5, ten top-1, ten top-5; then the count
-    counts = torch.zeros(5, dtype=torch.float64)
-    classes = None
-    memory = in_memory(dataset, device)
-    batches = indices.split(batch_size)
-    for images, labels in iterate_batches(dataset, batches, device, num_workers, memory=memory):
-        crops = ten_crop(images, (h, w))
-        n = len(images)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(crops.reshape(n * 10, *crops.shape[2:]))
-        probabilities = F.softmax(logits.float(), dim=1).view(n, 10, -1)
-        classes = probabilities.shape[2]
-        for slot, scores in ((0, probabilities[:, 4]), (2, probabilities.mean(dim=1))):
-            for j, k in enumerate((1, 5)):
-                if k <= classes:
-                    top = scores.topk(k, dim=1).indices
-                    counts[slot + j] += (~(top == labels[:, None]).any(dim=1)).sum().item()
-        counts[4] += n
-    model.train(was_training)
+    batches = torch.arange(rank, len(dataset), world).split(batch_size)
+    counts, classes = _ten_crop_counts(model, dataset, batches, (h, w), device=device, amp=amp,
+                                       num_workers=num_workers)  # fmt: skip
     if context is not None:
-        import torch.distributed as dist
-
-        reduced = counts.to(context.device)
-        sizes = torch.tensor([classes or 0], device=context.device)
-        dist.all_reduce(reduced, group=context.group)
-        dist.all_reduce(sizes, op=dist.ReduceOp.MAX, group=context.group)
-        counts, classes = reduced.cpu(), int(sizes.item())
+        counts, classes = _summed_over_ranks(context, counts, classes)
     total = int(counts[4].item())
     if total == 0:
-        raise ValueError("cannot evaluate on an empty data set")
+        raise UserError("cannot evaluate on an empty data set")
     five = classes is not None and classes >= 5
     return {
         "count": total,
@@ -530,6 +502,39 @@ def evaluate_ten_crop(
         "ten_crop_top1_error": counts[2].item() / total,
         "ten_crop_top5_error": counts[3].item() / total if five else None,
     }
+
+
+def _ten_crop_counts(model, dataset, batches, size, *, device, amp, num_workers):
+    """Wrong answers (centre top-1, top-5, ten top-1, top-5) and the count; the classes."""
+
+    def crops(images):
+        return ten_crop(images, size).flatten(0, 1)
+
+    counts = torch.zeros(5, dtype=torch.float64)
+    classes = None
+    for logits, labels in batch_logits(model, dataset, batches, device=device, amp=amp,
+                                       num_workers=num_workers, transform=crops):  # fmt: skip
+        n = len(labels)
+        probabilities = F.softmax(logits.float(), dim=1).view(n, 10, -1)
+        classes = probabilities.shape[2]
+        for slot, scores in ((0, probabilities[:, 4]), (2, probabilities.mean(dim=1))):
+            for j, k in enumerate((1, 5)):
+                if k <= classes:
+                    top = scores.topk(k, dim=1).indices
+                    counts[slot + j] += (~(top == labels[:, None]).any(dim=1)).sum().item()
+        counts[4] += n
+    return counts, classes
+
+
+def _summed_over_ranks(context, counts, classes):
+    """The counts summed over the ranks, and the class count (a rank may have no items)."""
+    import torch.distributed as dist
+
+    reduced = counts.to(context.device)
+    sizes = torch.tensor([classes or 0], device=context.device)
+    dist.all_reduce(reduced, group=context.group)
+    dist.all_reduce(sizes, op=dist.ReduceOp.MAX, group=context.group)
+    return reduced.cpu(), int(sizes.item())
 
 
 # --- the training protocols -----------------------------------------------------------------
@@ -585,72 +590,56 @@ def _seeded_model(make_model: Callable[[], nn.Module], seed: int, run: int) -> n
     torch.manual_seed(derived_seed(seed, run, INIT))
     model = make_model()
     if not isinstance(model, nn.Module):
-        raise TypeError(f"make_model must return a torch.nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"make_model must return a torch.nn.Module; got {type(model).__name__}")
     return model
 
 
-def _say(progress: bool, message: str) -> None:
-    from .distributed import is_main_process
-
-    if progress and is_main_process():
-        print(message, file=sys.stderr)
+def _say(settings: RunSettings, message: str) -> None:
+    say(settings.progress and is_main_process(), message)
 
 
-def _out_file(out, name: str) -> Path | None:
+def _out_file(settings: RunSettings, name: str) -> RunSettings:
+    """The settings of one of the protocol's runs: its checkpoint in the ``out`` folder."""
+    out = settings.out
     if out is None:
-        return None
-    out = Path(out)
+        return settings
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out must be a folder for the protocol's checkpoints; {out} is a file")
-    return out / name
+        raise UserError(f"out must be a folder for the protocol's checkpoints; {out} is a file")
+    return settings.replace(out=out / name)
 
 
-def _check_sets(train_set, test_set) -> None:
+def _prepared(train_set, test_set, settings) -> RunSettings:
+    """The settings with the recipe resolved; checks the sets first."""
     if len(train_set) == 0:
-        raise ValueError("the training set is empty")
+        raise UserError("the training set is empty")
     if test_set is not None and len(test_set) == 0:
-        raise ValueError("the test set is empty")
+        raise UserError("the test set is empty")
+    settings = RunSettings() if settings is None else settings
+    return settings.replace(recipe=get_recipe(settings.recipe))
 
 
-def single_protocol(
-    make_model: Callable[[], nn.Module],
-    train_set,
-    test_set,
-    *,
-    recipe: str | Recipe = "fast",
-    holdout: float = 0.1,
-    seed: int = 0,
-    stratified: bool = True,
-    out: str | Path | None = None,
-    resume: bool = True,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-) -> SingleResult:
+def single_protocol(make_model: Callable[[], nn.Module], train_set, test_set, *,
+                    holdout: float = 0.1, stratified: bool = True,
+                    settings: RunSettings | None = None) -> SingleResult:  # fmt: skip
     """The paper's "Single" protocol: hold out, note the held-out loss, retrain on everything.
 
     Parameters
     ----------
     make_model : callable
         ``make_model()`` returns a fresh classifier; it is called twice with the
-        global torch RNG seeded from ``seed``, the same way both times (so both runs
+        global torch RNG seeded from the seed, the same way both times (so both runs
         start from the same weights).
     train_set, test_set : Dataset
         Items ``(image, label)``; see :func:`~invert.train.train`.
-    recipe : str or Recipe
-        How both runs train (its epochs cap the retraining run).
     holdout : float
         Fraction of the training set held out in the first run (stratified by class).
-    seed : int
-        Seeds the split, the initial weights and the trainer.
     stratified : bool
         Stratify the held-out part by class.
-    out : path, optional
-        A folder for the two runs' checkpoints and resumable states
-        (``single-subset.safetensors``, ``single-full.safetensors``).
-    resume : bool
-        Continue interrupted runs found in ``out``.
-    device, progress
-        As in :func:`~invert.train.train`.
+    settings : RunSettings, optional
+        How both runs train (the recipe's epochs cap the retraining run); the seed seeds
+        the split, the initial weights and the trainer; ``out`` is a folder for the two
+        runs' checkpoints and resumable states (``single-subset.safetensors``,
+        ``single-full.safetensors``), and ``resume`` continues interrupted runs found there.
 
     Returns
     -------
@@ -659,42 +648,60 @@ def single_protocol(
     Examples
     --------
     >>> from invert.data import ImageDataset
-    >>> from invert.train import Recipe
+    >>> from invert.train import Recipe, RunSettings
     >>> images = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
     >>> data = ImageDataset(images, torch.arange(20) % 2, ["a", "b"])
     >>> make = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     ...                              nn.Linear(4, 2))
-    >>> r = single_protocol(make, data, data, recipe=Recipe(epochs=2, batch_size=4, lr=0.01),
-    ...                     holdout=0.2, device="cpu", progress=False)
+    >>> run = RunSettings(recipe=Recipe(epochs=2, batch_size=4, lr=0.01), device="cpu",
+    ...                   progress=False)
+    >>> r = single_protocol(make, data, data, holdout=0.2, settings=run)
     >>> r.holdout_items, r.train_items, 1 <= r.epochs <= 2, 0 <= r.test_error <= 1
     (4, 16, True, True)
     """
-    _check_sets(train_set, test_set)
-    recipe = get_recipe(recipe)
-    seed = _check_int("seed", seed, 0)
-    train_idx, held_idx = holdout_indices(
-        train_set, fraction=holdout, seed=seed, stratified=stratified
-    )
+    settings = _prepared(train_set, test_set, settings)
+    train_idx, held_idx = holdout_indices(train_set, fraction=holdout, seed=settings.seed,
+                                          stratified=stratified)  # fmt: skip
     part = subset(train_set, train_idx, label=f"single: {len(train_idx)} of {len(train_set)}")
     held = subset(train_set, held_idx, label=f"single: held-out {len(held_idx)}")
     tag = "" if stratified else "-unstratified"
-
-    _say(progress, f"single: training on {len(part)} items, {len(held)} held out")
+    _say(settings, f"single: training on {len(part)} items, {len(held)} held out")
     first = make_trainer(
-        _seeded_model(make_model, seed, 0),
+        _seeded_model(make_model, settings.seed, 0),
         part,
         test_set=held,
-        recipe=recipe,
-        out=_out_file(out, f"single-subset{tag}.safetensors"),
-        device=device,
-        progress=progress,
-        seed=seed,
+        settings=_out_file(settings, f"single-subset{tag}.safetensors"),
     )
-    subset_history = first.fit(resume=resume)
+    subset_history = first.fit()
     losses = [h["test_loss"] for h in subset_history]
     best = int(np.argmin(losses))
     target = float(losses[best])
-    _say(progress, f"single: lowest held-out loss {target:.4f} (epoch {best + 1}); retraining")
+    _say(settings, f"single: lowest held-out loss {target:.4f} (epoch {best + 1}); retraining")
+    second = make_trainer(
+        _seeded_model(make_model, settings.seed, 0),
+        train_set,
+        test_set=test_set,
+        settings=_out_file(settings, f"single-full{tag}.safetensors"),
+    )
+    history = second.fit(until=_training_loss_at_most(target))
+    last = history[-1]
+    result = SingleResult(
+        target_loss=target, target_epoch=best + 1,
+        reached=bool(last["train_eval_loss"] <= target), epochs=len(history),
+        train_loss=last["train_eval_loss"], train_error=1.0 - last["train_eval_accuracy"],
+        test_loss=last["test_loss"], test_error=1.0 - last["test_accuracy"],
+        train_items=len(part), holdout_items=len(held),
+        subset_history=subset_history, history=history, model=second.model,
+    )  # fmt: skip
+    if not result.reached:
+        _say(settings, f"single: the training loss {result.train_loss:.4f} did not reach "
+                       f"{target:.4f} in {settings.recipe.epochs} epochs; reporting the "
+                       f"last epoch")  # fmt: skip
+    return result
+
+
+def _training_loss_at_most(target: float):
+    """The ``until`` rule of the retraining run: the training loss (eval mode) <= target."""
 
     def reached(trainer, record) -> bool:
         measured = trainer.evaluate_on(trainer.train_set)
@@ -702,57 +709,12 @@ def single_protocol(
         record["train_eval_accuracy"] = measured["accuracy"]
         return measured["loss"] <= target
 
-    second = make_trainer(
-        _seeded_model(make_model, seed, 0),
-        train_set,
-        test_set=test_set,
-        recipe=recipe,
-        out=_out_file(out, f"single-full{tag}.safetensors"),
-        device=device,
-        progress=progress,
-        seed=seed,
-    )
-    history = second.fit(resume=resume, until=reached)
-    last = history[-1]
-    result = SingleResult(
-        target_loss=target,
-        target_epoch=best + 1,
-        reached=bool(last["train_eval_loss"] <= target),
-        epochs=len(history),
-        train_loss=last["train_eval_loss"],
-        train_error=1.0 - last["train_eval_accuracy"],
-        test_loss=last["test_loss"],
-        test_error=1.0 - last["test_accuracy"],
-        train_items=len(part),
-        holdout_items=len(held),
-        subset_history=subset_history,
-        history=history,
-        model=second.model,
-    )
-    if not result.reached:
-        _say(
-            progress,
-            f"single: the training loss {result.train_loss:.4f} did not reach {target:.4f} in "
-            f"{recipe.epochs} epochs; reporting the last epoch",
-        )
-    return result
+    return reached
 
 
-def kfold_protocol(
-    make_model: Callable[[], nn.Module],
-    train_set,
-    test_set,
-    *,
-    folds: int = 10,
-    recipe: str | Recipe = "fast",
-    seed: int = 0,
-    stratified: bool = True,
-    out: str | Path | None = None,
-    resume: bool = True,
-    device: str | torch.device | None = None,
-    progress: bool = True,
-    keep_models: bool = True,
-) -> KFoldResult:
+def kfold_protocol(make_model: Callable[[], nn.Module], train_set, test_set, *,
+                   folds: int = 10, stratified: bool = True, keep_models: bool = True,
+                   settings: RunSettings | None = None) -> KFoldResult:  # fmt: skip
     """The paper's k-fold protocol: "Average" (mean +- standard error) and "Vote" test errors.
 
     Parameters
@@ -764,15 +726,13 @@ def kfold_protocol(
         Items ``(image, label)``; the folds split ``train_set``.
     folds : int
         ``k`` (the paper: 10); at most the number of training items.
-    recipe, seed, stratified, device, progress
+    stratified : bool
         As in :func:`single_protocol`; the folds come from :func:`kfold_indices`.
-    out : path, optional
-        A folder for the fold models' checkpoints and resumable states
-        (``fold-01-of-10.safetensors`` ...).
-    resume : bool
-        Continue interrupted fold runs found in ``out``.
     keep_models : bool
         Return the ``k`` trained models in ``result.models``.
+    settings : RunSettings, optional
+        As in :func:`single_protocol`; ``out`` is a folder for the fold models'
+        checkpoints and resumable states (``fold-01-of-10.safetensors`` ...).
 
     Returns
     -------
@@ -781,57 +741,42 @@ def kfold_protocol(
     Examples
     --------
     >>> from invert.data import ImageDataset
-    >>> from invert.train import Recipe
+    >>> from invert.train import Recipe, RunSettings
     >>> images = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8)
     >>> data = ImageDataset(images, torch.arange(12) % 2, ["a", "b"])
     >>> make = lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     ...                              nn.Linear(4, 2))
-    >>> r = kfold_protocol(make, data, data, folds=3, recipe=Recipe(epochs=1, batch_size=4),
-    ...                    device="cpu", progress=False)
+    >>> run = RunSettings(recipe=Recipe(epochs=1, batch_size=4), device="cpu", progress=False)
+    >>> r = kfold_protocol(make, data, data, folds=3, settings=run)
     >>> r.fold_sizes, len(r.test_errors), len(r.models)
     ([4, 4, 4], 3, 3)
     """
-    _check_sets(train_set, test_set)
-    recipe = get_recipe(recipe)
-    seed = _check_int("seed", seed, 0)
-    parts = kfold_indices(train_set, folds=folds, seed=seed, stratified=stratified)
+    settings = _prepared(train_set, test_set, settings)
+    parts = kfold_indices(train_set, folds=folds, seed=settings.seed, stratified=stratified)
     k = len(parts)
     test_labels = torch.as_tensor(_labels_of(test_set))
     tag = "" if stratified else "-unstratified"
-    device = resolve_device(device) if device is not None else None
     total = None
     test_errors, validation_errors, histories, models = [], [], [], []
     for fold in range(k):
         rest = np.sort(np.concatenate([p for i, p in enumerate(parts) if i != fold]))
         training = subset(train_set, rest, label=f"fold {fold + 1} of {k} held out")
-        trainer = make_trainer(
-            _seeded_model(make_model, seed, fold),
-            training,
-            recipe=recipe,
-            out=_out_file(out, f"fold-{fold + 1:02d}-of-{k:02d}{tag}.safetensors"),
-            device=device,
-            progress=progress,
-            seed=seed,
-        )
-        histories.append(trainer.fit(resume=resume))
+        name = f"fold-{fold + 1:02d}-of-{k:02d}{tag}.safetensors"
+        trainer = make_trainer(_seeded_model(make_model, settings.seed, fold), training,
+                               settings=_out_file(settings, name))  # fmt: skip
+        histories.append(trainer.fit())
         held = subset(train_set, parts[fold], label=f"fold {fold + 1} of {k}")
         validation_errors.append(1.0 - trainer.evaluate_on(held)["accuracy"])
-        probabilities = predict_probabilities(
-            trainer.model,
-            test_set,
-            batch_size=recipe.hardware.eval_batch_size,
-            device=trainer.device,
-            amp=recipe.hardware.amp,
-        )
+        hardware = settings.recipe.hardware
+        probabilities = predict_probabilities(trainer.model, test_set,
+                                              batch_size=hardware.eval_batch_size,
+                                              device=trainer.device, amp=hardware.amp)  # fmt: skip
         test_errors.append(topk_error(probabilities, test_labels))
         total = probabilities.double() if total is None else total + probabilities.double()
         if keep_models:
             models.append(trainer.model)
-        _say(
-            progress,
-            f"fold {fold + 1}/{k}: validation error {validation_errors[-1]:.2%}, "
-            f"test error {test_errors[-1]:.2%}",
-        )
+        _say(settings, f"fold {fold + 1}/{k}: validation error {validation_errors[-1]:.2%}, "
+                       f"test error {test_errors[-1]:.2%}")  # fmt: skip
     predictions = vote(total[None] / k)
     errors = np.asarray(test_errors, dtype=np.float64)
     return KFoldResult(

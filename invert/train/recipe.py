@@ -83,6 +83,8 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from invert.errors import UserError, UserTypeError
+
 __all__ = [
     "RECIPES",
     "UNIT_CLIP",
@@ -99,15 +101,15 @@ _SCHEDULES = ("cosine", "step", "constant")
 
 def _check_number(owner: str, name: str, value, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner} {name} must be a finite number; got {value!r}")
+        raise UserError(f"{owner} {name} must be a finite number; got {value!r}")
     if value < 0 or (positive and value == 0):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{owner} {name} must be {bound}; got {value!r}")
+        raise UserError(f"{owner} {name} must be {bound}; got {value!r}")
 
 
 def _check_count(owner: str, name: str, value, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{owner} {name} must be an integer >= {minimum}; got {value!r}")
+        raise UserError(f"{owner} {name} must be an integer >= {minimum}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,9 @@ class ModelSettings:
         if self.dropout is not None and not (
             isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1
         ):
-            raise ValueError(f"recipe dropout must be None or in [0, 1); got {self.dropout!r}")
+            raise UserError(f"recipe dropout must be None or in [0, 1); got {self.dropout!r}")
         if self.init not in ("he", "default"):
-            raise ValueError(f"recipe init must be 'he' or 'default'; got {self.init!r}")
+            raise UserError(f"recipe init must be 'he' or 'default'; got {self.init!r}")
 
 
 @dataclass(frozen=True)
@@ -259,12 +261,12 @@ class Recipe:
             if getattr(self, name) is not None:
                 _check_number("recipe", name, getattr(self, name), positive=True)
         if self.schedule not in _SCHEDULES:
-            raise ValueError(f"recipe schedule must be one of {_SCHEDULES}; got {self.schedule!r}")
+            raise UserError(f"recipe schedule must be one of {_SCHEDULES}; got {self.schedule!r}")
         if self.max_shift is not None:
             _check_count("recipe", "max_shift", self.max_shift, minimum=0)
         for part, kind in _PARTS.items():
             if not isinstance(getattr(self, part), kind):
-                raise TypeError(f"recipe {part} must be a {kind.__name__}")
+                raise UserTypeError(f"recipe {part} must be a {kind.__name__}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
 
     def to_dict(self) -> dict:
@@ -286,7 +288,7 @@ class Recipe:
                 parts[part] = dataclasses.replace(getattr(self, part), **moved)
         unknown = set(changes) - own
         if unknown:
-            raise TypeError(f"unknown recipe field(s) {', '.join(sorted(unknown))}")
+            raise UserTypeError(f"unknown recipe field(s) {', '.join(sorted(unknown))}")
         return dataclasses.replace(self, **changes, **parts)
 
     def learning_rate_factor(self, step: int, steps_per_epoch: int) -> float:
@@ -386,5 +388,5 @@ def get_recipe(recipe: str | Recipe = "fast", *, arch: str | None = None) -> Rec
     if isinstance(recipe, Recipe):
         return recipe
     if not isinstance(recipe, str) or recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
+        raise UserError(f"unknown recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
     return RECIPES[recipe](arch)

@@ -1,0 +1,84 @@
+"""Evaluation: the model's logits over batches of a data set, and its loss and accuracy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invert.device import resolve_device
+from invert.errors import UserError
+
+from .batches import in_memory, iterate_batches
+from .devices import autocast, autocast_dtype, eval_mode
+
+__all__ = ["batch_logits", "evaluate", "evaluation_sums"]
+
+
+def batch_logits(model, dataset, batches, *, device, amp=True, channels_last=False,
+                 num_workers=0, transform=None):  # fmt: skip
+    """``(logits, labels)`` of each batch of ``dataset`` (indices ``batches``), eval mode.
+
+    ``transform(images)``, if given, maps a batch before the model sees it (crops); the
+    model's train/eval mode is restored when the iteration ends.
+    """
+    dtype = autocast_dtype(device, amp)
+    memory = in_memory(dataset, device)
+    with torch.no_grad(), eval_mode(model):
+        for images, labels in iterate_batches(dataset, batches, device, num_workers,
+                                              memory=memory):  # fmt: skip
+            if transform is not None:
+                images = transform(images)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                logits = model(images)
+            yield logits, labels
+
+
+def evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
+    """Summed loss (float64), count of correct answers (int64) and item count over ``batches``."""
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
+    for logits, labels in batch_logits(model, dataset, batches, device=device, amp=amp,
+                                       channels_last=channels_last):  # fmt: skip
+        total_loss += F.cross_entropy(logits.float(), labels, reduction="sum").double()
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    return total_loss, correct, count
+
+
+def evaluate(
+    model: nn.Module,
+    dataset,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    amp: bool = True,
+    channels_last: bool = False,
+) -> dict:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``dataset`` (eval mode).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from invert.data import ImageDataset
+    >>> from invert.nn.zoo import create_model
+    >>> data = ImageDataset(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), [0, 1, 0, 1], ["a", "b"])
+    >>> sorted(evaluate(create_model("convpool_c", num_classes=2, width=0.125), data))
+    ['accuracy', 'loss']
+    """
+    device = resolve_device(device)
+    batches = torch.arange(len(dataset)).split(batch_size)
+    total_loss, correct, count = evaluation_sums(
+        model, dataset, batches, device=device, amp=amp, channels_last=channels_last
+    )
+    return mean_loss_and_accuracy(total_loss, correct, count)
+
+
+def mean_loss_and_accuracy(total_loss, correct, count) -> dict:
+    """``{"loss", "accuracy"}`` from the sums of :func:`evaluation_sums`."""
+    if count == 0:
+        raise UserError("cannot evaluate on an empty data set")
+    return {"loss": float(total_loss) / count, "accuracy": int(correct) / int(count)}
