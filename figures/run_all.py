@@ -30,6 +30,7 @@ from figures import (
     table_frame_bounds,
     table_pooling,
 )
+from invert.progress import progress_bar, say
 
 from .common import (
     FIRST_SEED_ONLY,
@@ -91,14 +92,16 @@ def _train_worker(spec: str, recipe, cache_dir, threads: int, seed: int) -> floa
 def train_models(session: Session, *, jobs: int | None = None, progress: bool = True) -> dict:
     """Train every run (model of :data:`~figures.common.MODELS`, seed) missing from the cache.
 
-    On a CPU with ``jobs > 1`` the models train in ``jobs`` worker processes of
-    ``cpus // jobs`` threads each, longest first (small convolutions use two threads
-    poorly, so two single-threaded trainings finish sooner than two in a row); the
-    progress bar counts the epochs of all of them (read from the checkpoint each run
-    rewrites after every epoch) and its ETA comes from their measured epoch times
-    (:func:`training_eta`). On a GPU, or with ``jobs=1``, they train one after the other
-    in this process, with the trainer's own per-epoch progress. Each lands in the shared
-    cache (:func:`invert.train.loader.load_model`), from where the scripts load it.
+    It first says which models it trains. On a CPU with ``jobs > 1`` the models train in
+    ``jobs`` worker processes of ``cpus // jobs`` threads each, longest first (small
+    convolutions use two threads poorly, so two single-threaded trainings finish sooner
+    than two in a row); the progress bar counts the epochs of all of them (read from the
+    checkpoint each run rewrites after every epoch) and names the ones running. It shows
+    an ETA (:func:`training_eta`) only once every model still to train has a measured
+    epoch; until then each running model shows its own time left, from its own epochs. On
+    a GPU, or with ``jobs=1``, they train one after the other in this process, with the
+    trainer's own per-epoch progress. Each lands in the shared cache
+    (:func:`invert.train.loader.load_model`), from where the scripts load it.
 
     Returns
     -------
@@ -115,54 +118,81 @@ def train_models(session: Session, *, jobs: int | None = None, progress: bool = 
     cpus = os.cpu_count() or 1
     jobs = min(cpus, 2) if jobs is None else jobs
     jobs = max(1, min(jobs, len(missing)))
+    parallel = jobs > 1 and session.device == "cpu"
+    how = f"{jobs} at a time" if parallel else "one after the other"
+    say(progress, f"training {len(missing)} models ({how}, recipe "
+                  f"{session.recipe_for(missing[0][0]).name}, into {session.cache_dir}): "
+                  + ", ".join(_run_name(run) for run in missing))  # fmt: skip
+    if parallel:
+        return _train_in_parallel(session, missing, jobs, max(1, cpus // jobs), progress)
     seconds = {}
-    if jobs == 1 or session.device != "cpu":
-        for index, (role, seed) in enumerate(missing):
-            if progress:
-                print(f"training models: {session.spec(role)} seed {seed} "
-                      f"({index + 1} of {len(missing)})", file=sys.stderr)  # fmt: skip
-            started = time.perf_counter()
-            session.model(role, seed)
-            seconds[role, seed] = time.perf_counter() - started
-        return seconds
-    return _train_in_parallel(session, missing, jobs, max(1, cpus // jobs), progress)
+    for index, (role, seed) in enumerate(missing):
+        say(progress, f"training models: {session.spec(role)} seed {seed} "
+                      f"({index + 1} of {len(missing)})")  # fmt: skip
+        started = time.perf_counter()
+        session.model(role, seed)
+        seconds[role, seed] = time.perf_counter() - started
+    return seconds
 
 
 def _train_in_parallel(session: Session, missing: list, jobs: int, threads: int, progress):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from tqdm.auto import tqdm
-
     epochs = {run: session.recipe_for(run[0]).epochs for run in missing}
-    bar = tqdm(total=sum(epochs.values()), desc="training models", unit="epoch",
-               disable=not progress, file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]",
-               )  # fmt: skip
     seconds, context = {}, multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    bar = progress_bar(progress, total=sum(epochs.values()), desc="training models",
+                       unit="epoch")  # fmt: skip
+    # tqdm's own ETA would divide by a rate of mixed models: show ours, or none
+    bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} epochs [{elapsed}{postfix}]"
+    with bar, ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         futures = {
             pool.submit(_train_worker, session.spec(role), session.recipe_for(role),
                         session.cache_dir, threads, seed): (role, seed)
             for role, seed in missing
         }  # fmt: skip
         pending = set(futures)
+        bar.set_postfix_str(_training_status(missing, epochs, [(0, None, 0.0)] * len(missing),
+                                              jobs))  # fmt: skip
         while pending:
             done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
             for future in done:
                 seconds[futures[future]] = future.result()
             states = [_epochs_done(session, run, epochs[run], run in seconds) for run in missing]
             bar.n = sum(state[0] for state in states)
-            eta = training_eta(
-                [(d, epochs[r], s, _COST[r[0]], into) for r, (d, s, into) in zip(missing, states)],
-                jobs,
-            )  # fmt: skip
-            unfinished = [(r, d) for r, (d, _, _) in zip(missing, states) if d < epochs[r]]
-            running = [_run_name(r) + f" {d}/{epochs[r]}" for r, d in unfinished[:jobs]]
-            shown = "?" if eta is None else tqdm.format_interval(eta)
-            bar.set_postfix_str(", ".join([f"ETA {shown}", *running]))
-    bar.close()
+            bar.set_postfix_str(_training_status(missing, epochs, states, jobs))
     return seconds
+
+
+def _training_status(missing: list, epochs: dict, states: list, jobs: int) -> str:
+    """The bar's postfix: the ETA once every unfinished model has a measured epoch (else
+    none), then the running models, each with its epochs and its own time left.
+
+    Examples
+    --------
+    >>> runs = [("crelu", 0), ("relu", 0), ("avr", 0)]
+    >>> epochs = dict.fromkeys(runs, 10)
+    >>> _training_status(runs, epochs, [(4, 2.0, 1.0), (0, None, 0.0), (0, None, 0.0)], 2)
+    'ETA after the first epoch of each model, convpool_c_crelu 4/10 (00:11 left), convpool_c 0/10'
+    >>> _training_status(runs, epochs, [(4, 2.0, 1.0), (10, 1.0, 0.0), (1, 1.0, 0.0)], 2)
+    'ETA 00:11, convpool_c_crelu 4/10 (00:11 left), convpool_c_avr 1/10 (00:09 left)'
+    """
+    from tqdm.auto import tqdm
+
+    unfinished = [(run, state) for run, state in zip(missing, states) if state[0] < epochs[run]]
+    if all(state[1] for _, state in unfinished):
+        rows = [(d, epochs[r], s, _COST[r[0]], into) for r, (d, s, into) in zip(missing, states)]
+        eta = tqdm.format_interval(training_eta(rows, jobs))
+    else:
+        eta = "after the first epoch of each model"
+    running = []
+    for run, (done, per_epoch, into) in unfinished[:jobs]:
+        text = f"{_run_name(run)} {done}/{epochs[run]}"
+        if per_epoch:
+            left = max(0.0, (epochs[run] - done) * per_epoch - into)
+            text += f" ({tqdm.format_interval(left)} left)"
+        running.append(text)
+    return ", ".join([f"ETA {eta}", *running])
 
 
 def _run_name(run) -> str:
