@@ -38,6 +38,7 @@ import torch
 
 from invert.linalg.spectrum import extreme_eigenvalues
 
+from .layer_map import model_residual
 from .result import Certificate, CertificateRow
 
 __all__ = [
@@ -125,7 +126,7 @@ def certify(
     with torch.no_grad():
         residual = layer_map.relative(layer_map.residual(x, layer_map.all), layer_map.all)
     residual = residual.cpu().tolist()
-    model_residual = layer_map.model_residual(x).tolist()
+    own = model_residual(layer_map, x).tolist()
     rows = []
     for i in range(len(residual)):
         ok = residual[i] <= tol if converged is None else bool(converged[i])
@@ -144,7 +145,7 @@ def certify(
             note = f"A/B = {ratio:.1e} below the float64 threshold {threshold:.1e}"
         unique = note is None
         rows.append(CertificateRow(
-            residual=residual[i], model_residual=model_residual[i], A=a, B=b, ratio=ratio,
+            residual=residual[i], model_residual=own[i], A=a, B=b, ratio=ratio,
             unique=unique, converged=ok, eigen_method=bounds.method[i],
             note="locally unique (A > 0, residual at tol)" if unique else note,
         ))  # fmt: skip

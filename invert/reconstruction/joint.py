@@ -89,7 +89,7 @@ from invert.validation import check_bool, check_dtype
 
 from .certificate import certify
 from .features import Features
-from .layer_map import LayerMap
+from .layer_map import LayerMap, check_jacobian
 from .layerwise import reconstruct_layerwise
 from .result import Note, Reconstruction
 from .settings import JointSettings, feature_tol, settings_of
@@ -250,6 +250,46 @@ def _norms(t):
     return torch.linalg.vector_norm(t.flatten(1), dim=1)
 
 
+def _forcing_term(gnorm, g_prev, g0, tight):
+    """The relative tolerance of each image's step (Eisenstat-Walker, choice 2); 0 where an
+    inexact step gained nothing, never tighter than the stop needs (roundoff caps CGLS)."""
+    eta = 0.9 * (gnorm / g_prev) ** 2
+    eta = torch.where(tight, torch.zeros_like(eta), eta)
+    return torch.maximum(eta, 0.1 * _GTOL * g0 / gnorm).clamp(_ETA_MIN, _ETA_MAX)
+
+
+def _judge(idx, accepted, decrease, eta, past, phi, rel, weight, tol, tight, running, status):
+    """After a step: stop the images that are stationary or stalled, mark for an exact next
+    step those whose inexact step gained nothing (edits ``tight``, ``running``, ``status``)."""
+    slow = torch.zeros_like(rel, dtype=torch.bool)
+    if len(past) > _WINDOW:
+        phi_then, rel_then = past[-_WINDOW - 1]
+        # a zero-residual solve converges superlinearly; with a prior the objective
+        # has a floor, so only a gain of under 1% counts as no progress
+        slow = (phi_then - phi) <= 1e-2 * phi_then if weight else rel_then < 1.25 * rel
+    for j, i in enumerate(idx.tolist()):
+        if not weight and float(rel[i]) <= tol:
+            continue  # judged converged at the next step
+        if bool(accepted[j]) and decrease[j] <= 1e-14 * phi[i]:
+            if float(eta[j]) > _ETA_MIN:  # an inexact step gained nothing: try an exact one
+                tight[i] = True
+                continue
+            running[i], status[i] = False, "stationary"
+        elif not bool(accepted[j]) or bool(slow[i]):
+            running[i], status[i] = False, "stalled"
+
+
+def _retire(running, status, rel, tol, weight, capped) -> None:
+    """Stop the images at ``tol`` (``"converged"``; not with a prior, whose optimum has a
+    residual) and, given ``capped``, those whose step cap for a map that is not injective is
+    spent (their status already says ``"not injective"``)."""
+    for i in running.nonzero().flatten().tolist():
+        if not weight and float(rel[i]) <= tol:
+            running[i], status[i] = False, "converged"
+        elif capped is not None and capped[i]:
+            running[i] = False
+
+
 def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner=None,
                   capped=None):  # fmt: skip
     """The solve; ``inner``: a float32 twin of ``lm`` for loose steps' products; ``capped``:
@@ -268,12 +308,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
         phi, rel, _ = _objective(lm, x, lm.all, weight)
     for step in range(1, max_steps + 1):
         t0 = time.perf_counter()
-        if not weight:
-            for i in (running & (rel.cpu() <= tol)).nonzero().flatten().tolist():
-                running[i], status[i] = False, "converged"
-        for i in running.nonzero().flatten().tolist():
-            if capped[i] and step > _NOT_INJECTIVE_STEPS:
-                running[i] = False  # its status says "not injective"
+        _retire(running, status, rel, tol, weight, capped if step > _NOT_INJECTIVE_STEPS else None)
         idx = running.nonzero().flatten().to(x.device)
         if not len(idx):
             break
@@ -290,10 +325,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
                 for i in idx[flat].tolist():
                     running[i], status[i] = False, "stationary"
                 continue
-            eta = 0.9 * (gnorm / g_prev[idx]) ** 2  # Eisenstat-Walker
-            eta = torch.where(tight[idx], torch.zeros_like(eta), eta)
-            # no more accurate than the stop needs: roundoff caps what CGLS can reach
-            eta = torch.maximum(eta, 0.1 * _GTOL * g0[idx] / gnorm).clamp(_ETA_MIN, _ETA_MAX)
+            eta = _forcing_term(gnorm, g_prev[idx], g0[idx], tight[idx])
             g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
             # float32 products only while every image is far from its solution: once one
             # needs a tight step (or is near stationarity) it stays in float64
@@ -310,22 +342,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
         x[idx[accepted]] = new[accepted]
         phi[idx[accepted]], rel[idx[accepted]] = phi_new[accepted], rel_new[accepted]
         past.append((phi.clone(), rel.clone()))
-        slow = torch.zeros_like(rel, dtype=torch.bool)
-        if len(past) > _WINDOW:
-            phi_then, rel_then = past[-_WINDOW - 1]
-            # a zero-residual solve converges superlinearly; with a prior the objective
-            # has a floor, so only a gain of under 1% counts as no progress
-            slow = (phi_then - phi) <= 1e-2 * phi_then if weight else rel_then < 1.25 * rel
-        for j, i in enumerate(idx.tolist()):
-            if not weight and float(rel[i]) <= tol:
-                continue  # judged converged at the next step
-            if bool(accepted[j]) and decrease[j] <= 1e-14 * phi[i]:
-                if float(eta[j]) > _ETA_MIN:  # an inexact step gained nothing: try an exact one
-                    tight[i] = True
-                    continue
-                running[i], status[i] = False, "stationary"
-            elif not bool(accepted[j]) or bool(slow[i]):
-                running[i], status[i] = False, "stalled"
+        _judge(idx, accepted, decrease, eta, past, phi, rel, weight, tol, tight, running, status)
         row = dict(gauss_newton_step=step, images=len(idx), residual=rel.cpu().tolist(),
                    objective=phi.cpu().tolist(), cg_iterations=iterations,
                    inner="float32" if lin32 is not None else str(x.dtype).replace("torch.", ""),
@@ -333,9 +350,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
         history.append(row)
         bar.update()
         bar.set_postfix_str(f"residual {float(rel.max()):.1e}")
-    if not weight:
-        for i in (running & (rel.cpu() <= tol)).nonzero().flatten().tolist():
-            status[i] = "converged"
+    _retire(running, status, rel, tol, weight, None)
     return x, status, history
 
 
@@ -597,7 +612,7 @@ def solve_joint(lm, model, *, x0, bounds, prior, tol, settings: JointSettings, p
     x, how = _start(model, lm, lm.feats, x0, lo, hi)
     if x0 is None and how != "layerwise":
         x, how = _off_dead_point(lm, x, how, lo, hi)
-    lm.check_jacobian(x)
+    check_jacobian(lm, x)
     with contextlib.ExitStack() as stack:
         inner = None
         if inner_dtype == "auto" and lm.dtype == torch.float64:
@@ -673,12 +688,12 @@ def solve_notes(solve: JointSolve, residual, tol: float, prior, images=None) -> 
 
 
 def finish(lm, image, *, strategy, tol, prior, settings, solve=None, layers=(), notes=(),
-           diagnostics=None, status=None, joint_images=None) -> Reconstruction:  # fmt: skip
+           diagnostics=None, joint_images=None) -> Reconstruction:  # fmt: skip
     """The :class:`Reconstruction` of ``image``, built once: its certificate, notes (``notes``
     then the joint solve's, for ``joint_images``) and timings; warns
     (:class:`ConvergenceWarning`) where an image did not converge."""
     t0 = time.perf_counter()
-    status = status if status is not None else (solve.status if solve is not None else None)
+    status = solve.status if solve is not None else None
     converged = None if status is None else [s == "converged" for s in status]
     cert = certify(lm, image, tol=tol, converged=converged,
                    notes=None if solve is None else solve.notes, prior=prior)  # fmt: skip

@@ -193,7 +193,9 @@ class LayerMap:
         """
         if self._replayable is False:
             r, vjp_fn = vjp(lambda v: self.residual(v, idx), x)
-            return Linearization(r, lambda v: self.jvp(x, idx, v), vjp_fn)
+            return Linearization(
+                r, lambda v: jvp(lambda u: self.residual(u, idx), (x,), (v,))[1], vjp_fn
+            )
         places = []
 
         def recorded(v):
@@ -253,22 +255,9 @@ class LayerMap:
 
         return generic
 
-    def jvp(self, x: torch.Tensor, idx: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``J v`` at ``x`` by ``torch.func.jvp`` of the whole map (any model)."""
-        return jvp(lambda u: self.residual(u, idx), (x,), (v,))[1]
-
     def relative(self, r: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``||r|| / ||t||`` per image."""
         return torch.linalg.vector_norm(r.flatten(1), dim=1) / self.scale[idx]
-
-    def model_residual(self, x: torch.Tensor) -> torch.Tensor:
-        """Relative misfit of the *model's own* layer output at ``x`` (its own max-pooling)."""
-        with torch.no_grad():
-            out = self._run(x, self.all, output=True, hold=False)
-        y = self.feats.activation.to(self.device, self.dtype)
-        norm = torch.linalg.vector_norm(y.flatten(1), dim=1)
-        diff = torch.linalg.vector_norm((out - y).flatten(1), dim=1)
-        return (diff / torch.where(norm > 0, norm, torch.ones_like(norm))).cpu()
 
     def rank_bound(self) -> torch.Tensor:
         """Per image, an upper bound on the rank of ``J`` by counting: the compared rows, the
@@ -307,7 +296,7 @@ class LayerMap:
             self._rows = torch.full((self.n_images,), flat.shape[1], dtype=torch.long)
         self._plan_replay(final)
         probe_x = torch.zeros(1, *self.input_shape, dtype=self.dtype, device=self.device)
-        self._check_differentiable(probe_x)
+        _check_differentiable(self, probe_x)
 
     def _plan_replay(self, final) -> None:
         """Which places the ``J v`` walk visits, and which place's tangent it returns."""
@@ -342,59 +331,71 @@ class LayerMap:
         target = self._compared if self._compared in dominators else self.place
         self._dominators = dominators.get(target, set()) - {origin}
 
-    def check_jacobian(self, x: torch.Tensor) -> None:
-        """Refuse, naming it, a place that autograd differentiates as exactly zero at ``x``.
 
-        ``torch.round``, ``sign``, ``floor``... have a zero derivative under autograd:
-        the map is then flat to the solver and no step can move through that layer.
-        """
-        seen = []
+def check_jacobian(lm: LayerMap, x: torch.Tensor) -> None:
+    """Refuse, naming it, a place that autograd differentiates as exactly zero at ``x``.
 
-        def record(place, inputs, out):
-            ins = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
-            if rule_for(place.module).linear is not None:
-                return  # a known op: zero only where its units are off, which the solve moves
-            if place.name in self._live_set and ins and isinstance(out, torch.Tensor) \
-                    and out.requires_grad:  # fmt: skip
-                for t in [*ins, out]:
-                    t.retain_grad()
-                seen.append((place, ins, out))
+    ``torch.round``, ``sign``, ``floor``... have a zero derivative under autograd:
+    the map is then flat to the solver and no step can move through that layer.
+    """
+    seen = []
 
-        with torch.enable_grad():
-            v = x.detach().clone().requires_grad_(True)
-            r = self.residual(v, self.all[: x.shape[0]], record=record)
-            r.backward(torch.randn_like(r))
-        for place, ins, out in seen:
-            flows = out.grad is not None and bool(out.grad.any())
-            if flows and all(a.grad is None or not bool(a.grad.any()) for a in ins):
-                raise UserError(
-                    f"layer {place.name!r} ({place.operation}) cannot be differentiated: autograd "
-                    "gives it a zero Jacobian at the start point (an op such as round, sign "
-                    f"or argmax?), so the joint solver cannot move through it to reach "
-                    f"{self.layer!r}"
-                )
+    def record(place, inputs, out):
+        ins = [a for a in inputs if isinstance(a, torch.Tensor) and a.requires_grad]
+        if rule_for(place.module).linear is not None:
+            return  # a known op: zero only where its units are off, which the solve moves
+        if place.name in lm._live_set and ins and isinstance(out, torch.Tensor) \
+                and out.requires_grad:  # fmt: skip
+            for t in [*ins, out]:
+                t.retain_grad()
+            seen.append((place, ins, out))
 
-    def _check_differentiable(self, x) -> None:
-        """One plain-autograd pass naming the first place that cuts the graph."""
-        idx = torch.zeros(1, dtype=torch.long, device=self.device)
-        culprit = []
-
-        def carries(t):
-            items = t if isinstance(t, (tuple, list)) else (t,)
-            return any(isinstance(a, torch.Tensor) and a.requires_grad for a in items)
-
-        def record(place, inputs, out):
-            if not culprit and place.name in self._live_set and carries(inputs) \
-                    and not carries(out):  # fmt: skip
-                culprit.append(f"{place.name!r} ({place.operation})")
-
-        with torch.enable_grad():
-            out = self._run(x.clone().requires_grad_(True), idx, output=True, record=record)
-        if culprit or not carries(out):
-            where = culprit[0] if culprit else repr(self.layer)
+    with torch.enable_grad():
+        v = x.detach().clone().requires_grad_(True)
+        r = lm.residual(v, lm.all[: x.shape[0]], record=record)
+        r.backward(torch.randn_like(r))
+    for place, ins, out in seen:
+        flows = out.grad is not None and bool(out.grad.any())
+        if flows and all(a.grad is None or not bool(a.grad.any()) for a in ins):
             raise UserError(
-                f"layer {where} cannot be differentiated by autograd (its output does "
-                f"not depend differentiably on its input), so the map to {self.layer!r} "
-                "has no Jacobian; joint inversion needs one (use strategy='layerwise' "
-                "for a chain)"
+                f"layer {place.name!r} ({place.operation}) cannot be differentiated: autograd "
+                "gives it a zero Jacobian at the start point (an op such as round, sign "
+                f"or argmax?), so the joint solver cannot move through it to reach "
+                f"{lm.layer!r}"
             )
+
+
+def _check_differentiable(lm: LayerMap, x) -> None:
+    """One plain-autograd pass naming the first place that cuts the graph."""
+    idx = torch.zeros(1, dtype=torch.long, device=lm.device)
+    culprit = []
+
+    def carries(t):
+        items = t if isinstance(t, (tuple, list)) else (t,)
+        return any(isinstance(a, torch.Tensor) and a.requires_grad for a in items)
+
+    def record(place, inputs, out):
+        if not culprit and place.name in lm._live_set and carries(inputs) \
+                and not carries(out):  # fmt: skip
+            culprit.append(f"{place.name!r} ({place.operation})")
+
+    with torch.enable_grad():
+        out = lm._run(x.clone().requires_grad_(True), idx, output=True, record=record)
+    if culprit or not carries(out):
+        where = culprit[0] if culprit else repr(lm.layer)
+        raise UserError(
+            f"layer {where} cannot be differentiated by autograd (its output does "
+            f"not depend differentiably on its input), so the map to {lm.layer!r} "
+            "has no Jacobian; joint inversion needs one (use strategy='layerwise' "
+            "for a chain)"
+        )
+
+
+def model_residual(lm: LayerMap, x: torch.Tensor) -> torch.Tensor:
+    """Relative misfit of the *model's own* layer output at ``x`` (its own max-pooling)."""
+    with torch.no_grad():
+        out = lm._run(x, lm.all, output=True, hold=False)
+    y = lm.feats.activation.to(lm.device, lm.dtype)
+    norm = torch.linalg.vector_norm(y.flatten(1), dim=1)
+    diff = torch.linalg.vector_norm((out - y).flatten(1), dim=1)
+    return (diff / torch.where(norm > 0, norm, torch.ones_like(norm))).cpu()
