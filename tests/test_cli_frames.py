@@ -18,7 +18,7 @@ def run(capsys, *argv):
 
 
 def test_frame_bounds_json_csv_and_table(capsys):
-    args = ("frame-bounds", "convpool_c", "--input-size", "8", "--layers", "conv1,conv4")
+    args = ("frame-bounds", "convpool_c", "--image-size", "8", "--layers", "conv1,conv4")
     status, out, err = run(capsys, *args, "--json", "--device", "cpu")
     assert status == 0, err
     assert "note:" in err  # a bare zoo name: random weights, said once on stderr
@@ -37,7 +37,6 @@ def test_frame_bounds_json_csv_and_table(capsys):
     assert status == 0, err
     header = out.splitlines()[0].split()
     assert header == ["layer", "shape", "stride", "input", "A", "B", "ratio"]
-    assert "note: --input-size is deprecated (removed in the next release); use --image-size" in err
 
 
 def test_zero_padding_on_large_inputs_says_what_a_short_solve_means(capsys, monkeypatch):
@@ -67,21 +66,21 @@ def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
 
     model = create_model("convpool_c_crelu", width=0.125)
     path = save_checkpoint(model, tmp_path / "net.safetensors", data="textures")
-    status, out, err = run(capsys, "frame-bounds", str(path), "--input-size", "16", "--json",
+    status, out, err = run(capsys, "frame-bounds", str(path), "--image-size", "16", "--json",
                            "--layers", "conv2", "--device", "cpu")  # fmt: skip
     assert status == 0, err
     (row,) = json.loads(out)
     ref = frame_bounds(model.conv2.conv, 16)
     assert row["A"] == pytest.approx(ref.A, rel=1e-9) and row["B"] == pytest.approx(ref.B)
     # a wide layer: B/A is infinite, written as a string in JSON
-    status, out, err = run(capsys, "frame-bounds", str(path), "--input-size", "16", "--json",
+    status, out, err = run(capsys, "frame-bounds", str(path), "--image-size", "16", "--json",
                            "--layers", "conv9", "--no-random", "--device", "cpu")  # fmt: skip
     assert status == 0, err
     assert json.loads(out)[0]["ratio"] == "inf"
 
 
 def test_pooling_table_and_json(capsys):
-    args = ("pooling", "convpool_c_crelu", "--layer", "conv3", "--n-images", "2",
+    args = ("pooling", "convpool_c_crelu", "--layers", "conv3", "--n-images", "2",
             "--image-size", "8", "--device", "cpu")  # fmt: skip
     status, out, err = run(capsys, *args, "--json")
     assert status == 0, err
@@ -97,18 +96,18 @@ def test_pooling_table_and_json(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["frame-bounds", "convpool_c", "--input-size", "0"], "--input-size"),
+        (["frame-bounds", "convpool_c", "--image-size", "0"], "--image-size"),
         (["frame-bounds", "no_such_model"], "no_such_model"),
         (["frame-bounds", "/nonexistent/net.safetensors"], "net.safetensors"),
         (["frame-bounds", "convpool_c", "--layers", "pool1"], "unknown conv layers"),
-        (["frame-bounds", "convpool_c", "--input-size", "2"], "forward pass"),
+        (["frame-bounds", "convpool_c", "--image-size", "2"], "forward pass"),
         # sizes are checked before anything is allocated: the number, then what to do
         (
             ["frame-bounds", "convpool_c", "--image-size", "100000"],
             "a forward pass of a 3x100000x100000 input needs about 7.68 TB of memory",
         ),
         (["pooling", "convpool_c", "--n-images", "0"], "--n-images"),
-        (["pooling", "convpool_c", "--layer", "conv99"], "unknown conv layers"),
+        (["pooling", "convpool_c", "--layers", "conv99"], "unknown conv layers"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):

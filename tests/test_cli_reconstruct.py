@@ -231,14 +231,3 @@ def test_bad_input_exits_2_with_one_line(capsys, checkpoint, bad_files, args, me
 def test_bad_model_spec_exits_2(capsys, image):
     code, _, err = run(capsys, "no_such_model", "--image", image, "--layers", "conv1")
     assert code == 2 and "no_such_model" in err and len(err.strip().splitlines()) == 1
-
-
-def test_old_spellings_still_work_with_a_note(capsys, checkpoint, image):
-    old = ["--model", checkpoint, "--all-layers", "--layer", "conv2", "--size", "32",
-           "--no-projection"]  # fmt: skip
-    code, out, err = run(capsys, *old, "--image", image, "--json", "--device", "cpu")
-    assert code == 0, err
-    assert [r["layer"] for r in json.loads(out)] == ["conv1", "conv2"]
-    assert "projection_error" not in json.loads(out)[0]
-    for old in ("--model", "--all-layers", "--layer", "--size", "--no-projection"):
-        assert f"note: {old} is deprecated" in err

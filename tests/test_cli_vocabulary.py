@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from invert.cli import build_parser
-from invert.cli.common import _Deprecated
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,9 +17,9 @@ SHARED = {
     "layers": "--layers", "image_size": "--image-size", "quiet": "--quiet", "json": "--json",
     "csv": "--csv", "out": "--out", "device": "--device", "seed": "--seed",
     "weights": "--weights", "recipe": "--recipe", "cache_dir": "--cache-dir",
-    "no_train": "--no-train",
+    "no_train": "--no-train", "random_seed": "--random-seed", "debug": "--debug",
 }  # fmt: skip
-#: older spellings: accepted (hidden, with a deprecation note), never shown
+#: older spellings, deleted before the first release: an argparse error now
 OLD = {"--model", "--layer", "--size", "--input-size", "--crop-size", "--progress",
        "--all-layers", "--no-projection"}  # fmt: skip
 #: commands that print no table (train prints one accuracy; figures writes a report)
@@ -51,13 +50,9 @@ def test_every_option_has_help_and_the_shared_spelling(name):
     assert parser.description or parser.format_help()
     shown = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
     for action in shown:
-        if isinstance(action, _Deprecated):
-            assert action.help == argparse.SUPPRESS  # old spellings stay out of --help
-            assert set(action.option_strings) <= OLD, action.option_strings
-            continue
         label = action.option_strings or [action.dest]
         assert action.help and action.help.strip(), f"{name} {label[0]} has no help text"
-        assert not set(action.option_strings) & OLD, f"{name} shows {action.option_strings}"
+        assert not set(action.option_strings) & OLD, f"{name} takes {action.option_strings}"
         if action.dest in SHARED and action.option_strings:
             assert action.option_strings == [SHARED[action.dest]], (name, action.option_strings)
         if action.dest == "out":
@@ -141,3 +136,94 @@ def test_progress_is_off_with_quiet_and_the_loader_hears_it(monkeypatch, capsys)
         assert main(["correlations", "convpool_c@textures", *extra], load_model=loader) == 2
     capsys.readouterr()  # (convpool_c has no CReLU layer: an error, after the load)
     assert [c["progress"] for c in calls] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["frame-bounds", "convpool_c", "--input-size", "8"],
+        ["frame-bounds", "convpool_c", "--progress"],
+        ["pooling", "convpool_c", "--layer", "conv3"],
+        ["reconstruct", "--model", "convpool_c", "--image", "skimage:camera"],
+        ["reconstruct", "convpool_c", "--image", "skimage:camera", "--all-layers"],
+        ["reconstruct", "convpool_c", "--image", "skimage:camera", "--size", "32"],
+        ["reconstruct", "convpool_c", "--image", "skimage:camera", "--no-projection"],
+        ["evaluate", "x.safetensors", "--protocol", "tencrop", "--crop-size", "8"],
+    ],
+)
+def test_the_old_spellings_are_gone(argv, capsys):
+    from invert.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def _recording_loader(calls):
+    from invert.nn.zoo import create_model
+
+    def loader(spec, **options):
+        calls.append(options)
+        return create_model("convpool_c_crelu", width=0.125).eval()
+
+    return loader
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["info", "convpool_c_crelu@textures"],
+        ["frame-bounds", "convpool_c_crelu@textures", "--image-size", "8", "--layers", "conv1"],
+        ["correlations", "convpool_c_crelu@textures", "--layers", "conv1"],
+        ["pairing", "convpool_c_crelu@textures", "--layers", "conv1", "--trials", "1"],
+    ],
+)
+def test_seed_picks_the_trained_model_on_every_command(argv, capsys):
+    from invert.cli import main
+
+    calls = []
+    for extra in ([], ["--seed", "1"]):
+        assert main([*argv, *extra, "--device", "cpu"], load_model=_recording_loader(calls)) == 0
+    capsys.readouterr()
+    assert [c.get("seed", 0) for c in calls] == [0, 1]
+
+
+def test_seed_needs_a_model_at_data(capsys):
+    from invert.cli import main
+
+    status = main(["info", "convpool_c", "--seed", "1"], load_model=_recording_loader([]))
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("crelu info: error: --seed picks one training run")
+
+
+def test_a_missing_cache_entry_names_the_command_line_option(capsys, tmp_path):
+    from invert.cli import main
+
+    argv = ["info", "convpool_c@textures", "--no-train", "--cache-dir", str(tmp_path)]
+    assert main([*argv, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no cached model" in err and "leave out --no-train" in err
+    assert "train_if_missing" not in err
+
+
+def test_a_bug_is_one_line_that_says_so_and_debug_shows_it(monkeypatch, capsys):
+    import dataclasses
+
+    from invert.cli import main, models
+
+    def broken(run):
+        raise KeyError("conv1")
+
+    (listing, info) = models.COMMANDS
+    monkeypatch.setattr(models, "COMMANDS", (dataclasses.replace(listing, run=broken), info))
+    assert main(["models"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("crelu models: internal error: KeyError: 'conv1'")
+    assert "this is a bug in crelu-toolkit; rerun with --debug" in line
+    for argv in (["--debug", "models"], ["models", "--debug"]):
+        with pytest.raises(KeyError):
+            main(argv)
+    monkeypatch.setenv("CRELU_DEBUG", "1")
+    with pytest.raises(KeyError):
+        main(["models"])

@@ -1,17 +1,19 @@
 """The ``crelu`` command line (also ``python -m invert``).
 
-One module per subcommand, each with a ``register(subparsers)`` function; the option
-vocabulary, model loading, output and the one error handler live in :mod:`.common`.
-This package is the only part of :mod:`invert` that may import :mod:`theory` and
-:mod:`figures`. Set ``CRELU_DEBUG=1`` to see a traceback instead of the one-line error.
+One module per subcommand, each declaring its subcommands as :class:`~.common.Command`
+values in ``COMMANDS``; the run context, the option vocabulary, model loading, output and
+the one error handler live in :mod:`.common`. This package is the only part of
+:mod:`invert` that may import :mod:`theory` and :mod:`figures`. ``--debug`` (or
+``CRELU_DEBUG=1``) shows a traceback instead of the one-line error.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
-from .common import Parser, UserError, emit, flush_notes, note, print_table, run_safely
+from .common import DEBUG_HELP, Parser, Run, UserError, emit, flush_notes, print_table, run_safely
 
 __all__ = ["UserError", "build_parser", "emit", "main", "print_table"]
 
@@ -39,9 +41,11 @@ def build_parser() -> Parser:
         description="Reconstruction, frame bounds and filter analyses for CReLU networks.",
     )
     parser.add_argument("--version", action="version", version=f"crelu {__version__}")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+        for command in importlib.import_module(f"{__name__}.{name}").COMMANDS:
+            command.register(subparsers)
     return parser
 
 
@@ -56,13 +60,12 @@ def main(argv: list[str] | None = None, *, load_model=None) -> int:
     if not getattr(args, "run", None):
         parser.print_help()
         return 2
-    args.load_model = load_model
-    status = run_safely(f"crelu {args.command}", args.run, args)
+    run = Run(args, loader=load_model)
+    debug = args.debug or bool(os.environ.get("CRELU_DEBUG"))
+    status = run_safely(run.prog, args.run, run, debug=debug)
     if status == 0:
         sys.stdout.flush()  # the output first, then what explains it
-        for text in getattr(args, "deprecations", None) or []:  # after the run's own notes
-            note(args, text)
-        flush_notes(args)
+        flush_notes(run)
     return status
 
 

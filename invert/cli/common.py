@@ -1,42 +1,51 @@
-"""What every subcommand shares: the option vocabulary, model loading, output, and the
-one error handler.
+"""What every subcommand shares: the run context, the declarative registration, the option
+vocabulary, model loading and output.
+
+A subcommand is one :class:`Command` value: its name, help, the option groups it takes
+(in ``--help`` order) and the function that runs it. :func:`invert.cli.main` parses the
+command line, builds a :class:`Run` (the parsed options, the notes the run collects and the
+model loader) and hands it to that function.
 
 The vocabulary (the same spelling on every command):
 
 * the model is the first positional argument, ``SPEC``: a checkpoint path,
-  ``MODEL@DATA`` (trained and cached on a miss unless ``--no-train``), a zoo name, or
-  ``FILE.py:FUNCTION`` (the user's own code, run because the user named it); ``--weights``
-  loads a plain state dict into it;
+  ``MODEL@DATA`` (trained and cached on a miss unless ``--no-train``; ``--seed N`` picks
+  the training run of seed N), a zoo name, or ``FILE.py:FUNCTION`` (the user's own code,
+  run because the user named it); ``--weights`` loads a plain state dict into it;
 * ``--layers`` (comma-separated; ``all`` where a command takes every layer);
 * ``--image-size`` (the side of the square input);
 * ``--json`` / ``--csv`` on every command that prints a table;
-* ``--quiet`` on every command: progress (:class:`Progress`, tqdm on stderr) is shown on
-  anything that runs longer than about 2 s unless it is given;
+* ``--quiet`` on every command: progress (tqdm on stderr) is shown on anything that runs
+  longer than about 2 s unless it is given;
 * ``--out PATH`` where a command writes a file, its help saying what the file holds;
-* ``--device``, ``--seed``.
+* ``--device``; ``--seed`` (which trained model); ``--random-seed`` (an analysis's own
+  random draws: random filters, crops, image samples).
 
-Older spellings (``--model``, ``--layer``, ``--size``, ``--input-size``, ``--crop-size``,
-``--progress``) still work for one release and print a one-line deprecation note.
-
-User mistakes escape a command as :class:`~invert.errors.UserError`, ``ValueError``,
-``TypeError`` or ``OSError``; :func:`~invert.errors.run_safely` prints them as one line
-``PROG: error: ...`` and returns exit status 2 (``CRELU_DEBUG=1`` re-raises them).
+User mistakes escape a command as :class:`~invert.errors.UserError` (or ``OSError`` for a
+file problem): :func:`~invert.errors.run_safely` prints them as one line ``PROG: error:
+...``, exit status 2. Anything else is a bug of the toolkit, shown as one ``internal
+error`` line (exit status 1); ``--debug`` (or ``CRELU_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from invert.errors import USER_ERRORS, UserError, run_safely  # noqa: F401 (re-exported)
 
 __all__ = [
     "USER_ERRORS",
+    "Command",
     "Parser",
-    "UserError",
     "Progress",
+    "Run",
+    "UserError",
     "add_image_size_argument",
     "add_layers_argument",
     "add_model_arguments",
@@ -45,10 +54,10 @@ __all__ = [
     "add_table_arguments",
     "emit",
     "emit_rows",
+    "flush_notes",
     "image_size_of",
     "layer_list",
     "load_model_from_args",
-    "flush_notes",
     "note",
     "number",
     "print_notes",
@@ -56,9 +65,19 @@ __all__ = [
     "run_safely",
 ]
 
+DEBUG_HELP = "show the traceback of an error (also CRELU_DEBUG=1)"
+
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (``PROG: error: ...``), exit status 2."""
+    """An argument parser whose errors are one line (``PROG: error: ...``), exit status 2.
+
+    Options are taken as spelled in full: no abbreviations (``--layer`` is not ``--layers``),
+    so every option has the one spelling ``--help`` shows.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -95,30 +114,72 @@ positive_float = number(float, lambda v: 0 < v < math.inf, "a positive number")
 fraction = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
-class _Deprecated(argparse.Action):
-    """An old spelling: stores into the new option's ``dest`` and records a note, which
-    :func:`invert.cli.main` prints when the command succeeds (an error stays one line)."""
-
-    def __init__(self, option_strings, dest, *, new: str, append: bool = False, **kwargs):
-        self.new, self.append = new, append
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        note = f"{option_string} is deprecated (removed in the next release); use {self.new}"
-        namespace.deprecations = [*(getattr(namespace, "deprecations", None) or []), note]
-        if self.append:
-            values = ",".join(filter(None, [getattr(namespace, self.dest, None), values]))
-        setattr(namespace, self.dest, values)
-        spellings = getattr(namespace, "spellings", None) or {}
-        namespace.spellings = {**spellings, self.dest: option_string}
+# --- the run context and the registration -------------------------------------------------
 
 
-def deprecated(p, *old: str, new: str, dest: str, nargs=None, append=False, type=None):
-    """Accept the old spellings ``old`` of the option ``new`` (hidden from ``--help``)."""
-    kwargs = {"nargs": nargs} if nargs is not None else {}
-    if type is not None:
-        kwargs["type"] = type
-    p.add_argument(*old, dest=dest, action=_Deprecated, new=new, append=append, **kwargs)
+@dataclasses.dataclass
+class Run:
+    """One command's run: its parsed options, the notes it collects for stderr, and the
+    model loader.
+
+    ``loader`` replaces :func:`invert.load_model` where given (tests pass small models
+    this way, without training); ``notes`` are printed by :func:`flush_notes` once the
+    command has succeeded, after its output.
+
+    Examples
+    --------
+    >>> run = Run(argparse.Namespace(command="models"))
+    >>> note(run, "counts at the default width"); note(run, "counts at the default width")
+    >>> run.prog, run.notes
+    ('crelu models', ['counts at the default width'])
+    """
+
+    args: argparse.Namespace
+    loader: Callable | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def prog(self) -> str:
+        return f"crelu {self.args.command}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One subcommand, declared: ``crelu NAME`` calls ``run(Run)`` for its exit status.
+
+    ``arguments`` add the command's options to its parser, in ``--help`` order: the shared
+    groups of this module (``add_model_arguments``, ``add_table_arguments``, ...; with
+    :func:`functools.partial` where they take a help text) and the command's own.
+
+    Examples
+    --------
+    >>> parser = Parser(prog="crelu")
+    >>> subparsers = parser.add_subparsers(dest="command", parser_class=Parser)
+    >>> hello = Command("hello", run=lambda run: 0, help="say hello",
+    ...                 description="Says hello.", arguments=(add_quiet_argument,))
+    >>> _ = hello.register(subparsers)
+    >>> parser.parse_args(["hello", "--quiet"]).quiet
+    True
+    """
+
+    name: str
+    run: Callable[[Run], int]
+    help: str
+    description: str
+    arguments: tuple[Callable[[argparse.ArgumentParser], None], ...] = ()
+    epilog: str | None = None
+
+    def register(self, subparsers) -> argparse.ArgumentParser:
+        """Add this command's parser to ``subparsers`` (``crelu``'s)."""
+        p = subparsers.add_parser(
+            self.name, help=self.help, description=self.description, epilog=self.epilog
+        )
+        for add_arguments in self.arguments:
+            add_arguments(p)
+        # also after the command (`crelu COMMAND ... --debug`); absent unless given
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        p.set_defaults(run=self.run)
+        return p
 
 
 # --- the shared options --------------------------------------------------------------------
@@ -132,11 +193,10 @@ MODEL_HELP = (
 )
 
 
-def add_model_arguments(p, *, deprecated_option: str | None = None) -> None:
-    """The model ``SPEC`` (first positional) and how to load it: recipe, cache, device."""
+def add_model_arguments(p) -> None:
+    """The model ``SPEC`` (first positional) and how to load it: weights, recipe, cache,
+    seed, device; and ``--quiet``."""
     p.add_argument("spec", metavar="SPEC", nargs="?", help=MODEL_HELP)
-    if deprecated_option:  # its own dest: an absent positional would overwrite it
-        deprecated(p, deprecated_option, new="the positional SPEC", dest="spec_option")
     p.add_argument(
         "--weights",
         metavar="PATH",
@@ -150,45 +210,35 @@ def add_model_arguments(p, *, deprecated_option: str | None = None) -> None:
     p.add_argument(
         "--no-train", action="store_true", help="fail instead of training a missing MODEL@DATA"
     )
+    p.add_argument(
+        "--seed", type=non_negative_int, metavar="N",
+        help="MODEL@DATA: the model trained with seed N (`crelu train --seed N`; default 0)",
+    )  # fmt: skip
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     add_quiet_argument(p)
 
 
 def add_quiet_argument(p) -> None:
-    """``--quiet`` (and the older ``--progress``, now the default)."""
+    """``--quiet``: no progress output."""
     p.add_argument(
         "--quiet", action="store_true",
         help="no progress output on stderr (shown by default on steps over about 2 s)",
     )  # fmt: skip
-    deprecated(p, "--progress", new="the default (progress is shown unless --quiet)",
-               dest="progress_flag", nargs=0)  # fmt: skip
 
 
-def add_layers_argument(p, help: str, *, old: tuple[str, ...] = ("--layer",)) -> None:
-    """``--layers NAME[,NAME...]`` (and the older ``--layer``, repeatable)."""
+def add_layers_argument(p, help: str) -> None:
+    """``--layers NAME[,NAME...]``."""
     p.add_argument("--layers", metavar="NAMES", help=help)
-    if old:
-        deprecated(p, *old, new="--layers", dest="layers", append=True)
 
 
-def add_image_size_argument(p, help: str, *, old: tuple[str, ...] = ()) -> None:
-    """``--image-size N`` (and the older spellings ``old``)."""
+def add_image_size_argument(p, help: str) -> None:
+    """``--image-size N``."""
     p.add_argument("--image-size", type=int, metavar="N", help=help)
-    if old:
-        deprecated(p, *old, new="--image-size", dest="image_size", type=int)
 
 
-def spelling(args, dest: str) -> str:
-    """The option as the user typed it (an old spelling, or ``--dest-with-dashes``)."""
-    return (getattr(args, "spellings", None) or {}).get(dest, "--" + dest.replace("_", "-"))
-
-
-def check_positive(args, *dests: str) -> None:
-    """A one-line error for each option among ``dests`` that was given and is below 1."""
-    for dest in dests:
-        value = getattr(args, dest, None)
-        if value is not None and value < 1:
-            raise UserError(f"{spelling(args, dest)} must be a positive integer; got {value}")
+def add_random_seed_argument(p, help: str) -> None:
+    """``--random-seed N``: the seed of an analysis's own random draws (not the model's)."""
+    p.add_argument("--random-seed", type=non_negative_int, default=0, metavar="N", help=help)
 
 
 def add_out_argument(p, metavar: str, help: str) -> None:
@@ -197,6 +247,7 @@ def add_out_argument(p, metavar: str, help: str) -> None:
 
 
 def add_table_arguments(p, *, what: str = "a table") -> None:
+    """``--json`` or ``--csv`` instead of the table."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help=f"print JSON instead of {what}")
     group.add_argument("--csv", action="store_true", help=f"print CSV instead of {what}")
@@ -214,9 +265,12 @@ def layer_list(text: str | None) -> list[str] | None:
 
 def image_size_of(args, model) -> int:
     """``--image-size``, else the model's own input size; a one-line error if neither."""
-    check_positive(args, "image_size")
-    if getattr(args, "image_size", None):
-        return args.image_size
+    from invert.validation import check_positive_int
+
+    size = check_positive_int(getattr(args, "image_size", None), name="--image-size",
+                              allow_none=True)  # fmt: skip
+    if size is not None:
+        return size
     from invert.nn import model_input_size
 
     size = model_input_size(model)
@@ -226,23 +280,28 @@ def image_size_of(args, model) -> int:
     return size
 
 
-def load_model_from_args(args):
+def is_trained_spec(spec: str) -> bool:
+    """Whether ``spec`` names a training run, ``MODEL@DATA`` (not a file that exists)."""
+    return "@" in spec and not Path(spec).expanduser().is_file()
+
+
+def load_model_from_args(run: Run):
     """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes.
 
-    ``args.load_model`` (set by :func:`invert.cli.main`'s ``load_model=``) replaces
+    ``run.loader`` (:func:`invert.cli.main`'s ``load_model=``) replaces
     :func:`invert.load_model`, so tests can run commands on small models without training.
     """
     import warnings
 
     from invert.device import resolve_device
 
-    spec = args.spec or getattr(args, "spec_option", None)
-    if not spec:
+    args = run.args
+    if not args.spec:
         raise UserError(
             "give the model: a checkpoint path, MODEL@DATA, a zoo name or FILE.py:FUNCTION"
         )
     device = resolve_device(args.device)
-    loader = getattr(args, "load_model", None)
+    loader = run.loader
     if loader is None:
         from invert.train.loader import load_model as loader
     options = dict(
@@ -251,17 +310,33 @@ def load_model_from_args(args):
     )  # fmt: skip
     if getattr(args, "weights", None):
         options["weights"] = args.weights
+    if getattr(args, "seed", None) is not None:
+        if not is_trained_spec(args.spec):
+            raise UserError(f"--seed picks one training run of MODEL@DATA; {args.spec} is not "
+                            f"MODEL@DATA")  # fmt: skip
+        options["seed"] = args.seed
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        model = loader(spec, **options)
-    print_notes(args, caught)
+        try:
+            model = loader(args.spec, **options)
+        except FileNotFoundError as error:  # the loader speaks to Python callers
+            raise _for_the_command_line(error) from None
+    print_notes(run, caught)
     return model, device
 
 
-def print_notes(args, caught) -> None:
+def _for_the_command_line(error: FileNotFoundError) -> FileNotFoundError:
+    """The loader's error with the command-line option instead of the Python argument."""
+    text = str(error)
+    if "train_if_missing=True" not in text:
+        return error
+    return FileNotFoundError(text.replace("pass train_if_missing=True", "leave out --no-train"))
+
+
+def print_notes(run: Run, caught) -> None:
     """Recorded warnings as one ``crelu COMMAND: note:`` line each on stderr."""
     for message in dict.fromkeys(str(w.message) for w in caught):  # each once
-        note(args, message)
+        note(run, message)
 
 
 class Progress:
@@ -369,33 +444,32 @@ def emit(
         print_table(rows, columns=columns, formats=formats)
 
 
-def emit_rows(args, rows: list[dict], columns: list[str] | None = None, *, formats=None) -> None:
+def emit_rows(run: Run, rows: list[dict], columns: list[str] | None = None, *,
+              formats=None) -> None:  # fmt: skip
     """:func:`emit` as ``--json``/``--csv`` ask (every field); the table shows ``columns``
     where present (``formats``: per-column text), and each row's ``note`` becomes a
     ``note:`` line on stderr."""
-    if getattr(args, "json", False) or getattr(args, "csv", False):
-        emit(rows, as_json=getattr(args, "json", False), as_csv=getattr(args, "csv", False))
+    as_json, as_csv = getattr(run.args, "json", False), getattr(run.args, "csv", False)
+    if as_json or as_csv:
+        emit(rows, as_json=as_json, as_csv=as_csv)
     else:
         if columns is not None:
             columns = [c for c in columns if any(c in r for r in rows)]
         emit(rows, columns=columns, formats=formats)
     for row in rows:
         if row.get("note"):
-            note(args, f"{row['layer']}: {row['note']}")
+            note(run, f"{row['layer']}: {row['note']}")
 
 
-def note(args, text: str) -> None:
+def note(run: Run, text: str) -> None:
     """A ``crelu COMMAND: note: TEXT`` line for stderr, printed once the command has
     succeeded (after its output; an error stays one line), each text once."""
-    notes = getattr(args, "notes", None)
-    if notes is None:
-        notes = args.notes = []
-    if text not in notes:
-        notes.append(text)
+    if text not in run.notes:
+        run.notes.append(text)
 
 
-def flush_notes(args) -> None:
+def flush_notes(run: Run) -> None:
     """Print the notes :func:`note` collected (:func:`invert.cli.main` does, on success)."""
-    for text in getattr(args, "notes", None) or []:
-        print(f"crelu {args.command}: note: {text}", file=sys.stderr)
-    args.notes = []
+    for text in run.notes:
+        print(f"{run.prog}: note: {text}", file=sys.stderr)
+    run.notes.clear()

@@ -9,28 +9,74 @@ what frame bounds of a random initialisation need) or a reference architecture w
 from __future__ import annotations
 
 from .common import (
+    Command,
     Progress,
+    Run,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
+    add_random_seed_argument,
     add_table_arguments,
-    check_positive,
     emit_rows,
     image_size_of,
     layer_list,
     load_model_from_args,
     note,
+    positive_int,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 _COLUMNS = ["layer", "shape", "stride", "input", "A", "B", "ratio"]
 _RANDOM_COLUMNS = ["A_random", "B_random", "ratio_random"]
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
+def _options(p) -> None:
+    add_image_size_argument(p, "side of the network input (default: the model's own input size)")
+    p.add_argument(
+        "--padding", default="circular", choices=("circular", "zeros"),
+        help="boundary model of every layer (default: circular, exact by FFT)",
+    )  # fmt: skip
+    add_layers_argument(p, "comma-separated conv layers (default: all)")
+    p.add_argument(
+        "--max-iter", type=positive_int, default=30, metavar="N",
+        help="zero padding on large inputs: products of T^T T per layer (default 30; about "
+        "40 s for VGG-16 at 224 on two cores); more products tighten A and B",
+    )  # fmt: skip
+    p.add_argument("--no-random", action="store_true", help="skip the random-filter baseline")
+    add_random_seed_argument(p, "seed of the random filters (default 0)")
+
+
+def _frame_bounds(run: Run) -> int:
+    from invert.nn.net import conv_layers
+    from invert.validation import check_positive_int
+    from theory.frames import checkpoint_frame_bounds
+
+    args = run.args
+    check_positive_int(args.image_size, name="--image-size", allow_none=True)  # before the load
+    model, device = load_model_from_args(run)
+    layers = layer_list(args.layers)
+    count = len(layers) if layers is not None else len(conv_layers(model))
+    with Progress(args, count, desc="frame bounds") as step:
+        rows = checkpoint_frame_bounds(
+            model, image_size_of(args, model), padding=args.padding,
+            random_baseline=not args.no_random, seed=args.random_seed, layers=layers, device=device,
+            progress=step, max_iter=args.max_iter,
+        )  # fmt: skip
+    emit_rows(run, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
+    if any(row.get("ratio") == float("inf") for row in rows):
+        note(
+            run,
+            "ratio inf: A = 0, some nonzero input gives a zero output (the shifted "
+            "filters are not a frame; B / A is infinite, not undefined)",
+        )
+    return 0
+
+
+COMMANDS = (
+    Command(
         "frame-bounds",
+        run=_frame_bounds,
         help="frame bounds A, B and B/A of every conv layer, with a random-filter baseline",
         description="For every conv layer: the extreme eigenvalues A and B of T^T T over "
         "the layer's input space (A = 0 when some input is invisible to the layer), "
@@ -39,47 +85,6 @@ def register(subparsers) -> None:
         "(dense) on small inputs and for 1x1 kernels, and iterative (a Lanczos run with a "
         "budget of 30 products) on large ones, where a row that misses the tolerance says "
         "so: A is then an upper bound and B a lower one.",
-    )
-    add_model_arguments(p)
-    add_image_size_argument(
-        p, "side of the network input (default: the model's own input size)", old=("--input-size",)
-    )
-    p.add_argument(
-        "--padding", default="circular", choices=("circular", "zeros"),
-        help="boundary model of every layer (default: circular, exact by FFT)",
-    )  # fmt: skip
-    add_layers_argument(p, "comma-separated conv layers (default: all)", old=())
-    p.add_argument(
-        "--max-iter", type=int, default=30, metavar="N",
-        help="zero padding on large inputs: products of T^T T per layer (default 30; about "
-        "40 s for VGG-16 at 224 on two cores); more products tighten A and B",
-    )  # fmt: skip
-    p.add_argument("--no-random", action="store_true", help="skip the random-filter baseline")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random filters")
-    add_table_arguments(p)
-    p.set_defaults(run=_frame_bounds)
-
-
-def _frame_bounds(args) -> int:
-    from invert.nn.net import conv_layers
-    from theory.frames import checkpoint_frame_bounds
-
-    check_positive(args, "image_size")
-    check_positive(args, "max_iter")
-    model, device = load_model_from_args(args)
-    layers = layer_list(args.layers)
-    count = len(layers) if layers is not None else len(conv_layers(model))
-    with Progress(args, count, desc="frame bounds") as step:
-        rows = checkpoint_frame_bounds(
-            model, image_size_of(args, model), padding=args.padding,
-            random_baseline=not args.no_random, seed=args.seed, layers=layers, device=device,
-            progress=step, max_iter=args.max_iter,
-        )  # fmt: skip
-    emit_rows(args, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
-    if any(row.get("ratio") == float("inf") for row in rows):
-        note(
-            args,
-            "ratio inf: A = 0, some nonzero input gives a zero output (the shifted "
-            "filters are not a frame; B / A is infinite, not undefined)",
-        )
-    return 0
+        arguments=(add_model_arguments, _options, add_table_arguments),
+    ),
+)

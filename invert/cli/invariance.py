@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 from .common import (
+    Command,
+    Run,
+    UserError,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
+    add_random_seed_argument,
     add_table_arguments,
     emit_rows,
     image_size_of,
@@ -15,29 +20,21 @@ from .common import (
     load_model_from_args,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "invariance",
-        help="invariance scores of the layers (Goodfellow et al. 2009, Fig. 4)",
-        description="Per layer: mean of the top 20% of unit scores S = L / G, with "
-        "thresholds giving a 1% global firing rate G and L the firing rate over "
-        "translated and rotated versions of the images on which a unit fires.",
-    )
-    add_model_arguments(p)
+def _data_options(p) -> None:
     p.add_argument(
         "--data",
         help="textures, cifar10:PATH, cifar100:PATH or folder:PATH (default: crops of the "
         "embedded natural photographs, with room for the transformations)",
     )
     p.add_argument("--split", default="test", help="data set split (default: test)")
-    add_layers_argument(p, "comma-separated layers (default: every conv layer)", old=())
+
+
+def _score_options(p) -> None:
     p.add_argument("--n-images", type=int, default=1000, help="images used (default: 1000)")
-    add_image_size_argument(
-        p, "side of the model input (default: the model's own input size)", old=("--input-size",)
-    )
+    add_image_size_argument(p, "side of the model input (default: the model's own input size)")
     p.add_argument(
         "--firing-rate",
         type=float,
@@ -65,9 +62,7 @@ def register(subparsers) -> None:
         help="fills pixels a transformation needs beyond the image (default: reflect)",
     )
     p.add_argument("--batch-size", type=int, default=256, help="model inputs per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image sample")
-    add_table_arguments(p)
-    p.set_defaults(run=_invariance)
+    add_random_seed_argument(p, "seed of the image sample (default 0)")
 
 
 def _magnitudes(text: str | None, option: str, cast):
@@ -81,32 +76,32 @@ def _magnitudes(text: str | None, option: str, cast):
         try:
             value = cast(item.strip())
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"{option} takes comma-separated {cast.__name__} values such as 1,2,3; got {text!r}"
             ) from None
         if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{option} values must be positive (each is applied +/-); got {item}")
+            raise UserError(f"{option} values must be positive (each is applied +/-); got {item}")
         values += [-value, value]
     return values
 
 
-def _invariance(args) -> int:
+def _invariance(run: Run) -> int:
     from theory.invariance import Transformations, invariance_scores
 
+    args = run.args
     if args.n_images < 1:
-        raise ValueError(f"--n-images must be positive; got {args.n_images}")
+        raise UserError(f"--n-images must be positive; got {args.n_images}")
     translations = _magnitudes(args.translations, "--translations", int)
     rotations = _magnitudes(args.rotations, "--rotations", float)
-    model, device = load_model_from_args(args)
+    model, device = load_model_from_args(run)
     size = image_size_of(args, model)
     margin = Transformations.build(translations, rotations, (size, size)).margin((size, size))
     images = None
     if args.data is not None:
         from invert.data.natural_images import dataset_images
 
-        images = dataset_images(
-            args.data, args.n_images, split=args.split, size=size, margin=margin, seed=args.seed
-        )
+        images = dataset_images(args.data, args.n_images, split=args.split, size=size,
+                                margin=margin, seed=args.random_seed)  # fmt: skip
     result = invariance_scores(
         model,
         images,
@@ -120,8 +115,27 @@ def _invariance(args) -> int:
         n_images=args.n_images,
         batch_size=args.batch_size,
         device=device,
-        seed=args.seed,
+        seed=args.random_seed,
         progress=not args.quiet,
     )
-    emit_rows(args, result.rows())
+    emit_rows(run, result.rows())
     return 0
+
+
+COMMANDS = (
+    Command(
+        "invariance",
+        run=_invariance,
+        help="invariance scores of the layers (Goodfellow et al. 2009, Fig. 4)",
+        description="Per layer: mean of the top 20% of unit scores S = L / G, with "
+        "thresholds giving a 1% global firing rate G and L the firing rate over "
+        "translated and rotated versions of the images on which a unit fires.",
+        arguments=(
+            add_model_arguments,
+            _data_options,
+            partial(add_layers_argument, help="comma-separated layers (default: every conv layer)"),
+            _score_options,
+            add_table_arguments,
+        ),
+    ),
+)

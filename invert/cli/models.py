@@ -4,45 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from .common import (
+    Command,
+    Run,
     add_model_arguments,
     add_quiet_argument,
     add_table_arguments,
     emit,
     emit_rows,
+    is_trained_spec,
     load_model_from_args,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 _MODEL_COLUMNS = ["name", "family", "input_size", "parameters", "summary"]
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "models",
-        help="list the registered models with their parameter counts",
-        description="Every zoo name, its family, input size and parameter count (at the "
-        "architecture's default width, with 10 classes: a recipe's width and a data set's "
-        "classes change it; `crelu info SPEC` gives a trained model's own count).",
-    )
-    add_table_arguments(p)
-    add_quiet_argument(p)
-    p.set_defaults(run=_models)
-
-    p = subparsers.add_parser(
-        "info",
-        help="describe a model: architecture, data, normalization, training history",
-        description="Architecture, data, classes, normalization, training history and "
-        "parameter count of a model: a checkpoint written by crelu, MODEL@DATA (the cached "
-        "model, trained first if missing unless --no-train) or a zoo name.",
-    )
-    add_model_arguments(p)
-    add_table_arguments(p, what="the summary (--json: every field and the full history; "
-                        "--csv: the history, one row per epoch)")  # fmt: skip
-    p.set_defaults(run=_info)
 
 
 def _parameter_count(name: str) -> int:
@@ -56,11 +35,11 @@ def _parameter_count(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _models(args) -> int:
+def _models(run: Run) -> int:
     from invert.nn.zoo import list_models, model_info
 
     rows = [{**model_info(name), "parameters": _parameter_count(name)} for name in list_models()]
-    emit_rows(args, rows, _MODEL_COLUMNS)
+    emit_rows(run, rows, _MODEL_COLUMNS)
     return 0
 
 
@@ -71,11 +50,12 @@ def _source(args) -> str | None:
     spec = args.spec or ""
     if Path(spec).expanduser().is_file():
         return str(Path(spec).expanduser())
-    if "@" in spec:
+    if is_trained_spec(spec):
         from invert.train.loader import cache_path
 
         try:
-            return str(cache_path(spec, recipe=args.recipe, cache_dir=args.cache_dir))
+            return str(cache_path(spec, recipe=args.recipe, cache_dir=args.cache_dir,
+                                  seed=args.seed or 0))  # fmt: skip
         except (ValueError, TypeError):
             return None
     return None
@@ -150,8 +130,9 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-def _info(args) -> int:
-    model, _ = load_model_from_args(args)
+def _info(run: Run) -> int:
+    args = run.args
+    model, _ = load_model_from_args(run)
     info = _summary(model, _source(args))
     if args.json:
         json.dump(info, sys.stdout, indent=2, default=str)
@@ -169,3 +150,33 @@ def _info(args) -> int:
         print("history:")
         emit(_history_rows(info["history"]))
     return 0
+
+
+COMMANDS = (
+    Command(
+        "models",
+        run=_models,
+        help="list the registered models with their parameter counts",
+        description="Every zoo name, its family, input size and parameter count (at the "
+        "architecture's default width, with 10 classes: a recipe's width and a data set's "
+        "classes change it; `crelu info SPEC` gives a trained model's own count). The "
+        "summary gives, in brackets, the parameter count the paper reports for the model.",
+        arguments=(add_table_arguments, add_quiet_argument),
+    ),
+    Command(
+        "info",
+        run=_info,
+        help="describe a model: architecture, data, normalization, training history",
+        description="Architecture, data, classes, normalization, training history and "
+        "parameter count of a model: a checkpoint written by crelu, MODEL@DATA (the cached "
+        "model of --seed, trained first if missing unless --no-train) or a zoo name.",
+        arguments=(
+            add_model_arguments,
+            partial(
+                add_table_arguments,
+                what="the summary (--json: every field and the full history; --csv: the "
+                "history, one row per epoch)",
+            ),
+        ),
+    ),
+)

@@ -7,33 +7,27 @@ import io
 from invert.files import atomic_write_bytes
 
 from .common import (
+    Command,
     Progress,
+    Run,
     UserError,
     add_layers_argument,
     add_model_arguments,
     add_out_argument,
+    add_random_seed_argument,
     add_table_arguments,
     emit_rows,
     layer_list,
     load_model_from_args,
-    spelling,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pairing",
-        help="pairing statistics of conv filters vs Gaussian filters (Figs. 1-3)",
-        description="For every conv layer: mean and std of mu (cosine of each unit-norm "
-        "filter with its most opposite filter) for the learned filters (mu_w) and for "
-        "i.i.d. Gaussian filters of the same shape (mu_r).",
-    )
-    add_model_arguments(p)
-    add_layers_argument(p, "comma-separated conv layers (default: all)", old=())
+def _options(p) -> None:
+    add_layers_argument(p, "comma-separated conv layers (default: all)")
     p.add_argument("--trials", type=int, default=10, help="random filter sets per layer")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random filters")
+    add_random_seed_argument(p, "seed of the random filters (default 0)")
     add_out_argument(
         p, "PNG", "write the histograms of mu_w (learned) and mu_r (random) of each layer, "
         "on shared bins, with axis labels and a legend (as Figs. 2-3)",
@@ -44,20 +38,18 @@ def register(subparsers) -> None:
         help="write the first conv layer's filters beside their pairing filters, each pair "
         "labelled with its filter numbers and mu (as Fig. 1)",
     )
-    add_table_arguments(p)
-    p.set_defaults(run=_pairing)
 
 
-def _pairing(args) -> int:
+def _pairing(run: Run) -> int:
     from theory.filter_pairing import layer_pairing
 
+    args = run.args
     if args.trials < 1:
-        raise ValueError(f"--trials must be positive; got {args.trials}")
-    model, _ = load_model_from_args(args)
-    for option in ("out", "pair_image"):
-        path = getattr(args, option)
+        raise UserError(f"--trials must be positive; got {args.trials}")
+    model, _ = load_model_from_args(run)
+    for option, path in (("--out", args.out), ("--pair-image", args.pair_image)):
         if path and not str(path).lower().endswith(".png"):
-            raise UserError(f"{spelling(args, option)} must be a .png file; got {path}")
+            raise UserError(f"{option} must be a .png file; got {path}")
     from invert.nn.net import conv_layers
 
     if args.pair_image:  # before the long pairing run
@@ -67,7 +59,7 @@ def _pairing(args) -> int:
                             f"{name} reads {conv.weight.shape[1]}")  # fmt: skip
     layers = layer_list(args.layers)
     with Progress(args, len(layers or conv_layers(model)), desc="pairing") as step:
-        stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.seed,
+        stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.random_seed,
                               progress=step)  # fmt: skip
     if args.out:
         from figures.fig2_pairing_relu import histogram_figure
@@ -77,7 +69,7 @@ def _pairing(args) -> int:
         atomic_write_bytes(args.out, _png(figure))
     if args.pair_image:
         _write_pair_image(args, model, stats)
-    emit_rows(args, [s.row() for s in stats.values()])
+    emit_rows(run, [s.row() for s in stats.values()])
     return 0
 
 
@@ -90,7 +82,7 @@ def _write_pair_image(args, model, computed: dict) -> None:
     # each layer's baseline is seeded by its place in the model: a result already computed
     # for the first layer is the one a separate call would give
     stats = computed.get(name) or layer_pairing(model, layers=name, trials=args.trials,
-                                                seed=args.seed)[name]  # fmt: skip
+                                                seed=args.random_seed)[name]  # fmt: skip
     label = getattr(model, "arch", None) or "model"
     size = figure_size(stats.shape[0], width=7.5)
     figure = pairs_figure([(label, conv.weight.detach().cpu(), stats)], figsize=size, title="")
@@ -101,3 +93,16 @@ def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=figure.dpi)
     return buffer.getvalue()
+
+
+COMMANDS = (
+    Command(
+        "pairing",
+        run=_pairing,
+        help="pairing statistics of conv filters vs Gaussian filters (Figs. 1-3)",
+        description="For every conv layer: mean and std of mu (cosine of each unit-norm "
+        "filter with its most opposite filter) for the learned filters (mu_w) and for "
+        "i.i.d. Gaussian filters of the same shape (mu_r).",
+        arguments=(add_model_arguments, _options, add_table_arguments),
+    ),
+)

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from .common import (
+    Command,
     Progress,
+    Run,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
+    add_random_seed_argument,
     add_table_arguments,
-    check_positive,
     emit_rows,
     layer_list,
     load_model_from_args,
     note,
 )
 
-__all__ = ["register"]
+__all__ = ["COMMANDS"]
 
 _COLUMNS = [
     "layer", "filters", "pool", "input", "images", "equations", "rank", "input_dim",
@@ -23,18 +25,7 @@ _COLUMNS = [
 ]  # fmt: skip
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "pooling",
-        help="what max-pooling switches keep: switch-based reconstruction metrics",
-        description="Our definition (the paper's supplement is unavailable): each layer "
-        "as conv + CReLU + max-pool; the pooled values and their switches give linear "
-        "equations on the pre-activation; the least-squares reconstruction's relative "
-        "error, the rank of the selected rows and their frame bounds (A over the input "
-        "space, 0 below full rank; A_nonzero on the recoverable part), means over crops "
-        "of the embedded photographs, for the learned and for random filters.",
-    )
-    add_model_arguments(p)
+def _options(p) -> None:
     add_layers_argument(p, "conv layers, comma-separated (default: layers followed by max-pooling)")
     p.add_argument("--n-images", type=int, default=8, help="crops per layer (default: 8)")
     add_image_size_argument(
@@ -46,29 +37,47 @@ def register(subparsers) -> None:
         help="k: k x k / k pooling for layers without their own pooling",
     )  # fmt: skip
     p.add_argument("--no-random", action="store_true", help="skip the random-filter baseline")
-    p.add_argument("--seed", type=int, default=0, help="seed of the crops and random filters")
-    add_table_arguments(p)
-    p.set_defaults(run=_pooling)
+    add_random_seed_argument(p, "seed of the crops and random filters (default 0)")
 
 
-def _pooling(args) -> int:
+def _pooling(run: Run) -> int:
+    from invert.validation import check_positive_int
     from theory.pooling import pooled_layers, pooling_metrics
 
-    check_positive(args, "n_images", "image_size", "pool")
-    model, device = load_model_from_args(args)
+    args = run.args
+    check_positive_int(args.n_images, name="--n-images")
+    check_positive_int(args.image_size, name="--image-size", allow_none=True)
+    check_positive_int(args.pool, name="--pool", allow_none=True)
+    model, device = load_model_from_args(run)
     layers = layer_list(args.layers)
     count = len(layers) if layers is not None else len(pooled_layers(model))
     with Progress(args, count or None, desc="pooling") as step:
         rows = pooling_metrics(
             model, layers, n_images=args.n_images, image_size=args.image_size, pool=args.pool,
-            random_baseline=not args.no_random, seed=args.seed, device=device, progress=step,
+            random_baseline=not args.no_random, seed=args.random_seed, device=device, progress=step,
         )  # fmt: skip
-    emit_rows(args, rows, _COLUMNS)
+    emit_rows(run, rows, _COLUMNS)
     images = rows[0]["images"] if rows else args.n_images
     note(
-        args,
+        run,
         f"equations, rank, rel_error, A and A_nonzero are means over the {images} crops of "
         f"each layer (so a rank can be fractional); rank out of input_dim; A = 0 below full "
         f"rank, A_nonzero: the lower bound on the part the switches do determine",
     )
     return 0
+
+
+COMMANDS = (
+    Command(
+        "pooling",
+        run=_pooling,
+        help="what max-pooling switches keep: switch-based reconstruction metrics",
+        description="Our definition (the paper's supplement is unavailable): each layer "
+        "as conv + CReLU + max-pool; the pooled values and their switches give linear "
+        "equations on the pre-activation; the least-squares reconstruction's relative "
+        "error, the rank of the selected rows and their frame bounds (A over the input "
+        "space, 0 below full rank; A_nonzero on the recoverable part), means over crops "
+        "of the embedded photographs, for the learned and for random filters.",
+        arguments=(add_model_arguments, _options, add_table_arguments),
+    ),
+)

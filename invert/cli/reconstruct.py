@@ -27,14 +27,15 @@ import io
 from pathlib import Path
 
 from .common import (
+    Command,
     Progress,
+    Run,
     UserError,
     add_image_size_argument,
     add_layers_argument,
     add_model_arguments,
     add_out_argument,
     add_table_arguments,
-    deprecated,
     emit_rows,
     image_size_of,
     layer_list,
@@ -43,7 +44,7 @@ from .common import (
     positive_int,
 )
 
-__all__ = ["register", "reconstruction_figure"]
+__all__ = ["COMMANDS", "reconstruction_figure"]
 
 _COLUMNS = [
     "layer", "relative_error", "projection_error", "recoverable", "feature_error", "psnr",
@@ -61,22 +62,7 @@ _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
 _SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help
 
 
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "reconstruct",
-        help="reconstruct an image from the features of a layer (no learning)",
-        description="Invert the features of a layer back to the input. --strategy layerwise: "
-        "the paper's walk, one layer at a time (CReLU pre-activations exactly as pos - neg, "
-        "convolutions by minimum-norm least squares, max-pooling through its switches); "
-        "joint: Gauss-Newton on the whole map from the image to the layer at once; auto "
-        "(default): layer-wise, then joint where the features are not reproduced. Prints "
-        "relative error, feature error, PSNR, SSIM and the certificate per layer: JtJ_min and "
-        "JtJ_max, the extreme eigenvalues of J^T J of the whole map to the layer at the "
-        "solution (not one conv layer's frame bounds), why, and unique (the features "
-        "determine the image there; and, with --projection, the error to the recoverable "
-        "part).",
-    )
-    add_model_arguments(p, deprecated_option="--model")
+def _image_options(p) -> None:
     p.add_argument(
         "--image", required=True, help="image file, or skimage:NAME (e.g. skimage:astronaut)"
     )
@@ -84,13 +70,14 @@ def register(subparsers) -> None:
         p, "layers whose output is inverted, e.g. conv4 or conv1,conv3 (3 for a plain "
         "Sequential); 'all': every conv layer, as in Fig. 5",
     )  # fmt: skip
-    deprecated(p, "--all-layers", new="--layers all (or --layers up to the one you want)",
-               dest="all_layers", nargs=0)  # fmt: skip
     add_out_argument(
         p, "PNG", "write a PNG: the original and each layer's reconstruction, titled with the "
         "layer and labelled with PSNR and relative error",
     )  # fmt: skip
     add_table_arguments(p)
+
+
+def _solver_options(p) -> None:
     p.add_argument(
         "--strategy", default="auto", choices=("auto", "layerwise", "joint"),
         help="auto (default): the paper's layer-wise walk, then a joint refinement where it "
@@ -122,7 +109,7 @@ def register(subparsers) -> None:
     p.add_argument("--avr", choices=("naive",), help="allow AVR layers, taking |z| as z (lossy)")
     add_image_size_argument(
         p, "side the image is resized and cropped to (default: the model's input size; the "
-        "zoo's models are fully convolutional, so larger works)", old=("--size",),
+        "zoo's models are fully convolutional, so larger works)",
     )  # fmt: skip
     p.add_argument("--cg-iterations", type=int, default=None,
                    help="CGLS iterations per least-squares solve: per layer of the layer-wise "
@@ -138,54 +125,45 @@ def register(subparsers) -> None:
         help="also compute the recoverable part (columns projection_error, recoverable): "
         "one more solve per layer, often slower than the reconstruction itself",
     )  # fmt: skip
-    deprecated(p, "--no-projection", new="the default (add --projection to compute it)",
-               dest="no_projection", nargs=0)  # fmt: skip
     p.add_argument(
         "--threads", type=positive_int,
         help=f"CPU threads (default: 1 for inputs up to {_SMALL} pixels, whose "
         "small convolutions lose more to thread synchronisation than they gain; else "
         "torch's default)",
     )  # fmt: skip
-    p.set_defaults(run=_reconstruct)
 
 
-def _layers(model, args) -> list[str]:
-    """The layers to invert: ``--layers`` names, or every activation layer (up to the last
-    named one with the deprecated ``--all-layers``)."""
+def _layers(model, run: Run) -> list[str]:
+    """The layers to invert: ``--layers`` names, or every activation layer."""
     import warnings
 
     from invert.nn import TracingFallbackWarning, activation_layers, model_graph
 
-    wanted = args.layers
-    if wanted is None and args.all_layers is None:
+    wanted = run.args.layers
+    if wanted is None:
         raise UserError("give --layers NAME[,NAME...] or --layers all")
     with warnings.catch_warnings():  # the hook fallback: said below, from the graph
         warnings.simplefilter("ignore", TracingFallbackWarning)
         graph = model_graph(model)
         every = activation_layers(model)
     if not graph.traced:
-        note(args, graph.note)
+        note(run, graph.note)
     names = layer_list(wanted) or every
     for name in names:
         graph.resolve(name)  # unknown name: the error lists the valid ones, closest first
-    if args.all_layers is not None and wanted and wanted.strip().lower() != "all":
-        last = names[-1]
-        if last not in every:
-            raise UserError(f"--layers {last!r} is not one of the conv layers {', '.join(every)}")
-        names = every[: every.index(last) + 1]
     return names
 
 
 # --- run --------------------------------------------------------------------------------------
 
 
-def _input(args, model, device):
-    """The image as the model's input, and a note when it was resized or cropped."""
+def _input(run: Run, raw, model, device):
+    """The image ``raw`` as the model's input, and a note when it was resized or cropped."""
     import torch
 
     from invert.data.images import prepare_image
 
-    raw = args.raw_image
+    args = run.args
     dtype = next(model.parameters()).dtype
     channels = int(getattr(model, "config", {}).get("in_channels", 3))
     size = image_size_of(args, model)
@@ -194,26 +172,27 @@ def _input(args, model, device):
     if (height, width) != (size, size):
         how = "shorter side resized" + (", centre-cropped" if height != width else "")
         own = "" if args.image_size else " (the model's input size; --image-size for another)"
-        note(args, f"{args.image} is {width}x{height}; reconstructing it at {size}x{size}{own}: "
+        note(run, f"{args.image} is {width}x{height}; reconstructing it at {size}x{size}{own}: "
                    f"{how}")  # fmt: skip
     return x
 
 
-def _reconstruct(args) -> int:
+def _reconstruct(run: Run) -> int:
     from invert.data.images import read_image
 
+    args = run.args
     if args.cg_iterations is not None and args.cg_iterations < 1:
         raise UserError(f"--cg-iterations must be a positive integer; got {args.cg_iterations}")
     if args.tol is not None and not args.tol > 0:
         raise UserError(f"--tol must be a positive number; got {args.tol}")
-    args.raw_image = read_image(args.image)  # before the (possibly long) model load
-    model, device = load_model_from_args(args)
+    raw = read_image(args.image)  # before the (possibly long) model load
+    model, device = load_model_from_args(run)
     if not args.float32:
         model = model.double()
-    layers = _layers(model, args)
+    layers = _layers(model, run)
     if args.out:
         _out_path(args.out)  # a bad --out fails before any work
-    x = _input(args, model, device)
+    x = _input(run, raw, model, device)
     from invert.device import cpu_threads
 
     with cpu_threads(x.shape[-1] * x.shape[-2], threads=args.threads):
@@ -222,10 +201,10 @@ def _reconstruct(args) -> int:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
     from invert.display import psnr_text
 
-    emit_rows(args, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
+    emit_rows(run, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
     for text in notes:
-        note(args, text)
-    _explain(args, rows)
+        note(run, text)
+    _explain(run, rows)
     return 0
 
 
@@ -298,14 +277,15 @@ def _names(rows, test) -> str:
     return ", ".join(r["layer"] for r in rows if test(r))
 
 
-def _explain(args, rows: list[dict]) -> None:
+def _explain(run: Run, rows: list[dict]) -> None:
     """``note:`` lines for the numbers that need one: a legend, not a lecture."""
     from invert.display import PSNR_CAP
 
+    args = run.args
     above = _names(rows, lambda r: r["relative_error"] > 1)
     if above:
         note(
-            args,
+            run,
             f"relative_error = ||x' - x|| / ||x|| is above 1 at {above}: the "
             f"reconstruction is farther from the image than an all-black image is (the "
             f"layer-by-layer walk loses what a layer's filters cannot see, or a solve "
@@ -314,23 +294,23 @@ def _explain(args, rows: list[dict]) -> None:
     negative = _names(rows, lambda r: r["psnr"] < 0)
     if negative:
         note(
-            args,
+            run,
             f"PSNR (dB, against the [0, 1] range) is below 0 at {negative}: the RMS "
             f"error exceeds the whole intensity range (values far outside [0, 1])",
         )
     switched = _names(rows, lambda r: r["converged"] and r["feature_error"] > 1e-6)
     if switched and args.pooling == "recorded":
-        note(args, f"{switched}: the features are matched with the recorded max-pooling "
+        note(run, f"{switched}: the features are matched with the recorded max-pooling "
                    f"switches, not through the network's own max-pooling (feature_error "
                    f"recomputes the features with the network's own): such an image explains "
                    f"the features only given the switches")  # fmt: skip
     capped = _names(rows, lambda r: r["psnr"] > PSNR_CAP)
     if capped and not (args.json or args.csv):
-        note(args, f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
+        note(run, f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
                    f"the number")  # fmt: skip
     if args.projection:
         note(
-            args,
+            run,
             "recoverable = ||P u|| / ||u||: the share of the (normalized) image that "
             "the features determine to first order; projection_error = distance of the "
             "reconstruction to that part, relative (0: all of it was recovered)",
@@ -411,3 +391,23 @@ def write_figure(path: str, original, reconstructions: list) -> None:
     buffer = io.BytesIO()
     reconstruction_figure(original, reconstructions).savefig(buffer, format="png", dpi=100)
     atomic_write_bytes(target, buffer.getvalue())
+
+
+COMMANDS = (
+    Command(
+        "reconstruct",
+        run=_reconstruct,
+        help="reconstruct an image from the features of a layer (no learning)",
+        description="Invert the features of a layer back to the input. --strategy layerwise: "
+        "the paper's walk, one layer at a time (CReLU pre-activations exactly as pos - neg, "
+        "convolutions by minimum-norm least squares, max-pooling through its switches); "
+        "joint: Gauss-Newton on the whole map from the image to the layer at once; auto "
+        "(default): layer-wise, then joint where the features are not reproduced. Prints "
+        "relative error, feature error, PSNR, SSIM and the certificate per layer: JtJ_min and "
+        "JtJ_max, the extreme eigenvalues of J^T J of the whole map to the layer at the "
+        "solution (not one conv layer's frame bounds), why, and unique (the features "
+        "determine the image there; and, with --projection, the error to the recoverable "
+        "part).",
+        arguments=(add_model_arguments, _image_options, _solver_options),
+    ),
+)

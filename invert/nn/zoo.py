@@ -169,22 +169,31 @@ def register_model(name: str, variant: Variant) -> None:
 def _register_zoo() -> None:
     cp = dict(family="ConvPool-CNN-C", layers=CONVPOOL_C, input_size=32)
     nine = range(1, 9)  # every conv but the class layer
-    register_model("convpool_c", Variant(summary="ReLU baseline (1.4M)", **cp))
+    register_model("convpool_c", Variant(summary="ReLU baseline (paper: 1.4M parameters)", **cp))
     register_model(
-        "convpool_c_double", Variant(summary="ReLU, twice the filters (5.6M)", filter_scale=2, **cp)
+        "convpool_c_double",
+        Variant(summary="ReLU, twice the filters (paper: 5.6M parameters)", filter_scale=2, **cp),
     )
     register_model(
         "convpool_c_avr",
-        Variant(summary="AVR, same filters (1.4M)", activation=_spread(nine, "avr"), **cp),
+        Variant(
+            summary="AVR, same filters (paper: 1.4M parameters)",
+            activation=_spread(nine, "avr"),
+            **cp,
+        ),
     )
     register_model(
         "convpool_c_crelu",
-        Variant(summary="CReLU, same filters (2.8M)", activation=_spread(nine, "crelu"), **cp),
+        Variant(
+            summary="CReLU, same filters (paper: 2.8M parameters)",
+            activation=_spread(nine, "crelu"),
+            **cp,
+        ),
     )
     register_model(
         "convpool_c_crelu_half",
         Variant(
-            summary="CReLU, half the filters (0.7M)",
+            summary="CReLU, half the filters (paper: 0.7M parameters)",
             activation=_spread(nine, "crelu"),
             halved=frozenset(nine),
             **cp,
@@ -205,7 +214,7 @@ def _register_zoo() -> None:
         )
 
     ab = dict(family="All-CNN-B", layers=ALLCNN_B, input_size=224)
-    register_model("allcnn_b", Variant(summary="ReLU baseline (9.4M)", **ab))
+    register_model("allcnn_b", Variant(summary="ReLU baseline (paper: 9.4M parameters)", **ab))
     for act in ("crelu", "avr"):
         for last in (4, 7, 9):
             register_model(
@@ -220,7 +229,7 @@ def _register_zoo() -> None:
     register_model(
         "allcnn_b_crelu_all",
         Variant(
-            summary="CReLU at every layer, halved filters (4.7M)",
+            summary="CReLU at every layer, halved filters (paper: 4.7M parameters)",
             activation=_spread(every, "crelu"),
             halved=frozenset(every),
             **ab,
@@ -229,7 +238,7 @@ def _register_zoo() -> None:
     register_model(
         "allcnn_b_crelu147",
         Variant(
-            summary="CReLU at conv1,4,7, halved filters (8.6M)",
+            summary="CReLU at conv1,4,7, halved filters (paper: 8.6M parameters)",
             activation=_spread((1, 4, 7), "crelu"),
             halved=frozenset((1, 4, 7)),
             **ab,
@@ -240,11 +249,14 @@ def _register_zoo() -> None:
 def _register_alexnet64() -> None:
     """The AlexNet-layout family of Figs. 1-3 (issue 16): ReLU and CReLU, same filters."""
     ax = dict(family="AlexNet layout (64 px)", layers=ALEXNET64, input_size=64)
-    register_model("alexnet64", Variant(summary="ReLU, AlexNet's conv1 at 64 px (0.4M)", **ax))
+    register_model(
+        "alexnet64",
+        Variant(summary="ReLU, AlexNet's conv1 at 64 px (paper: 0.4M parameters)", **ax),
+    )
     register_model(
         "alexnet64_crelu",
         Variant(
-            summary="CReLU on conv1-conv5, same filters (0.7M)",
+            summary="CReLU on conv1-conv5, same filters (paper: 0.7M parameters)",
             activation=_spread(range(1, 6), "crelu"),
             **ax,
         ),
