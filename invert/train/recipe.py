@@ -18,63 +18,17 @@ Recipes (:data:`RECIPES`, or any :class:`Recipe`):
 ``tiny``
     Seconds, for tests: width 0.125, 16 + 8 texture crops per class, 2 epochs.
 ``fast``
-    Minutes on two CPU cores: width 0.25, 200 + 100 texture crops per class, 10
-    epochs of SGD (batch 64, lr 0.02, momentum 0.9, weight decay 5e-4, one warm-up
-    epoch then cosine decay, unit-wise gradient clip 0.05, no dropout). The five
-    ConvPool-CNN-C variants reach 95-99% training and 83-87% test accuracy on the
-    13 texture classes (chance 7.7%). The AlexNet-layout family (``alexnet64*``,
-    64 px crops) trains at width 1: its conv1 keeps AlexNet's 96 filters of 11x11x3.
+    Minutes on two CPU cores: width 0.25 (the ``alexnet64*`` family: 1), 200 + 100
+    texture crops per class, 10 epochs of SGD with one warm-up epoch, cosine decay and the
+    unit-wise gradient clip (:data:`UNIT_CLIP`).
 ``paper``
     The paper's CIFAR setup at full width, for a GPU: Springenberg et al.'s schedule
-    for ConvPool-CNN-C (and All-CNN-B), Zagoruyko's for VGG (with random shifts).
-    Ours on top of the cited schedules: the unit-wise clip for ConvPool-CNN-C and
-    All-CNN-B (no BatchNorm), the same bound for every variant; VGG is unclipped.
+    for ConvPool-CNN-C (and All-CNN-B), Zagoruyko's for VGG (with random shifts), plus
+    our unit-wise clip where there is no BatchNorm.
 
-Why the class layer is linear and the clip is per unit (issue 12). With a ReLU on
-the class scores and the global gradient norm clipped at 1, the fast recipe trained
-the wider ConvPool-CNN-C variants *worse* than the baseline (textures, seed 0,
-training loss after 10 epochs: CReLU 1.08, double 0.76, baseline 0.18). Measured:
-
-* Dead class scores (the cause). A class unit negative all over the images of its
-  class scores 0 there, never wins and gets no gradient from them. CReLU ended with
-  5 of 13 classes at exactly 0% training accuracy (the rest at 94-100%), its own
-  class unit at 0 on every one of their images. Without a clip all 13 units die in
-  the warm-up epoch: loss ln 13 = 2.565, gradient norm < 0.01 from epoch 2. At
-  initialisation 22-28% of the class units of CReLU, CReLU-half and double are
-  non-positive over a whole image, 8% of ReLU's and AVR's. Not fixed by lr 0.01 (4
-  classes dead, training accuracy 0.65), a 3-epoch warm-up (4, 0.67) or the
-  unit-wise clip (6, 0.53). Fixed by a linear class layer (:mod:`invert.nn.zoo`; a
-  documented deviation): CReLU then reaches loss 0.10 with the old clip. (Keeping
-  the ReLU but starting the class biases at +1 did as well on that run; the dead
-  state stays reachable, so no.)
-* The stabiliser. Without BatchNorm, He-initialised ConvPool-CNN-C needs one: plain
-  SGD blew up from lr 0.0125 on and reached NaN in the warm-up epoch (CReLU; with a
-  peak lr of 0.01, in epoch 3), the baseline's loss rose again in epoch 3, under the
-  ``paper`` recipe (width 0.25, textures, 4 epochs) CReLU diverged in epoch 1 and
-  the baseline stalled at loss 2.28. The global-norm clip at 1 acted on nearly every
-  step (pre-clip norms 1-36), i.e. a fixed step length for the whole model: at
-  initialisation the double model's mean relative update per layer was 0.025 against
-  the baseline's 0.036. The unit-wise clip (:func:`~invert.train.trainer.clip_unit_gradients_`,
-  Brock et al. 2021) gives 0.047-0.050 for all five variants, and exactly the same factors to
-  a 2x-wide copy of a model (tests/test_training_health.py). Values tried on the
-  fast recipe: 0.05 kept, 0.2 slower (baseline loss 0.62 against 0.48 after 4
-  epochs), 0.5 blew up (CReLU); under ``paper`` (4 epochs) it trains all three
-  variants tried to loss 0.75-0.79.
-* Not changed: :func:`~invert.train.trainer.he_init`. Its pre-activations stay O(1) but grow at the
-  max-pools, more after CReLU (second moment by conv7, N(0, 1) input, width 0.25:
-  3.5 ReLU, 7.2 double, 11 CReLU); with the two changes above every variant trains.
-
-Fast recipe, textures, seed 0, training loss per epoch / train acc. / test acc.::
-
-    convpool_c             2.37 1.14 0.59 0.48 0.39 0.32 0.19 0.17 0.13 0.11  0.969 0.829
-    convpool_c_avr         2.36 1.27 0.69 0.51 0.43 0.32 0.23 0.19 0.16 0.12  0.970 0.832
-    convpool_c_crelu_half  2.23 1.02 0.65 0.40 0.32 0.30 0.23 0.19 0.16 0.14  0.954 0.848
-    convpool_c_double      1.90 0.68 0.52 0.35 0.27 0.20 0.11 0.09 0.05 0.03  0.991 0.872
-    convpool_c_crelu       1.93 0.62 0.50 0.33 0.28 0.24 0.14 0.10 0.07 0.05  0.986 0.858
-
-With the linear class layer and the old global clip instead: final loss 0.23, 0.21,
-0.18, 0.10, 0.10 and training accuracy 0.92-0.97 (so the class layer is the fix and
-the clip is about treating the variants alike). The clip costs about 1 ms a step.
+Why the recipes and the zoo's class layer are as they are (dead class scores, the clip,
+He initialisation, what ``fast`` reaches): the training study in ``docs/training/``
+(``docs/index.md`` lists its pages).
 """
 
 from __future__ import annotations
@@ -123,7 +77,7 @@ class ModelSettings:
     dropout : float or None
         Replaces every dropout rate; None keeps the architecture's rates.
     init : {"he", "default"}
-        :func:`~invert.nn.he_init`, or PyTorch's own initialisation.
+        :func:`~invert.train.spec.he_init`, or PyTorch's own initialisation.
     """
 
     width: float = 1.0
@@ -210,10 +164,10 @@ class Recipe:
     grad_clip : float or None
         Rescale the gradient to at most this global L2 norm before each step. Not
         used by the built-in recipes: the global norm grows with the parameter count,
-        so one threshold throttles a wider model more (see the module docs).
+        so one threshold throttles a wider model more (``docs/training/unit-wise-clip.md``).
     unit_clip : float or None
         Unit-wise adaptive gradient clipping
-        (:func:`~invert.train.trainer.clip_unit_gradients_`): before each step, rescale
+        (:func:`~invert.train.optimisation.clip_unit_gradients_`): before each step, rescale
         the gradient of every unit (a filter with its bias, or a BatchNorm channel) to
         at most ``unit_clip`` times the unit's weight norm. The bound is relative and
         per unit, so it acts the same on a model and on a wider copy of it.
@@ -319,7 +273,7 @@ def learning_rate_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> flo
 
 #: The unit-wise gradient clip of the recipes (:attr:`Recipe.unit_clip`): each unit's
 #: gradient is at most 5% of the unit's weight norm; chosen on the fast recipe from
-#: {0.05, 0.2, 0.5} (see the module docs).
+#: {0.05, 0.2, 0.5} (``docs/training/unit-wise-clip.md``).
 UNIT_CLIP = 0.05
 
 
@@ -336,8 +290,9 @@ def _paper_recipe(arch: str | None) -> Recipe:
     # decay 1e-3, 350 epochs, learning rate x0.1 after epochs 200, 250, 300; they pick
     # the rate from {0.25, 0.1, 0.05, 0.01} on validation data, we fix 0.05. Ours: the
     # unit-wise gradient clip of the fast recipe (the same bound for every variant; see
-    # the module docs) -- He-initialised ConvPool-CNN-C has no BatchNorm, and plain SGD
-    # diverged in our CPU runs at half this rate. The same recipe serves All-CNN-B.
+    # docs/training/unit-wise-clip.md) -- He-initialised ConvPool-CNN-C has no BatchNorm,
+    # and plain SGD diverged in our CPU runs at half this rate. The same recipe serves
+    # All-CNN-B.
     return Recipe(
         name="paper", epochs=350, batch_size=128, lr=0.05, weight_decay=1e-3,
         schedule="step", milestones=(200, 250, 300), gamma=0.1, unit_clip=UNIT_CLIP,
