@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -44,3 +46,55 @@ def test_readme_python_example_runs_and_reconstructs_exactly(tmp_path):
             else:
                 digits = len(a.split(".")[1]) if "." in a else 0
                 assert abs(float(a) - float(b)) <= 2 * 10**-digits, (line, printed[skeleton])
+
+
+def _dotted_names(text: str) -> set[str]:
+    """``invert.x``, ``theory.x``, ``figures.x`` (and deeper) as the README writes them."""
+    return set(re.findall(r"(?<![\w./-])(?:invert|theory|figures)(?:\.[A-Za-z_]\w*)+", text))
+
+
+def _resolve(name: str):
+    """The object ``name`` names: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            value = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            value = getattr(value, attribute)  # AttributeError: the README names nothing
+        return value
+    raise ModuleNotFoundError(name)
+
+
+def test_every_dotted_name_in_the_readme_exists():
+    names = _dotted_names(README.read_text())
+    assert {"invert.nn.model_graph", "invert.train.distributed", "theory.frame_bounds"} <= names
+    missing = []
+    for name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as error:
+            missing.append(f"{name} ({error})")
+    assert not missing, f"the README names what does not exist: {missing}"
+
+
+def test_every_path_in_the_readme_exists():
+    text = README.read_text()
+    paths = set(re.findall(r"(?<![\w./-])((?:invert|theory|figures|bench|tests)/[\w./]*)", text))
+    paths = {p.rstrip(".") for p in paths}
+    assert "invert/train/distributed.py" in paths and "figures/findings.py" in paths
+    missing = sorted(p for p in paths if not (README.parent / p).exists())
+    assert not missing, f"the README names paths that do not exist: {missing}"
+
+
+def test_the_checks_catch_a_name_or_path_that_is_not_there():
+    assert _dotted_names("see `invert.distributed` and invert.nn.model_graph.") == {
+        "invert.distributed", "invert.nn.model_graph"
+    }  # fmt: skip
+    for name in ("invert.distributed", "invert.protocols"):  # named before issue 17
+        with pytest.raises((ImportError, AttributeError)):
+            _resolve(name)
+    assert _resolve("invert.train.distributed").__name__ == "invert.train.distributed"
