@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from invert.errors import UserError, UserTypeError
+from invert.progress import say
 
 from .batches import INIT, derived_seed
 from .distributed import current_context, make_trainer
@@ -175,8 +176,11 @@ def fit_spec(spec: str, settings: RunSettings) -> nn.Module:
     recipe = get_recipe(settings.recipe, arch=name)
     settings = settings.replace(recipe=recipe)
     context = current_context()
-    if settings.out is not None and (context is None or context.rank == 0):  # before any work
+    main = context is None or context.rank == 0
+    if settings.out is not None and main:  # before any work
         check_out_folder(settings.out)
+    say(settings.progress and main, f"training {name} on {data} (recipe {recipe.name}, "
+                                    f"{recipe.epochs} epochs, seed {settings.seed})")  # fmt: skip
     train_set, test_set = recipe_datasets(name, data, recipe, seed=settings.seed)
     check_classes(train_set)  # before the model: a one-class head would fail to build
     torch.manual_seed(derived_seed(settings.seed, 0, INIT))  # initial weights: seed only
