@@ -12,10 +12,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invert.errors import UserError, UserTypeError
 
 from .recipe import Recipe
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["RunSettings"]
 
@@ -55,7 +59,7 @@ class RunSettings:
     recipe: str | Recipe = "fast"
     out: Path | None = None
     resume: bool = True
-    device: object = None
+    device: str | torch.device | None = None
     progress: bool = True
     seed: int = 0
 
@@ -64,6 +68,8 @@ class RunSettings:
             raise UserTypeError(
                 f"recipe must be a recipe name or a Recipe; got {type(self.recipe).__name__}"
             )
+        if not isinstance(self.progress, bool):  # one convention: no callbacks
+            raise UserTypeError(f"progress must be True or False; got {self.progress!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed must be a non-negative integer; got {self.seed!r}")
         if self.out is not None:
