@@ -277,10 +277,10 @@ def _ten_crop_run(args, recipe, device, context, main) -> dict:
         model = load_model(Path(args.spec).expanduser(), device=device)
         data = args.data or model.metadata.get("data")
         if not data:
-            raise ValueError(f"{args.spec} does not say which data it was trained on; pass --data")
+            raise UserError(f"{args.spec} does not say which data it was trained on; pass --data")
     crop = args.image_size or model_input_size(model)
     if crop is None:
-        raise ValueError("the model has no zoo architecture: pass --image-size")
+        raise UserError("the model has no zoo architecture: pass --image-size")
     used = model.metadata.get("recipe") or {}  # older checkpoints: a flat "data_options"
     trained = (used.get("data") or {}).get("options") or used.get("data_options") or {}
     test_set = ten_crop_test_set(

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from invert.errors import UserError
+
 from .dataset import ImageDataset
 from .images import first_line
 
@@ -73,25 +75,25 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except _RefusedGlobal as refused:
-        raise ValueError(
+        raise UserError(
             f"{path}: refused to unpickle {refused} (a CIFAR pickle holds only numpy arrays, "
             "lists and strings; this file is not one and was not run)"
         ) from None
     except OSError:
         raise
     except Exception as exc:
-        raise ValueError(
+        raise UserError(
             f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
+        raise UserError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
     # Files written by Python 2 (the official ones) have bytes keys; accept str too.
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _names(value, path: Path, key: str, expected: int) -> list[str]:
     if not isinstance(value, list | tuple) or len(value) != expected:
-        raise ValueError(f"{path}: {key!r} must list {expected} class names")
+        raise UserError(f"{path}: {key!r} must list {expected} class names")
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
 
 
@@ -133,7 +135,7 @@ def _find_cifar(root: Path, layout: dict) -> tuple[Path, str]:
     """The folder holding the data and its format ("binary" or "python")."""
     if root.is_file():
         hint = " (extract the archive first)" if root.name.endswith((".tar.gz", ".tgz")) else ""
-        raise ValueError(f"{root} is a file; expected the extracted CIFAR folder{hint}")
+        raise UserError(f"{root} is a file; expected the extracted CIFAR folder{hint}")
     if not root.is_dir():
         raise FileNotFoundError(
             f"no folder {root}: expected {layout['binary']}/ or {layout['python']}/ "
@@ -157,14 +159,14 @@ def _read_binary(path: Path, label_bytes: int, classes: int):
     record = label_bytes + _CIFAR_BYTES
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % record:
-        raise ValueError(
+        raise UserError(
             f"{path}: {raw.size} bytes is not a whole number of {record}-byte CIFAR records "
             "(truncated or not a CIFAR binary file)"
         )
     raw = raw.reshape(-1, record)
     labels = raw[:, label_bytes - 1].astype(np.int64)  # CIFAR-100: (coarse, fine); use fine
     if labels.max() >= classes:
-        raise ValueError(f"{path}: label {labels.max()} out of range for {classes} classes")
+        raise UserError(f"{path}: label {labels.max()} out of range for {classes} classes")
     # A record's pixels are the red, green, blue planes, each 32 rows of 32: C x H x W.
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32), labels
 
@@ -173,21 +175,21 @@ def _read_pickle_batch(path: Path, labels_key: str, classes: int):
     batch = _unpickle(path)
     for key in ("data", labels_key):
         if key not in batch:
-            raise ValueError(f"{path}: no {key!r} entry; not a CIFAR batch")
+            raise UserError(f"{path}: no {key!r} entry; not a CIFAR batch")
     data, labels = batch["data"], batch[labels_key]
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != _CIFAR_BYTES:
         shape = getattr(data, "shape", type(data).__name__)
-        raise ValueError(f"{path}: 'data' must be an N x {_CIFAR_BYTES} uint8 array, got {shape}")
+        raise UserError(f"{path}: 'data' must be an N x {_CIFAR_BYTES} uint8 array, got {shape}")
     if data.dtype != np.uint8:
-        raise ValueError(f"{path}: 'data' must hold uint8 pixels, got {data.dtype}")
+        raise UserError(f"{path}: 'data' must hold uint8 pixels, got {data.dtype}")
     try:
         labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: {labels_key!r} must be a list of integers") from None
+        raise UserError(f"{path}: {labels_key!r} must be a list of integers") from None
     if len(labels) != len(data):
-        raise ValueError(f"{path}: {len(labels)} labels for {len(data)} images")
+        raise UserError(f"{path}: {len(labels)} labels for {len(data)} images")
     if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(f"{path}: labels out of range for {classes} classes")
+        raise UserError(f"{path}: labels out of range for {classes} classes")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -204,14 +206,14 @@ def load_cifar(root: Path, *, fine: bool, spec: str, split: str) -> ImageDataset
         text = meta.read_text(encoding="utf-8", errors="replace")
         classes = [line.strip() for line in text.splitlines() if line.strip()]
         if len(classes) != layout["classes"]:
-            raise ValueError(
+            raise UserError(
                 f"{meta}: expected {layout['classes']} class names, found {len(classes)}"
             )
         parts = [_read_binary(f, layout["label_bytes"], layout["classes"]) for f in files]
     else:
         info = _unpickle(meta)
         if layout["names_key"] not in info:
-            raise ValueError(f"{meta}: no {layout['names_key']!r} entry")
+            raise UserError(f"{meta}: no {layout['names_key']!r} entry")
         classes = _names(info[layout["names_key"]], meta, layout["names_key"], layout["classes"])
         parts = [_read_pickle_batch(f, layout["labels_key"], layout["classes"]) for f in files]
     images = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]

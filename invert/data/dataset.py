@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from invert.errors import UserError
+
 __all__ = ["ImageDataset"]
 
 
@@ -74,7 +76,7 @@ class ImageDataset(Dataset):
         images = torch.as_tensor(images)
         labels = torch.as_tensor(labels, dtype=torch.int64)
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(
+            raise UserError(
                 f"images must be a uint8 tensor N x C x H x W; got {images.dtype} "
                 f"with shape {tuple(images.shape)}"
             )
@@ -84,9 +86,9 @@ class ImageDataset(Dataset):
     def _init_common(self, labels, classes, spec, split):
         classes = [str(c) for c in classes]
         if labels.dim() != 1 or (self._images is not None and len(labels) != len(self._images)):
-            raise ValueError("labels must be a 1-D sequence with one label per image")
+            raise UserError("labels must be a 1-D sequence with one label per image")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ValueError(f"labels must lie in [0, {len(classes)}) (one per class name)")
+            raise UserError(f"labels must lie in [0, {len(classes)}) (one per class name)")
         self.labels = labels
         self.classes = classes
         self.spec = spec

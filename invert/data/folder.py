@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from invert.errors import UserError
+
 from .dataset import ImageDataset
 from .images import decode_image, square_crop
 
@@ -59,11 +61,11 @@ def load_folder(root: Path, *, spec: str, split: str, image_size: int) -> ImageD
         elif held_out:
             split_root = held_out[0]
         else:
-            raise ValueError(f"{root} has train/ but no val/ or test/ folder for split='test'")
+            raise UserError(f"{root} has train/ but no val/ or test/ folder for split='test'")
     elif held_out:
-        raise ValueError(f"{root} has {held_out[0].name}/ but no train/ folder beside it")
+        raise UserError(f"{root} has {held_out[0].name}/ but no train/ folder beside it")
     elif split != "train":
-        raise ValueError(
+        raise UserError(
             f"{root} has no train/ and val/ subfolders, so it holds a single (training) split; "
             "pass split='train' or arrange PATH/train/CLASS and PATH/val/CLASS"
         )
@@ -73,19 +75,19 @@ def load_folder(root: Path, *, spec: str, split: str, image_size: int) -> ImageD
     # between the splits even when a held-out folder lacks some classes.
     classes = [p.name for p in _class_folders(train_root)]
     if not classes:
-        raise ValueError(f"{train_root} has no class subfolders (expected one per class)")
+        raise UserError(f"{train_root} has no class subfolders (expected one per class)")
     index = {name: i for i, name in enumerate(classes)}
     files, labels = [], []
     for folder in _class_folders(split_root):
         if folder.name not in index:
-            raise ValueError(f"{folder}: class {folder.name!r} is not among the training classes")
+            raise UserError(f"{folder}: class {folder.name!r} is not among the training classes")
         found = _image_files(folder)
         if not found:
-            raise ValueError(
+            raise UserError(
                 f"{folder} holds no images (expected files ending in {', '.join(IMAGE_EXTENSIONS)})"
             )
         files += found
         labels += [index[folder.name]] * len(found)
     if not files:
-        raise ValueError(f"{split_root} has no class subfolders with images")
+        raise UserError(f"{split_root} has no class subfolders with images")
     return FolderDataset(files, labels, classes, image_size=image_size, spec=spec, split=split)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from invert.errors import UserError
+
 __all__ = ["decode_image", "prepare_image", "read_image", "skimage_names", "square_crop"]
 
 #: Names in ``skimage.data`` that are not images (or need a download).
@@ -47,14 +49,14 @@ def read_image(source: str) -> np.ndarray:
 
         name = source.partition(":")[2]
         if name not in skimage_names():
-            raise ValueError(f"unknown image {source!r}; scikit-image ships: "
+            raise UserError(f"unknown image {source!r}; scikit-image ships: "
                              f"{', '.join(skimage_names())}")  # fmt: skip
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return np.asarray(getattr(skimage.data, name)())
         except Exception as error:  # e.g. an image that needs a download
-            raise ValueError(f"cannot load {source}: {first_line(error)}") from None
+            raise UserError(f"cannot load {source}: {first_line(error)}") from None
     import skimage.io
 
     path = Path(source).expanduser()
@@ -69,7 +71,7 @@ def read_image(source: str) -> np.ndarray:
             warnings.simplefilter("ignore", DeprecationWarning)
             return np.asarray(skimage.io.imread(data))
     except Exception as error:
-        raise ValueError(f"cannot read {source} as an image ({type(error).__name__})") from None
+        raise UserError(f"cannot read {source} as an image ({type(error).__name__})") from None
 
 
 def square_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -101,7 +103,7 @@ def decode_image(path: str) -> np.ndarray:
             warnings.simplefilter("ignore", DeprecationWarning)
             image = np.asarray(skimage.io.imread(path))
     except Exception as exc:  # decoders raise many kinds of errors
-        raise ValueError(
+        raise UserError(
             f"cannot read image {path}: {type(exc).__name__}: {first_line(exc)}"
         ) from None
     if image.ndim == 3 and image.shape[2] in (2, 4):  # grey + alpha, RGBA: drop the alpha
@@ -111,7 +113,7 @@ def decode_image(path: str) -> np.ndarray:
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(
+        raise UserError(
             f"{path}: unsupported image layout {image.shape} (expected grey, RGB or RGBA)"
         )
     if image.dtype == np.bool_ or np.issubdtype(image.dtype, np.unsignedinteger):
@@ -120,14 +122,12 @@ def decode_image(path: str) -> np.ndarray:
     elif np.issubdtype(image.dtype, np.floating):
         image = image.astype(np.float32)
         if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-            raise ValueError(f"{path}: floating-point pixels must be finite and in [0, 1]")
+            raise UserError(f"{path}: floating-point pixels must be finite and in [0, 1]")
     else:
-        raise ValueError(f"{path}: unsupported pixel type {image.dtype}")
+        raise UserError(f"{path}: unsupported pixel type {image.dtype}")
     height, width = image.shape[:2]
     if min(height, width) < MIN_IMAGE_SIDE:
-        raise ValueError(
-            f"{path}: image is {height} x {width} px, smaller than {MIN_IMAGE_SIDE} px"
-        )
+        raise UserError(f"{path}: image is {height} x {width} px, smaller than {MIN_IMAGE_SIDE} px")
     return image
 
 
@@ -150,17 +150,17 @@ def prepare_image(image: np.ndarray, size: int, channels: int = 3) -> np.ndarray
     if image.ndim == 2:
         image = gray2rgb(image)
     if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise ValueError(f"expected a grey, RGB or RGBA image; got an array of shape {image.shape}")
+        raise UserError(f"expected a grey, RGB or RGBA image; got an array of shape {image.shape}")
     image = img_as_float(image)
     if image.shape[-1] == 4:
         image = rgba2rgb(image)
     if channels == 1:
         image = rgb2gray(image)[..., None]
     elif channels != 3:
-        raise ValueError(f"the model reads {channels}-channel images; only 1 or 3 are supported")
+        raise UserError(f"the model reads {channels}-channel images; only 1 or 3 are supported")
     h, w = image.shape[:2]
     if min(h, w) * MAX_UPSCALE < size:
-        raise ValueError(
+        raise UserError(
             f"the image is {w}x{h} pixels, too small for a {size}x{size} input: its shorter "
             f"side must be at least {math.ceil(size / MAX_UPSCALE)} pixels"
         )

@@ -14,6 +14,8 @@ import math
 import numpy as np
 import torch
 
+from invert.errors import UserError
+
 from .spec import DataSpec, load_dataset
 from .textures import TEXTURE_NAMES, texture_sources
 
@@ -82,10 +84,10 @@ def natural_images(
     """
     h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if n < 1 or h < 1 or w < 1:
-        raise ValueError(f"need n >= 1 and a positive size; got n={n}, size={size}")
+        raise UserError(f"need n >= 1 and a positive size; got n={n}, size={size}")
     sources = _shrunk_sources(shorter_side, int(h), int(w))
     if not sources:
-        raise ValueError(f"no embedded photograph is as large as {h} x {w}; use your own images")
+        raise UserError(f"no embedded photograph is as large as {h} x {w}; use your own images")
     rng = np.random.default_rng(seed)
     out = np.empty((n, 3, h, w), dtype=np.float32)
     for i in range(n):
@@ -97,7 +99,7 @@ def natural_images(
     if channels == 1:
         return images.mean(dim=1, keepdim=True)
     if channels != 3:
-        raise ValueError(
+        raise UserError(
             f"the model takes {channels} input channels; the embedded photographs have 3 "
             "(or 1 as grey): pass images"
         )

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from invert.errors import UserError, UserTypeError
+
 from .cifar import load_cifar
 from .dataset import ImageDataset
 from .folder import load_folder
@@ -52,7 +54,7 @@ class DataSpec:
         if isinstance(spec, DataSpec):
             return spec
         if not isinstance(spec, str):
-            raise TypeError(
+            raise UserTypeError(
                 f"spec must be a string such as {SPEC_FORMS}; got {type(spec).__name__}"
             )
         name, _, path = spec.partition(":")
@@ -60,9 +62,9 @@ class DataSpec:
         if kind == "textures" and not path:
             return cls("textures")
         if kind not in _KINDS[1:]:
-            raise ValueError(f"unknown data set spec {spec!r}; valid forms: {SPEC_FORMS}")
+            raise UserError(f"unknown data set spec {spec!r}; valid forms: {SPEC_FORMS}")
         if not path:
-            raise ValueError(f"{kind} needs a local path: '{kind}:PATH' (nothing is downloaded)")
+            raise UserError(f"{kind} needs a local path: '{kind}:PATH' (nothing is downloaded)")
         return cls(kind, Path(os.path.expanduser(path)))
 
     def __str__(self) -> str:
@@ -142,21 +144,21 @@ def load_dataset(
     """
     parsed = DataSpec.parse(spec)
     if split not in _SPLITS:
-        raise ValueError(f"split must be 'train', 'test' or 'val' (= 'test'); got {split!r}")
+        raise UserError(f"split must be 'train', 'test' or 'val' (= 'test'); got {split!r}")
     split = _SPLITS[split]
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
-        raise ValueError(f"image_size must be a positive integer or None; got {image_size!r}")
+        raise UserError(f"image_size must be a positive integer or None; got {image_size!r}")
     if parsed.kind == "textures":
         return load_textures(split=split, image_size=image_size or 32, seed=seed, **options)
     if options:
-        raise TypeError(f"{parsed.kind} takes no options; got {', '.join(sorted(options))}")
+        raise UserTypeError(f"{parsed.kind} takes no options; got {', '.join(sorted(options))}")
     text = spec if isinstance(spec, str) else str(spec)
     if parsed.kind == "folder":
         return load_folder(parsed.path, spec=text, split=split, image_size=image_size or 224)
     if image_size not in (None, 32):
-        raise ValueError(
+        raise UserError(
             f"CIFAR images are 32 x 32; image_size must be None or 32, not {image_size}"
         )
     return load_cifar(parsed.path, fine=parsed.kind == "cifar100", spec=text, split=split)

@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from invert.errors import UserError
+
 __all__ = ["channel_statistics"]
 
 
@@ -50,7 +52,7 @@ def channel_statistics(
 
 def _uint8_statistics(images: torch.Tensor, chunk: int = 16384):
     if len(images) == 0:
-        raise ValueError("cannot compute statistics of an empty data set")
+        raise UserError("cannot compute statistics of an empty data set")
     channels = images.shape[1]
     # Histograms of the 256 grey levels per channel give exact integer moments.
     counts = torch.zeros(channels, 256, dtype=torch.int64)
@@ -102,7 +104,7 @@ def _streamed_statistics(dataset, batch_size: int, num_workers: int):
     if pending:
         merge(torch.cat(pending, dim=1))
     if mean is None:
-        raise ValueError("cannot compute statistics of an empty data set")
+        raise UserError("cannot compute statistics of an empty data set")
     if not (torch.isfinite(mean).all() and torch.isfinite(m2).all()):
-        raise ValueError("the data set holds NaN or infinite pixel values")
+        raise UserError("the data set holds NaN or infinite pixel values")
     return mean.tolist(), (m2 / count).sqrt().tolist()

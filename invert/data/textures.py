@@ -44,6 +44,8 @@ import math
 import numpy as np
 import torch
 
+from invert.errors import UserError, UserTypeError
+
 from .dataset import ImageDataset
 
 __all__ = ["TEXTURE_NAMES", "load_textures", "texture_sources"]
@@ -123,7 +125,7 @@ def _resize_uint8(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _check_count(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+        raise UserError(f"{name} must be an integer >= {minimum}; got {value!r}")
 
 
 def load_textures(
@@ -138,18 +140,18 @@ def load_textures(
     **unknown,
 ):
     if unknown:
-        raise TypeError(
+        raise UserTypeError(
             f"unknown textures option(s) {', '.join(sorted(unknown))}; valid: "
             "train_per_class, test_per_class, context, test_fraction"
         )
     _check_count("train_per_class", train_per_class, 1)
     _check_count("test_per_class", test_per_class, 1)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0 < float(test_fraction) < 1:
-        raise ValueError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
+        raise UserError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
     if not math.isfinite(float(context)) or float(context) <= 0:
-        raise ValueError(f"context must be a positive number; got {context!r}")
+        raise UserError(f"context must be a positive number; got {context!r}")
     count = train_per_class if split == "train" else test_per_class
     size = image_size
     images, boxes = [], []
@@ -162,7 +164,7 @@ def load_textures(
         out_shape = (max(1, round(part.shape[0] * scale)), max(1, round(part.shape[1] * scale)))
         rows, cols = out_shape[0] - size + 1, out_shape[1] - size + 1
         if rows < 1 or cols < 1 or rows * cols < count:
-            raise ValueError(
+            raise UserError(
                 f"textures: the {split} region of {name!r} resized to {out_shape[0]} x "
                 f"{out_shape[1]} px has {max(rows, 0) * max(cols, 0)} distinct "
                 f"{size} x {size} crops, fewer than the {count} asked for; lower the count "

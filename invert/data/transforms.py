@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from invert.errors import UserError, UserTypeError
+
 __all__ = ["augment"]
 
 
@@ -48,9 +50,9 @@ def augment(
     [3.0, 2.0, 1.0, 0.0]
     """
     if not isinstance(batch, torch.Tensor) or batch.dim() != 4:
-        raise TypeError("augment expects a tensor of shape N x C x H x W")
+        raise UserTypeError("augment expects a tensor of shape N x C x H x W")
     if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"max_shift must be a non-negative integer; got {max_shift!r}")
+        raise UserError(f"max_shift must be a non-negative integer; got {max_shift!r}")
     n, _, height, width = batch.shape
     if n == 0 or (not flip and max_shift == 0):
         return batch

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from invert.errors import UserError
+
 __all__ = ["crelu", "crelu_inverse", "avr", "CReLU", "AVR"]
 
 
@@ -64,7 +66,7 @@ def crelu_inverse(y: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """
     size = y.shape[dim]
     if size % 2:
-        raise ValueError(
+        raise UserError(
             f"a CReLU output has an even number of channels along dim {dim}; got {size}"
         )
     pos, neg = torch.split(y, size // 2, dim=dim)

@@ -54,6 +54,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from invert.errors import UserError, UserTypeError
+
 __all__ = ["ModelGraph", "Place", "TracingFallbackWarning", "model_graph"]
 
 
@@ -301,7 +303,7 @@ class ModelGraph:
         A ``ValueError`` lists the valid names, the closest first.
         """
         if not isinstance(name, str):
-            raise TypeError(f"a layer is named by a string; got {type(name).__name__}")
+            raise UserTypeError(f"a layer is named by a string; got {type(name).__name__}")
         if name in self.places and self.places[name].op != "attribute":
             return name
         if name in self.containers:
@@ -311,7 +313,7 @@ class ModelGraph:
         shown = ", ".join(ranked[:12]) + (
             f", ... ({len(ranked)} in all)" if len(ranked) > 12 else ""
         )
-        raise ValueError(f"unknown layer {name!r}; valid layers: {shown} (closest first; "
+        raise UserError(f"unknown layer {name!r}; valid layers: {shown} (closest first; "
                          "invert.nn.model_graph(model).names() lists them all)")  # fmt: skip
 
     def __getitem__(self, name: str) -> Place:
@@ -451,7 +453,7 @@ class ModelGraph:
                     h.remove()
         missing = wanted - seen.keys()
         if missing:
-            raise ValueError(f"layers {sorted(missing)} did not run in the forward pass")
+            raise UserError(f"layers {sorted(missing)} did not run in the forward pass")
         return {name: seen[name] for name in outputs}
 
 
@@ -606,7 +608,7 @@ def model_graph(model: nn.Module, example: torch.Tensor | None = None) -> ModelG
     '0.relu_1'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module; got {type(model).__name__}")
+        raise UserTypeError(f"model must be an nn.Module; got {type(model).__name__}")
     key = tuple(id(m) for m in model.modules())
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == key:
@@ -620,7 +622,7 @@ def model_graph(model: nn.Module, example: torch.Tensor | None = None) -> ModelG
         if example is None:
             example = _default_example(model)
             if example is None:
-                raise ValueError(f"{why}; pass an example input") from error
+                raise UserError(f"{why}; pass an example input") from error
         if model not in _WARNED:
             _WARNED.add(model)
             warnings.warn(why, TracingFallbackWarning, stacklevel=2)

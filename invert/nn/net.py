@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from invert.errors import UserError
+
 __all__ = [
     "EVAL_IDENTITY",
     "activation_layers",
@@ -59,12 +61,12 @@ class Normalize(nn.Module):
         mean = torch.as_tensor(mean, dtype=self.mean.dtype).flatten()
         std = torch.as_tensor(std, dtype=self.std.dtype).flatten()
         if mean.shape != self.mean.shape or std.shape != self.std.shape:
-            raise ValueError(
+            raise UserError(
                 f"normalization needs {self.mean.numel()} means and stds; "
                 f"got {mean.numel()} and {std.numel()}"
             )
         if not torch.isfinite(mean).all() or not (std > 0).all():
-            raise ValueError("normalization statistics must be finite with std > 0")
+            raise UserError("normalization statistics must be finite with std > 0")
         self.mean.copy_(mean)
         self.std.copy_(std)
 
@@ -158,7 +160,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if not name or name not in modules:
         valid = ", ".join(layer_names(model))
-        raise ValueError(f"unknown layer {name!r}; valid layers: {valid}")
+        raise UserError(f"unknown layer {name!r}; valid layers: {valid}")
     return modules[name]
 
 

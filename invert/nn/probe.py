@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from invert.errors import UserError
 from invert.linalg.operators import as_pair
 
 from .graph import model_graph
@@ -34,7 +35,7 @@ def _names(layers) -> list[str]:
     names = [layers] if isinstance(layers, str) else list(layers)
     names = list(dict.fromkeys(names))
     if not names:
-        raise ValueError("no layer requested")
+        raise UserError("no layer requested")
     return names
 
 
@@ -91,7 +92,7 @@ def layer_inputs(
     for name in names:
         place = graph[name]
         if not place.inputs:
-            raise ValueError(f"layer {name!r} reads no input")
+            raise UserError(f"layer {name!r} reads no input")
         sources.append(place.inputs[0])
     out = graph.run(x, sources)
     return {name: out[source] for name, source in zip(names, sources)}
@@ -133,7 +134,7 @@ def conv_input_sizes(
     """
     size = as_pair(input_size, "input_size")
     if min(size) < 1:
-        raise ValueError(f"input_size must be positive; got {size}")
+        raise UserError(f"input_size must be positive; got {size}")
     convs = (
         list(convs)
         if convs is not None
@@ -154,7 +155,7 @@ def conv_input_sizes(
             seen = layer_inputs(model, x, [names[c] for c in convs])
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"a forward pass of a {in_channels}x{size[0]}x{size[1]} input failed ({first}); "
             f"give the network's input size and channels"
         ) from error

@@ -27,6 +27,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from invert.errors import UserError
+from invert.validation import check_positive, check_positive_int
+
 from .net import Normalize
 
 __all__ = [
@@ -363,16 +366,13 @@ class ResNet(_Reference):
 
 
 def _check(name, num_classes, width, in_channels, dropout) -> None:
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
-        raise ValueError(f"width must be a positive number; got {width!r}")
-    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
+    check_positive_int(num_classes, name="num_classes")
+    check_positive(width, name="width")
+    check_positive_int(in_channels, name="in_channels")
     if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be None or a number in [0, 1); got {dropout!r}")
+        raise UserError(f"dropout must be None or a number in [0, 1); got {dropout!r}")
     if dropout is not None and name.startswith("resnet"):
-        raise ValueError(f"{name} has no dropout; leave dropout=None")
+        raise UserError(f"{name} has no dropout; leave dropout=None")
 
 
 def _config(num_classes, width, in_channels, dropout) -> dict:

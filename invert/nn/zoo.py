@@ -51,6 +51,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from invert.errors import UserError
+from invert.validation import check_positive, check_positive_int
+
 from .activations import AVR, CReLU
 from .net import Net, Normalize
 from .reference import REFERENCE
@@ -162,7 +165,7 @@ _VARIANTS: dict[str, Variant] = {}
 def register_model(name: str, variant: Variant) -> None:
     """Add a variant to the registry (used by the zoo itself and by extensions)."""
     if name in _VARIANTS or name in _REFERENCE:
-        raise ValueError(f"model {name!r} is already registered")
+        raise UserError(f"model {name!r} is already registered")
     _VARIANTS[name] = variant
 
 
@@ -293,7 +296,7 @@ def _build(name: str, variant: Variant, config: dict) -> Net:
                 filters = num_classes
                 if act == "crelu":
                     if num_classes % 2:
-                        raise ValueError(
+                        raise UserError(
                             f"{name} applies CReLU to the class layer and needs an even "
                             f"number of classes; got num_classes={num_classes}"
                         )
@@ -372,7 +375,7 @@ def model_info(name: str) -> dict:
 
 def _check_name(name: str) -> None:
     if name not in _VARIANTS and name not in _REFERENCE:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise UserError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 
 def create_model(
@@ -414,14 +417,11 @@ def create_model(
     torch.Size([2, 10])
     """
     _check_name(name)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
-    if not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
-    if not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"width must be a positive number; got {width!r}")
+    check_positive_int(num_classes, name="num_classes")
+    check_positive_int(in_channels, name="in_channels")
+    check_positive(width, name="width")
     if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout must be None or a number in [0, 1); got {dropout!r}")
+        raise UserError(f"dropout must be None or a number in [0, 1); got {dropout!r}")
     config = dict(
         num_classes=num_classes, in_channels=in_channels, width=float(width), dropout=dropout
     )
