@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from invert.nn.net import conv_layers
+from invert.nn.net import conv_layers, select_layers
 
 __all__ = [
     "PairingResult",
@@ -293,17 +293,7 @@ def layer_pairing(
     convs = conv_layers(model)
     if not convs:
         raise ValueError("the model has no Conv2d layer")
-    names = (
-        list(convs) if layers is None else ([layers] if isinstance(layers, str) else list(layers))
-    )
-    if not names:
-        raise ValueError(f"no layer requested; valid conv layers: {', '.join(convs)}")
-    unknown = [name for name in names if name not in convs]
-    if unknown:
-        raise ValueError(
-            f"unknown conv layer(s) {', '.join(map(repr, unknown))}; "
-            f"valid conv layers: {', '.join(convs)}"
-        )
+    names = select_layers(layers, convs)
     position = {name: i for i, name in enumerate(convs)}
     result: OrderedDict[str, LayerPairing] = OrderedDict()
     for name in names:

@@ -112,7 +112,7 @@ from invert.linalg.operators import (
     conv_padding,
 )
 from invert.linalg.spectrum import DENSE_MAX_DIM, extreme_eigenvalues
-from invert.nn import conv_input_sizes, conv_layers
+from invert.nn import conv_input_sizes, conv_layers, select_layers
 
 __all__ = [
     "FrameBounds",
@@ -429,11 +429,7 @@ def checkpoint_frame_bounds(
     if not convs:
         raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
     if layers is not None:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        unknown = [n for n in names if n not in convs]
-        if unknown:
-            raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
-        convs = {n: convs[n] for n in names}
+        convs = {n: convs[n] for n in select_layers(layers, convs)}
     sizes = conv_input_sizes(model, input_size, in_channels=in_channels, convs=convs.values())
     rows = []
     for index, (name, conv) in enumerate(convs.items()):

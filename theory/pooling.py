@@ -49,7 +49,14 @@ from invert.device import resolve_device
 from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator, as_conv_weight, conv_padding
 from invert.linalg.solvers import least_squares
 from invert.linalg.switches import max_pool_with_switches, switch_equations
-from invert.nn import conv_input_sizes, conv_layers, eval_mode, execution_order, layer_inputs
+from invert.nn import (
+    conv_input_sizes,
+    conv_layers,
+    eval_mode,
+    execution_order,
+    layer_inputs,
+    select_layers,
+)
 from invert.nn.activations import crelu
 
 from .frames import check_model, gaussian_like
@@ -366,10 +373,7 @@ def pooling_metrics(
                 "explicitly (2x2 pooling is then assumed unless pool is given)"
             )
     else:
-        names = [layers] if isinstance(layers, str) else list(layers)
-        unknown = [n for n in names if n not in convs]
-        if unknown:
-            raise ValueError(f"unknown conv layers {unknown}; conv layers: {', '.join(convs)}")
+        names = select_layers(layers, convs)
     rows = []
     for index, name in enumerate(names):
         if progress is not None:

@@ -16,6 +16,7 @@ from .net import (
     get_layer,
     layer_names,
     model_input_size,
+    select_layers,
 )
 from .probe import conv_input_sizes, execution_order, forward_to, layer_inputs, layer_outputs
 from .zoo import create_model, list_models, model_info, register_model
@@ -47,4 +48,5 @@ __all__ = [
     "model_input_size",
     "model_graph",
     "register_model",
+    "select_layers",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "get_layer",
     "layer_names",
     "model_input_size",
+    "select_layers",
 ]
 
 
@@ -187,6 +188,59 @@ def conv_layers(model: nn.Module) -> OrderedDict[str, nn.Conv2d]:
         top = name.split(".")[0]
         named[top if per_top[top] == 1 else name] = module
     return named
+
+
+def select_layers(layers, available: Iterable[str], *, what: str = "conv layers") -> list[str]:
+    """The layer names a caller asked for, checked against the model's ``available`` ones.
+
+    The one check of a list of layer names: the command line and the analyses of
+    :mod:`theory` all go through it, so an unknown name is reported the same way
+    everywhere. (A single place of the model graph: ``model_graph(model).resolve``.)
+
+    Parameters
+    ----------
+    layers : None, str or iterable of str
+        ``None`` for every available layer, one name, or several (duplicates dropped,
+        order kept).
+    available : iterable of str
+        The model's layers of the kind asked for, in the model's order (e.g. the keys
+        of :func:`conv_layers`).
+    what : str
+        What the layers are, for the messages (``"conv layers"``).
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    UserError
+        No layer requested, the model has none of the kind, or a name that is not
+        among ``available`` (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> select_layers("conv2", ["conv1", "conv2"])
+    ['conv2']
+    >>> select_layers(None, ["conv1", "conv2"])
+    ['conv1', 'conv2']
+    >>> select_layers(["conv1", "pool1"], ["conv1", "conv2"])
+    Traceback (most recent call last):
+    ...
+    invert.errors.UserError: unknown conv layers ['pool1']; valid conv layers: conv1, conv2
+    """
+    valid = list(available)
+    if not valid:
+        raise UserError(f"the model has no {what}")
+    if layers is None:
+        return valid
+    names = list(dict.fromkeys([layers] if isinstance(layers, str) else layers))
+    if not names:
+        raise UserError(f"no layer requested; valid {what}: {', '.join(valid)}")
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise UserError(f"unknown {what} {unknown}; valid {what}: {', '.join(valid)}")
+    return names
 
 
 @contextlib.contextmanager
