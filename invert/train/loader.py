@@ -164,12 +164,13 @@ def _unwritable(folder: Path, error: OSError) -> PermissionError:
     )
 
 
-def _lock(path: Path):
+def _lock(path: Path, *, progress: bool = False):
     """An open handle holding an exclusive ``fcntl`` lock on ``path`` (created if needed).
 
     The holder removes the file when done (:func:`_unlock`), so a process that waited on
     the old file finds it gone or replaced once it gets the lock, and locks afresh: only
-    one process at a time holds the lock of the file that is at ``path``.
+    one process at a time holds the lock of the file that is at ``path``. A wait (another
+    process is training the entry) is announced when ``progress``.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +181,12 @@ def _lock(path: Path):
             handle = open(path, "a+b")  # noqa: SIM115 (closed by _unlock)
         except OSError as error:
             raise _unwritable(path.parent, error) from error
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            name = path.name.removesuffix(".lock")
+            say(progress, f"crelu: another process is training {name}; waiting for it")
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
                 return handle
@@ -224,7 +230,7 @@ def _load_or_train(spec, settings: RunSettings, *, cache_dir, train_if_missing):
         )
     stem = final.name[: -len(".safetensors")]
     lock = final.with_name(stem + ".lock")
-    handle = _lock(lock)
+    handle = _lock(lock, progress=settings.progress)
     try:
         if not _current(final):  # another process may have finished it while we waited
             _train_into(final, spec, settings)
