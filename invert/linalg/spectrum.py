@@ -130,15 +130,16 @@ def _lanczos(matvec, shape, n_samples, dtype, device, options) -> Spectrum:
     scale = torch.zeros(n_samples, dtype=torch.float64, device=device)
     k = 0
     for k in range(1, k_max + 1):
-        basis[:, k - 1] = q.to(dtype)
-        w = matvec(q.to(dtype).view(n_samples, *shape)).reshape(n_samples, n).double()
-        w = w - beta_prev[:, None] * prev
-        alpha = (w * q).sum(1)
-        w = w - alpha[:, None] * q
+        basis[:, k - 1] = q
+        w = matvec(q.to(dtype).view(n_samples, *shape)).reshape(n_samples, n)
+        w = w.to(torch.float64, copy=True)  # ours to change in place
+        # in place: on 3M-pixel inputs every temporary vector is 25 MB
+        w.addcmul_(prev, beta_prev[:, None], value=-1)
+        alpha = torch.linalg.vecdot(w, q)
+        w.addcmul_(q, alpha[:, None], value=-1)
         for _ in range(2):  # full reorthogonalisation, twice is enough
-            low = w.to(dtype)
-            w = w - torch.einsum("nk,nkd->nd", torch.einsum("nkd,nd->nk", basis[:, :k], low),
-                                 basis[:, :k]).double()  # fmt: skip
+            coefficients = torch.einsum("nkd,nd->nk", basis[:, :k], w.to(dtype))
+            w.sub_(torch.einsum("nk,nkd->nd", coefficients, basis[:, :k]))
         beta = torch.linalg.vector_norm(w, dim=1)
         scale = torch.maximum(scale, alpha.abs())
         broke = beta <= 1e-13 * torch.clamp(scale, min=torch.finfo(torch.float64).tiny)
@@ -154,7 +155,8 @@ def _lanczos(matvec, shape, n_samples, dtype, device, options) -> Spectrum:
             if bool(converged.all()):
                 break
         prev, beta_prev = q, torch.where(alive, beta, torch.ones_like(beta))
-        q = torch.where(alive[:, None], w / beta_prev[:, None], torch.zeros_like(w))
+        q = w.div_(beta_prev[:, None])
+        q[~alive] = 0
     lo, hi, r_lo, r_hi = _ritz(alphas, betas, k)
     return Spectrum(lo.clamp(min=0), hi, r_lo, r_hi, converged, k, "lanczos")
 
