@@ -7,9 +7,9 @@ For each image, at the reconstruction ``x``:
   the solve held it), and ``model_residual``: the same misfit for the model's own
   forward pass against the recorded activation (its own max-pooling);
 * ``A`` and ``B``: the smallest and largest eigenvalues of ``J^T J``, ``J`` the Jacobian
-  of that map at ``x`` (:func:`~invert.linalg.spectrum.extreme_eigenvalues`: dense for
-  ``n <= 256`` unknowns, Lanczos otherwise; ``A = 0`` without a solve when counting
-  shows ``rank(J) <= m < n``);
+  of that map at ``x`` (:func:`~invert.linalg.spectrum.extreme_eigenvalues`, the one
+  eigenvalue engine, as for frame bounds: dense up to ``DENSE_MAX_DIM`` = 4096 unknowns,
+  Lanczos beyond; ``A = 0`` without a solve when counting shows ``rank(J) <= m < n``);
 * ``unique``: the residual is at the tolerance, ``A`` was resolved, no prior was used,
   and ``A / B >= 1000 n eps`` (:func:`unique_threshold`). Float64 eigenvalues of
   ``J^T J`` carry an absolute error of about ``n eps B``; the threshold keeps ``A`` three
