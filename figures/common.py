@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from invert.display import json_ready, psnr_text, table_text, write_json
 from invert.files import check_writable
 
 __all__ = [
@@ -55,6 +52,9 @@ __all__ = [
 
 #: Seed of every random choice the scripts make (images, random filters, crops).
 SEED = 0
+
+#: Per-column text of the report tables: PSNR with its one cap convention.
+_REPORT_FORMATS = {"psnr": lambda value: psnr_text(float(value), unit=False)}
 
 #: Role -> zoo name: the five ConvPool-CNN-C variants of the paper's Table 1 (Tables 1
 #: and 6, Figs. 4-5) and the AlexNet-layout pair of Figs. 1-3 (``alex_relu``,
@@ -414,60 +414,9 @@ def save_figure(fig, path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def json_ready(value):
-    """``value`` with numpy scalars/arrays made plain; ``nan`` as ``None`` and infinities
-    as ``"inf"``/``"-inf"``, as the command line writes them (:mod:`invert.display`).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2), float("nan")]})
-    {'a': 1.5, 'b': ['inf', 2, None]}
-    """
-    from invert.display import json_value
-
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_ready(value.tolist())
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return json_value(float(value))
-    torch = sys.modules.get("torch")  # not imported: the value cannot be a tensor
-    if torch is not None and isinstance(value, torch.Tensor):
-        return json_ready(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(path, data) -> Path:
-    """Write ``data`` as indented JSON atomically (non-finite floats become null)."""
-    from invert.files import atomic_write_bytes
-
-    text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
-    return atomic_write_bytes(path, text.encode())
-
-
-def _cell(column: str, value) -> str:
-    from invert.display import cell_text, psnr_text
-
-    if column == "psnr" and (value == "inf" or isinstance(value, (int, float))):
-        text = psnr_text(float(value), unit=False)  # the one PSNR cap convention
-    else:
-        text = cell_text(value)
-    return text.replace("|", "\\|")  # a pipe would end the cell
-
-
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A GitHub-flavoured markdown table of dict rows, numbers as in the terminal
-    (:func:`invert.display.cell_text`: ``-`` for missing, ``inf`` for infinite; a
-    ``psnr`` column with :func:`invert.display.psnr_text`'s cap).
+    """A GitHub-flavoured markdown table of dict rows (:func:`invert.display.table_text`,
+    the one table writer), a ``psnr`` column with :func:`invert.display.psnr_text`'s cap.
 
     Examples
     --------
@@ -478,13 +427,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     | conv1 | 0.5 | > 100 |
     | conv2 | - | 15.4 |
     """
-    if not rows:
-        return "(no rows)"
-    columns = columns or list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |")
-    return "\n".join(lines)
+    return table_text(rows, columns, _REPORT_FORMATS, style="markdown")
 
 
 def machine_info() -> dict:

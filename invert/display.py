@@ -8,13 +8,32 @@
 
 PSNR has one cap convention (:func:`psnr_text`): above :data:`PSNR_CAP` it is written
 ``> 100 dB`` in the terminal, the figures and the report; JSON keeps the number.
+
+One JSON writer (:func:`json_ready`, :func:`write_json`) and one table writer
+(:func:`table_text`: aligned text for the terminal, or markdown for the reports) serve the
+command line and the figure scripts alike. Analyses return data (dataclasses, plain
+numbers); this module alone turns it into text.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
-__all__ = ["PSNR_CAP", "cell_text", "json_value", "psnr_text"]
+from invert.files import atomic_write_bytes
+
+__all__ = [
+    "PSNR_CAP",
+    "cell_text",
+    "json_ready",
+    "json_value",
+    "psnr_text",
+    "table_text",
+    "write_json",
+]
 
 MISSING = "-"
 
@@ -74,3 +93,109 @@ def psnr_text(value: float, *, unit: bool = True) -> str:
     if value > PSNR_CAP:
         return f"> {PSNR_CAP:g}{suffix}"
     return f"{value:.1f}{suffix}"
+
+
+def json_ready(value):
+    """``value`` as plain JSON data: dataclasses as dicts, numpy and torch numbers and
+    arrays as Python ones, paths as strings, ``nan`` as ``None`` and infinities as
+    ``"inf"``/``"-inf"`` (:func:`json_value`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_ready({"a": np.float64(1.5), "b": [float("inf"), np.int64(2), float("nan")]})
+    {'a': 1.5, 'b': ['inf', 2, None]}
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_ready({f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return json_ready(value.tolist())  # numpy / torch scalars and arrays, unimported here
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return json_value(float(value))
+    return value
+
+
+def write_json(target, data) -> Path | None:
+    """Write ``data`` (:func:`json_ready`) as indented JSON: to a path atomically
+    (:func:`invert.files.atomic_write_bytes`; returns the path) or to an open text stream.
+
+    Examples
+    --------
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> write_json(stream, [{"A": float("inf"), "B": 2.0}])
+    >>> print(stream.getvalue(), end="")
+    [
+      {
+        "A": "inf",
+        "B": 2.0
+      }
+    ]
+    """
+    text = json.dumps(json_ready(data), indent=2, allow_nan=False) + "\n"
+    if hasattr(target, "write"):
+        target.write(text)
+        return None
+    return atomic_write_bytes(target, text.encode())
+
+
+def table_text(
+    rows: list[dict],
+    columns: list[str] | None = None,
+    formats: Mapping[str, Callable[[float], str]] | None = None,
+    *,
+    style: str = "plain",
+) -> str:
+    """Dict rows as one table: ``"plain"`` (aligned columns, for the terminal) or
+    ``"markdown"`` (GitHub-flavoured, for reports). Cells are :func:`cell_text`;
+    ``formats`` maps a column to its own formatter of numbers (e.g. PSNR's cap).
+
+    Examples
+    --------
+    >>> rows = [{"layer": "conv1", "A": 0.5, "B": float("inf")}, {"layer": "conv2", "A": None}]
+    >>> print(table_text(rows, ["layer", "A", "B"]))  # doctest: +NORMALIZE_WHITESPACE
+    layer  A    B
+    -----  ---  ---
+    conv1  0.5  inf
+    conv2  -    -
+    >>> print(table_text(rows, ["layer", "A"], style="markdown"))
+    | layer | A |
+    |---|---|
+    | conv1 | 0.5 |
+    | conv2 | - |
+    """
+    if style not in ("plain", "markdown"):
+        raise ValueError(f"style must be 'plain' or 'markdown'; got {style!r}")
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(rows[0])
+    cells = [[_cell(row.get(c), (formats or {}).get(c)) for c in columns] for row in rows]
+    if style == "markdown":
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for r in cells:
+            lines.append("| " + " | ".join(v.replace("|", "\\|") for v in r) + " |")
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]  # fmt: skip
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value, formatter) -> str:
+    """One cell: ``formatter`` for numbers (``"inf"`` included, as JSON writes it)."""
+    if formatter is not None and value in ("inf", "-inf"):
+        value = float(value)
+    if formatter is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return formatter(value)
+    return cell_text(value)
