@@ -138,13 +138,11 @@ def _train(run: Run) -> int:
 def _train_run(args, name, recipe, context) -> int:
     from invert.device import resolve_device
     from invert.train.loader import cache_path
-    from invert.train.settings import RunSettings
     from invert.train.spec import fit_spec
 
     device = context.device if context is not None else resolve_device(args.device)
     main = context is None or context.is_main
-    run = RunSettings(recipe=recipe, out=args.out or None, resume=not args.no_resume,
-                      device=device, progress=not args.quiet and main, seed=args.seed)  # fmt: skip
+    run = _run_settings(args, recipe, device, main)
     if args.out:
         model = fit_spec(args.spec, run)
         where = Path(args.out)
@@ -166,6 +164,15 @@ def _train_run(args, name, recipe, context) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _run_settings(args, recipe, device, main: bool):
+    """The run's settings from the command line; progress on rank 0 only."""
+    from invert.train.settings import RunSettings
+
+    return RunSettings(recipe=recipe, out=args.out or None, resume=not args.no_resume,
+                       device=device, progress=not args.quiet and main,
+                       seed=args.seed)  # fmt: skip
 
 
 def _cached_model(spec, run, **options):
@@ -234,14 +241,12 @@ def _evaluate(run: Run) -> int:
 def _training_protocol(args, name, recipe, device, main) -> dict:
     from invert.device import resolve_device
     from invert.train.protocols import kfold_protocol, single_protocol
-    from invert.train.settings import RunSettings
     from invert.train.spec import build_model, parse_model_spec, recipe_datasets
 
     _, data = parse_model_spec(args.spec)
     device = device if device is not None else resolve_device(args.device)
     train_set, test_set = recipe_datasets(name, data, recipe, seed=args.seed)
-    run = RunSettings(recipe=recipe, out=args.out, resume=not args.no_resume, device=device,
-                      progress=not args.quiet and main, seed=args.seed)  # fmt: skip
+    run = _run_settings(args, recipe, device, main)
     stratified = not args.no_stratify
 
     def make_model():
@@ -262,13 +267,11 @@ def _ten_crop_run(args, recipe, device, context, main) -> dict:
     from invert.nn import list_models, model_input_size
     from invert.train.loader import check_compatible, load_model
     from invert.train.protocols import evaluate_ten_crop, ten_crop_test_set
-    from invert.train.settings import RunSettings
 
     device = device if device is not None else resolve_device(args.device)
     head = args.spec.partition("@")[0].strip()
     if "@" in args.spec and head in list_models() and not Path(args.spec).is_file():
-        run = RunSettings(recipe=recipe, device=device, progress=not args.quiet and main,
-                          seed=args.seed)  # fmt: skip
+        run = _run_settings(args, recipe, device, main).replace(out=None)  # into the cache
         model = _trained_model(args.spec, run, context)
         data = args.data or args.spec.partition("@")[2].strip()
     else:
