@@ -25,7 +25,14 @@ def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``; does nothing for ``dtype=None``."""
+    """``torch.autocast`` to ``dtype`` on ``device``; does nothing for ``dtype=None``.
+
+    Examples
+    --------
+    >>> with autocast(torch.device("cpu"), None):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.float32
+    """
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
@@ -54,6 +61,16 @@ def place_model(model: nn.Module, train_set, device: torch.device, channels_last
     """Normalization from ``train_set``, the model on ``device`` (channels-last if asked).
 
     A constant channel of the training set is only centred (dividing by 0 would give NaN).
+
+    Examples
+    --------
+    >>> from invert.data import ImageDataset
+    >>> from invert.nn.zoo import create_model
+    >>> data = ImageDataset(torch.full((2, 3, 32, 32), 255, dtype=torch.uint8), [0, 1], ["a", "b"])
+    >>> net = create_model("convpool_c", num_classes=2, width=0.125)
+    >>> place_model(net, data, torch.device("cpu"), channels_last=False)
+    >>> net.normalize.statistics()  # constant channels: centred, not scaled
+    ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0])
     """
     from invert.data import channel_statistics
 
@@ -69,7 +86,17 @@ def place_model(model: nn.Module, train_set, device: torch.device, channels_last
 
 
 def check_input_size(model: nn.Module, train_set, device: torch.device) -> None:
-    """A :class:`~invert.errors.UserError` before training when the images do not fit."""
+    """A :class:`~invert.errors.UserError` before training when the images do not fit.
+
+    Examples
+    --------
+    >>> from invert.data import ImageDataset
+    >>> data = ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), [0, 1], ["a", "b"])
+    >>> check_input_size(nn.Conv2d(3, 2, 3), data, torch.device("cpu"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    invert.errors.UserError: images of (1, 4, 4) do not fit Conv2d (too small, or the wrong ...
+    """
     image, _ = train_set[0]
     x = torch.as_tensor(image).unsqueeze(0).to(device).float()
     try:

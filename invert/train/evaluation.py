@@ -21,6 +21,16 @@ def batch_logits(model, dataset, batches, *, device, amp=True, channels_last=Fal
 
     ``transform(images)``, if given, maps a batch before the model sees it (crops); the
     model's train/eval mode is restored when the iteration ends.
+
+    Examples
+    --------
+    >>> from invert.data import ImageDataset
+    >>> data = ImageDataset(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), [0, 1, 0, 1, 0], ["a", "b"])
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    >>> batches = torch.arange(5).split(2)
+    >>> cpu = torch.device("cpu")
+    >>> [tuple(logits.shape) for logits, _ in batch_logits(net, data, batches, device=cpu)]
+    [(2, 2), (2, 2), (1, 2)]
     """
     dtype = autocast_dtype(device, amp)
     memory = in_memory(dataset, device)
@@ -37,7 +47,18 @@ def batch_logits(model, dataset, batches, *, device, amp=True, channels_last=Fal
 
 
 def evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
-    """Summed loss (float64), count of correct answers (int64) and item count over ``batches``."""
+    """Summed loss (float64), count of correct answers (int64) and item count over ``batches``.
+
+    Examples
+    --------
+    >>> from invert.data import ImageDataset
+    >>> data = ImageDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), [0, 1, 0, 1], ["a", "b"])
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2, bias=False))  # zero logits
+    >>> loss, correct, count = evaluation_sums(net, data, [torch.arange(4)],
+    ...                                        device=torch.device("cpu"))
+    >>> round(float(loss), 4), int(correct), count  # ln 2 per item; ties go to class 0
+    (2.7726, 2, 4)
+    """
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     count = 0
@@ -78,7 +99,13 @@ def evaluate(
 
 
 def mean_loss_and_accuracy(total_loss, correct, count) -> dict:
-    """``{"loss", "accuracy"}`` from the sums of :func:`evaluation_sums`."""
+    """``{"loss", "accuracy"}`` from the sums of :func:`evaluation_sums`.
+
+    Examples
+    --------
+    >>> mean_loss_and_accuracy(torch.tensor(3.0), torch.tensor(3), 4)
+    {'loss': 0.75, 'accuracy': 0.75}
+    """
     if count == 0:
         raise UserError("cannot evaluate on an empty data set")
     return {"loss": float(total_loss) / count, "accuracy": int(correct) / int(count)}

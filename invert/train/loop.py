@@ -97,6 +97,15 @@ def augment_share(images, generator, *, flip: bool, max_shift: int, rank: int = 
     ``images`` are the rows ``rank, rank + world_size, ...`` of the global batch; the
     augmentation is drawn for the whole global batch (the same on every rank), and each
     rank keeps its rows.
+
+    Examples
+    --------
+    >>> images = torch.rand(4, 3, 5, 5)
+    >>> whole = augment_share(images, torch.Generator().manual_seed(0), flip=True, max_shift=1)
+    >>> mine = augment_share(images[1::2], torch.Generator().manual_seed(0), flip=True,
+    ...                      max_shift=1, rank=1, world_size=2)
+    >>> torch.equal(mine, whole[1::2])
+    True
     """
     from invert.data import augment
 

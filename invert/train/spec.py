@@ -171,6 +171,16 @@ def fit_spec(spec: str, settings: RunSettings) -> nn.Module:
     """:func:`train_from_spec` with the run's settings as one value.
 
     The initial weights depend on ``settings.seed`` only (:func:`build_model`).
+
+    Examples
+    --------
+    >>> from invert.train import get_recipe
+    >>> tiny = get_recipe("tiny").replace(epochs=1, options={"train_per_class": 4,
+    ...                                                      "test_per_class": 2})
+    >>> net = fit_spec("convpool_c@textures", RunSettings(recipe=tiny, device="cpu",
+    ...                                                     progress=False))
+    >>> net.metadata["arch"], net.metadata["epochs"], net.training
+    ('convpool_c', 1, False)
     """
     name, data = parse_model_spec(spec)
     recipe = get_recipe(settings.recipe, arch=name)
