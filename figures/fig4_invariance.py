@@ -63,17 +63,11 @@ def _pool_gaps(model, layers: list[str]) -> list[float]:
     return gaps
 
 
-def make(session: Session, out) -> Result:
-    """Draw Figure 4 into ``out/fig4_invariance.png``; layer scores of both models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _scores(session: Session, images) -> tuple[dict, list[str]]:
+    """Invariance scores of the ReLU and CReLU models of every seed, and their layers."""
     from invert.nn.net import conv_layers
     from theory.invariance import invariance_scores
 
-    images = _images(session)
     runs, layers = {}, None
     for seed in session.seed_list():
         for role in ("relu", "crelu"):
@@ -83,10 +77,13 @@ def make(session: Session, out) -> Result:
                 model, images, layers=layers, input_size=32,
                 n_images=session.sizes.invariance_images, device=session.device, seed=SEED,
             )  # fmt: skip
+    return runs, layers
+
+
+def _rows(runs: dict, layers: list[str], seeds: list[int]) -> list[dict]:
+    """One row per layer: each model's mean score over the seeds, and the paired rule."""
     from .findings import paired_rule
 
-    seeds = session.seed_list()
-    first = runs["relu", SEED]
     rows = []
     for name in layers:
         row = {"layer": name}
@@ -107,6 +104,15 @@ def make(session: Session, out) -> Result:
                     np.mean([runs[role, s].family_scores[family][name] for s in seeds])
                 )
         rows.append(row)
+    return rows
+
+
+def _draw(session: Session, rows: list[dict], layers: list[str], seeds: list[int], first):
+    """The figure: each model's scores per layer, max-pooling as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     x = list(range(len(layers)))
@@ -136,8 +142,18 @@ def make(session: Session, out) -> Result:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def make(session: Session, out) -> Result:
+    """Draw Figure 4 into ``out/fig4_invariance.png``; layer scores of both models."""
+    seeds = session.seed_list()
+    runs, layers = _scores(session, _images(session))
+    first = runs["relu", SEED]
+    rows = _rows(runs, layers, seeds)
     file = session.figure_name(STEM)
-    save_figure(fig, f"{out}/{file}")
+    save_figure(_draw(session, rows, layers, seeds, first), f"{out}/{file}")
+    many = len(seeds) > 1
     return Result(
         id="fig4",
         title=f"Figure 4: invariance scores per layer, ReLU vs CReLU (mean over {len(seeds)} "

@@ -358,30 +358,41 @@ def f1_pairing(relu, crelu) -> dict:
         "relu_minus_crelu_gap": relu_vs_crelu,
     }
 
-    def gap_text(gaps_, rule):
+    summary = _f1_summary(numbers)
+    verdict = _three_way(relu_rule["decision"], crelu_rule["decision"])
+    return _finding("F1", verdict, numbers, summary)
+
+
+def _f1_summary(numbers: dict) -> str:
+    """F1's one-line summary from its numbers (:func:`f1_pairing`)."""
+    n = numbers["seeds"]
+    relu_vs_random, crelu_vs_random = numbers["relu_vs_random"], numbers["crelu_vs_random"]
+
+    def gap_text(gaps, rule):
         if n == 1:
-            return f"{gaps_[0]:.2f}"
+            return f"{gaps[0]:.2f}"
         return f"{rule['mean']:.2f} +/- {rule['se']:.2f}"
 
     directions = (
         f"directions: ReLU mu_w vs random "
         f"{_direction(relu_vs_random, 'below (pairs more)', 'above')}, CReLU mu_w vs random "
         f"{_direction(crelu_vs_random, 'below (pairs more)', 'above')}, ReLU gap vs CReLU gap "
-        f"{_direction(relu_vs_crelu, 'larger', 'smaller')}"
+        f"{_direction(numbers['relu_minus_crelu_gap'], 'larger', 'smaller')}"
     )
     summary = (
         f"AlexNet-layout conv1 gap{'' if n == 1 else f' over {n} seeds'}: ReLU "
-        f"{gap_text(g_relu, relu_vs_random)} (mu_w {first_r['mu_w_mean']:.3f} vs mu_r "
-        f"{first_r['mu_r_mean']:.3f}), CReLU {gap_text(g_crelu, crelu_vs_random)} (mu_w "
-        f"{first_c['mu_w_mean']:.3f} vs mu_r {first_c['mu_r_mean']:.3f}), margin "
+        f"{gap_text(numbers['relu_gaps'], relu_vs_random)} (mu_w "
+        f"{numbers['relu_mu_w_mean']:.3f} vs mu_r {numbers['relu_mu_r_mean']:.3f}), CReLU "
+        f"{gap_text(numbers['crelu_gaps'], crelu_vs_random)} (mu_w "
+        f"{numbers['crelu_mu_w_mean']:.3f} vs mu_r {numbers['crelu_mu_r_mean']:.3f}), margin "
         f"{PAIRING_MARGIN:g}; {directions}"
     )
-    undecided = [(name, rule) for name, rule in (("ReLU > margin", relu_rule),
-                 ("CReLU <= margin", crelu_rule)) if rule["decision"] is None]  # fmt: skip
-    for name, rule in undecided:
-        summary += f"; {name}: {_power_text(rule)}"
-    verdict = _three_way(relu_rule["decision"], crelu_rule["decision"])
-    return _finding("F1", verdict, numbers, summary)
+    rules = (("ReLU > margin", numbers["relu_beyond_margin"]),
+             ("CReLU <= margin", numbers["crelu_within_margin"]))  # fmt: skip
+    for name, rule in rules:
+        if rule["decision"] is None:
+            summary += f"; {name}: {_power_text(rule)}"
+    return summary
 
 
 def _capped(psnr: float) -> float:

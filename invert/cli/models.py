@@ -159,8 +159,8 @@ COMMANDS = (
         help="list the registered models with their parameter counts",
         description="Every zoo name, its family, input size and parameter count (at the "
         "architecture's default width, with 10 classes: a recipe's width and a data set's "
-        "classes change it; `crelu info SPEC` gives a trained model's own count). The "
-        "summary gives, in brackets, the parameter count the paper reports for the model.",
+        "classes change it; `crelu info SPEC` gives a trained model's own count). Where the "
+        'paper reports a model\'s size, its summary gives it as "(paper: N parameters)".',
         arguments=(add_table_arguments, add_quiet_argument),
     ),
     Command(

@@ -169,7 +169,8 @@ def register_model(name: str, variant: Variant) -> None:
     _VARIANTS[name] = variant
 
 
-def _register_zoo() -> None:
+def _register_convpool() -> None:
+    """ConvPool-CNN-C, the five variants of the paper's Table 1 (counts: the paper's)."""
     cp = dict(family="ConvPool-CNN-C", layers=CONVPOOL_C, input_size=32)
     nine = range(1, 9)  # every conv but the class layer
     register_model("convpool_c", Variant(summary="ReLU baseline (paper: 1.4M parameters)", **cp))
@@ -203,6 +204,9 @@ def _register_zoo() -> None:
         ),
     )
 
+
+def _register_vgg() -> None:
+    """VGG on CIFAR (Zagoruyko), with CReLU after the first layers, halved filters."""
     vgg = dict(family="VGG (Zagoruyko)", layers=VGG_CIFAR, input_size=32, batch_norm=True)
     register_model("vgg", Variant(summary="ReLU baseline", **vgg))
     for tag, convs in (("1", (1,)), ("13", (1, 3)), ("135", (1, 3, 5))):
@@ -216,6 +220,9 @@ def _register_zoo() -> None:
             ),
         )
 
+
+def _register_allcnn() -> None:
+    """All-CNN-B of the paper's ImageNet experiments (counts: the paper's)."""
     ab = dict(family="All-CNN-B", layers=ALLCNN_B, input_size=224)
     register_model("allcnn_b", Variant(summary="ReLU baseline (paper: 9.4M parameters)", **ab))
     for act in ("crelu", "avr"):
@@ -254,12 +261,12 @@ def _register_alexnet64() -> None:
     ax = dict(family="AlexNet layout (64 px)", layers=ALEXNET64, input_size=64)
     register_model(
         "alexnet64",
-        Variant(summary="ReLU, AlexNet's conv1 at 64 px (paper: 0.4M parameters)", **ax),
+        Variant(summary="ReLU, AlexNet's conv1 at 64 px", **ax),
     )
     register_model(
         "alexnet64_crelu",
         Variant(
-            summary="CReLU on conv1-conv5, same filters (paper: 0.7M parameters)",
+            summary="CReLU on conv1-conv5, same filters",
             activation=_spread(range(1, 6), "crelu"),
             **ax,
         ),
@@ -431,5 +438,5 @@ def create_model(
     return _build(name, _VARIANTS[name], config)
 
 
-_register_zoo()
-_register_alexnet64()
+for _register in (_register_convpool, _register_vgg, _register_allcnn, _register_alexnet64):
+    _register()
