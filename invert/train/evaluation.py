@@ -46,6 +46,7 @@ def batch_logits(model, dataset, batches, *, device, amp=True, channels_last=Fal
             yield logits, labels
 
 
+@torch.no_grad()
 def evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=False):
     """Summed loss (float64), count of correct answers (int64) and item count over ``batches``.
 
@@ -70,6 +71,7 @@ def evaluation_sums(model, dataset, batches, *, device, amp=True, channels_last=
     return total_loss, correct, count
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset,

@@ -504,6 +504,7 @@ def evaluate_ten_crop(
     }
 
 
+@torch.no_grad()
 def _ten_crop_counts(model, dataset, batches, size, *, device, amp, num_workers):
     """Wrong answers (centre top-1, top-5, ten top-1, top-5) and the count; the classes."""
 
