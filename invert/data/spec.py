@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from invert.errors import UserError, UserTypeError
+from invert.validation import check_positive_int
 
 from .cifar import load_cifar
 from .dataset import ImageDataset
@@ -146,10 +147,7 @@ def load_dataset(
     if split not in _SPLITS:
         raise UserError(f"split must be 'train', 'test' or 'val' (= 'test'); got {split!r}")
     split = _SPLITS[split]
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
-    ):
-        raise UserError(f"image_size must be a positive integer or None; got {image_size!r}")
+    check_positive_int(image_size, name="image_size", allow_none=True)
     if parsed.kind == "textures":
         return load_textures(split=split, image_size=image_size or 32, seed=seed, **options)
     if options:
