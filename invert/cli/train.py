@@ -83,11 +83,8 @@ def _train_out(p) -> None:
         help="checkpoint file to write (.safetensors; default: the model cache), with its "
         "resumable training state beside it",
     )  # fmt: skip
-    p.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start over even if a training state from an interrupted run exists",
-    )
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if an interrupted run left a training state")  # fmt: skip
 
 
 def _evaluate_out(p) -> None:
