@@ -9,8 +9,8 @@ Prints a Markdown section (append it to bench/RESULTS.md):
    (96, 3, 3, 3) and (192, 192, 3, 3) at 32 x 32: best-of-N wall times, their ratio,
    and the largest relative differences of A and B.
 2. The dense SVD of the operator matrix on small cases (circular and zero padding).
-3. Zero padding on a VGG-16 layer at 14 x 14: ours ("krylov") against the previous
-   method (scipy ``eigsh``), in this process.
+3. Zero padding on a VGG-16 layer at 14 x 14: ours ("krylov") against the plain
+   Lanczos of the same engine ("lanczos"; SciPy ``eigsh`` before issue 17), in this process.
 4. VGG-16 and ResNet-18 (torchvision layout, random init) at 224 x 224, every conv
    layer, zero padding by default (``--padding circular``: the FFT), each in a fresh
    process: wall time and peak RSS.
@@ -94,7 +94,7 @@ def compare_with_dense_svd() -> list[str]:
     import torch
 
     from invert.linalg.operators import ConvOperator
-    from theory.frames import frame_bounds
+    from theory.frames import frame_bounds, frame_spectrum
 
     lines = [
         "| case | method | A | dense SVD A | rel. diff A | B | dense SVD B | rel. diff B |",
@@ -113,9 +113,10 @@ def compare_with_dense_svd() -> list[str]:
         a_ref = float(s.min() ** 2) if op.dense().shape[0] >= op.dense().shape[1] else 0.0
         b_ref = float(s.max() ** 2)
         for method in methods:
-            spectrum = method == "fft-svd"
-            fb = frame_bounds(weight, size, padding=padding, device="cpu", spectrum=spectrum,
-                              method="fft" if spectrum else method)  # fmt: skip
+            if method == "fft-svd":  # the whole spectrum
+                fb = frame_spectrum(weight, size, padding=padding, device="cpu", method="fft")
+            else:
+                fb = frame_bounds(weight, size, padding=padding, device="cpu", method=method)
             lines.append(
                 f"| 16x8x3x3, {padding}, {size} | {fb.method} | {fb.A:.10e} | {a_ref:.10e} | "
                 f"{_rel(fb.A, a_ref):.1e} | {fb.B:.10e} | {b_ref:.10e} | {_rel(fb.B, b_ref):.1e} |"
@@ -127,27 +128,22 @@ def model_worker(name: str, padding: str) -> None:
     """Every conv layer of one model at 224 (runs in its own process: peak RSS is its own)."""
     import torch
 
+    from invert.display import frame_bounds_rows
     from invert.nn.zoo import create_model
     from theory.frames import checkpoint_frame_bounds
 
     torch.manual_seed(0)
     model = create_model(name, num_classes=1000)
-    marks = []
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    rows = checkpoint_frame_bounds(
-        model, 224, padding=padding, random_baseline=False, device="cpu",
-        progress=lambda layer: marks.append((layer, time.perf_counter())),
-    )  # fmt: skip
+    layers = checkpoint_frame_bounds(model, 224, padding=padding, random_baseline=False,
+                                     device="cpu")  # fmt: skip
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
-    marks.append(("end", time.perf_counter()))
-    times = {layer: marks[i + 1][1] - t for i, (layer, t) in enumerate(marks[:-1])}
-    keys = ("layer", "shape", "stride", "input", "A", "B", "ratio", "tol", "method", "note")
     result = {
         "wall": wall,
         "cpu": cpu,
         "threads": torch.get_num_threads(),
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "layers": [{k: row[k] for k in keys} | {"seconds": times[row["layer"]]} for row in rows],
+        "layers": frame_bounds_rows(layers, random_baseline=False),
     }
     print(json.dumps(result))
 
@@ -165,22 +161,23 @@ def run_model(name: str, padding: str, threads: int) -> list[str]:
         f"({result['cpu']:.1f} s CPU, {result['threads']} torch threads), **peak RSS "
         f"{result['maxrss_mib']:.0f} MiB** (the process, model included).",
         "",
-        "| layer | weight | stride | input | method | s | A | B | tol | B/A | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| layer | weight | stride | input | method | frame_A | frame_B | tol | B/A | note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["layers"]:
         lines.append(
             f"| {row['layer']} | {row['shape']} | {row['stride']} | {row['input']} | "
-            f"{row['method']} | {row['seconds']:.1f} | {row['A']:.3e} | {row['B']:.4f} | "
-            f"{row['tol']:.1e} | {row['ratio']:.3e} | {row['note']} |"
+            f"{row['method']} | {row['frame_A']:.3e} | {row['frame_B']:.4f} | "
+            f"{row['tol']:.1e} | {row['frame_ratio']:.3e} | {row['note']} |"
         )
     return lines
 
 
 def compare_krylov_with_eigsh() -> list[str]:
     """Zero padding on one VGG-16 layer (512x512x3x3 at 14x14): ours ("krylov": one Krylov
-    space, float32 products, the default checkpoint budget) against the previous method
-    (``scipy.sparse.linalg.eigsh``, float64, rtol 1e-4), in this process."""
+    space, float32 products, the default checkpoint budget) against the plain Lanczos of the
+    same engine ("lanczos": float64 products, random start, rtol 1e-4, 300 products; SciPy's
+    ``eigsh`` before issue 17), in this process."""
     import warnings
 
     import torch
@@ -193,7 +190,7 @@ def compare_krylov_with_eigsh() -> list[str]:
              if isinstance(m, torch.nn.Conv2d)]  # fmt: skip
     conv = convs[10]
     lines = ["| method | s | A | B | tol | converged |", "|---|---|---|---|---|---|"]
-    for method, kwargs in (("krylov", {"max_iter": 30}), ("lanczos", {"max_iter": 3})):
+    for method, kwargs in (("krylov", {"max_iter": 30}), ("lanczos", {"max_iter": 300})):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FrameBoundsWarning)

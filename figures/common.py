@@ -39,6 +39,7 @@ __all__ = [
     "Result",
     "pixel_size",
     "script",
+    "table_script",
     "ANALYSIS_SIZES",
     "Session",
     "check_output_dir",
@@ -355,6 +356,19 @@ class Result:
         if self.size is not None:
             out["size"] = list(self.size)
         return {**out, **self.details, "columns": self.columns, "rows": self.rows}
+
+
+def table_script(rows_of, *, stem: str, id: str, title: str, columns: list[str]):
+    """The ``main`` of a table script (:func:`script`) from ``rows_of(session)``, the rows
+    of its :class:`Result` (shown as ``columns``, with the command that recomputes them)."""
+
+    def make(session: Session, out) -> Result:
+        details = {"command": session.reproduce(stem)}
+        return Result(id=id, title=title, rows=rows_of(session), columns=columns,
+                      details=details)  # fmt: skip
+
+    make.__doc__, make.__module__ = rows_of.__doc__, rows_of.__module__
+    return script(make)
 
 
 def pixel_size(figsize, dpi=SLIDE_DPI) -> tuple[int, int]:

@@ -110,7 +110,8 @@ def _frame_rows(model, x, device) -> dict:
 
     bounds = checkpoint_frame_bounds(model, x.shape[-1], padding="circular", layers=list(LAYERS),
                                      random_baseline=False, device=device)  # fmt: skip
-    return {row["layer"]: row for row in bounds}
+    return {r.layer: {"A": r.bounds and r.bounds.A, "tol": r.bounds and r.bounds.tol}
+            for r in bounds}  # fmt: skip
 
 
 def _reconstruct_model(session: Session, role: str, x, *, strategy="layerwise", bounds=True):

@@ -17,14 +17,14 @@ from __future__ import annotations
 import sys
 import warnings
 
-from .common import Result, Session, run_standalone, script
+from .common import run_standalone, table_script
 
 STEM = "table6_correlations"
 COLUMNS = ["layer", "next", "K", "pair_mean", "pair_std", "nonpair_mean", "nonpair_std",
            "abs_pair_mean", "abs_pair_std", "abs_nonpair_mean", "abs_nonpair_std"]  # fmt: skip
 
 
-def make(session: Session, out) -> Result:
+def rows(session) -> list[dict]:
     """Collect Table 6 for the CReLU model (every CReLU layer followed by a conv)."""
     from theory.correlations import outgoing_correlations
 
@@ -33,27 +33,20 @@ def make(session: Session, out) -> Result:
         warnings.simplefilter("ignore", UserWarning)  # CReLU layers without a next conv
         signed = outgoing_correlations(model)
         magnitude = outgoing_correlations(model, absolute=True)
-    rows = []
+    out = []
     for name, stats in signed.items():
-        row = stats.row()
         absolute = magnitude[name]
-        row.update(
-            abs_pair_mean=absolute.pair_mean,
-            abs_pair_std=absolute.pair_std,
-            abs_nonpair_mean=absolute.nonpair_mean,
-            abs_nonpair_std=absolute.nonpair_std,
-        )
-        rows.append(row)
-    return Result(
-        id="table6",
-        title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
-        rows=rows,
-        columns=COLUMNS,
-        details={"command": session.reproduce(STEM)},
-    )
+        out.append(stats.row() | {
+            "abs_pair_mean": absolute.pair_mean, "abs_pair_std": absolute.pair_std,
+            "abs_nonpair_mean": absolute.nonpair_mean, "abs_nonpair_std": absolute.nonpair_std,
+        })  # fmt: skip
+    return out
 
 
-main = script(make)
+main = table_script(
+    rows, stem=STEM, id="table6", columns=COLUMNS,
+    title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
+)  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

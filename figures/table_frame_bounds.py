@@ -1,7 +1,7 @@
 """Frame-bounds table: lower and upper frame bounds of every conv layer, learned vs random.
 
 For each conv layer of the ReLU and CReLU models at its input size for a 32 x 32
-image, A and B are the extreme eigenvalues of T^T T (T: the layer's convolution,
+image, frame_A and frame_B are the extreme eigenvalues of T^T T (T: the layer's convolution,
 circular boundary -- exact by FFT; the models pad with zeros, which only changes the
 border rows), and B / A the condition number of reconstructing the layer's input
 (:func:`theory.frames.checkpoint_frame_bounds`). The random baseline replaces each
@@ -16,33 +16,30 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Result, Session, run_standalone, script
+from .common import SEED, run_standalone, table_script
 
 STEM = "table_frame_bounds"
-COLUMNS = ["model", "layer", "shape", "input", "A", "B", "ratio", "A_random", "B_random",
-           "ratio_random"]  # fmt: skip
+COLUMNS = ["model", "layer", "shape", "input", "frame_A", "frame_B", "frame_ratio", "random_A",
+           "random_B", "random_ratio"]  # fmt: skip
 
 
-def make(session: Session, out) -> Result:
+def rows(session) -> list[dict]:
     """Collect the frame-bounds table for the ReLU and CReLU models."""
+    from invert.display import frame_bounds_rows
     from theory.frames import checkpoint_frame_bounds
 
-    rows = []
+    out = []
     for role, label in (("relu", "ReLU"), ("crelu", "CReLU")):
-        table = checkpoint_frame_bounds(
-            session.model(role), 32, padding="circular", seed=SEED, device=session.device
-        )
-        rows += [{"model": label, **row} for row in table]
-    return Result(
-        id="frame_bounds",
-        title="Frame bounds per conv layer (circular boundary), learned vs random filters",
-        rows=rows,
-        columns=COLUMNS,
-        details={"command": session.reproduce(STEM)},
-    )
+        layers = checkpoint_frame_bounds(session.model(role), 32, padding="circular", seed=SEED,
+                                         device=session.device)  # fmt: skip
+        out += [{"model": label, **row} for row in frame_bounds_rows(layers)]
+    return out
 
 
-main = script(make)
+main = table_script(
+    rows, stem=STEM, id="frame_bounds", columns=COLUMNS,
+    title="Frame bounds per conv layer (circular boundary), learned vs random filters",
+)  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

@@ -16,32 +16,28 @@ from __future__ import annotations
 
 import sys
 
-from .common import SEED, Result, Session, run_standalone, script
+from .common import SEED, run_standalone, table_script
 
 STEM = "table_pooling"
 COLUMNS = ["layer", "filters", "pool", "input", "images", "input_dim", "equations", "rank",
            "rel_error", "rel_error_max", "A", "A_nonzero"]  # fmt: skip
 
 
-def make(session: Session, out) -> Result:
+def rows(session) -> list[dict]:
     """Collect the pooling-metrics table for the CReLU model."""
     from theory.pooling import pooling_metrics
 
     sizes = session.sizes
-    rows = pooling_metrics(
+    return pooling_metrics(
         session.model("crelu"), n_images=sizes.pooling_images, max_dim=sizes.pooling_max_dim,
         seed=SEED, device=session.device,
     )  # fmt: skip
-    return Result(
-        id="pooling",
-        title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
-        rows=rows,
-        columns=COLUMNS,
-        details={"command": session.reproduce(STEM)},
-    )
 
 
-main = script(make)
+main = table_script(
+    rows, stem=STEM, id="pooling", columns=COLUMNS,
+    title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
+)  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

@@ -26,8 +26,11 @@ from pathlib import Path
 from invert.files import atomic_write_bytes
 
 __all__ = [
+    "FRAME_COLUMNS",
     "PSNR_CAP",
+    "RANDOM_FRAME_COLUMNS",
     "cell_text",
+    "frame_bounds_rows",
     "json_ready",
     "json_value",
     "psnr_text",
@@ -199,3 +202,48 @@ def _cell(value, formatter) -> str:
     if formatter is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         return formatter(value)
     return cell_text(value)
+
+
+# --- analyses as rows --------------------------------------------------------------------
+
+#: The columns of a frame-bounds table. ``frame_A``/``frame_B`` are the extreme
+#: eigenvalues of ``T^T T`` of ONE conv layer (its shifted filters as a frame of its input),
+#: not those of ``J^T J`` of a whole stack (the certificate's ``JtJ_min``/``JtJ_max``).
+FRAME_COLUMNS = ["layer", "shape", "stride", "input", "frame_A", "frame_B", "frame_ratio"]
+#: The random-filter baseline's columns of that table.
+RANDOM_FRAME_COLUMNS = ["random_A", "random_B", "random_ratio"]
+
+
+def frame_bounds_rows(layers, *, random_baseline: bool = True) -> list[dict]:
+    """Table rows of per-layer frame bounds (``theory.frames.LayerFrameBounds``): ``layer``,
+    ``shape`` (``C_out x C_in/g x kh x kw``), ``stride`` (an int when square), ``input``
+    (``H x W``), ``frame_A``, ``frame_B``, ``frame_ratio``, ``tol``, ``method``, with the
+    baseline ``random_A``, ``random_B``, ``random_ratio``, and ``note``; ``None`` where a
+    layer has no bounds.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Bounds
+    >>> fb = Bounds(A=0.5, B=2.0, ratio=4.0, tol=1e-15, method="fft")
+    >>> layer = Bounds(layer="conv1", weight_shape=(8, 3, 3, 3), stride=(1, 1),
+    ...                input_size=(16, 16), bounds=fb, random=None, note="")
+    >>> row = frame_bounds_rows([layer], random_baseline=False)[0]
+    >>> row["shape"], row["stride"], row["input"], row["frame_A"], row["frame_ratio"]
+    ('8x3x3x3', 1, '16x16', 0.5, 4.0)
+    """
+    rows = []
+    for item in layers:
+        sh, sw = item.stride
+        size = item.input_size
+        row = {"layer": item.layer, "shape": "x".join(str(s) for s in item.weight_shape),
+               "stride": sh if sh == sw else [sh, sw],
+               "input": None if size is None else f"{size[0]}x{size[1]}"}  # fmt: skip
+        fb = item.bounds
+        row.update(frame_A=fb and fb.A, frame_B=fb and fb.B, frame_ratio=fb and fb.ratio,
+                   tol=fb and fb.tol, method=fb and fb.method)  # fmt: skip
+        if random_baseline:
+            rb = item.random
+            row.update(random_A=rb and rb.A, random_B=rb and rb.B, random_ratio=rb and rb.ratio)
+        row["note"] = item.note
+        rows.append(row)
+    return rows

@@ -27,16 +27,18 @@ def test_frame_bounds_json_csv_and_table(capsys):
         ("conv1", "8x8", "96x3x3x3"), ("conv4", "4x4", "192x96x3x3")
     ]  # fmt: skip
     for row in rows:
-        assert 0 <= row["A"] <= row["B"] and row["B_random"] > 0 and row["method"] == "fft"
+        assert (
+            0 <= row["frame_A"] <= row["frame_B"] and row["random_B"] > 0 and row["method"] == "fft"
+        )
     status, out, err = run(capsys, *args, "--csv", "--no-random", "--padding", "zeros")
     assert status == 0, err
     table = list(csv.DictReader(io.StringIO(out)))
-    assert [r["layer"] for r in table] == ["conv1", "conv4"] and "A_random" not in table[0]
+    assert [r["layer"] for r in table] == ["conv1", "conv4"] and "random_A" not in table[0]
     assert table[0]["method"] == "dense"
     status, out, err = run(capsys, *args, "--no-random")
     assert status == 0, err
     header = out.splitlines()[0].split()
-    assert header == ["layer", "shape", "stride", "input", "A", "B", "ratio"]
+    assert header == ["layer", "shape", "stride", "input", "frame_A", "frame_B", "frame_ratio"]
 
 
 def test_zero_padding_on_large_inputs_says_what_a_short_solve_means(capsys, monkeypatch):
@@ -58,7 +60,7 @@ def test_zero_padding_on_large_inputs_says_what_a_short_solve_means(capsys, monk
     monkeypatch.undo()
     exact = frame_bounds(conv, 4, padding="zeros", method="dense")  # conv4 sees 4x4
     assert row["input"] == "4x4"
-    assert exact.A <= row["A"] and row["B"] <= exact.B + row["tol"]
+    assert exact.A <= row["frame_A"] and row["frame_B"] <= exact.B + row["tol"]
 
 
 def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
@@ -71,12 +73,13 @@ def test_frame_bounds_of_a_checkpoint_file(capsys, tmp_path):
     assert status == 0, err
     (row,) = json.loads(out)
     ref = frame_bounds(model.conv2.conv, 16)
-    assert row["A"] == pytest.approx(ref.A, rel=1e-9) and row["B"] == pytest.approx(ref.B)
+    assert row["frame_A"] == pytest.approx(ref.A, rel=1e-9)
+    assert row["frame_B"] == pytest.approx(ref.B)
     # a wide layer: B/A is infinite, written as a string in JSON
     status, out, err = run(capsys, "frame-bounds", str(path), "--image-size", "16", "--json",
                            "--layers", "conv9", "--no-random", "--device", "cpu")  # fmt: skip
     assert status == 0, err
-    assert json.loads(out)[0]["ratio"] == "inf"
+    assert json.loads(out)[0]["frame_ratio"] == "inf"
 
 
 def test_pooling_table_and_json(capsys):

@@ -64,8 +64,8 @@ def test_frame_bounds_of_your_own_vgg16(capsys, weights_file, first_weight):
     (row,) = json.loads(out)
     reference = frame_bounds(first_weight.double(), 16)  # the weight itself, not the model
     assert row["layer"] == "features.0" and row["shape"] == "64x3x3x3"
-    assert row["A"] == pytest.approx(reference.A, rel=1e-9)
-    assert row["B"] == pytest.approx(reference.B, rel=1e-9)
+    assert row["frame_A"] == pytest.approx(reference.A, rel=1e-9)
+    assert row["frame_B"] == pytest.approx(reference.B, rel=1e-9)
     assert "random weights" not in err  # the user's weights, not an untrained model
 
 
@@ -132,7 +132,7 @@ def test_fine_tuned_resnet18_loads_with_a_note(capsys, resnet18_file):
     assert status == 0, err
     (row,) = json.loads(out)
     reference = frame_bounds(source.conv1.weight.detach().double(), 16, stride=2)
-    assert row["shape"] == "4x3x7x7" and row["B"] == pytest.approx(reference.B, rel=1e-9)
+    assert row["shape"] == "4x3x7x7" and row["frame_B"] == pytest.approx(reference.B, rel=1e-9)
     assert "note: removed the prefix 'module.' (DataParallel" in err
 
 
@@ -163,8 +163,8 @@ def test_your_own_architecture_from_a_file(capsys, tmp_path):
     assert status == 0, err
     (row,) = json.loads(out)
     reference = frame_bounds(weight.double(), 8)
-    assert row["layer"] == "0" and row["A"] == pytest.approx(reference.A, rel=1e-9)
-    assert row["B"] == pytest.approx(reference.B, rel=1e-9)
+    assert row["layer"] == "0" and row["frame_A"] == pytest.approx(reference.A, rel=1e-9)
+    assert row["frame_B"] == pytest.approx(reference.B, rel=1e-9)
 
 
 def test_spec_help_says_it_runs_your_code(capsys):

@@ -10,10 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from invert.display import frame_bounds_rows
 from invert.linalg.operators import ConvOperator
 from invert.nn.zoo import create_model
 from theory import frames
-from theory.frames import FrameBoundsWarning, checkpoint_frame_bounds, frame_bounds
+from theory.frames import (
+    FrameBoundsWarning,
+    checkpoint_frame_bounds,
+    frame_bounds,
+    frame_spectrum,
+)
 
 
 def dense_eigenvalues(op: ConvOperator) -> np.ndarray:
@@ -51,8 +57,8 @@ def layers(draw):
 @given(layers())
 def test_bounds_and_spectrum_match_dense_eigenvalues(layer):
     weight, size, stride, dilation, groups, mode = layer
-    fb = frame_bounds(weight, size, stride=stride, dilation=dilation, groups=groups,
-                      padding=mode, spectrum=True)  # fmt: skip
+    fb = frame_spectrum(weight, size, stride=stride, dilation=dilation, groups=groups,
+                        padding=mode)  # fmt: skip
     pad = same_padding(weight.shape[2:], dilation)
     op = ConvOperator(weight, size, stride=stride, dilation=dilation, groups=groups,
                       padding=pad, padding_mode=mode)  # fmt: skip
@@ -113,8 +119,7 @@ def test_against_matrices_built_with_numpy_loops():
     weight = rng.standard_normal((5, 2, 3, 2))
     t = torus_matrix(weight, (6, 4), (2, 1), (2, 1), (2, 0))
     ref = np.linalg.eigvalsh(t.T @ t)
-    fb = frame_bounds(torch.from_numpy(weight), (6, 4), stride=(2, 1), dilation=(2, 1),
-                      spectrum=True)  # fmt: skip
+    fb = frame_spectrum(torch.from_numpy(weight), (6, 4), stride=(2, 1), dilation=(2, 1))
     np.testing.assert_allclose(fb.spectrum, np.clip(ref, 0, None), atol=1e-10 * ref[-1])
     t = zero_padded_matrix(weight, (5, 6), (1, 0))
     ref = np.linalg.eigvalsh(t.T @ t)
@@ -177,7 +182,7 @@ def test_known_answers():
     haar = torch.tensor([[1.0, 1, 1, 1], [1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]]) / 2
     for channels in (1, 3):  # the same bank on every channel (groups): still orthonormal
         w = haar.reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
-        fb = frame_bounds(w, 8, stride=2, groups=channels, spectrum=True)
+        fb = frame_spectrum(w, 8, stride=2, groups=channels)
         np.testing.assert_allclose(fb.spectrum, np.ones(channels * 64), atol=1e-12)
     # a tight frame of two scaled copies of an orthonormal bank: A = B = 2
     fb = frame_bounds(torch.cat([haar, haar]).reshape(8, 1, 2, 2), 8, stride=2)
@@ -220,7 +225,7 @@ def test_trace_identity_of_the_spectrum():
     # sum of the eigenvalues of T^T T = ||T||_F^2 = ||w||^2 times the output positions
     g = torch.Generator().manual_seed(4)
     w = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=g)
-    fb = frame_bounds(w, (8, 6), stride=2, spectrum=True)
+    fb = frame_spectrum(w, (8, 6), stride=2)
     assert fb.spectrum.sum() == pytest.approx(float(w.pow(2).sum()) * 4 * 3, rel=1e-12)
     assert np.all(np.diff(fb.spectrum) >= 0)
 
@@ -273,7 +278,7 @@ def test_auto_switches_to_krylov_above_the_dense_limit(monkeypatch):
     assert fb.B == pytest.approx(ref[-1], rel=1e-6)
     assert fb.A == pytest.approx(ref[0], rel=1e-4)
     with pytest.raises(ValueError, match="spectrum"):
-        frame_bounds(w, 8, padding="zeros", spectrum=True)
+        frame_spectrum(w, 8, padding="zeros")
 
 
 def test_float32_gets_a_wrong_on_an_ill_conditioned_layer():
@@ -337,7 +342,7 @@ class _Branches(nn.Module):
 def test_checkpoint_rows_follow_the_network():
     torch.manual_seed(0)
     model = create_model("convpool_c", width=0.1)
-    rows = checkpoint_frame_bounds(model, 16, seed=3)
+    rows = frame_bounds_rows(checkpoint_frame_bounds(model, 16, seed=3))
     convs = [(name, m) for name, m in model.named_children() if name.startswith("conv")]
     assert [r["layer"] for r in rows] == [name for name, _ in convs]
     # input sizes: 16 (conv1-3), pooled to 8 (conv4-6), to 4 (conv7), 2 after the 3x3 conv7
@@ -347,24 +352,31 @@ def test_checkpoint_rows_follow_the_network():
         size = int(row["input"].split("x")[0])
         ref = frame_bounds(conv, size)
         assert row["shape"] == "x".join(map(str, conv.weight.shape))
-        assert row["A"] == ref.A and row["B"] == ref.B and row["ratio"] == ref.ratio
-        assert row["B_random"] > 0 and row["note"] == ""
+        assert (
+            row["frame_A"] == ref.A and row["frame_B"] == ref.B and row["frame_ratio"] == ref.ratio
+        )
+        assert row["random_B"] > 0 and row["note"] == ""
     assert model.training  # the forward pass left the model as it was
-    rows = checkpoint_frame_bounds(model, 16, padding="zeros", layers=["conv1", "conv8"])
+    rows = frame_bounds_rows(
+        checkpoint_frame_bounds(model, 16, padding="zeros", layers=["conv1", "conv8"])
+    )
     for row, conv, size in zip(rows, (model.conv1.conv, model.conv8.conv), (16, 2)):
         ref = frame_bounds(conv, size, padding="zeros")
-        assert ref.method == "dense" and (row["A"], row["B"]) == (ref.A, ref.B)
+        assert ref.method == "dense" and (row["frame_A"], row["frame_B"]) == (ref.A, ref.B)
         assert row["input"] == f"{size}x{size}"
 
 
 def test_layers_the_boundary_model_cannot_take_get_a_note():
     # circular padding needs the input size divisible by the stride: 9 is not
-    rows = checkpoint_frame_bounds(_Branches(), 9)
-    assert rows[0]["note"] == "" and rows[0]["A"] is not None
-    assert rows[1]["A"] is None and rows[1]["B_random"] is None
+    rows = frame_bounds_rows(checkpoint_frame_bounds(_Branches(), 9))
+    assert rows[0]["note"] == "" and rows[0]["frame_A"] is not None
+    assert rows[1]["frame_A"] is None and rows[1]["random_B"] is None
     assert "divisible" in rows[1]["note"]
-    rows = checkpoint_frame_bounds(_Branches(), 9, padding="zeros", random_baseline=False)
-    assert all(r["note"] == "" for r in rows) and "A_random" not in rows[0]
+    rows = frame_bounds_rows(
+        checkpoint_frame_bounds(_Branches(), 9, padding="zeros", random_baseline=False),
+        random_baseline=False,
+    )
+    assert all(r["note"] == "" for r in rows) and "random_A" not in rows[0]
 
 
 def test_random_baseline_keeps_shape_and_filter_norms():
@@ -379,14 +391,19 @@ def test_random_baseline_keeps_shape_and_filter_norms():
 
 
 def test_any_torch_model_and_the_reference_architectures():
-    rows = checkpoint_frame_bounds(_Branches(), 8, random_baseline=False)
+    rows = frame_bounds_rows(
+        checkpoint_frame_bounds(_Branches(), 8, random_baseline=False), random_baseline=False
+    )
     assert [(r["layer"], r["input"], r["stride"]) for r in rows] == [
         ("stem", "8x8", 1), ("left", "8x8", 2), ("right", "4x4", 1)
     ]  # fmt: skip
-    rows = checkpoint_frame_bounds(create_model("alexnet", width=0.05), 64, random_baseline=False)
+    rows = frame_bounds_rows(
+        checkpoint_frame_bounds(create_model("alexnet", width=0.05), 64, random_baseline=False),
+        random_baseline=False,
+    )
     assert [r["layer"] for r in rows] == [f"features.{i}" for i in (0, 3, 6, 8, 10)]
     assert rows[0]["input"] == "64x64" and rows[0]["stride"] == 4
-    assert all(r["note"] == "" and 0 <= r["A"] <= r["B"] for r in rows)
+    assert all(r["note"] == "" and 0 <= r["frame_A"] <= r["frame_B"] for r in rows)
 
 
 def test_checkpoint_bad_input():
@@ -407,7 +424,7 @@ def test_frequency_blocks_in_threads_give_the_same_bounds(monkeypatch):
     monkeypatch.setattr(frames, "_CHUNK_BYTES", 1)  # one row of frequencies per block
     g = torch.Generator().manual_seed(8)
     w = torch.randn(40, 40, 3, 3, dtype=torch.float64, generator=g)
-    reference = frame_bounds(w, 12, spectrum=True)
+    reference = frame_spectrum(w, 12)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -484,7 +501,7 @@ def test_1x1_kernels_are_exact_at_any_size(monkeypatch, shape, size, stride, pad
     monkeypatch.setattr(frames, "DENSE_MAX_DIM", 10)
     g = torch.Generator().manual_seed(sum(shape))
     w = torch.randn(shape, dtype=torch.float64, generator=g)
-    fb = frame_bounds(w, size, stride=stride, padding=padding, groups=groups, spectrum=True)
+    fb = frame_spectrum(w, size, stride=stride, padding=padding, groups=groups)
     assert fb.method == "1x1"
     ref = dense_eigenvalues(ConvOperator(w, size, stride=stride, padding=padding, groups=groups))
     np.testing.assert_allclose(fb.spectrum, np.clip(ref, 0, None), atol=1e-12 * ref[-1])
@@ -510,13 +527,16 @@ def test_checkpoint_zero_padding_of_resnet18_at_64(monkeypatch):
 
     monkeypatch.setattr(frames, "DENSE_MAX_DIM", 1024)  # 4096-dim dense solves take minutes
     model = create_model("resnet18", num_classes=10)
-    rows = checkpoint_frame_bounds(model, 64, padding="zeros", random_baseline=False)
+    rows = frame_bounds_rows(
+        checkpoint_frame_bounds(model, 64, padding="zeros", random_baseline=False),
+        random_baseline=False,
+    )
     assert len(rows) == 20
     by = {row["layer"]: row for row in rows}
     down = by["layer2.0.downsample.0"]  # 1x1 stride 2: exact, A = 0 (odd pixels unseen)
     w = dict(model.named_modules())["layer2.0.downsample.0"].weight.detach().double()
-    assert down["method"] == "1x1" and down["A"] == 0.0
-    assert down["B"] == pytest.approx(float(torch.linalg.svdvals(w[:, :, 0, 0])[0] ** 2))
-    assert by["layer2.0.conv1"]["A"] == 0.0  # stride 2: fewer outputs than inputs
+    assert down["method"] == "1x1" and down["frame_A"] == 0.0
+    assert down["frame_B"] == pytest.approx(float(torch.linalg.svdvals(w[:, :, 0, 0])[0] ** 2))
+    assert by["layer2.0.conv1"]["frame_A"] == 0.0  # stride 2: fewer outputs than inputs
     for row in rows:
-        assert row["method"] in ("dense", "krylov", "1x1") and 0 <= row["A"] <= row["B"]
+        assert row["method"] in ("dense", "krylov", "1x1") and 0 <= row["frame_A"] <= row["frame_B"]

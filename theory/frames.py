@@ -34,7 +34,7 @@ Methods (:func:`frame_bounds`):
   frequencies, which keeps ill-conditioned layers accurate (eigenvalues of a Gram
   matrix carry an absolute error near ``eps * B``; a singular value ``sigma_min``
   only ``eps * sqrt(B)``).
-* ``"fft-svd"`` (circular padding, ``spectrum=True``): the singular values of every
+* ``"fft-svd"`` (circular padding, :func:`frame_spectrum`): the singular values of every
   ``K(w)``, i.e. the whole spectrum with its multiplicities.
 The dense, Lanczos and Krylov methods are one engine,
 :func:`invert.linalg.spectrum.extreme_eigenvalues`, applied to ``T^T T`` of each group:
@@ -105,6 +105,7 @@ import torch
 from torch import nn
 
 from invert.device import check_memory, resolve_device
+from invert.errors import UserError, UserTypeError
 from invert.linalg.operators import (
     ConvOperator,
     as_conv_weight,
@@ -113,11 +114,14 @@ from invert.linalg.operators import (
 )
 from invert.linalg.spectrum import DENSE_MAX_DIM, extreme_eigenvalues
 from invert.nn import conv_input_sizes, conv_layers, select_layers
+from invert.progress import progress_bar
 
 __all__ = [
     "FrameBounds",
     "FrameBoundsWarning",
+    "LayerFrameBounds",
     "frame_bounds",
+    "frame_spectrum",
     "checkpoint_frame_bounds",
     "DENSE_MAX_DIM",
 ]
@@ -166,7 +170,7 @@ class FrameBounds:
     input_dim : int
         Dimension ``C_in H W`` of the input space.
     spectrum : numpy.ndarray or None
-        With ``spectrum=True``: every eigenvalue of ``T^T T`` (every squared singular
+        From :func:`frame_spectrum`: every eigenvalue of ``T^T T`` (every squared singular
         value of ``T``, zeros included), ascending, ``input_dim`` values.
     B_upper : float or None
         ``"krylov"``: a proven upper bound on ``B`` (``B`` itself is a Rayleigh quotient,
@@ -208,12 +212,13 @@ def frame_bounds(
     groups: int = 1,
     dtype: torch.dtype = torch.float64,
     device=None,
-    spectrum: bool = False,
     method: str = "auto",
     rtol: float = 1e-8,
     max_iter: int | None = None,
 ) -> FrameBounds:
     """Lower and upper frame bounds of the shifted filters of a conv layer.
+
+    Every eigenvalue of ``T^T T`` (not only the two extremes) is :func:`frame_spectrum`.
 
     Parameters
     ----------
@@ -234,8 +239,6 @@ def frame_bounds(
         ``torch.float64`` (default) or ``torch.float32``.
     device : str or torch.device, optional
         Where to compute; ``None`` means CUDA when available, else CPU.
-    spectrum : bool, optional
-        Also return every eigenvalue of ``T^T T`` (slower: full decompositions).
     method : {"auto", "fft", "dense", "lanczos", "krylov"}, optional
         ``"auto"``: ``"fft"`` for circular padding; for zero padding ``"dense"`` up to
         :data:`DENSE_MAX_DIM` input dimensions per group, else ``"1x1"`` (exact) for
@@ -250,8 +253,7 @@ def frame_bounds(
     Returns
     -------
     FrameBounds
-        ``.A``, ``.B``, ``.ratio``, ``.method``, ``.tol``, ``.converged`` and, with
-        ``spectrum=True``, ``.spectrum``.
+        ``.A``, ``.B``, ``.ratio``, ``.method``, ``.tol``, ``.converged``.
 
     Examples
     --------
@@ -302,8 +304,55 @@ def frame_bounds(
     >>> abs(a64 - exact) / exact < 1e-6, abs(a32 - exact) / exact > 0.5
     (True, True)
     """
+    geometry = (stride, padding, dilation, groups)
+    return _frame_bounds(conv_or_weight, input_size, geometry, dtype, device, method,
+                         rtol, max_iter, spectrum=False)  # fmt: skip
+
+
+def frame_spectrum(
+    conv_or_weight,
+    input_size: int | Sequence[int],
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = "circular",
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    dtype: torch.dtype = torch.float64,
+    device=None,
+    method: str = "auto",
+) -> FrameBounds:
+    """Every eigenvalue of ``T^T T`` (every squared singular value of ``T``), with the frame
+    bounds: :func:`frame_bounds` by an exact method, the whole spectrum kept.
+
+    The options are those of :func:`frame_bounds`. Circular padding: the singular values
+    of every Fourier block (``"fft-svd"``); zero padding: the dense method (at most
+    :data:`DENSE_MAX_DIM` input dimensions per group) or, for 1x1 kernels, ``"1x1"``.
+
+    Returns
+    -------
+    FrameBounds
+        With ``.spectrum``: ``input_dim`` values, ascending, zeros included.
+
+    Examples
+    --------
+    Four orthonormal Haar filters with stride 2: every eigenvalue is 1.
+
+    >>> import torch
+    >>> haar = torch.tensor([[1., 1, 1, 1], [1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]])
+    >>> fb = frame_spectrum(haar.reshape(4, 1, 2, 2) / 2, 4, stride=2)
+    >>> fb.method, fb.spectrum.round(12).tolist() == [1.0] * 16
+    ('fft-svd', True)
+    """
+    geometry = (stride, padding, dilation, groups)
+    return _frame_bounds(conv_or_weight, input_size, geometry, dtype, device, method,
+                         _FLOAT32_RTOL, None, spectrum=True)  # fmt: skip
+
+
+def _frame_bounds(conv_or_weight, input_size, geometry, dtype, device, method, rtol, max_iter,
+                  *, spectrum: bool) -> FrameBounds:  # fmt: skip
+    """:func:`frame_bounds` and :func:`frame_spectrum`: check, build the operator, dispatch."""
     if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+        raise UserTypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
     if method not in _METHODS:
         raise ValueError(f"method {method!r} is not supported; use one of {', '.join(_METHODS)}")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
@@ -311,7 +360,7 @@ def frame_bounds(
     if max_iter is not None and not (isinstance(max_iter, int) and max_iter > 0):
         raise ValueError(f"max_iter must be a positive int or None; got {max_iter!r}")
     device = resolve_device(device)
-    op = _operator(conv_or_weight, input_size, stride, padding, dilation, groups)
+    op = _operator(conv_or_weight, input_size, *geometry)
     op = op.to(device=device, dtype=dtype)
     circular = op.padding_mode == "circular"
     if method == "auto":
@@ -356,6 +405,39 @@ def frame_bounds(
     return _lanczos_bounds(op, rtol=rtol, max_iter=max_iter)
 
 
+@dataclass(frozen=True)
+class LayerFrameBounds:
+    """The frame bounds of one conv layer of a model (:func:`checkpoint_frame_bounds`).
+
+    Attributes
+    ----------
+    layer : str
+        Its name (as in :func:`invert.nn.net.conv_layers`).
+    weight_shape : tuple of int
+        ``(C_out, C_in / groups, kh, kw)``.
+    stride : (int, int)
+        Its stride.
+    input_size : (int, int) or None
+        ``(H, W)`` of its input; ``None`` when it did not run in the forward pass.
+    bounds : FrameBounds or None
+        Of its filters; ``None`` when they could not be computed (``note`` says why).
+    random : FrameBounds or None
+        Of the random baseline (Gaussian filters of the same shape and filter norms);
+        ``None`` without the baseline or without ``bounds``.
+    note : str
+        Why there are no bounds, or what a bound that missed its tolerance means; ``""``
+        when there is nothing to say.
+    """
+
+    layer: str
+    weight_shape: tuple[int, ...]
+    stride: tuple[int, int]
+    input_size: tuple[int, int] | None
+    bounds: FrameBounds | None
+    random: FrameBounds | None = None
+    note: str = ""
+
+
 def checkpoint_frame_bounds(
     model: nn.Module,
     input_size: int | Sequence[int],
@@ -365,16 +447,18 @@ def checkpoint_frame_bounds(
     seed: int = 0,
     layers: Sequence[str] | None = None,
     in_channels: int | None = None,
-    dtype: torch.dtype = torch.float64,
     device=None,
-    progress=None,
+    progress: bool = False,
     rtol: float = 1e-4,
     max_iter: int = 30,
-) -> list[dict]:
+) -> list[LayerFrameBounds]:
     """Frame bounds of every conv layer of a model, with a random-filter baseline.
 
     The spatial input size of each layer is found by a forward pass of a zero image of
-    the network input size (stopped after the last conv layer has run).
+    the network input size (stopped after the last conv layer has run). Computed in
+    float64: float32 gets ``A`` of ill-conditioned layers wrong (see :func:`frame_bounds`),
+    so there is no ``dtype`` option. :func:`invert.display.frame_bounds_rows` turns the
+    result into table rows.
 
     Parameters
     ----------
@@ -395,93 +479,78 @@ def checkpoint_frame_bounds(
         Only these layers (names as in :func:`invert.nn.net.conv_layers`).
     in_channels : int, optional
         Channels of the network input (default: those of the first conv layer).
-    dtype, device : optional
+    device : optional
         As in :func:`frame_bounds`.
-    progress : callable, optional
-        Called with each layer name before it is computed.
+    progress : bool, optional
+        Show a bar over the layers on stderr (:mod:`invert.progress`).
     rtol, max_iter : optional
         Zero padding on inputs too large for the dense method: the tolerance and the
         product budget of the ``"krylov"`` method (see :func:`frame_bounds`). The default
         budget does VGG-16 at 224 in about 40 s on two cores; ``A`` of a layer that
-        misses ``rtol`` is an upper bound (the row's note says so).
+        misses ``rtol`` is an upper bound (the note says so).
 
     Returns
     -------
-    list of dict
-        One row per conv layer: ``layer``, ``shape`` (``C_out x C_in/g x kh x kw``),
-        ``stride``, ``input`` (``H x W``), ``A``, ``B``, ``ratio``, ``tol``, ``method``
-        and, with the baseline, ``A_random``, ``B_random``, ``ratio_random``; ``note``
-        says why a layer has no bounds (``None`` values) when it cannot be computed.
+    list of LayerFrameBounds
+        One per conv layer, in the model's order.
 
     Examples
     --------
     >>> from invert.nn.zoo import create_model
-    >>> rows = checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 16)
-    >>> [row["layer"] for row in rows][:3], rows[0]["input"]
-    (['conv1', 'conv2', 'conv3'], '16x16')
-    >>> rows[0]["A"] <= rows[0]["B"]
+    >>> result = checkpoint_frame_bounds(create_model("convpool_c", width=0.1), 16)
+    >>> [r.layer for r in result][:3], result[0].input_size
+    (['conv1', 'conv2', 'conv3'], (16, 16))
+    >>> result[0].bounds.A <= result[0].bounds.B
     True
     """
     if padding not in ("circular", "zeros"):
-        raise ValueError(f"padding {padding!r} is not supported; use 'circular' or 'zeros'")
+        raise UserError(f"padding {padding!r} is not supported; use 'circular' or 'zeros'")
     model = check_model(model)
     convs = conv_layers(model)
     if not convs:
-        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
+        raise UserError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
     if layers is not None:
         convs = {n: convs[n] for n in select_layers(layers, convs)}
     sizes = conv_input_sizes(model, input_size, in_channels=in_channels, convs=convs.values())
-    rows = []
-    for index, (name, conv) in enumerate(convs.items()):
-        if progress is not None:
-            progress(name)
-        row = {
-            "layer": name,
-            "shape": "x".join(str(s) for s in conv.weight.shape),
-            "stride": conv.stride[0] if conv.stride[0] == conv.stride[1] else list(conv.stride),
-            "input": None,
-        }
-        keys = ["A", "B", "ratio", "tol", "method"]
-        if random_baseline:
-            keys += ["A_random", "B_random", "ratio_random"]
-        row.update(dict.fromkeys(keys))
-        row["note"] = ""
-        size = sizes.get(conv)
-        if size is None:
-            row["note"] = "did not run in the forward pass"
-            rows.append(row)
-            continue
-        row["input"] = f"{size[0]}x{size[1]}"
-        options = dict(dtype=dtype, device=device, rtol=rtol, max_iter=max_iter)
-        try:
-            with warnings.catch_warnings():  # reported in the row's note instead
-                warnings.simplefilter("ignore", FrameBoundsWarning)
-                fb = frame_bounds(conv, size, padding=padding, **options)
-        except ValueError as error:  # a geometry the boundary model cannot take
-            row["note"] = str(error)
-            rows.append(row)
-            continue
-        row.update(A=fb.A, B=fb.B, ratio=fb.ratio, tol=fb.tol, method=fb.method)
-        notes = []
-        if not fb.converged:
-            structural = fb.method == "krylov" and fb.A == 0  # A = 0 exactly: fewer outputs
-            notes.append(_SHORT_B if structural else _UNCONVERGED.get(fb.method, "not converged"))
-        if random_baseline:
-            weight = conv.weight.detach().to("cpu", torch.float64)
-            random = gaussian_like(weight, seed + index)
-            own = "circular" if padding == "circular" else conv_padding(conv)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FrameBoundsWarning)
-                rb = frame_bounds(
-                    random, size, stride=conv.stride, dilation=conv.dilation,
-                    groups=conv.groups, padding=own, **options,
-                )  # fmt: skip
-            row.update(A_random=rb.A, B_random=rb.B, ratio_random=rb.ratio)
-            if not rb.converged:
-                notes.append("random baseline not converged")
-        row["note"] = "; ".join(notes)
-        rows.append(row)
-    return rows
+    options = dict(padding=padding, device=device, rtol=rtol, max_iter=max_iter)
+    result = []
+    bar = progress_bar(progress, convs.items(), total=len(convs), desc="frame bounds",
+                       unit="layer")  # fmt: skip
+    for index, (name, conv) in enumerate(bar):
+        bar.set_postfix_str(name, refresh=False)
+        seed_here = seed + index if random_baseline else None
+        result.append(_layer_bounds(name, conv, sizes.get(conv), seed_here, options))
+    return result
+
+
+def _layer_bounds(name, conv, size, seed, options) -> LayerFrameBounds:
+    """One layer of :func:`checkpoint_frame_bounds` (``seed`` None: no random baseline)."""
+    here = dict(layer=name, weight_shape=tuple(conv.weight.shape), stride=tuple(conv.stride),
+                input_size=None if size is None else tuple(size))  # fmt: skip
+    if size is None:
+        return LayerFrameBounds(**here, bounds=None, note="did not run in the forward pass")
+    padding, options = options["padding"], {k: v for k, v in options.items() if k != "padding"}
+    try:
+        with warnings.catch_warnings():  # said in the note instead
+            warnings.simplefilter("ignore", FrameBoundsWarning)
+            fb = frame_bounds(conv, size, padding=padding, **options)
+    except ValueError as error:  # a geometry the boundary model cannot take
+        return LayerFrameBounds(**here, bounds=None, note=str(error))
+    notes = []
+    if not fb.converged:
+        structural = fb.method == "krylov" and fb.A == 0  # A = 0 exactly: fewer outputs
+        notes.append(_SHORT_B if structural else _UNCONVERGED.get(fb.method, "not converged"))
+    rb = None
+    if seed is not None:
+        random = gaussian_like(conv.weight.detach().to("cpu", torch.float64), seed)
+        own = "circular" if padding == "circular" else conv_padding(conv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FrameBoundsWarning)
+            rb = frame_bounds(random, size, stride=conv.stride, dilation=conv.dilation,
+                              groups=conv.groups, padding=own, **options)  # fmt: skip
+        if not rb.converged:
+            notes.append("random baseline not converged")
+    return LayerFrameBounds(**here, bounds=fb, random=rb, note="; ".join(notes))
 
 
 # --- building the operator ---------------------------------------------------------

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -389,57 +388,28 @@ class Progress:
 def print_table(
     rows: list[dict], *, columns: list[str] | None = None, formats=None, file=None
 ) -> None:
-    """Print dict rows as an aligned text table (:func:`invert.display.cell_text`);
-    ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
-    from invert.display import cell_text
+    """Print dict rows as an aligned text table (:func:`invert.display.table_text`, the one
+    table writer); ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
+    from invert.display import table_text
 
-    file = file or sys.stdout
-    if not rows:
-        print("(no rows)", file=file)
-        return
-    columns = columns or list(rows[0])
-    formats = formats or {}
-
-    def fmt(column, value):
-        if column in formats and isinstance(value, (int, float)) and value is not None:
-            return formats[column](value)
-        return cell_text(value)
-
-    cells = [[fmt(c, row.get(c)) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)), file=file)
-    print("  ".join("-" * w for w in widths), file=file)
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)), file=file)
-
-
-def json_safe(value):
-    """JSON has no inf or nan: ``"inf"``/``"-inf"`` and ``null`` (:mod:`invert.display`)."""
-    from invert.display import json_value
-
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float):
-        return json_value(value)
-    return value
+    print(table_text(rows, columns, formats), file=file or sys.stdout)
 
 
 def emit(
     rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None, formats=None
 ) -> None:
     """Write rows to stdout as a table, JSON or CSV."""
+    from invert.display import json_ready, write_json
+
     if as_json:
-        json.dump(json_safe(rows), sys.stdout, indent=2, default=float, allow_nan=False)
-        print()
+        write_json(sys.stdout, rows)
     elif as_csv:
         import csv
 
         columns = columns or (list(rows[0]) if rows else [])
         writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(json_safe(rows))
+        writer.writerows(json_ready(rows))
     else:
         print_table(rows, columns=columns, formats=formats)
 

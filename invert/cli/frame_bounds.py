@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from .common import (
     Command,
-    Progress,
     Run,
     add_image_size_argument,
     add_layers_argument,
@@ -26,9 +25,6 @@ from .common import (
 )
 
 __all__ = ["COMMANDS"]
-
-_COLUMNS = ["layer", "shape", "stride", "input", "A", "B", "ratio"]
-_RANDOM_COLUMNS = ["A_random", "B_random", "ratio_random"]
 
 
 def _options(p) -> None:
@@ -48,26 +44,24 @@ def _options(p) -> None:
 
 
 def _frame_bounds(run: Run) -> int:
-    from invert.nn.net import conv_layers
+    from invert.display import FRAME_COLUMNS, RANDOM_FRAME_COLUMNS, frame_bounds_rows
     from invert.validation import check_positive_int
     from theory.frames import checkpoint_frame_bounds
 
     args = run.args
     check_positive_int(args.image_size, name="--image-size", allow_none=True)  # before the load
     model, device = load_model_from_args(run)
-    layers = layer_list(args.layers)
-    count = len(layers) if layers is not None else len(conv_layers(model))
-    with Progress(args, count, desc="frame bounds") as step:
-        rows = checkpoint_frame_bounds(
-            model, image_size_of(args, model), padding=args.padding,
-            random_baseline=not args.no_random, seed=args.random_seed, layers=layers, device=device,
-            progress=step, max_iter=args.max_iter,
-        )  # fmt: skip
-    emit_rows(run, rows, _COLUMNS + ([] if args.no_random else _RANDOM_COLUMNS))
-    if any(row.get("ratio") == float("inf") for row in rows):
+    layers = checkpoint_frame_bounds(
+        model, image_size_of(args, model), padding=args.padding,
+        random_baseline=not args.no_random, seed=args.random_seed, layers=layer_list(args.layers),
+        device=device, progress=not args.quiet, max_iter=args.max_iter,
+    )  # fmt: skip
+    rows = frame_bounds_rows(layers, random_baseline=not args.no_random)
+    emit_rows(run, rows, FRAME_COLUMNS + ([] if args.no_random else RANDOM_FRAME_COLUMNS))
+    if any(row["frame_ratio"] == float("inf") for row in rows):
         note(
             run,
-            "ratio inf: A = 0, some nonzero input gives a zero output (the shifted "
+            "frame_ratio inf: frame_A = 0, some nonzero input gives a zero output (the shifted "
             "filters are not a frame; B / A is infinite, not undefined)",
         )
     return 0
