@@ -388,8 +388,8 @@ class Progress:
 def print_table(
     rows: list[dict], *, columns: list[str] | None = None, formats=None, file=None
 ) -> None:
-    """Print dict rows as an aligned text table (:func:`invert.display.table_text`, the one
-    table writer); ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
+    """Print dict rows as an aligned text table (:func:`invert.display.table_text`);
+    ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
     from invert.display import table_text
 
     print(table_text(rows, columns, formats), file=file or sys.stdout)
@@ -398,7 +398,7 @@ def print_table(
 def emit(
     rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None, formats=None
 ) -> None:
-    """Write rows to stdout as a table, JSON or CSV."""
+    """Write rows to stdout as a table, JSON (:func:`invert.display.write_json`) or CSV."""
     from invert.display import json_ready, write_json
 
     if as_json:

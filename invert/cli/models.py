@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -135,8 +134,9 @@ def _info(run: Run) -> int:
     model, _ = load_model_from_args(run)
     info = _summary(model, _source(args))
     if args.json:
-        json.dump(info, sys.stdout, indent=2, default=str)
-        print()
+        from invert.display import write_json
+
+        write_json(sys.stdout, info)
         return 0
     if args.csv:
         emit(_history_rows(info["history"]), as_csv=True,
