@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from invert.errors import UserError
+
 __all__ = [
     "SMALL_INPUT_PIXELS",
     "available_memory",
@@ -39,9 +41,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
+        raise UserError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
+        raise UserError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
     return resolved
 
 
@@ -88,8 +90,9 @@ def format_bytes(count: float) -> str:
 
 
 def check_memory(needed: int | None, device, what: str, advice: str) -> None:
-    """A one-line ``ValueError`` when ``what`` needs more than ``device`` has available,
-    raised before anything is allocated (``needed`` in bytes; ``None``: unknown, no check).
+    """A one-line :class:`~invert.errors.UserError` when ``what`` needs more than ``device``
+    has available, raised before anything is allocated (``needed`` in bytes; ``None``:
+    unknown, no check).
 
     Examples
     --------
@@ -97,7 +100,7 @@ def check_memory(needed: int | None, device, what: str, advice: str) -> None:
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: a forward pass needs about 10 PB of memory, more than this machine has ...
+    invert.errors.UserError: a forward pass needs about 10 PB of memory, more than ...
     """
     if needed is None:
         return
@@ -105,7 +108,7 @@ def check_memory(needed: int | None, device, what: str, advice: str) -> None:
     free = available_memory(device)
     if free is not None and needed > free:
         where = "this machine has available" if device.type == "cpu" else f"{device} has free"
-        raise ValueError(
+        raise UserError(
             f"{what} needs about {format_bytes(needed)} of memory, more than {where} "
             f"({format_bytes(free)}); {advice}"
         )
