@@ -25,13 +25,14 @@ COLUMNS = ["layer", "filters", "pool", "input", "images", "input_dim", "equation
 
 def rows(session) -> list[dict]:
     """Collect the pooling-metrics table for the CReLU model."""
+    from invert.display import pooling_rows
     from theory.pooling import pooling_metrics
 
     sizes = session.sizes
-    return pooling_metrics(
+    return pooling_rows(pooling_metrics(
         session.model("crelu"), n_images=sizes.pooling_images, max_dim=sizes.pooling_max_dim,
         seed=SEED, device=session.device,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 main = table_script(

@@ -31,6 +31,7 @@ __all__ = [
     "RANDOM_FRAME_COLUMNS",
     "cell_text",
     "frame_bounds_rows",
+    "pooling_rows",
     "json_ready",
     "json_value",
     "psnr_text",
@@ -247,3 +248,34 @@ def frame_bounds_rows(layers, *, random_baseline: bool = True) -> list[dict]:
         row["note"] = item.note
         rows.append(row)
     return rows
+
+
+def pooling_rows(blocks) -> list[dict]:
+    """Table rows of switch metrics (``theory.pooling.LayerSwitchMetrics``): ``layer``,
+    ``filters``, ``pool`` (``k x k / s``, `` (assumed)`` where no max-pooling follows the
+    layer), ``input`` (``C x H x W``), then the means over the images
+    (``SwitchMetrics.summary``).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Block
+    >>> metrics = Block(summary=lambda: {"images": 2, "rel_error": 0.25})
+    >>> block = Block(layer="conv3", filters="learned", input_shape=(10, 8, 8),
+    ...               pool=Block(kernel_size=3, stride=2), pool_assumed=False, metrics=metrics)
+    >>> pooling_rows([block])
+    [{'layer': 'conv3', 'filters': 'learned', 'pool': '3x3/2', 'input': '10x8x8', 'images': 2, 'rel_error': 0.25}]
+    """  # noqa: E501
+    rows = []
+    for block in blocks:
+        pool = _pool_text(block.pool) + (" (assumed)" if block.pool_assumed else "")
+        row = {"layer": block.layer, "filters": block.filters, "pool": pool,
+               "input": "x".join(str(s) for s in block.input_shape)}  # fmt: skip
+        rows.append(row | block.metrics.summary())
+    return rows
+
+
+def _pool_text(pool) -> str:
+    """``k x k / s`` of a max-pooling layer (``kh x kw / sh x sw`` when not square)."""
+    kh, kw = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else pool.kernel_size
+    sh, sw = (pool.stride,) * 2 if isinstance(pool.stride, int) else pool.stride
+    return f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"

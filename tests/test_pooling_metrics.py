@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invert.display import pooling_rows
 from invert.nn.zoo import create_model
 from theory import pooling
 from theory.frames import frame_bounds
@@ -133,7 +134,7 @@ def test_batchnorm_is_folded_into_the_filters():
 def test_pooling_metrics_on_a_zoo_model():
     torch.manual_seed(0)
     model = create_model("convpool_c_crelu", width=0.05)
-    rows = pooling_metrics(model, n_images=3, image_size=8, seed=1, device="cpu")
+    rows = pooling_rows(pooling_metrics(model, n_images=3, image_size=8, seed=1, device="cpu"))
     # the conv layers followed by max-pooling: conv3 (pool1) and conv6 (pool2)
     assert [(r["layer"], r["filters"]) for r in rows] == [
         ("conv3", "learned"), ("conv3", "random"), ("conv6", "learned"), ("conv6", "random")
@@ -160,13 +161,13 @@ def test_given_images_and_assumed_pooling():
     g = torch.Generator().manual_seed(3)
     model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3))
     images = torch.rand(2, 1, 6, 6, generator=g)
-    rows = pooling_metrics(model, "2", images=images, pool=2, random_baseline=False,
-                           device="cpu")  # fmt: skip
+    rows = pooling_rows(pooling_metrics(model, "2", images=images, pool=2,
+                                        random_baseline=False, device="cpu"))  # fmt: skip
     assert len(rows) == 1 and rows[0]["pool"] == "2x2/2 (assumed)" and rows[0]["input"] == "3x6x6"
     with pytest.raises(ValueError, match="followed by max-pooling"):
         pooling_metrics(model, images=images, device="cpu")
-    rows = pooling_metrics(model, "0", images=images, max_dim=10, random_baseline=False,
-                           device="cpu")  # fmt: skip
+    rows = pooling_rows(pooling_metrics(model, "0", images=images, max_dim=10,
+                                        random_baseline=False, device="cpu"))  # fmt: skip
     assert rows[0]["rank"] is None and rows[0]["A"] is None and rows[0]["rel_error"] >= 0
 
 

@@ -46,8 +46,10 @@ from torch import nn
 
 from invert.data import natural_images
 from invert.device import resolve_device
-from invert.linalg.operators import DENSE_MAX_DIM, ConvOperator, as_conv_weight, conv_padding
+from invert.errors import UserError
+from invert.linalg.operators import ConvOperator, as_conv_weight, conv_padding
 from invert.linalg.solvers import least_squares
+from invert.linalg.spectrum import DENSE_MAX_DIM
 from invert.linalg.switches import max_pool_with_switches, switch_equations
 from invert.nn import (
     conv_input_sizes,
@@ -58,10 +60,19 @@ from invert.nn import (
     select_layers,
 )
 from invert.nn.activations import crelu
+from invert.progress import progress_bar, say
+from invert.validation import check_positive_int
 
 from .frames import check_model, gaussian_like
 
-__all__ = ["SwitchMetrics", "switch_metrics", "pooling_metrics", "pooled_layers", "DENSE_MAX_DIM"]
+__all__ = [
+    "DENSE_MAX_DIM",
+    "LayerSwitchMetrics",
+    "SwitchMetrics",
+    "pooled_layers",
+    "pooling_metrics",
+    "switch_metrics",
+]
 
 
 _CROP_SIZES = (32, 24, 16, 12, 8, 6, 4)
@@ -117,6 +128,34 @@ class SwitchMetrics:
             "A_nonzero": mean(self.A_nonzero),
             "converged": bool(self.converged.all()),
         }
+
+
+@dataclass(frozen=True)
+class LayerSwitchMetrics:
+    """The switch metrics of one layer and filter set (:func:`pooling_metrics`).
+
+    Attributes
+    ----------
+    layer : str
+        The conv layer (as in :func:`invert.nn.net.conv_layers`).
+    filters : str
+        ``"learned"`` or ``"random"`` (the Gaussian baseline).
+    pool : nn.MaxPool2d
+        The pooling the block was given.
+    pool_assumed : bool
+        True when no max-pooling follows the layer in the network (``pool`` is assumed).
+    input_shape : (int, int, int)
+        ``(C, H, W)`` of the layer's input.
+    metrics : SwitchMetrics
+        One value per image (:meth:`SwitchMetrics.summary`: the means).
+    """
+
+    layer: str
+    filters: str
+    pool: nn.MaxPool2d
+    pool_assumed: bool
+    input_shape: tuple[int, int, int]
+    metrics: SwitchMetrics
 
 
 def switch_metrics(
@@ -291,8 +330,8 @@ def pooling_metrics(
     seed: int = 0,
     max_dim: int = DENSE_MAX_DIM,
     device=None,
-    progress=None,
-) -> list[dict]:
+    progress: bool = False,
+) -> list[LayerSwitchMetrics]:
     """Switch-based reconstruction metrics of conv layers of a model on natural images.
 
     Each layer is treated as a conv + CReLU + max-pool block (our definition, see the
@@ -325,89 +364,89 @@ def pooling_metrics(
     seed : int, optional
         Seeds the crops and the random filters.
     max_dim : int, optional
-        Largest layer-input dimension for the dense rank / frame bounds.
+        Largest layer-input dimension for the dense rank / frame bounds (default: the
+        eigenvalue engine's one threshold, :data:`DENSE_MAX_DIM`).
     device : optional
         ``None``: CUDA when available, else CPU.
-    progress : callable, optional
-        Called with each layer name before it is computed (:func:`pooled_layers` gives
-        the default list in advance).
+    progress : bool, optional
+        Show a bar over the layers and filter sets on stderr, and what each step computes
+        (:mod:`invert.progress`).
 
     Returns
     -------
-    list of dict
-        One row per layer and filter set: ``layer``, ``filters`` (``learned`` /
-        ``random``), ``pool``, ``input`` (``C x H x W`` of the layer input), then the
-        means over the images of :meth:`SwitchMetrics.summary` (so ``rank`` may be
-        fractional; ``rank``, ``A``, ``A_nonzero`` are ``None`` above ``max_dim``).
+    list of LayerSwitchMetrics
+        One per layer and filter set (learned, then random);
+        :func:`invert.display.pooling_rows` turns them into table rows.
 
     Examples
     --------
     >>> import torch
     >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.05)
-    >>> rows = pooling_metrics(net, "conv3", n_images=2, image_size=8, device="cpu")
-    >>> [(r["layer"], r["filters"], r["pool"], r["input"]) for r in rows]
-    [('conv3', 'learned', '3x3/2', '10x8x8'), ('conv3', 'random', '3x3/2', '10x8x8')]
-    >>> 0 <= rows[0]["rel_error"] <= 1
+    >>> result = pooling_metrics(net, "conv3", n_images=2, image_size=8, device="cpu")
+    >>> [(r.layer, r.filters, r.pool.kernel_size, r.input_shape) for r in result]
+    [('conv3', 'learned', 3, (10, 8, 8)), ('conv3', 'random', 3, (10, 8, 8))]
+    >>> 0 <= result[0].metrics.summary()["rel_error"] <= 1
     True
     """
     device = resolve_device(device)
-    if not (isinstance(n_images, int) and n_images >= 1):
-        raise ValueError(f"n_images must be a positive int; got {n_images!r}")
-    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
-        raise ValueError(f"image_size must be a positive int; got {image_size!r}")
+    check_positive_int(n_images, name="n_images")
+    check_positive_int(image_size, name="image_size", allow_none=True)
     default_pool = _as_pool(pool)
     model = check_model(model)
     convs = conv_layers(model)
     if not convs:
-        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
+        raise UserError(f"the model ({type(model).__name__}) has no nn.Conv2d layer")
     if images is not None:
         images = _check_images(images)
     channels = images.shape[1] if images is not None else next(iter(convs.values())).in_channels
+    names = None if layers is None else select_layers(layers, convs)
+    say(progress, "pooling: finding the max-pooling after each conv layer (a forward pass)")
     pools = _following_pools(model, convs, channels, _probe_sizes(images, image_size))
-    if layers is None:
-        names = [name for name in convs if pools.get(name) is not None]
-        if not names:
-            raise ValueError(
-                "no conv layer of the model is followed by max-pooling; name layers "
-                "explicitly (2x2 pooling is then assumed unless pool is given)"
-            )
-    else:
-        names = select_layers(layers, convs)
-    rows = []
-    for index, name in enumerate(names):
-        if progress is not None:
-            progress(name)
-        conv = convs[name]
-        block_pool = pools.get(name) or default_pool
-        batch = images
-        if batch is None:
-            size = image_size or _crop_size(model, conv, channels, max_dim)
-            batch = natural_images(n_images, size=size, channels=channels, seed=seed)
-        x = _layer_input(model, conv, batch)
-        weight, bias = _folded(model, name, conv)
-        geometry = dict(
-            stride=conv.stride, padding=_zero_padding(conv), dilation=conv.dilation,
-            groups=conv.groups,
-        )  # fmt: skip
-        dense = math.prod(x.shape[1:]) <= max_dim
-        pool_name = _describe(block_pool) + ("" if pools.get(name) else " (assumed)")
-        filter_sets = [("learned", weight)]
-        if random_baseline:
-            filter_sets.append(("random", gaussian_like(weight, seed + index)))
-        for label, w in filter_sets:
-            metrics = switch_metrics(
-                w, x, block_pool, bias=bias, dense=dense, device=device, **geometry
-            )
-            row = {
-                "layer": name,
-                "filters": label,
-                "pool": pool_name,
-                "input": "x".join(str(s) for s in x.shape[1:]),
-            }
-            row.update(metrics.summary())
-            rows.append(row)
-    return rows
+    names = names or _pooled_names(convs, pools)
+    result = []
+    steps = len(names) * (2 if random_baseline else 1)
+    with progress_bar(progress, total=steps, desc="pooling", unit="block") as bar:
+        for index, name in enumerate(names):
+            conv = convs[name]
+            batch = images
+            if batch is None:
+                size = image_size or _crop_size(model, conv, channels, max_dim)
+                batch = natural_images(n_images, size=size, channels=channels, seed=seed)
+            x = _layer_input(model, conv, batch)
+            weight, bias = _folded(model, name, conv)
+            filter_sets = [("learned", weight)]
+            if random_baseline:
+                filter_sets.append(("random", gaussian_like(weight, seed + index)))
+            dense = math.prod(x.shape[1:]) <= max_dim
+            block = dict(layer=name, pool=pools.get(name) or default_pool,
+                         pool_assumed=pools.get(name) is None,
+                         input_shape=tuple(x.shape[1:]))  # fmt: skip
+            for label, w in filter_sets:
+                bar.set_postfix_str(f"{name} {label}: {len(x)} images, "
+                                    f"{'dense rank, ' if dense else ''}switch solve")  # fmt: skip
+                metrics = switch_metrics(w, x, block["pool"], bias=bias, dense=dense,
+                                         device=device, **_geometry(conv))  # fmt: skip
+                result.append(LayerSwitchMetrics(**block, filters=label, metrics=metrics))
+                bar.update()
+    return result
+
+
+def _pooled_names(convs, pools) -> list[str]:
+    """The conv layers that a max-pooling follows (the default of :func:`pooling_metrics`)."""
+    names = [name for name in convs if pools.get(name) is not None]
+    if not names:
+        raise UserError(
+            "no conv layer of the model is followed by max-pooling; name layers "
+            "explicitly (2x2 pooling is then assumed unless pool is given)"
+        )
+    return names
+
+
+def _geometry(conv: nn.Conv2d) -> dict:
+    """A conv's geometry as :func:`switch_metrics` takes it for a bare weight."""
+    return dict(stride=conv.stride, padding=_zero_padding(conv), dilation=conv.dilation,
+                groups=conv.groups)  # fmt: skip
 
 
 def _probe_sizes(images, image_size) -> list[int]:
@@ -440,12 +479,6 @@ def _as_pool(pool) -> nn.MaxPool2d:
     if isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1:
         return nn.MaxPool2d(pool, pool)
     raise TypeError(f"pool must be an nn.MaxPool2d or a positive int; got {pool!r}")
-
-
-def _describe(pool: nn.MaxPool2d) -> str:
-    kh, kw = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else pool.kernel_size
-    sh, sw = (pool.stride,) * 2 if isinstance(pool.stride, int) else pool.stride
-    return f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"
 
 
 def _check_images(images) -> torch.Tensor:

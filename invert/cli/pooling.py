@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .common import (
     Command,
-    Progress,
     Run,
     add_image_size_argument,
     add_layers_argument,
@@ -41,21 +40,21 @@ def _options(p) -> None:
 
 
 def _pooling(run: Run) -> int:
+    from invert.display import pooling_rows
     from invert.validation import check_positive_int
-    from theory.pooling import pooled_layers, pooling_metrics
+    from theory.pooling import pooling_metrics
 
     args = run.args
     check_positive_int(args.n_images, name="--n-images")
     check_positive_int(args.image_size, name="--image-size", allow_none=True)
     check_positive_int(args.pool, name="--pool", allow_none=True)
     model, device = load_model_from_args(run)
-    layers = layer_list(args.layers)
-    count = len(layers) if layers is not None else len(pooled_layers(model))
-    with Progress(args, count or None, desc="pooling") as step:
-        rows = pooling_metrics(
-            model, layers, n_images=args.n_images, image_size=args.image_size, pool=args.pool,
-            random_baseline=not args.no_random, seed=args.random_seed, device=device, progress=step,
-        )  # fmt: skip
+    blocks = pooling_metrics(
+        model, layer_list(args.layers), n_images=args.n_images, image_size=args.image_size,
+        pool=args.pool, random_baseline=not args.no_random, seed=args.random_seed,
+        device=device, progress=not args.quiet,
+    )  # fmt: skip
+    rows = pooling_rows(blocks)
     emit_rows(run, rows, _COLUMNS)
     images = rows[0]["images"] if rows else args.n_images
     note(
