@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from invert.errors import UserError, UserTypeError
+from invert.validation import check_positive, check_positive_int
 
 from .dataset import ImageDataset
 
@@ -123,11 +124,6 @@ def _resize_uint8(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
 
-def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserError(f"{name} must be an integer >= {minimum}; got {value!r}")
-
-
 def load_textures(
     *,
     split,
@@ -144,14 +140,14 @@ def load_textures(
             f"unknown textures option(s) {', '.join(sorted(unknown))}; valid: "
             "train_per_class, test_per_class, context, test_fraction"
         )
-    _check_count("train_per_class", train_per_class, 1)
-    _check_count("test_per_class", test_per_class, 1)
+    check_positive_int(train_per_class, name="train_per_class")
+    check_positive_int(test_per_class, name="test_per_class")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise UserError(f"seed must be a non-negative integer; got {seed!r}")
     if not 0 < float(test_fraction) < 1:
         raise UserError(f"test_fraction must lie strictly between 0 and 1; got {test_fraction}")
-    if not math.isfinite(float(context)) or float(context) <= 0:
-        raise UserError(f"context must be a positive number; got {context!r}")
+    if not math.isfinite(check_positive(context, name="context")):
+        raise UserError(f"context must be a finite number; got {context!r}")
     count = train_per_class if split == "train" else test_per_class
     size = image_size
     images, boxes = [], []
