@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from invert.errors import UserError
 from invert.nn.activations import CReLU
 from invert.nn.net import conv_layers
 
@@ -186,7 +187,7 @@ def _cosines(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     norms = torch.linalg.vector_norm(vectors, dim=1)
     zero = torch.nonzero(norms == 0).flatten().tolist()
     if zero:
-        raise ValueError(
+        raise UserError(
             f"input channel(s) {zero[:10]} have all-zero outgoing weights; "
             "their correlation is undefined"
         )
@@ -240,7 +241,7 @@ def outgoing_correlations(
     if layers is None:
         if not usable:
             detail = "; ".join(f"{n}: {r}" for n, (_, r) in found.items())
-            raise ValueError(
+            raise UserError(
                 "the model has no CReLU layer followed by a conv layer"
                 + (f" ({detail})" if detail else " (it has no CReLU layer at all)")
             )
@@ -255,15 +256,15 @@ def outgoing_correlations(
     else:
         names = [layers] if isinstance(layers, str) else list(layers)
         if not names:
-            raise ValueError(f"no layer requested; CReLU layers: {', '.join(found) or 'none'}")
+            raise UserError(f"no layer requested; CReLU layers: {', '.join(found) or 'none'}")
         for name in names:
             if name not in found:
-                raise ValueError(
+                raise UserError(
                     f"{name!r} is not a CReLU layer; CReLU layers followed by a conv: "
                     f"{', '.join(usable) or 'none'}"
                 )
             if found[name][0] is None:
-                raise ValueError(
+                raise UserError(
                     f"CReLU layer {name} has no outgoing conv weights: {found[name][1]}"
                 )
     convs = conv_layers(model)
@@ -272,20 +273,20 @@ def outgoing_correlations(
         nxt = found[name][0]
         conv = convs[nxt]
         if conv.groups != 1:
-            raise ValueError(
+            raise UserError(
                 f"{nxt} after CReLU layer {name} is a grouped convolution (groups={conv.groups}); "
                 "the two phases of a filter reach different output groups, so their outgoing "
                 "weights cannot be compared"
             )
         if conv.in_channels % 2:
-            raise ValueError(
+            raise UserError(
                 f"{nxt} after CReLU layer {name} has {conv.in_channels} input channels; "
                 "a CReLU output has an even number"
             )
         try:
             pair, cross = _cosines(conv.weight)
         except ValueError as error:
-            raise ValueError(f"{nxt} after CReLU layer {name}: {error}") from None
+            raise UserError(f"{nxt} after CReLU layer {name}: {error}") from None
         if absolute:
             pair, cross = np.abs(pair), np.abs(cross)
         nonpair = cross.copy()

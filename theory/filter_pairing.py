@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from invert.errors import UserError, UserTypeError
 from invert.nn.net import conv_layers, select_layers
+from invert.progress import progress_bar
 
 __all__ = [
     "PairingResult",
@@ -67,21 +69,21 @@ def _as_float64_filters(weight, *, what: str = "weight") -> torch.Tensor:
     if isinstance(weight, np.ndarray):
         weight = torch.from_numpy(weight)
     if not isinstance(weight, torch.Tensor):
-        raise TypeError(
+        raise UserTypeError(
             f"{what} must be a torch.Tensor or numpy array; got {type(weight).__name__}"
         )
     if weight.dim() < 2:
-        raise ValueError(
+        raise UserError(
             f"{what} must have the filters along its first axis and at least 2 axes "
             f"(e.g. out x in x kh x kw); got shape {tuple(weight.shape)}"
         )
     if not (weight.is_floating_point() or weight.dtype in (torch.int32, torch.int64)):
-        raise TypeError(f"{what} must be a real array; got dtype {weight.dtype}")
+        raise UserTypeError(f"{what} must be a real array; got dtype {weight.dtype}")
     if weight.shape[0] < 2:
-        raise ValueError(f"pairing needs at least 2 filters; got {weight.shape[0]}")
+        raise UserError(f"pairing needs at least 2 filters; got {weight.shape[0]}")
     flat = weight.detach().to("cpu", torch.float64).reshape(weight.shape[0], -1)
     if not torch.isfinite(flat).all():
-        raise ValueError(f"{what} contains NaN or Inf values")
+        raise UserError(f"{what} contains NaN or Inf values")
     return flat
 
 
@@ -91,7 +93,7 @@ def _pairing_flat(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zero = torch.nonzero(norms == 0).flatten().tolist()
     if zero:
         shown = ", ".join(map(str, zero[:10])) + (" ..." if len(zero) > 10 else "")
-        raise ValueError(
+        raise UserError(
             f"{len(zero)} filter(s) have zero norm and no direction (indices {shown}); "
             "remove them before computing pairing statistics"
         )
@@ -138,7 +140,7 @@ def _shape_of(like) -> tuple[int, ...]:
         return tuple(like.shape)
     if isinstance(like, Sequence) and all(isinstance(s, (int, np.integer)) for s in like):
         return tuple(int(s) for s in like)
-    raise TypeError(
+    raise UserTypeError(
         f"like must be a weight tensor/array or a shape tuple; got {type(like).__name__}"
     )
 
@@ -174,9 +176,9 @@ def random_pairing(like, *, trials: int = 10, seed: int = 0) -> PairingResult:
     """
     shape = _shape_of(like)
     if len(shape) < 2 or shape[0] < 2 or math.prod(shape[1:]) < 1:
-        raise ValueError(f"random_pairing needs at least 2 non-empty filters; got shape {shape}")
+        raise UserError(f"random_pairing needs at least 2 non-empty filters; got shape {shape}")
     if not isinstance(trials, (int, np.integer)) or trials < 1:
-        raise ValueError(f"trials must be a positive integer; got {trials!r}")
+        raise UserError(f"trials must be a positive integer; got {trials!r}")
     generator = torch.Generator().manual_seed(int(seed))
     n, dim = shape[0], math.prod(shape[1:])
     mus, pairs = [], []
@@ -260,7 +262,7 @@ def layer_pairing(
     layers: str | Sequence[str] | None = None,
     trials: int = 10,
     seed: int = 0,
-    progress=None,
+    progress: bool = False,
 ) -> OrderedDict[str, LayerPairing]:
     """Pairing statistics of every conv layer of a model, with their baselines.
 
@@ -275,8 +277,8 @@ def layer_pairing(
     seed : int, optional
         Seed of the baseline; layer ``l`` (0-based position among the conv layers)
         uses ``seed + l`` so that layers draw independent filters.
-    progress : callable, optional
-        Called with each layer name before it is computed.
+    progress : bool, optional
+        Show a bar over the layers on stderr (:mod:`invert.progress`).
 
     Returns
     -------
@@ -292,18 +294,18 @@ def layer_pairing(
     """
     convs = conv_layers(model)
     if not convs:
-        raise ValueError("the model has no Conv2d layer")
+        raise UserError("the model has no Conv2d layer")
     names = select_layers(layers, convs)
     position = {name: i for i, name in enumerate(convs)}
     result: OrderedDict[str, LayerPairing] = OrderedDict()
-    for name in names:
-        if progress is not None:
-            progress(name)
+    bar = progress_bar(progress, names, desc="pairing", unit="layer")
+    for name in bar:
+        bar.set_postfix_str(f"{name}: learned filters and {trials} random sets", refresh=False)
         weight = convs[name].weight.detach()
         try:
             learned = pairing(weight)
         except ValueError as error:
-            raise ValueError(f"layer {name}: {error}") from None
+            raise UserError(f"layer {name}: {error}") from None
         baseline = random_pairing(weight, trials=trials, seed=seed + position[name])
         result[name] = LayerPairing(name, tuple(weight.shape), learned, baseline)
     return result
@@ -345,21 +347,21 @@ def pair_image(
     flat = _as_float64_filters(weight)
     shape = tuple(weight.shape)
     if len(shape) != 4 or shape[1] not in (1, 3):
-        raise ValueError(
+        raise UserError(
             "pair_image needs conv weights n x c x kh x kw with c = 1 or 3 (a first layer); "
             f"got shape {shape}"
         )
     if not isinstance(gap, (int, np.integer)) or gap < 0:
-        raise ValueError(f"gap must be a non-negative integer; got {gap!r}")
+        raise UserError(f"gap must be a non-negative integer; got {gap!r}")
     if not 0.0 <= background <= 1.0:
-        raise ValueError(f"background must lie in [0, 1]; got {background}")
+        raise UserError(f"background must lie in [0, 1]; got {background}")
     _, pair = _pairing_flat(flat)
     unit = (flat / torch.linalg.vector_norm(flat, dim=1, keepdim=True)).numpy()
     n, c, kh, kw = shape
     filters = unit.reshape(n, c, kh, kw).transpose(0, 2, 3, 1)  # n x kh x kw x c
     columns = columns or math.ceil(math.sqrt(n / 2))
     if columns < 1:
-        raise ValueError(f"columns must be positive; got {columns}")
+        raise UserError(f"columns must be positive; got {columns}")
     rows = math.ceil(n / columns)
     cell_w, cell_h = 2 * kw + gap, kh
     height = rows * cell_h + (rows - 1) * 2 * gap

@@ -354,11 +354,11 @@ def _frame_bounds(conv_or_weight, input_size, geometry, dtype, device, method, r
     if dtype not in (torch.float32, torch.float64):
         raise UserTypeError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
     if method not in _METHODS:
-        raise ValueError(f"method {method!r} is not supported; use one of {', '.join(_METHODS)}")
+        raise UserError(f"method {method!r} is not supported; use one of {', '.join(_METHODS)}")
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
-        raise ValueError(f"rtol must be a number in (0, 1); got {rtol!r}")
+        raise UserError(f"rtol must be a number in (0, 1); got {rtol!r}")
     if max_iter is not None and not (isinstance(max_iter, int) and max_iter > 0):
-        raise ValueError(f"max_iter must be a positive int or None; got {max_iter!r}")
+        raise UserError(f"max_iter must be a positive int or None; got {max_iter!r}")
     device = resolve_device(device)
     op = _operator(conv_or_weight, input_size, *geometry)
     op = op.to(device=device, dtype=dtype)
@@ -375,11 +375,11 @@ def _frame_bounds(conv_or_weight, input_size, geometry, dtype, device, method, r
         else:
             method = "krylov"
     if method == "fft" and not circular:
-        raise ValueError("method 'fft' needs padding='circular'; use 'dense' or 'krylov'")
+        raise UserError("method 'fft' needs padding='circular'; use 'dense' or 'krylov'")
     if method == "1x1":
         return _pointwise_bounds(op, spectrum=spectrum)
     if spectrum and method in ("lanczos", "krylov"):
-        raise ValueError(
+        raise UserError(
             f"the full spectrum needs an exact method; the input dimension "
             f"{math.prod(op.in_shape)} is too large for 'dense' (max {DENSE_MAX_DIM} per "
             f"group) with zero padding; use a smaller input or padding='circular'"
@@ -560,7 +560,7 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
     if isinstance(conv_or_weight, nn.Module):
         conv = conv_or_weight
         if not isinstance(conv, nn.Conv2d):
-            raise TypeError(
+            raise UserTypeError(
                 f"expected an nn.Conv2d or a 4-D conv weight; got {type(conv).__name__}"
             )
         for what, given, own in (
@@ -570,7 +570,7 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
             default = 1 if what == "groups" else (1, 1)
             given = given if what == "groups" else as_pair(given, what)
             if given != default and given != own:
-                raise ValueError(
+                raise UserError(
                     f"{what}={given} disagrees with the layer's {what} {own}; leave it out"
                 )
         weight = as_conv_weight(conv.weight)
@@ -581,17 +581,17 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
         weight = as_conv_weight(conv_or_weight)
     size = as_pair(input_size, "input_size")
     if min(size) < 1:
-        raise ValueError(f"input_size must be positive; got {size}")
+        raise UserError(f"input_size must be positive; got {size}")
     dilation = as_pair(dilation, "dilation")
     stride = as_pair(stride, "stride")
     if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be a positive int; got {groups!r}")
+        raise UserError(f"groups must be a positive int; got {groups!r}")
     kernel = tuple(weight.shape[2:])
     if weight.shape[0] % groups:
-        raise ValueError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
+        raise UserError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
     if isinstance(padding, str):
         if padding not in ("circular", "zeros"):
-            raise ValueError(
+            raise UserError(
                 f"padding {padding!r} is not supported; use 'circular', 'zeros' or an amount"
             )
         mode = padding
@@ -600,7 +600,7 @@ def _operator(conv_or_weight, input_size, stride, padding, dilation, groups) -> 
         mode, amount = "zeros", as_pair(padding, "padding")
     extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, kernel))
     if mode == "circular" and any(n < e for n, e in zip(size, extent)):
-        raise ValueError(
+        raise UserError(
             f"input size {size} is smaller than the kernel extent {extent}: on the torus its "
             f"taps would wrap onto each other; use a larger input or padding='zeros'"
         )
@@ -1138,7 +1138,7 @@ def check_model(model) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     hint = " (load a spec with invert.load_model(spec) first)" if isinstance(model, str) else ""
-    raise TypeError(f"expected an nn.Module; got {type(model).__name__}{hint}")
+    raise UserTypeError(f"expected an nn.Module; got {type(model).__name__}{hint}")
 
 
 def gaussian_like(weight: torch.Tensor, seed: int) -> torch.Tensor:

@@ -60,7 +60,9 @@ from torch import nn
 
 from invert.data import natural_images
 from invert.device import resolve_device
+from invert.errors import UserError, UserTypeError
 from invert.nn import conv_layers, layer_outputs, model_graph, model_input_size
+from invert.progress import progress_bar
 
 __all__ = [
     "InvarianceResult",
@@ -169,7 +171,7 @@ class Transformations:
             ):
                 shifts.append((int(item[0]), int(item[1])))
             else:
-                raise TypeError(
+                raise UserTypeError(
                     "translations must be integer pixel offsets (each applied horizontally "
                     f"and vertically) or (dy, dx) integer pairs; got {item!r}"
                 )
@@ -177,13 +179,13 @@ class Transformations:
         try:
             angles = tuple(float(a) for a in angles)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise UserTypeError(
                 f"rotations must be a sequence of angles in degrees; got {rotations!r}"
             ) from None
         if not all(math.isfinite(a) for a in angles):
-            raise ValueError("rotation angles must be finite")
+            raise UserError("rotation angles must be finite")
         if not shifts and not angles:
-            raise ValueError("no transformation given: pass some translations or rotations")
+            raise UserError("no transformation given: pass some translations or rotations")
         return cls(tuple(shifts), angles)
 
     @property
@@ -218,7 +220,7 @@ class _Cropper:
     def __init__(self, image_size, input_size, transforms: Transformations, boundary: str):
         (height, width), (self.h, self.w) = image_size, input_size
         if self.h > height or self.w > width:
-            raise ValueError(
+            raise UserError(
                 f"images of {height} x {width} are smaller than the model input "
                 f"{self.h} x {self.w}; pass larger images or a smaller input_size"
             )
@@ -228,7 +230,7 @@ class _Cropper:
         bottom, right = height - self.h - top, width - self.w - left
         pads = [max(0, need - avail) for avail in (left, right, top, bottom)]
         if any(pads) and boundary == "error":
-            raise ValueError(
+            raise UserError(
                 f"the transformations need {need} pixels around the central "
                 f"{self.h} x {self.w} crop: images of at least {self.h + 2 * need} x "
                 f"{self.w + 2 * need}; got {height} x {width} (or choose a boundary rule "
@@ -237,7 +239,7 @@ class _Cropper:
         if boundary in ("reflect", "circular") and max(pads) > min(height, width) - (
             boundary == "reflect"
         ):
-            raise ValueError(
+            raise UserError(
                 f"{boundary} padding of {max(pads)} pixels needs images larger than "
                 f"{height} x {width}; use smaller transformations or boundary='zeros'"
             )
@@ -332,7 +334,7 @@ def transform_crops(
     True
     """
     if boundary not in _BOUNDARY_NAMES:
-        raise ValueError(f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {boundary!r}")
+        raise UserError(f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {boundary!r}")
     images = _as_images(images)
     size = _input_size(None, input_size, images)
     transforms = Transformations.build(translations, rotations, size)
@@ -358,28 +360,28 @@ def _as_images(images) -> torch.Tensor:
             try:
                 items = [item[0] if isinstance(item, (tuple, list)) else item for item in images]
             except TypeError:
-                raise TypeError(
+                raise UserTypeError(
                     "images must be a tensor or array N x C x H x W, or a data set of "
                     f"(image, label) items; got {type(images).__name__}"
                 ) from None
             if not items or not all(isinstance(x, torch.Tensor) for x in items):
-                raise TypeError("a data set of images must yield torch tensors C x H x W")
+                raise UserTypeError("a data set of images must yield torch tensors C x H x W")
             shapes = {tuple(x.shape) for x in items}
             if len(shapes) > 1:
-                raise ValueError(
+                raise UserError(
                     f"the data set's images differ in size ({len(shapes)} shapes); "
                     "resize or crop them to one size first"
                 )
             images = torch.stack(items)
     if images.dim() != 4:
-        raise ValueError(f"images must be N x C x H x W; got shape {tuple(images.shape)}")
+        raise UserError(f"images must be N x C x H x W; got shape {tuple(images.shape)}")
     if images.dtype == torch.uint8:
         images = images.float() / 255
     elif not images.is_floating_point():
-        raise TypeError(f"images must be float in [0, 1] or uint8; got {images.dtype}")
+        raise UserTypeError(f"images must be float in [0, 1] or uint8; got {images.dtype}")
     images = images.detach().to("cpu", torch.float32)
     if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values")
+        raise UserError("images contain NaN or Inf values")
     return images
 
 
@@ -447,12 +449,12 @@ def _unit_responses(output: torch.Tensor, layer: str) -> torch.Tensor:
     elif output.dim() == 2:
         units = output
     else:
-        raise ValueError(
+        raise UserError(
             f"layer {layer} outputs shape {tuple(output.shape)}; units need N x C x H x W "
             "or N x F outputs"
         )
     if not torch.isfinite(units).all():
-        raise ValueError(
+        raise UserError(
             f"layer {layer} produced NaN or Inf activations; check the checkpoint's weights "
             "and the input images"
         )
@@ -463,11 +465,11 @@ def _resolve_layers(model: nn.Module, layers) -> list[str]:
     if layers is None:
         names = list(conv_layers(model))
         if not names:
-            raise ValueError("the model has no conv layer; name the layers to score")
+            raise UserError("the model has no conv layer; name the layers to score")
         return names
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
-        raise ValueError("no layer requested")
+        raise UserError("no layer requested")
     graph = model_graph(model)
     for name in names:
         graph.resolve(name)  # a ValueError listing the valid names, closest first
@@ -481,11 +483,11 @@ def _input_size(model, input_size, images) -> tuple[int, int]:
         size = model_input_size(model) if model is not None else None
         if size:
             return (size, size)
-        raise ValueError("pass input_size: the model's input size is unknown")
+        raise UserError("pass input_size: the model's input size is unknown")
     if isinstance(input_size, (int, np.integer)):
         input_size = (int(input_size), int(input_size))
     if len(input_size) != 2 or min(input_size) < 1:
-        raise ValueError(f"input_size must be a positive int or (height, width); got {input_size}")
+        raise UserError(f"input_size must be a positive int or (height, width); got {input_size}")
     return tuple(int(s) for s in input_size)
 
 
@@ -595,13 +597,13 @@ def invariance_scores(
     0.01
     """
     if not 0 < firing_rate < 1:
-        raise ValueError(f"firing_rate must lie strictly between 0 and 1; got {firing_rate}")
+        raise UserError(f"firing_rate must lie strictly between 0 and 1; got {firing_rate}")
     if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must lie in (0, 1]; got {top_fraction}")
+        raise UserError(f"top_fraction must lie in (0, 1]; got {top_fraction}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        raise UserError(f"batch_size must be a positive integer; got {batch_size!r}")
     if boundary not in _BOUNDARY_NAMES:
-        raise ValueError(f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {boundary!r}")
+        raise UserError(f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {boundary!r}")
     names = _resolve_layers(model, layers)
     needed = math.ceil(round(1 / firing_rate, 9))
     if images is not None:
@@ -610,7 +612,7 @@ def invariance_scores(
     transforms = Transformations.build(translations, rotations, size)
     if images is None:
         if n_images < needed:
-            raise ValueError(
+            raise UserError(
                 f"firing_rate={firing_rate} needs at least {needed} images; n_images={n_images}"
             )
         margin = transforms.margin(size)
@@ -618,7 +620,7 @@ def invariance_scores(
         images = natural_images(n_images, size=crop, shorter_side=6 * max(size), seed=seed)
     n = images.shape[0]
     if n < needed:
-        raise ValueError(
+        raise UserError(
             f"firing_rate={firing_rate} needs at least {needed} images (one firing image per "
             f"unit); got {n}"
         )
@@ -641,11 +643,7 @@ def invariance_scores(
 
 def _batches(indices: torch.Tensor, size: int, progress: bool, desc: str):
     chunks = indices.split(size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(chunks, desc=desc, unit="batch")
-    return chunks
+    return progress_bar(progress, chunks, total=len(chunks), desc=desc, unit="batch")
 
 
 def _scores(responses, images, names, cropper, firing_rate, top_fraction, batch_size, progress):

@@ -29,6 +29,7 @@ from invert.device import resolve_device
 from invert.reconstruction import features
 from invert.reconstruction.certificate import jacobian_bounds
 from invert.reconstruction.layer_map import LayerMap
+from invert.validation import check_dtype
 
 __all__ = ["NetworkFrameBounds", "network_frame_bounds"]
 
@@ -108,8 +109,7 @@ def network_frame_bounds(
     >>> bool(fb.A[0] > 0), bool(fb.B[0] >= fb.A[0]), fb.method
     (True, True, ['dense'])
     """
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
+    check_dtype(dtype)
     feats = features(model, x, layer=layer)
     device = resolve_device(device)
     with LayerMap(model, feats, pooling=pooling, dtype=dtype, device=device) as lm:

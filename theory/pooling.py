@@ -46,7 +46,7 @@ from torch import nn
 
 from invert.data import natural_images
 from invert.device import resolve_device
-from invert.errors import UserError
+from invert.errors import UserError, UserTypeError
 from invert.linalg.operators import ConvOperator, as_conv_weight, conv_padding
 from invert.linalg.solvers import least_squares
 from invert.linalg.spectrum import DENSE_MAX_DIM
@@ -228,7 +228,7 @@ def _switch_metrics(
     op, b = _block_operator(conv_or_weight, x, bias, stride, padding, dilation, groups)
     op = op.to(device=device, dtype=torch.float64)
     if not isinstance(pool, nn.MaxPool2d):
-        raise TypeError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
+        raise UserTypeError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
     x = x.to(device=device, dtype=torch.float64)
     b = b.to(device=device, dtype=torch.float64).reshape(1, -1, 1, 1)
     z = op.apply(x) + b
@@ -283,19 +283,19 @@ def _selected_spectra(op: ConvOperator, mask: torch.Tensor):
 
 def _block_operator(conv_or_weight, x, bias, stride, padding, dilation, groups):
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError("x must be a (N, C, H, W) tensor of layer inputs")
+        raise UserError("x must be a (N, C, H, W) tensor of layer inputs")
     if not x.is_floating_point():
-        raise TypeError(f"x must be floating point; got {x.dtype}")
+        raise UserTypeError(f"x must be floating point; got {x.dtype}")
     if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or Inf values")
+        raise UserError("x contains NaN or Inf values")
     if isinstance(conv_or_weight, nn.Module):
         if not isinstance(conv_or_weight, nn.Conv2d):
-            raise TypeError(
+            raise UserTypeError(
                 f"expected an nn.Conv2d or a 4-D conv weight; got {type(conv_or_weight).__name__}"
             )
         conv = conv_or_weight
         if conv.padding_mode not in ("zeros", "circular"):
-            raise ValueError(f"padding_mode {conv.padding_mode!r} is not supported")
+            raise UserError(f"padding_mode {conv.padding_mode!r} is not supported")
         op = ConvOperator.from_conv(conv, x.shape[-2:])
         b = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
         if bias is not None:
@@ -306,12 +306,10 @@ def _block_operator(conv_or_weight, x, bias, stride, padding, dilation, groups):
                           dilation=dilation, groups=groups)  # fmt: skip
         b = torch.zeros(weight.shape[0]) if bias is None else torch.as_tensor(bias)
     if tuple(x.shape[1:2]) != (op.in_channels,):
-        raise ValueError(f"x has {x.shape[1]} channels; the layer takes {op.in_channels}")
+        raise UserError(f"x has {x.shape[1]} channels; the layer takes {op.in_channels}")
     b = b.detach().to(torch.float64)
     if b.shape != (op.out_channels,) or not torch.isfinite(b).all():
-        raise ValueError(
-            f"bias must be {op.out_channels} finite values; got shape {tuple(b.shape)}"
-        )
+        raise UserError(f"bias must be {op.out_channels} finite values; got shape {tuple(b.shape)}")
     return op, b
 
 
@@ -478,22 +476,22 @@ def _as_pool(pool) -> nn.MaxPool2d:
         return pool
     if isinstance(pool, int) and not isinstance(pool, bool) and pool >= 1:
         return nn.MaxPool2d(pool, pool)
-    raise TypeError(f"pool must be an nn.MaxPool2d or a positive int; got {pool!r}")
+    raise UserTypeError(f"pool must be an nn.MaxPool2d or a positive int; got {pool!r}")
 
 
 def _check_images(images) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError("images must be a (N, C, H, W) tensor")
+        raise UserError("images must be a (N, C, H, W) tensor")
     if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [0, 1]; got {images.dtype}")
+        raise UserTypeError(f"images must be floating point in [0, 1]; got {images.dtype}")
     if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or Inf values")
+        raise UserError("images contain NaN or Inf values")
     return images
 
 
 def _zero_padding(conv: nn.Conv2d):
     if conv.padding_mode != "zeros":
-        raise ValueError(
+        raise UserError(
             f"pooling metrics use the layer's zero padding; padding_mode {conv.padding_mode!r} "
             "is not supported"
         )
@@ -507,7 +505,7 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[nn.Module]:
             return [module for _, module in execution_order(model, x)]
     except (RuntimeError, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"a forward pass of a {tuple(x.shape[1:])} input failed ({first}); give images of "
             f"the size and channels the network takes"
         ) from error

@@ -8,7 +8,6 @@ from invert.files import atomic_write_bytes
 
 from .common import (
     Command,
-    Progress,
     Run,
     UserError,
     add_layers_argument,
@@ -57,10 +56,8 @@ def _pairing(run: Run) -> int:
         if conv.weight.shape[1] not in (1, 3):
             raise UserError(f"--pair-image needs a first conv layer on 1 or 3 channels; "
                             f"{name} reads {conv.weight.shape[1]}")  # fmt: skip
-    layers = layer_list(args.layers)
-    with Progress(args, len(layers or conv_layers(model)), desc="pairing") as step:
-        stats = layer_pairing(model, layers=layers, trials=args.trials, seed=args.random_seed,
-                              progress=step)  # fmt: skip
+    stats = layer_pairing(model, layers=layer_list(args.layers), trials=args.trials,
+                          seed=args.random_seed, progress=not args.quiet)  # fmt: skip
     if args.out:
         from figures.fig2_pairing_relu import histogram_figure
 
