@@ -646,13 +646,11 @@ def _batches(indices: torch.Tensor, size: int, progress: bool, desc: str):
     return progress_bar(progress, chunks, total=len(chunks), desc=desc, unit="batch")
 
 
-def _scores(responses, images, names, cropper, firing_rate, top_fraction, batch_size, progress):
-    n = images.shape[0]
-    device = responses.device
-    # pass 1: untransformed images -> thresholds and firing weights
+def _firing(responses, images, names, cropper, firing_rate, batch_size, progress):
+    """Pass 1: the untransformed images -> per-layer thresholds, ties and firing weights."""
     base: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for idx in _batches(torch.arange(n), batch_size, progress, "thresholds"):
-        crops = cropper.base(cropper.pad(images[idx].to(device)))
+    for idx in _batches(torch.arange(images.shape[0]), batch_size, progress, "thresholds"):
+        crops = cropper.base(cropper.pad(images[idx].to(responses.device)))
         for name, units in responses(crops).items():
             base[name].append(units)
     thresholds, ties, weights = {}, {}, {}
@@ -660,6 +658,14 @@ def _scores(responses, images, names, cropper, firing_rate, top_fraction, batch_
         thresholds[name], ties[name], weights[name] = firing_weights(
             torch.cat(base[name]), firing_rate
         )
+    return thresholds, ties, weights
+
+
+def _scores(responses, images, names, cropper, firing_rate, top_fraction, batch_size, progress):
+    n = images.shape[0]
+    device = responses.device
+    thresholds, ties, weights = _firing(responses, images, names, cropper, firing_rate,
+                                        batch_size, progress)  # fmt: skip
     k = _firing_count(firing_rate, n)
     # pass 2: images on which some unit fires, with all their transformed versions
     fires = torch.zeros(n, dtype=torch.bool, device=device)
