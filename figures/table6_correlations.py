@@ -19,6 +19,7 @@ import warnings
 
 from .common import run_standalone, table_script
 
+TITLE = "Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model"
 STEM = "table6_correlations"
 COLUMNS = ["layer", "next", "K", "pair_mean", "pair_std", "nonpair_mean", "nonpair_std",
            "abs_pair_mean", "abs_pair_std", "abs_nonpair_mean", "abs_nonpair_std"]  # fmt: skip
@@ -43,10 +44,7 @@ def rows(session) -> list[dict]:
     return out
 
 
-main = table_script(
-    rows, stem=STEM, id="table6", columns=COLUMNS,
-    title="Table 6: outgoing-weight correlations (pair vs non-pair), CReLU model",
-)  # fmt: skip
+main = table_script(rows, stem=STEM, id="table6", title=TITLE, columns=COLUMNS)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

@@ -18,6 +18,7 @@ import sys
 
 from .common import SEED, run_standalone, table_script
 
+TITLE = "Frame bounds per conv layer (circular boundary), learned vs random filters"
 STEM = "table_frame_bounds"
 COLUMNS = ["model", "layer", "shape", "input", "frame_A", "frame_B", "frame_ratio", "random_A",
            "random_B", "random_ratio"]  # fmt: skip
@@ -36,10 +37,7 @@ def rows(session) -> list[dict]:
     return out
 
 
-main = table_script(
-    rows, stem=STEM, id="frame_bounds", columns=COLUMNS,
-    title="Frame bounds per conv layer (circular boundary), learned vs random filters",
-)  # fmt: skip
+main = table_script(rows, stem=STEM, id="frame_bounds", title=TITLE, columns=COLUMNS)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))

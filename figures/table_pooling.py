@@ -18,6 +18,7 @@ import sys
 
 from .common import SEED, run_standalone, table_script
 
+TITLE = "Max-pooling reconstruction metrics (switches), CReLU model, learned vs random"
 STEM = "table_pooling"
 COLUMNS = ["layer", "filters", "pool", "input", "images", "input_dim", "equations", "rank",
            "rel_error", "rel_error_max", "A", "A_nonzero"]  # fmt: skip
@@ -35,10 +36,7 @@ def rows(session) -> list[dict]:
     ))  # fmt: skip
 
 
-main = table_script(
-    rows, stem=STEM, id="pooling", columns=COLUMNS,
-    title="Max-pooling reconstruction metrics (switches), CReLU model, learned vs random",
-)  # fmt: skip
+main = table_script(rows, stem=STEM, id="pooling", title=TITLE, columns=COLUMNS)
 
 if __name__ == "__main__":
     sys.exit(run_standalone(main, __doc__, STEM))
