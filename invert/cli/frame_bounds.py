@@ -1,4 +1,4 @@
-"""``crelu frame-bounds``: frame bounds A, B and B/A of every conv layer.
+"""``crelu frame-bounds``: frame bounds frame_A, frame_B and their ratio of every conv layer.
 
 The model SPEC is a checkpoint path, ``MODEL@DATA`` (trained with ``--recipe`` and
 cached on a miss, unless ``--no-train``), a bare zoo name (fresh random weights, which is
@@ -71,14 +71,16 @@ COMMANDS = (
     Command(
         "frame-bounds",
         run=_frame_bounds,
-        help="frame bounds A, B and B/A of every conv layer, with a random-filter baseline",
-        description="For every conv layer: the extreme eigenvalues A and B of T^T T over "
-        "the layer's input space (A = 0 when some input is invisible to the layer), "
-        "the condition B/A, and the same for Gaussian filters of the same shape and "
+        help="frame bounds frame_A, frame_B and frame_ratio of every conv layer, with a "
+        "random-filter baseline",
+        description="For every conv layer: the extreme eigenvalues frame_A and frame_B of "
+        "T^T T over the layer's input space, the layer alone (frame_A = 0 when some input is "
+        "invisible to the layer), the condition frame_ratio = B/A, and the same for Gaussian "
+        "filters (random_A, random_B, random_ratio) of the same shape and "
         "per-filter norms. Circular padding is exact by FFT; zero padding is exact "
         "(dense) on small inputs and for 1x1 kernels, and iterative (a Lanczos run with a "
         "budget of 30 products) on large ones, where a row that misses the tolerance says "
-        "so: A is then an upper bound and B a lower one.",
+        "so: frame_A is then an upper bound and frame_B a lower one.",
         arguments=(add_model_arguments, _options, add_table_arguments),
     ),
 )
