@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from .common import DEBUG_HELP, Parser, Run, UserError, emit, flush_notes, print_table, run_safely
+from .common import DEBUG_HELP, Parser, Run, UserError, emit, print_table, run_safely
 
 __all__ = ["UserError", "build_parser", "emit", "main", "print_table"]
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None, *, load_model=None) -> int:
     status = run_safely(run.prog, args.run, run, debug=debug)
     if status == 0:
         sys.stdout.flush()  # the output first, then what explains it
-        flush_notes(run)
+        run.flush_notes()
     return status
 
 

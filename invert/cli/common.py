@@ -54,19 +54,12 @@ __all__ = [
     "add_table_arguments",
     "at_least_two",
     "emit",
-    "emit_rows",
-    "flush_notes",
     "fraction",
-    "image_size_of",
     "is_trained_spec",
-    "layer_list",
-    "load_model_from_args",
     "non_negative_int",
-    "note",
     "number",
     "positive_float",
     "positive_int",
-    "print_notes",
     "print_table",
     "run_safely",
 ]
@@ -126,18 +119,18 @@ fraction = number(float, lambda v: 0 < v < 1, "a number in (0, 1)")
 @dataclasses.dataclass
 class Run:
     """One command's run: its parsed options, the notes it collects for stderr, and the
-    model loader.
+    model loader; its methods are what every command does with them.
 
     ``loader`` replaces :func:`invert.load_model` where given (tests pass small models
-    this way, without training); ``notes`` are printed by :func:`flush_notes` once the
+    this way, without training); ``notes`` are printed by :meth:`flush_notes` once the
     command has succeeded, after its output.
 
     Examples
     --------
-    >>> run = Run(argparse.Namespace(command="models"))
-    >>> note(run, "counts at the default width"); note(run, "counts at the default width")
-    >>> run.prog, run.notes
-    ('crelu models', ['counts at the default width'])
+    >>> run = Run(argparse.Namespace(command="models", layers="conv1, conv2,conv1"))
+    >>> run.note("counts at the default width"); run.note("counts at the default width")
+    >>> run.prog, run.notes, run.layers()
+    ('crelu models', ['counts at the default width'], ['conv1', 'conv2'])
     """
 
     args: argparse.Namespace
@@ -148,24 +141,123 @@ class Run:
     def prog(self) -> str:
         return f"crelu {self.args.command}"
 
+    def note(self, text: str) -> None:
+        """A ``crelu COMMAND: note: TEXT`` line for stderr, printed once the command has
+        succeeded (after its output; an error stays one line), each text once."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def note_warnings(self, caught) -> None:
+        """Recorded warnings as notes, each once."""
+        for message in dict.fromkeys(str(w.message) for w in caught):
+            self.note(message)
+
+    def flush_notes(self) -> None:
+        """Print the notes collected (:func:`invert.cli.main` does, on success)."""
+        for text in self.notes:
+            print(f"{self.prog}: note: {text}", file=sys.stderr)
+        self.notes.clear()
+
+    def layers(self) -> list[str] | None:
+        """``--layers``: ``"conv1, conv2"`` -> ``["conv1", "conv2"]``; absent or ``all``:
+        None (every layer)."""
+        text = getattr(self.args, "layers", None)
+        if text is None or text.strip().lower() == "all":
+            return None
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise UserError("--layers needs at least one layer name (or 'all')")
+        return list(dict.fromkeys(names))
+
+    def image_size(self, model) -> int:
+        """``--image-size``, else the model's own input size; a one-line error if neither."""
+        from invert.validation import check_positive_int
+
+        size = check_positive_int(getattr(self.args, "image_size", None), name="--image-size",
+                                  allow_none=True)  # fmt: skip
+        if size is not None:
+            return size
+        from invert.nn import model_input_size
+
+        size = model_input_size(model)
+        if size is None:
+            raise UserError("the model's input size is unknown (not a zoo architecture); "
+                            "pass --image-size")  # fmt: skip
+        return size
+
+    def load_model(self):
+        """``(model, device)`` as :func:`add_model_arguments` say; the loader's warnings
+        become notes. ``loader`` (:func:`invert.cli.main`'s ``load_model=``) replaces
+        :func:`invert.load_model`, so tests can run commands on small models."""
+        import warnings
+
+        from invert.device import resolve_device
+
+        args = self.args
+        if not args.spec:
+            raise UserError(
+                "give the model: a checkpoint path, MODEL@DATA, a zoo name or FILE.py:FUNCTION"
+            )
+        device = resolve_device(args.device)
+        loader = self.loader
+        if loader is None:
+            from invert.train.loader import load_model as loader
+        options = dict(
+            recipe=args.recipe, device=device, cache_dir=args.cache_dir,
+            train_if_missing=not args.no_train, progress=not args.quiet,
+        )  # fmt: skip
+        if getattr(args, "weights", None):
+            options["weights"] = args.weights
+        if getattr(args, "seed", None) is not None:
+            if not is_trained_spec(args.spec):
+                raise UserError(f"--seed picks one training run of MODEL@DATA; {args.spec} is not "
+                                f"MODEL@DATA")  # fmt: skip
+            options["seed"] = args.seed
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                model = loader(args.spec, **options)
+            except FileNotFoundError as error:  # the loader speaks to Python callers
+                raise _for_the_command_line(error) from None
+        self.note_warnings(caught)
+        return model, device
+
+    def emit(self, rows: list[dict], columns: list[str] | None = None, *, formats=None):
+        """The rows as ``--json``/``--csv`` ask (every field), else a table of ``columns``
+        where present (``formats``: per-column text); each row's ``note`` becomes a note."""
+        as_json, as_csv = getattr(self.args, "json", False), getattr(self.args, "csv", False)
+        if as_json or as_csv:
+            emit(rows, as_json=as_json, as_csv=as_csv)
+        else:
+            if columns is not None:
+                columns = [c for c in columns if any(c in r for r in rows)]
+            emit(rows, columns=columns, formats=formats)
+        for row in rows:
+            if row.get("note"):
+                self.note(f"{row['layer']}: {row['note']}")
+
 
 @dataclasses.dataclass(frozen=True)
 class Command:
     """One subcommand, declared: ``crelu NAME`` calls ``run(Run)`` for its exit status.
 
-    ``arguments`` add the command's options to its parser, in ``--help`` order: the shared
-    groups of this module (``add_model_arguments``, ``add_table_arguments``, ...; with
-    :func:`functools.partial` where they take a help text) and the command's own.
+    ``loads_model`` puts the model ``SPEC`` and its loading options first
+    (:func:`add_model_arguments`); ``arguments`` then add the command's own options, in
+    ``--help`` order (shared groups of this module, with :func:`functools.partial` where
+    they take a help text); ``table`` (what ``--json``/``--csv`` print instead of) adds
+    those two last, for a command that prints a table.
 
     Examples
     --------
     >>> parser = Parser(prog="crelu")
     >>> subparsers = parser.add_subparsers(dest="command", parser_class=Parser)
     >>> hello = Command("hello", run=lambda run: 0, help="say hello",
-    ...                 description="Says hello.", arguments=(add_quiet_argument,))
+    ...                 description="Says hello.", arguments=(add_quiet_argument,),
+    ...                 table="a table")
     >>> _ = hello.register(subparsers)
-    >>> parser.parse_args(["hello", "--quiet"]).quiet
-    True
+    >>> args = parser.parse_args(["hello", "--quiet", "--json"])
+    >>> args.quiet, args.json
+    (True, True)
     """
 
     name: str
@@ -173,6 +265,8 @@ class Command:
     help: str
     description: str
     arguments: tuple[Callable[[argparse.ArgumentParser], None], ...] = ()
+    loads_model: bool = False
+    table: str | None = None
     epilog: str | None = None
 
     def register(self, subparsers) -> argparse.ArgumentParser:
@@ -180,8 +274,12 @@ class Command:
         p = subparsers.add_parser(
             self.name, help=self.help, description=self.description, epilog=self.epilog
         )
+        if self.loads_model:
+            add_model_arguments(p)
         for add_arguments in self.arguments:
             add_arguments(p)
+        if self.table is not None:
+            add_table_arguments(p, what=self.table)
         # also after the command (`crelu COMMAND ... --debug`); absent unless given
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         p.set_defaults(run=self.run)
@@ -259,76 +357,9 @@ def add_table_arguments(p, *, what: str = "a table") -> None:
     group.add_argument("--csv", action="store_true", help=f"print CSV instead of {what}")
 
 
-def layer_list(text: str | None) -> list[str] | None:
-    """``"conv1, conv2"`` -> ``["conv1", "conv2"]``; None (or ``all``) -> None (every layer)."""
-    if text is None or text.strip().lower() == "all":
-        return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UserError("--layers needs at least one layer name (or 'all')")
-    return list(dict.fromkeys(names))
-
-
-def image_size_of(args, model) -> int:
-    """``--image-size``, else the model's own input size; a one-line error if neither."""
-    from invert.validation import check_positive_int
-
-    size = check_positive_int(getattr(args, "image_size", None), name="--image-size",
-                              allow_none=True)  # fmt: skip
-    if size is not None:
-        return size
-    from invert.nn import model_input_size
-
-    size = model_input_size(model)
-    if size is None:
-        raise UserError("the model's input size is unknown (not a zoo architecture); "
-                        "pass --image-size")  # fmt: skip
-    return size
-
-
 def is_trained_spec(spec: str) -> bool:
     """Whether ``spec`` names a training run, ``MODEL@DATA`` (not a file that exists)."""
     return "@" in spec and not Path(spec).expanduser().is_file()
-
-
-def load_model_from_args(run: Run):
-    """``(model, device)`` for :func:`add_model_arguments`; loader warnings become notes.
-
-    ``run.loader`` (:func:`invert.cli.main`'s ``load_model=``) replaces
-    :func:`invert.load_model`, so tests can run commands on small models without training.
-    """
-    import warnings
-
-    from invert.device import resolve_device
-
-    args = run.args
-    if not args.spec:
-        raise UserError(
-            "give the model: a checkpoint path, MODEL@DATA, a zoo name or FILE.py:FUNCTION"
-        )
-    device = resolve_device(args.device)
-    loader = run.loader
-    if loader is None:
-        from invert.train.loader import load_model as loader
-    options = dict(
-        recipe=args.recipe, device=device, cache_dir=args.cache_dir,
-        train_if_missing=not args.no_train, progress=not args.quiet,
-    )  # fmt: skip
-    if getattr(args, "weights", None):
-        options["weights"] = args.weights
-    if getattr(args, "seed", None) is not None:
-        if not is_trained_spec(args.spec):
-            raise UserError(f"--seed picks one training run of MODEL@DATA; {args.spec} is not "
-                            f"MODEL@DATA")  # fmt: skip
-        options["seed"] = args.seed
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        try:
-            model = loader(args.spec, **options)
-        except FileNotFoundError as error:  # the loader speaks to Python callers
-            raise _for_the_command_line(error) from None
-    print_notes(run, caught)
-    return model, device
 
 
 def _for_the_command_line(error: FileNotFoundError) -> FileNotFoundError:
@@ -337,12 +368,6 @@ def _for_the_command_line(error: FileNotFoundError) -> FileNotFoundError:
     if "train_if_missing=True" not in text:
         return error
     return FileNotFoundError(text.replace("pass train_if_missing=True", "leave out --no-train"))
-
-
-def print_notes(run: Run, caught) -> None:
-    """Recorded warnings as one ``crelu COMMAND: note:`` line each on stderr."""
-    for message in dict.fromkeys(str(w.message) for w in caught):  # each once
-        note(run, message)
 
 
 class Progress:
@@ -419,34 +444,3 @@ def emit(
         writer.writerows(json_ready(rows))
     else:
         print_table(rows, columns=columns, formats=formats)
-
-
-def emit_rows(run: Run, rows: list[dict], columns: list[str] | None = None, *,
-              formats=None) -> None:  # fmt: skip
-    """:func:`emit` as ``--json``/``--csv`` ask (every field); the table shows ``columns``
-    where present (``formats``: per-column text), and each row's ``note`` becomes a
-    ``note:`` line on stderr."""
-    as_json, as_csv = getattr(run.args, "json", False), getattr(run.args, "csv", False)
-    if as_json or as_csv:
-        emit(rows, as_json=as_json, as_csv=as_csv)
-    else:
-        if columns is not None:
-            columns = [c for c in columns if any(c in r for r in rows)]
-        emit(rows, columns=columns, formats=formats)
-    for row in rows:
-        if row.get("note"):
-            note(run, f"{row['layer']}: {row['note']}")
-
-
-def note(run: Run, text: str) -> None:
-    """A ``crelu COMMAND: note: TEXT`` line for stderr, printed once the command has
-    succeeded (after its output; an error stays one line), each text once."""
-    if text not in run.notes:
-        run.notes.append(text)
-
-
-def flush_notes(run: Run) -> None:
-    """Print the notes :func:`note` collected (:func:`invert.cli.main` does, on success)."""
-    for text in run.notes:
-        print(f"{run.prog}: note: {text}", file=sys.stderr)
-    run.notes.clear()

@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .common import (
-    Command,
-    Run,
-    add_layers_argument,
-    add_model_arguments,
-    add_table_arguments,
-    emit_rows,
-    layer_list,
-    load_model_from_args,
-    print_notes,
-)
+from .common import Command, Run, add_layers_argument
 
 __all__ = ["COMMANDS"]
 
@@ -29,12 +19,12 @@ def _correlations(run: Run) -> int:
     from theory.correlations import outgoing_correlations
 
     args = run.args
-    model, _ = load_model_from_args(run)
+    model, _ = run.load_model()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        stats = outgoing_correlations(model, layers=layer_list(args.layers), absolute=args.absolute)
-    print_notes(run, caught)
-    emit_rows(run, [s.row() for s in stats.values()])
+        stats = outgoing_correlations(model, layers=run.layers(), absolute=args.absolute)
+    run.note_warnings(caught)
+    run.emit([s.row() for s in stats.values()])
     return 0
 
 
@@ -46,11 +36,11 @@ COMMANDS = (
         description="For each CReLU layer followed by a conv layer: cosine between the "
         "next layer's weights on the positive and the negative phase of the same filter "
         "(pair) and of different filters (non-pair), mean and std.",
+        loads_model=True,
         arguments=(
-            add_model_arguments,
             partial(add_layers_argument, help="comma-separated CReLU layers (default: all)"),
             _absolute_option,
-            add_table_arguments,
         ),
+        table="a table",
     ),
 )

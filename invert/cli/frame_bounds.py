@@ -13,14 +13,7 @@ from .common import (
     Run,
     add_image_size_argument,
     add_layers_argument,
-    add_model_arguments,
     add_random_seed_argument,
-    add_table_arguments,
-    emit_rows,
-    image_size_of,
-    layer_list,
-    load_model_from_args,
-    note,
     positive_int,
 )
 
@@ -50,17 +43,16 @@ def _frame_bounds(run: Run) -> int:
 
     args = run.args
     check_positive_int(args.image_size, name="--image-size", allow_none=True)  # before the load
-    model, device = load_model_from_args(run)
+    model, device = run.load_model()
     layers = checkpoint_frame_bounds(
-        model, image_size_of(args, model), padding=args.padding,
-        random_baseline=not args.no_random, seed=args.random_seed, layers=layer_list(args.layers),
+        model, run.image_size(model), padding=args.padding,
+        random_baseline=not args.no_random, seed=args.random_seed, layers=run.layers(),
         device=device, progress=not args.quiet, max_iter=args.max_iter,
     )  # fmt: skip
     rows = frame_bounds_rows(layers, random_baseline=not args.no_random)
-    emit_rows(run, rows, FRAME_COLUMNS + ([] if args.no_random else RANDOM_FRAME_COLUMNS))
+    run.emit(rows, FRAME_COLUMNS + ([] if args.no_random else RANDOM_FRAME_COLUMNS))
     if any(row["frame_ratio"] == float("inf") for row in rows):
-        note(
-            run,
+        run.note(
             "frame_ratio inf: frame_A = 0, some nonzero input gives a zero output (the shifted "
             "filters are not a frame; B / A is infinite, not undefined)",
         )
@@ -81,6 +73,8 @@ COMMANDS = (
         "(dense) on small inputs and for 1x1 kernels, and iterative (a Lanczos run with a "
         "budget of 30 products) on large ones, where a row that misses the tolerance says "
         "so: frame_A is then an upper bound and frame_B a lower one.",
-        arguments=(add_model_arguments, _options, add_table_arguments),
+        loads_model=True,
+        arguments=(_options,),
+        table="a table",
     ),
 )

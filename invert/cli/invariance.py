@@ -11,13 +11,7 @@ from .common import (
     UserError,
     add_image_size_argument,
     add_layers_argument,
-    add_model_arguments,
     add_random_seed_argument,
-    add_table_arguments,
-    emit_rows,
-    image_size_of,
-    layer_list,
-    load_model_from_args,
 )
 
 __all__ = ["COMMANDS"]
@@ -93,8 +87,8 @@ def _invariance(run: Run) -> int:
         raise UserError(f"--n-images must be positive; got {args.n_images}")
     translations = _magnitudes(args.translations, "--translations", int)
     rotations = _magnitudes(args.rotations, "--rotations", float)
-    model, device = load_model_from_args(run)
-    size = image_size_of(args, model)
+    model, device = run.load_model()
+    size = run.image_size(model)
     margin = Transformations.build(translations, rotations, (size, size)).margin((size, size))
     images = None
     if args.data is not None:
@@ -105,7 +99,7 @@ def _invariance(run: Run) -> int:
     result = invariance_scores(
         model,
         images,
-        layers=layer_list(args.layers),
+        layers=run.layers(),
         translations=translations,
         rotations=rotations,
         input_size=size,
@@ -118,7 +112,7 @@ def _invariance(run: Run) -> int:
         seed=args.random_seed,
         progress=not args.quiet,
     )
-    emit_rows(run, result.rows())
+    run.emit(result.rows())
     return 0
 
 
@@ -130,12 +124,12 @@ COMMANDS = (
         description="Per layer: mean of the top 20% of unit scores S = L / G, with "
         "thresholds giving a 1% global firing rate G and L the firing rate over "
         "translated and rotated versions of the images on which a unit fires.",
+        loads_model=True,
         arguments=(
-            add_model_arguments,
             _data_options,
             partial(add_layers_argument, help="comma-separated layers (default: every conv layer)"),
             _score_options,
-            add_table_arguments,
         ),
+        table="a table",
     ),
 )

@@ -3,20 +3,9 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from pathlib import Path
 
-from .common import (
-    Command,
-    Run,
-    add_model_arguments,
-    add_quiet_argument,
-    add_table_arguments,
-    emit,
-    emit_rows,
-    is_trained_spec,
-    load_model_from_args,
-)
+from .common import Command, Run, add_quiet_argument, emit, is_trained_spec
 
 __all__ = ["COMMANDS"]
 
@@ -38,7 +27,7 @@ def _models(run: Run) -> int:
     from invert.nn.zoo import list_models, model_info
 
     rows = [{**model_info(name), "parameters": _parameter_count(name)} for name in list_models()]
-    emit_rows(run, rows, _MODEL_COLUMNS)
+    run.emit(rows, _MODEL_COLUMNS)
     return 0
 
 
@@ -131,7 +120,7 @@ def _fmt(value) -> str:
 
 def _info(run: Run) -> int:
     args = run.args
-    model, _ = load_model_from_args(run)
+    model, _ = run.load_model()
     info = _summary(model, _source(args))
     if args.json:
         from invert.display import write_json
@@ -161,7 +150,8 @@ COMMANDS = (
         "architecture's default width, with 10 classes: a recipe's width and a data set's "
         "classes change it; `crelu info SPEC` gives a trained model's own count). Where the "
         'paper reports a model\'s size, its summary gives it as "(paper: N parameters)".',
-        arguments=(add_table_arguments, add_quiet_argument),
+        arguments=(add_quiet_argument,),
+        table="a table",
     ),
     Command(
         "info",
@@ -170,13 +160,8 @@ COMMANDS = (
         description="Architecture, data, classes, normalization, training history and "
         "parameter count of a model: a checkpoint written by crelu, MODEL@DATA (the cached "
         "model of --seed, trained first if missing unless --no-train) or a zoo name.",
-        arguments=(
-            add_model_arguments,
-            partial(
-                add_table_arguments,
-                what="the summary (--json: every field and the full history; --csv: the "
-                "history, one row per epoch)",
-            ),
-        ),
+        loads_model=True,
+        table="the summary (--json: every field and the full history; --csv: the history, "
+        "one row per epoch)",
     ),
 )

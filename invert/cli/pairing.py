@@ -11,13 +11,8 @@ from .common import (
     Run,
     UserError,
     add_layers_argument,
-    add_model_arguments,
     add_out_argument,
     add_random_seed_argument,
-    add_table_arguments,
-    emit_rows,
-    layer_list,
-    load_model_from_args,
 )
 
 __all__ = ["COMMANDS"]
@@ -45,7 +40,7 @@ def _pairing(run: Run) -> int:
     args = run.args
     if args.trials < 1:
         raise UserError(f"--trials must be positive; got {args.trials}")
-    model, _ = load_model_from_args(run)
+    model, _ = run.load_model()
     for option, path in (("--out", args.out), ("--pair-image", args.pair_image)):
         if path and not str(path).lower().endswith(".png"):
             raise UserError(f"{option} must be a .png file; got {path}")
@@ -56,7 +51,7 @@ def _pairing(run: Run) -> int:
         if conv.weight.shape[1] not in (1, 3):
             raise UserError(f"--pair-image needs a first conv layer on 1 or 3 channels; "
                             f"{name} reads {conv.weight.shape[1]}")  # fmt: skip
-    stats = layer_pairing(model, layers=layer_list(args.layers), trials=args.trials,
+    stats = layer_pairing(model, layers=run.layers(), trials=args.trials,
                           seed=args.random_seed, progress=not args.quiet)  # fmt: skip
     if args.out:
         from figures.fig2_pairing_relu import histogram_figure
@@ -66,7 +61,7 @@ def _pairing(run: Run) -> int:
         atomic_write_bytes(args.out, _png(figure))
     if args.pair_image:
         _write_pair_image(args, model, stats)
-    emit_rows(run, [s.row() for s in stats.values()])
+    run.emit([s.row() for s in stats.values()])
     return 0
 
 
@@ -100,6 +95,8 @@ COMMANDS = (
         description="For every conv layer: mean and std of mu (cosine of each unit-norm "
         "filter with its most opposite filter) for the learned filters (mu_w) and for "
         "i.i.d. Gaussian filters of the same shape (mu_r).",
-        arguments=(add_model_arguments, _options, add_table_arguments),
+        loads_model=True,
+        arguments=(_options,),
+        table="a table",
     ),
 )

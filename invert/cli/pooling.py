@@ -7,13 +7,7 @@ from .common import (
     Run,
     add_image_size_argument,
     add_layers_argument,
-    add_model_arguments,
     add_random_seed_argument,
-    add_table_arguments,
-    emit_rows,
-    layer_list,
-    load_model_from_args,
-    note,
 )
 
 __all__ = ["COMMANDS"]
@@ -48,17 +42,16 @@ def _pooling(run: Run) -> int:
     check_positive_int(args.n_images, name="--n-images")
     check_positive_int(args.image_size, name="--image-size", allow_none=True)
     check_positive_int(args.pool, name="--pool", allow_none=True)
-    model, device = load_model_from_args(run)
+    model, device = run.load_model()
     blocks = pooling_metrics(
-        model, layer_list(args.layers), n_images=args.n_images, image_size=args.image_size,
+        model, run.layers(), n_images=args.n_images, image_size=args.image_size,
         pool=args.pool, random_baseline=not args.no_random, seed=args.random_seed,
         device=device, progress=not args.quiet,
     )  # fmt: skip
     rows = pooling_rows(blocks)
-    emit_rows(run, rows, _COLUMNS)
+    run.emit(rows, _COLUMNS)
     images = rows[0]["images"] if rows else args.n_images
-    note(
-        run,
+    run.note(
         f"equations, rank, rel_error, A and A_nonzero are means over the {images} crops of "
         f"each layer (so a rank can be fractional); rank out of input_dim; A = 0 below full "
         f"rank, A_nonzero: the lower bound on the part the switches do determine",
@@ -77,6 +70,8 @@ COMMANDS = (
         "error, the rank of the selected rows and their frame bounds (A over the input "
         "space, 0 below full rank; A_nonzero on the recoverable part), means over crops "
         "of the embedded photographs, for the learned and for random filters.",
-        arguments=(add_model_arguments, _options, add_table_arguments),
+        loads_model=True,
+        arguments=(_options,),
+        table="a table",
     ),
 )

@@ -33,14 +33,7 @@ from .common import (
     UserError,
     add_image_size_argument,
     add_layers_argument,
-    add_model_arguments,
     add_out_argument,
-    add_table_arguments,
-    emit_rows,
-    image_size_of,
-    layer_list,
-    load_model_from_args,
-    note,
     positive_int,
 )
 
@@ -74,7 +67,6 @@ def _image_options(p) -> None:
         p, "PNG", "write a PNG: the original and each layer's reconstruction, titled with the "
         "layer and labelled with PSNR and relative error",
     )  # fmt: skip
-    add_table_arguments(p)
 
 
 def _solver_options(p) -> None:
@@ -147,8 +139,8 @@ def _layers(model, run: Run) -> list[str]:
         graph = model_graph(model)
         every = activation_layers(model)
     if not graph.traced:
-        note(run, graph.note)
-    names = layer_list(wanted) or every
+        run.note(graph.note)
+    names = run.layers() or every
     for name in names:
         graph.resolve(name)  # unknown name: the error lists the valid ones, closest first
     return names
@@ -166,14 +158,14 @@ def _input(run: Run, raw, model, device):
     args = run.args
     dtype = next(model.parameters()).dtype
     channels = int(getattr(model, "config", {}).get("in_channels", 3))
-    size = image_size_of(args, model)
+    size = run.image_size(model)
     x = torch.from_numpy(prepare_image(raw, size, channels))[None].to(device=device, dtype=dtype)
     height, width = raw.shape[:2]
     if (height, width) != (size, size):
         how = "shorter side resized" + (", centre-cropped" if height != width else "")
         own = "" if args.image_size else " (the model's input size; --image-size for another)"
-        note(run, f"{args.image} is {width}x{height}; reconstructing it at {size}x{size}{own}: "
-                   f"{how}")  # fmt: skip
+        run.note(f"{args.image} is {width}x{height}; reconstructing it at {size}x{size}{own}: "
+                  f"{how}")  # fmt: skip
     return x
 
 
@@ -186,7 +178,7 @@ def _reconstruct(run: Run) -> int:
     if args.tol is not None and not args.tol > 0:
         raise UserError(f"--tol must be a positive number; got {args.tol}")
     raw = read_image(args.image)  # before the (possibly long) model load
-    model, device = load_model_from_args(run)
+    model, device = run.load_model()
     if not args.float32:
         model = model.double()
     layers = _layers(model, run)
@@ -201,9 +193,9 @@ def _reconstruct(run: Run) -> int:
         write_figure(args.out, x[0].detach().cpu().double().numpy(), images)
     from invert.display import psnr_text
 
-    emit_rows(run, rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
+    run.emit(rows, _COLUMNS, formats={"psnr": lambda v: psnr_text(v, unit=False)})
     for text in notes:
-        note(run, text)
+        run.note(text)
     _explain(run, rows)
     return 0
 
@@ -284,8 +276,7 @@ def _explain(run: Run, rows: list[dict]) -> None:
     args = run.args
     above = _names(rows, lambda r: r["relative_error"] > 1)
     if above:
-        note(
-            run,
+        run.note(
             f"relative_error = ||x' - x|| / ||x|| is above 1 at {above}: the "
             f"reconstruction is farther from the image than an all-black image is (the "
             f"layer-by-layer walk loses what a layer's filters cannot see, or a solve "
@@ -293,24 +284,22 @@ def _explain(run: Run, rows: list[dict]) -> None:
         )
     negative = _names(rows, lambda r: r["psnr"] < 0)
     if negative:
-        note(
-            run,
+        run.note(
             f"PSNR (dB, against the [0, 1] range) is below 0 at {negative}: the RMS "
             f"error exceeds the whole intensity range (values far outside [0, 1])",
         )
     switched = _names(rows, lambda r: r["converged"] and r["feature_error"] > 1e-6)
     if switched and args.pooling == "recorded":
-        note(run, f"{switched}: the features are matched with the recorded max-pooling "
-                   f"switches, not through the network's own max-pooling (feature_error "
-                   f"recomputes the features with the network's own): such an image explains "
-                   f"the features only given the switches")  # fmt: skip
+        run.note(f"{switched}: the features are matched with the recorded max-pooling "
+                  f"switches, not through the network's own max-pooling (feature_error "
+                  f"recomputes the features with the network's own): such an image explains "
+                  f"the features only given the switches")  # fmt: skip
     capped = _names(rows, lambda r: r["psnr"] > PSNR_CAP)
     if capped and not (args.json or args.csv):
-        note(run, f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
-                   f"the number")  # fmt: skip
+        run.note(f"PSNR '> {PSNR_CAP:g}' ({capped}): exact to float64 rounding; --json has "
+                  f"the number")  # fmt: skip
     if args.projection:
-        note(
-            run,
+        run.note(
             "recoverable = ||P u|| / ||u||: the share of the (normalized) image that "
             "the features determine to first order; projection_error = distance of the "
             "reconstruction to that part, relative (0: all of it was recovered)",
@@ -408,6 +397,8 @@ COMMANDS = (
         "solution (not one conv layer's frame bounds), why, and unique (the features "
         "determine the image there; and, with --projection, the error to the recoverable "
         "part).",
-        arguments=(add_model_arguments, _image_options, _solver_options),
+        loads_model=True,
+        arguments=(_image_options, _solver_options),
+        table="a table",
     ),
 )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 from .common import (
@@ -17,7 +16,6 @@ from .common import (
     UserError,
     add_image_size_argument,
     add_quiet_argument,
-    add_table_arguments,
     at_least_two,
     emit,
     fraction,
@@ -410,11 +408,8 @@ COMMANDS = (
             _evaluate_out,
             _ten_crop_options,
             _device_and_seed,
-            partial(
-                add_table_arguments,
-                what="the table (--json: every number, with per-epoch histories)",
-            ),
             add_quiet_argument,
         ),
+        table="the table (--json: every number, with per-epoch histories)",
     ),
 )
