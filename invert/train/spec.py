@@ -189,10 +189,10 @@ def fit_spec(spec: str, settings: RunSettings) -> nn.Module:
     main = context is None or context.rank == 0
     if settings.out is not None and main:  # before any work
         check_out_folder(settings.out)
-    say(settings.progress and main, f"training {name} on {data} (recipe {recipe.name}, "
-                                    f"{recipe.epochs} epochs, seed {settings.seed})")  # fmt: skip
     train_set, test_set = recipe_datasets(name, data, recipe, seed=settings.seed)
     check_classes(train_set)  # before the model: a one-class head would fail to build
+    say(settings.progress and main, f"training {name} on {data} (recipe {recipe.name}, "
+                                    f"{recipe.epochs} epochs, seed {settings.seed})")  # fmt: skip
     torch.manual_seed(derived_seed(settings.seed, 0, INIT))  # initial weights: seed only
     model = build_model(name, train_set, recipe, seed=settings.seed)
     trainer = make_trainer(model, train_set, test_set=test_set, settings=settings)
