@@ -28,11 +28,8 @@ __all__ = ["COMMANDS"]
 
 
 def _train_spec(p) -> None:
-    p.add_argument(
-        "spec",
-        metavar="MODEL@DATA",
-        help="e.g. convpool_c_crelu@textures or vgg@cifar10:PATH (see `crelu models`)",
-    )
+    p.add_argument("spec", metavar="MODEL@DATA", help="e.g. convpool_c_crelu@textures or "
+                   "vgg@cifar10:PATH (see `crelu models`)")  # fmt: skip
 
 
 def _evaluate_spec(p) -> None:
@@ -48,17 +45,10 @@ def _evaluate_spec(p) -> None:
         "Vote; tencrop: centre crop and 10 patches of a trained model",
     )  # fmt: skip
     p.add_argument("--folds", type=at_least_two, default=10, help="k for kfold (default 10)")
-    p.add_argument(
-        "--holdout",
-        type=fraction,
-        default=0.1,
-        help="fraction of the training set held out by single (default 0.1)",
-    )
-    p.add_argument(
-        "--no-stratify",
-        action="store_true",
-        help="split folds / the held-out part without balancing the classes",
-    )
+    p.add_argument("--holdout", type=fraction, default=0.1,
+                   help="share of the training set held out by single (default 0.1)")  # fmt: skip
+    p.add_argument("--no-stratify", action="store_true",
+                   help="split folds / the held-out part without balancing classes")  # fmt: skip
 
 
 def _recipe_options(p) -> None:
