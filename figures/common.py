@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from invert.display import json_ready, psnr_text, table_text, write_json
+from invert.errors import UserError
 from invert.files import check_writable
 
 __all__ = [
@@ -201,20 +202,20 @@ class Session:
 
         get_recipe(self.recipe)  # unknown names fail here, before any work
         if not isinstance(self.data, str) or not self.data.strip():
-            raise ValueError("data must be a data set spec such as textures or cifar10:PATH")
+            raise UserError("data must be a data set spec such as textures or cifar10:PATH")
         self.data = self.data.strip()
         self.device = str(resolve_device(self.device))
         if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be a positive integer; got {self.seeds!r}")
+            raise UserError(f"seeds must be a positive integer; got {self.seeds!r}")
         if self.format not in FORMATS:
-            raise ValueError(
+            raise UserError(
                 f"unknown figure format {self.format!r}; choose one of {', '.join(FORMATS)}"
             )
         if self.sizes is None:
             self.sizes = self.recipe_name if self.recipe_name in ANALYSIS_SIZES else "fast"
         if isinstance(self.sizes, str):
             if self.sizes not in ANALYSIS_SIZES:
-                raise ValueError(
+                raise UserError(
                     f"unknown analysis sizes {self.sizes!r}; valid: {', '.join(ANALYSIS_SIZES)}"
                 )
             self.sizes = ANALYSIS_SIZES[self.sizes]
@@ -226,7 +227,7 @@ class Session:
     def spec(self, role: str) -> str:
         """``MODEL@DATA`` of a role (``relu``, ``crelu``, ...)."""
         if role not in MODELS:
-            raise ValueError(f"unknown model role {role!r}; valid roles: {', '.join(MODELS)}")
+            raise UserError(f"unknown model role {role!r}; valid roles: {', '.join(MODELS)}")
         return f"{MODELS[role]}@{self.data}"
 
     def recipe_for(self, role: str):
@@ -421,7 +422,7 @@ def save_figure(fig, path) -> Path:
 
     kind = Path(path).suffix.lstrip(".").lower() or "png"
     if kind not in FORMATS:
-        raise ValueError(f"unknown figure format {kind!r}; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"unknown figure format {kind!r}; choose one of {', '.join(FORMATS)}")
     buffer = io.BytesIO()
     fig.savefig(buffer, format=kind, dpi=SLIDE_DPI)
     plt.close(fig)
@@ -516,7 +517,7 @@ def run_standalone(main, doc: str, stem: str, argv=None) -> int:
 def _standalone(main, stem: str, args) -> int:
     out = check_output_dir(args.out)
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be a positive integer; got {args.seeds}")
+        raise UserError(f"--seeds must be a positive integer; got {args.seeds}")
     session = Session(data=args.data, recipe=args.recipe, cache_dir=args.cache_dir,
                       device=args.device, seeds=args.seeds, format=args.format)  # fmt: skip
     session.test_set()  # a data spec that does not exist fails here, before training

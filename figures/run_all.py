@@ -30,6 +30,7 @@ from figures import (
     table_frame_bounds,
     table_pooling,
 )
+from invert.errors import UserError
 from invert.progress import progress_bar, say
 
 from .common import (
@@ -511,9 +512,9 @@ def add_arguments(p) -> None:
 def run_from_args(args, *, prog: str = "crelu figures") -> int:
     """Run :func:`run_figures` with parsed :func:`add_arguments` options; print a summary."""
     if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be a positive integer; got {args.jobs}")
+        raise UserError(f"--jobs must be a positive integer; got {args.jobs}")
     if args.seeds < 1:
-        raise ValueError(f"--seeds must be a positive integer; got {args.seeds}")
+        raise UserError(f"--seeds must be a positive integer; got {args.seeds}")
     options = ["--out", args.out, "--data", args.data, "--recipe", args.recipe]
     options += ["--seeds", str(args.seeds)]
     if args.format != "png":
