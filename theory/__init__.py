@@ -15,10 +15,13 @@ _EXPORTS = {
         "LayerPairing", "PairingResult", "layer_pairing", "pair_image", "pairing",
         "random_pairing",
     ],
-    ".frames": ["FrameBounds", "FrameBoundsWarning", "checkpoint_frame_bounds", "frame_bounds"],
+    ".frames": [
+        "FrameBounds", "FrameBoundsWarning", "LayerFrameBounds", "checkpoint_frame_bounds",
+        "frame_bounds", "frame_spectrum",
+    ],
     ".invariance": ["InvarianceResult", "Transformations", "invariance_scores"],
     ".network_frames": ["NetworkFrameBounds", "network_frame_bounds"],
-    ".pooling": ["SwitchMetrics", "pooling_metrics", "switch_metrics"],
+    ".pooling": ["LayerSwitchMetrics", "SwitchMetrics", "pooling_metrics", "switch_metrics"],
 }  # fmt: skip
 
 __getattr__, __dir__, __all__ = attach(__name__, globals(), _EXPORTS)
