@@ -149,3 +149,22 @@ def test_no_recipe_clips_the_global_norm():
     for name, make in RECIPES.items():
         for arch in ("convpool_c", "convpool_c_crelu", "vgg", "allcnn_b"):
             assert make(arch).grad_clip is None, (name, arch)
+
+
+def test_the_first_conv_can_be_left_out_of_the_unit_clip():
+    """The AlexNet-layout recipe leaves conv1 unclipped (it learns little otherwise); the
+    other layers are clipped exactly as before, each unit to 0.05 of its weight norm."""
+    assert not get_recipe("fast", arch="alexnet64").clip_first_conv
+    assert get_recipe("fast", arch="convpool_c").clip_first_conv
+    net = _with_gradients("convpool_c", 0.125)
+    convs = _convs(net)
+    raw = [c.weight.grad.clone() for c in convs]
+    norms = [torch.cat([c.weight.detach().flatten(1), c.bias.detach()[:, None]], 1).norm(dim=1)
+             for c in convs]  # fmt: skip
+    grads = [torch.cat([c.weight.grad.flatten(1), c.bias.grad[:, None]], 1).norm(dim=1)
+             for c in convs]  # fmt: skip
+    clip_unit_gradients_(net, 0.05, skip_first_conv=True)
+    torch.testing.assert_close(convs[0].weight.grad, raw[0], rtol=0, atol=0)  # untouched
+    for c, g, w_norm, g_norm in zip(convs[1:], raw[1:], norms[1:], grads[1:]):
+        factor = torch.clamp(0.05 * w_norm.clamp(min=1e-3) / g_norm, max=1.0)
+        torch.testing.assert_close(c.weight.grad, g * factor.view(-1, 1, 1, 1))

@@ -333,7 +333,8 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             loss, hits = train_step(self.train_model, self.optimizer, images, labels,
                                     amp_dtype=self.amp_dtype, grad_clip=r.grad_clip,
-                                    unit_clip=r.unit_clip)  # fmt: skip
+                                    unit_clip=r.unit_clip,
+                                    clip_first_conv=r.clip_first_conv)  # fmt: skip
             self.scheduler.step()
             loss_sum += loss.double()
             correct += hits

@@ -24,6 +24,7 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     grad_clip: float | None = None,
     unit_clip: float | None = None,
+    clip_first_conv: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step on a batch; returns the summed loss and the count of correct answers.
 
@@ -39,7 +40,7 @@ def train_step(
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if unit_clip is not None:
-        clip_unit_gradients_(model, unit_clip)
+        clip_unit_gradients_(model, unit_clip, skip_first_conv=not clip_first_conv)
     optimizer.step()
     with torch.no_grad():
         correct = (logits.argmax(1) == labels).sum()
@@ -48,7 +49,7 @@ def train_step(
 
 @torch.no_grad()
 def clip_unit_gradients_(
-    model: nn.Module, max_ratio: float, *, eps: float = 1e-3
+    model: nn.Module, max_ratio: float, *, eps: float = 1e-3, skip_first_conv: bool = False
 ) -> torch.Tensor | None:
     """Unit-wise adaptive gradient clipping (Brock et al. 2021, NFNets), in place.
 
@@ -59,7 +60,8 @@ def clip_unit_gradients_(
     The bound involves neither the number of units nor their fan-in: a wider copy
     of a model is clipped the same way, unit for unit (a global-norm clip is not:
     the global norm grows with the parameter count). Parameters of modules without
-    a ``weight`` are left alone. Returns the fraction of units that were clipped, a
+    a ``weight`` are left alone, and so is the first ``Conv2d`` with ``skip_first_conv``
+    (the layer that reads the image). Returns the fraction of units that were clipped, a
     0-dim tensor on the device (no synchronisation), or None without gradients.
 
     Examples
@@ -75,7 +77,10 @@ def clip_unit_gradients_(
     [0.1, 0.01]
     """
     clipped, units = None, 0
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     for module in model.modules():
+        if skip_first_conv and module is first:
+            continue
         weight = getattr(module, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.grad is None or weight.ndim == 0:
             continue
