@@ -27,7 +27,7 @@ class UserTypeError(UserError, TypeError):
 
 
 #: Errors that mean "bad input" when they escape a command.
-USER_ERRORS = (UserError, ValueError, TypeError, OSError)
+USER_ERRORS = (UserError, OSError)
 
 BUG_ADVICE = "this is a bug in crelu-toolkit; rerun with --debug for the traceback and report it"
 

@@ -14,8 +14,9 @@ affine map on the linear region of ``x``.
 (whose ``J^T J`` equals that of the CReLU output), for a ReLU layer the active units
 (the rows of the ReLU output's own Jacobian), otherwise the layer's output. Computed
 matrix-free from ``jvp``/``vjp`` (:func:`invert.linalg.spectrum.extreme_eigenvalues`:
-dense up to ``DENSE_MAX_DIM`` = 4096 unknowns, Lanczos beyond; ``A = 0`` by counting where
-the chain passes through fewer values than the input has).
+dense where its ``n`` products fit the Lanczos budget ``max_iter``, Lanczos beyond, as in
+the certificate's :func:`~invert.reconstruction.certificate.jacobian_bounds`; ``A = 0`` by
+counting where the chain passes through fewer values than the input has).
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invert.errors import UserError, UserTypeError
+
 __all__ = ["DENSE_MAX_DIM", "ConvOperator", "as_conv_weight", "as_pair", "conv_padding"]
 
 #: Largest input dimension for which analyses build dense matrices (a 4096 x 4096
@@ -56,9 +58,9 @@ def as_pair(value, what: str = "value") -> tuple[int, int]:
     try:
         value = tuple(value)
     except TypeError:
-        raise TypeError(f"{what} must be an int or a pair of ints; got {value!r}") from None
+        raise UserTypeError(f"{what} must be an int or a pair of ints; got {value!r}") from None
     if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"{what} must be an int or a pair of ints; got {value!r}")
+        raise UserError(f"{what} must be an int or a pair of ints; got {value!r}")
     return value
 
 
@@ -73,18 +75,20 @@ def as_conv_weight(weight) -> torch.Tensor:
     if hasattr(weight, "__array__") and not isinstance(weight, torch.Tensor):  # numpy
         weight = torch.as_tensor(weight)
     if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"expected an nn.Conv2d or a 4-D conv weight; got {type(weight).__name__}")
+        raise UserTypeError(
+            f"expected an nn.Conv2d or a 4-D conv weight; got {type(weight).__name__}"
+        )
     weight = weight.detach()
     if weight.dim() != 4:
-        raise ValueError(
+        raise UserError(
             f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {tuple(weight.shape)}"
         )
     if not weight.is_floating_point():
-        raise TypeError(f"conv weights must be floating point; got {weight.dtype}")
+        raise UserTypeError(f"conv weights must be floating point; got {weight.dtype}")
     if weight.numel() == 0:
-        raise ValueError(f"the conv weight is empty: shape {tuple(weight.shape)}")
+        raise UserError(f"the conv weight is empty: shape {tuple(weight.shape)}")
     if not torch.isfinite(weight).all():
-        raise ValueError("the conv weight contains NaN or Inf values")
+        raise UserError("the conv weight contains NaN or Inf values")
     return weight
 
 
@@ -102,7 +106,7 @@ def conv_padding(conv: nn.Conv2d) -> tuple[int, int]:
     if amount == "same":
         totals = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
         if any(t % 2 for t in totals):
-            raise ValueError("padding='same' with an even kernel extent is not supported")
+            raise UserError("padding='same' with an even kernel extent is not supported")
         return tuple(t // 2 for t in totals)
     return as_pair(amount, "padding")
 
@@ -148,19 +152,19 @@ class ConvOperator:
     ):
         if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
             shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)
-            raise ValueError(f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {shape}")
+            raise UserError(f"a conv weight has shape (C_out, C_in/groups, kh, kw); got {shape}")
         if not weight.is_floating_point():
-            raise TypeError(f"conv weights must be floating point; got {weight.dtype}")
+            raise UserTypeError(f"conv weights must be floating point; got {weight.dtype}")
         if not torch.isfinite(weight).all():
-            raise ValueError("conv weights contain NaN or Inf")
+            raise UserError("conv weights contain NaN or Inf")
         if padding_mode not in _PADDING_MODES:
-            raise ValueError(
+            raise UserError(
                 f"padding_mode {padding_mode!r} is not supported; use 'zeros' or 'circular'"
             )
         if not isinstance(groups, int) or groups < 1:
-            raise ValueError(f"groups must be a positive int; got {groups!r}")
+            raise UserError(f"groups must be a positive int; got {groups!r}")
         if weight.shape[0] % groups:
-            raise ValueError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
+            raise UserError(f"{weight.shape[0]} filters cannot be split into {groups} groups")
         self.weight = weight
         self.input_size = as_pair(input_size, "input_size")
         self.stride = as_pair(stride, "stride")
@@ -168,18 +172,18 @@ class ConvOperator:
         if padding == "valid":
             padding = 0
         elif isinstance(padding, str):
-            raise ValueError(f"padding {padding!r} is not supported; give the amount per side")
+            raise UserError(f"padding {padding!r} is not supported; give the amount per side")
         self.padding = as_pair(padding, "padding")
         self.padding_mode = padding_mode
         self.groups = groups
         if min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
-            raise ValueError("stride and dilation must be >= 1 and padding >= 0")
+            raise UserError("stride and dilation must be >= 1 and padding >= 0")
         self.kernel_size = tuple(weight.shape[2:])
         extent = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel_size)]
         if padding_mode == "circular":
             for n, s in zip(self.input_size, self.stride):
                 if n % s:
-                    raise ValueError(
+                    raise UserError(
                         f"circular padding needs an input size divisible by the stride; "
                         f"got size {n} with stride {s}"
                     )
@@ -188,7 +192,7 @@ class ConvOperator:
             sizes = []
             for n, s, p, e in zip(self.input_size, self.stride, self.padding, extent):
                 if n + 2 * p < e:
-                    raise ValueError(
+                    raise UserError(
                         f"input size {self.input_size} is smaller than the kernel extent "
                         f"{tuple(extent)} (padding {self.padding}); use a larger input"
                     )
@@ -207,7 +211,7 @@ class ConvOperator:
         ((3, 32, 32), (8, 16, 16))
         """
         if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"expected an nn.Conv2d; got {type(conv).__name__}")
+            raise UserTypeError(f"expected an nn.Conv2d; got {type(conv).__name__}")
         return cls(
             conv.weight.detach(),
             input_size,
@@ -258,7 +262,7 @@ class ConvOperator:
 
     def _check_input(self, x: torch.Tensor, shape: tuple, what: str) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"{what} must have shape (N, {', '.join(map(str, shape))}); "
+            raise UserError(f"{what} must have shape (N, {', '.join(map(str, shape))}); "
                              f"got {tuple(x.shape)}")  # fmt: skip
         return x
 
@@ -397,7 +401,7 @@ class ConvOperator:
         True
         """
         if self.padding_mode != "circular":
-            raise ValueError("the Fourier symbol exists for padding_mode='circular' only")
+            raise UserError("the Fourier symbol exists for padding_mode='circular' only")
         mh, mw = self.polyphase_size
         rows = torch.arange(mh) if rows is None else torch.as_tensor(rows)
         cols = torch.arange(mw // 2 + 1 if onesided else mw)
@@ -427,7 +431,7 @@ class ConvOperator:
         """
         numel = math.prod(self.in_shape)
         if numel > 20_000:
-            raise ValueError(f"dense matrix of {numel} columns is too large; use a smaller input")
+            raise UserError(f"dense matrix of {numel} columns is too large; use a smaller input")
         eye = torch.eye(numel, dtype=dtype, device=self.weight.device)
         return self.to(dtype=dtype).apply(eye.reshape(numel, *self.in_shape)).reshape(numel, -1).T
 

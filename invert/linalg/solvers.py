@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 
+from invert.errors import UserError, UserTypeError
+
 from .operators import ConvOperator
 
 __all__ = [
@@ -137,28 +139,28 @@ def default_tol(dtype: torch.dtype) -> float:
 
 def _check_target(op, target: torch.Tensor) -> None:
     if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
+        raise UserTypeError(f"target must be a torch.Tensor; got {type(target).__name__}")
     if not target.is_floating_point():
-        raise TypeError(f"target must be floating point; got {target.dtype}")
+        raise UserTypeError(f"target must be floating point; got {target.dtype}")
     shape = tuple(op.out_shape)
     if target.dim() != len(shape) + 1 or tuple(target.shape[1:]) != shape:
-        raise ValueError(
+        raise UserError(
             f"target must have shape (N, {', '.join(map(str, shape))}) for this operator; "
             f"got {tuple(target.shape)}"
         )
     if not torch.isfinite(target).all():
-        raise ValueError("target contains NaN or Inf; reconstruct from finite features")
+        raise UserError("target contains NaN or Inf; reconstruct from finite features")
 
 
 def _check_mask(mask, target: torch.Tensor) -> torch.Tensor | None:
     if mask is None:
         return None
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError("mask must be a bool tensor selecting the equations (outputs) to use")
+        raise UserTypeError("mask must be a bool tensor selecting the equations (outputs) to use")
     if tuple(mask.shape) == tuple(target.shape[1:]):
         mask = mask.unsqueeze(0)
     elif tuple(mask.shape) != tuple(target.shape):
-        raise ValueError(
+        raise UserError(
             f"mask must have the output shape {tuple(target.shape[1:])} or the target shape "
             f"{tuple(target.shape)}; got {tuple(mask.shape)}"
         )
@@ -222,13 +224,13 @@ def _sample_tol(tol, target: torch.Tensor):
         tol = default_tol(target.dtype)
     if isinstance(tol, torch.Tensor) and tol.dim() == 1:
         if tol.shape[0] != target.shape[0] or not bool((tol > 0).all()):
-            raise ValueError(f"a tol tensor must hold {target.shape[0]} positive values, one "
+            raise UserError(f"a tol tensor must hold {target.shape[0]} positive values, one "
                              "per sample")  # fmt: skip
         tol = tol.to(device=target.device, dtype=torch.float64)
         return tol, float(tol.max())
     tol = float(tol)
     if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
+        raise UserError(f"tol must be positive; got {tol}")
     return tol, tol
 
 
@@ -290,7 +292,7 @@ def least_squares(
     n = target.shape[0]
     tol, tol_value = _sample_tol(tol, target)
     if not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative int; got {max_iter!r}")
+        raise UserError(f"max_iter must be a non-negative int; got {max_iter!r}")
 
     def forward(v):
         y = op.apply(v)
@@ -301,7 +303,7 @@ def least_squares(
         x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
     else:
         if tuple(x0.shape) != (n, *op.in_shape):
-            raise ValueError(f"x0 must have shape {(n, *op.in_shape)}; got {tuple(x0.shape)}")
+            raise UserError(f"x0 must have shape {(n, *op.in_shape)}; got {tuple(x0.shape)}")
         x = x0.to(device=target.device, dtype=target.dtype).clone()
     ref = _norms(op.adjoint(b))
     ref = torch.where(ref > 0, ref, torch.ones_like(ref))
@@ -428,9 +430,9 @@ def fft_least_squares(
     (True, 128)
     """
     if not isinstance(op, ConvOperator):
-        raise TypeError(f"fft_least_squares needs a ConvOperator; got {type(op).__name__}")
+        raise UserTypeError(f"fft_least_squares needs a ConvOperator; got {type(op).__name__}")
     if op.padding_mode != "circular":
-        raise ValueError(
+        raise UserError(
             "fft_least_squares needs circular padding; use least_squares for zero padding"
         )
     op = _prepare(op, target)
@@ -442,7 +444,7 @@ def fft_least_squares(
         rcond = torch.finfo(target.dtype).eps * max(op.out_channels, cin)
     chunk = rows_per_chunk or _rows_per_chunk(op, target.element_size() * 2, n)
     if not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"rows_per_chunk must be a positive int; got {rows_per_chunk!r}")
+        raise UserError(f"rows_per_chunk must be a positive int; got {rows_per_chunk!r}")
     starts = range(0, mh, chunk)
 
     def rows_of(start):
@@ -501,14 +503,14 @@ def _check_bound(bound, target: torch.Tensor, what: str) -> torch.Tensor | None:
     if bound is None:
         return None
     if not isinstance(bound, torch.Tensor) or not bound.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor (use +-inf for no bound)")
+        raise UserTypeError(f"{what} must be a floating-point tensor (use +-inf for no bound)")
     if tuple(bound.shape) == tuple(target.shape[1:]):
         bound = bound.unsqueeze(0)
     if tuple(bound.shape) != tuple(target.shape):
-        raise ValueError(f"{what} must have the target's shape {tuple(target.shape)}; "
+        raise UserError(f"{what} must have the target's shape {tuple(target.shape)}; "
                          f"got {tuple(bound.shape)}")  # fmt: skip
     if torch.isnan(bound).any():
-        raise ValueError(f"{what} contains NaN")
+        raise UserError(f"{what} contains NaN")
     return bound.to(device=target.device, dtype=target.dtype).expand_as(target)
 
 
@@ -730,10 +732,10 @@ def bounded_least_squares(
     lower = _check_bound(lower, target, "lower")
     upper = _check_bound(upper, target, "upper")
     if lower is not None and upper is not None and bool((lower > upper).any()):
-        raise ValueError("lower bounds exceed upper bounds: the constraints are infeasible")
+        raise UserError("lower bounds exceed upper bounds: the constraints are infeasible")
     tol = default_tol(target.dtype) if tol is None else float(tol)
     if not tol > 0:
-        raise ValueError(f"tol must be positive; got {tol}")
+        raise UserError(f"tol must be positive; got {tol}")
     problem = _AugmentedLagrangian(op, target, mask, lower, upper, tol, max_iter)
     feas_tol = math.sqrt(tol)
     x = torch.zeros(target.shape[0], *op.in_shape, dtype=target.dtype, device=target.device)

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from invert.errors import UserError, UserTypeError
+
 from .operators import DENSE_MAX_DIM
 
 __all__ = ["DENSE_MAX_DIM", "Spectrum", "extreme_eigenvalues"]
@@ -223,14 +225,14 @@ def extreme_eigenvalues(
     ('dense', True)
     """
     if method not in _METHODS:
-        raise ValueError(f"method must be 'auto', 'lanczos' or 'dense'; got {method!r}")
+        raise UserError(f"method must be 'auto', 'lanczos' or 'dense'; got {method!r}")
     if not callable(matvec):
-        raise TypeError("matvec must be callable: (batch, *shape) -> (batch, *shape)")
+        raise UserTypeError("matvec must be callable: (batch, *shape) -> (batch, *shape)")
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
-        raise ValueError(f"shape must be a non-empty tuple of positive ints; got {shape}")
+        raise UserError(f"shape must be a non-empty tuple of positive ints; got {shape}")
     if not tol > 0 or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"tol must be > 0 and max_iter a positive int; got {tol}, {max_iter}")
+        raise UserError(f"tol must be > 0 and max_iter a positive int; got {tol}, {max_iter}")
     n = math.prod(shape)
     if method == "dense" or (method == "auto" and n <= DENSE_MAX_DIM):
         return _dense(matvec, shape, batch, dtype, device)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from invert.errors import UserError, UserTypeError
+
 from .operators import as_pair
 
 __all__ = ["max_pool_with_switches", "switch_equations", "unpool_switches", "window_bounds"]
@@ -67,11 +69,11 @@ def max_pool_with_switches(
     (tensor([[[[3.]]]]), tensor([[[[1]]]]))
     """
     if not isinstance(pool, nn.MaxPool2d):
-        raise TypeError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
+        raise UserTypeError(f"pool must be an nn.MaxPool2d; got {type(pool).__name__}")
     if not isinstance(y, torch.Tensor) or y.dim() != 4:
-        raise ValueError("max-pooling input must be a (N, C, H, W) tensor")
+        raise UserError("max-pooling input must be a (N, C, H, W) tensor")
     if not torch.isfinite(y).all():
-        raise ValueError("max-pooling input contains NaN or Inf")
+        raise UserError("max-pooling input contains NaN or Inf")
     return F.max_pool2d(
         y, pool.kernel_size, pool.stride, pool.padding, pool.dilation,
         ceil_mode=pool.ceil_mode, return_indices=True,
@@ -82,10 +84,10 @@ def _pre_shape(pre_shape, n: int) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in pre_shape)
     if len(shape) == 4:
         if shape[0] != n:
-            raise ValueError(f"pre_shape has batch size {shape[0]}; the pooled batch has {n}")
+            raise UserError(f"pre_shape has batch size {shape[0]}; the pooled batch has {n}")
         shape = shape[1:]
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"pre_shape must be (C, H, W) or (N, C, H, W); got {tuple(pre_shape)}")
+        raise UserError(f"pre_shape must be (C, H, W) or (N, C, H, W); got {tuple(pre_shape)}")
     return shape
 
 
@@ -115,18 +117,18 @@ def unpool_switches(
         ``(N, C, H, W)``: the mean of the pooled values assigned to each switch, 0 elsewhere.
     """
     if pooled.shape != indices.shape or pooled.dim() != 4:
-        raise ValueError(
+        raise UserError(
             f"pooled values {tuple(pooled.shape)} and switches {tuple(indices.shape)} "
             "must be (N, C, h, w) tensors of the same shape"
         )
     n, c = pooled.shape[:2]
     shape = _pre_shape(input_shape, n)
     if shape[0] != c:
-        raise ValueError(f"switches have {c} channels; the pooled input has {shape[0]}")
+        raise UserError(f"switches have {c} channels; the pooled input has {shape[0]}")
     size = shape[1] * shape[2]
     idx = indices.to(device=pooled.device, dtype=torch.long).flatten(2)
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
-        raise ValueError(f"switch indices must lie in [0, {size}) for a {shape[1:]} input")
+        raise UserError(f"switch indices must lie in [0, {size}) for a {shape[1:]} input")
     src = pooled.flatten(2)
     ones = torch.ones_like(src)
     if mask is not None:
@@ -244,16 +246,16 @@ def switch_equations(
     ([[[[0, 1], [1, 0]]]], [[[[0.0, -3.0], [2.0, 0.0]]]])
     """
     if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be 'crelu', 'relu' or None; got {activation!r}")
+        raise UserError(f"activation must be 'crelu', 'relu' or None; got {activation!r}")
     if not isinstance(pooled, torch.Tensor) or pooled.dim() != 4:
-        raise ValueError("pooled activations must be a (N, C, h, w) tensor")
+        raise UserError("pooled activations must be a (N, C, h, w) tensor")
     if not torch.isfinite(pooled).all():
-        raise ValueError("pooled activations contain NaN or Inf")
+        raise UserError("pooled activations contain NaN or Inf")
     n = pooled.shape[0]
     k, h, w = _pre_shape(pre_shape, n)
     if activation == "crelu":
         if pooled.shape[1] != 2 * k:
-            raise ValueError(
+            raise UserError(
                 f"a CReLU of {k} pre-activation channels pools {2 * k} channels; "
                 f"got {pooled.shape[1]}"
             )
@@ -261,7 +263,7 @@ def switch_equations(
         mask, z = crelu_equations(values, selected)
         return mask, z
     if pooled.shape[1] != k:
-        raise ValueError(f"expected {k} pooled channels (one per pre-activation channel); "
+        raise UserError(f"expected {k} pooled channels (one per pre-activation channel); "
                          f"got {pooled.shape[1]}")  # fmt: skip
     selected, values = unpool_switches(pooled, indices, (k, h, w))
     if activation == "relu":

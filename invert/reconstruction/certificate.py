@@ -8,8 +8,10 @@ For each image, at the reconstruction ``x``:
   forward pass against the recorded activation (its own max-pooling);
 * ``A`` and ``B``: the smallest and largest eigenvalues of ``J^T J``, ``J`` the Jacobian
   of that map at ``x`` (:func:`~invert.linalg.spectrum.extreme_eigenvalues`, the one
-  eigenvalue engine, as for frame bounds: dense up to ``DENSE_MAX_DIM`` = 4096 unknowns,
-  Lanczos beyond; ``A = 0`` without a solve when counting shows ``rank(J) <= m < n``);
+  eigenvalue engine; ``A = 0`` without a solve when counting shows ``rank(J) <= m < n``).
+  A product with ``J^T J`` costs a pass through the network, so the dense matrix (``n``
+  products) is built only where it costs no more than the Lanczos budget
+  (``n <= max_iter``, 500); Lanczos beyond (about 100-150 products);
 * ``unique``: the residual is at the tolerance, ``A`` was resolved, no prior was used,
   and ``A / B >= 1000 n eps`` (:func:`unique_threshold`). Float64 eigenvalues of
   ``J^T J`` carry an absolute error of about ``n eps B``; the threshold keeps ``A`` three
@@ -80,9 +82,13 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> J
     """Extreme eigenvalues of ``J^T J`` at ``x`` for every image of an entered ``layer_map``.
 
     ``A = 0`` by counting where ``rank(J) <= m < n`` (no Lanczos run for it); otherwise
-    :func:`~invert.linalg.spectrum.extreme_eigenvalues` (``tol``: relative Ritz residual).
+    :func:`~invert.linalg.spectrum.extreme_eigenvalues` (``tol``: relative Ritz residual);
+    ``method="auto"``: dense where its ``n`` products are within the Lanczos budget
+    ``max_iter``, else Lanczos.
     """
     n = math.prod(layer_map.input_shape)
+    if method == "auto":  # each product is a pass through the network: count them
+        method = "dense" if n <= max_iter else "lanczos"
     rank = layer_map.rank_bound().tolist()
     deficient = [r < n for r in rank]
     with torch.no_grad():
