@@ -27,6 +27,7 @@ from invert.data import natural_images
 from invert.nn.net import conv_layers
 from invert.nn.zoo import create_model
 from theory.invariance import (
+    InvarianceScore,
     Transformations,
     _Cropper,
     _Responses,
@@ -111,9 +112,10 @@ def main(argv=None) -> int:
     margin = transforms.margin(size)
     images = natural_images(args.n_images, size=32 + 2 * margin, seed=0)
     cropper = _Cropper(tuple(images.shape[-2:]), size, transforms, "reflect")
-    options = dict(layers=layers, input_size=32, firing_rate=args.firing_rate, device=device)
+    score = InvarianceScore(firing_rate=args.firing_rate)
+    options = dict(layers=layers, input_size=32, score=score, device=device)
 
-    invariance_scores(model, images[:100], **{**options, "firing_rate": 0.01})  # warm-up
+    invariance_scores(model, images[:100], **{**options, "score": InvarianceScore()})  # warm-up
     start = time.perf_counter()
     ours = invariance_scores(model, images, batch_size=args.batch_size, **options)
     t_ours = time.perf_counter() - start

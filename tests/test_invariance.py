@@ -11,6 +11,7 @@ from torch import nn
 from invert.data import natural_images
 from invert.nn.zoo import create_model
 from theory.invariance import (
+    InvarianceScore,
     firing_weights,
     invariance_scores,
     transform_crops,
@@ -91,9 +92,14 @@ def test_local_rate_with_ties_is_the_expectation_of_random_tie_breaking():
     images = rng.random((60, 1, 8, 8)).astype(np.float32)
     shifts = [(0, 1), (1, 0), (-2, 3)]
     result = invariance_scores(
-        wrap(Quantized(pixels)), torch.from_numpy(images), layers="0",
-        translations=shifts, rotations=(), boundary="circular", firing_rate=0.1, device="cpu",
-    )  # fmt: skip
+        wrap(Quantized(pixels)),
+        torch.from_numpy(images),
+        score=InvarianceScore(
+            translations=shifts, rotations=(), boundary="circular", firing_rate=0.1
+        ),
+        layers="0",
+        device="cpu",
+    )
     k = 6
     for unit, (r, c) in enumerate(pixels):
         base = np.round(images[:, 0, r, c] * 3)
@@ -127,9 +133,14 @@ def test_global_average_is_invariant_to_circular_shifts():
     shifts = [(0, 3), (5, 0), (-4, -7), (8, 8)]
     x = torch.from_numpy(images)
     average = invariance_scores(
-        wrap(GlobalAverage()), x, layers="0", translations=shifts, rotations=(),
-        boundary="circular", firing_rate=0.05, device="cpu",
-    )  # fmt: skip
+        wrap(GlobalAverage()),
+        x,
+        score=InvarianceScore(
+            translations=shifts, rotations=(), boundary="circular", firing_rate=0.05
+        ),
+        layers="0",
+        device="cpu",
+    )
     k = 6
     assert average.firing_count == k
     assert average.L["0"].tolist() == [1.0]
@@ -152,9 +163,14 @@ def test_single_pixel_detector_matches_numpy_roll_and_is_not_invariant():
     shifts = [(0, 3), (5, 0), (-4, -7), (8, 8), (1, 1)]
     pixels = [(2, 3), (8, 8), (15, 0)]
     result = invariance_scores(
-        wrap(PixelDetector(pixels)), torch.from_numpy(images), layers="0", translations=shifts,
-        rotations=(), boundary="circular", firing_rate=0.05, device="cpu",
-    )  # fmt: skip
+        wrap(PixelDetector(pixels)),
+        torch.from_numpy(images),
+        score=InvarianceScore(
+            translations=shifts, rotations=(), boundary="circular", firing_rate=0.05
+        ),
+        layers="0",
+        device="cpu",
+    )
     expected = _pixel_reference(images, pixels, shifts, k=10)
     np.testing.assert_array_equal(result.L["0"], expected)
     assert (result.L["0"] < 0.5).all()  # shifted pixels are other pixels: chance level
@@ -167,9 +183,15 @@ def test_large_images_are_transformed_whole_and_centre_cropped():
     shifts = [(2, -3), (-4, 4), (0, 1)]
     pixels = [(0, 0), (5, 7), (11, 11)]
     result = invariance_scores(
-        wrap(PixelDetector(pixels)), torch.from_numpy(big), layers="0", input_size=12,
-        translations=shifts, rotations=(), boundary="error", firing_rate=0.05, device="cpu",
-    )  # fmt: skip
+        wrap(PixelDetector(pixels)),
+        torch.from_numpy(big),
+        score=InvarianceScore(
+            translations=shifts, rotations=(), boundary="error", firing_rate=0.05
+        ),
+        layers="0",
+        input_size=12,
+        device="cpu",
+    )
     top, left = (20 - 12) // 2, (21 - 12) // 2
     expected = []
     for r, c in pixels:
@@ -180,9 +202,13 @@ def test_large_images_are_transformed_whole_and_centre_cropped():
     np.testing.assert_array_equal(result.L["0"], expected)
     with pytest.raises(ValueError, match=r"at least 22 x 22; got 20 x 21"):
         invariance_scores(
-            wrap(PixelDetector(pixels)), torch.from_numpy(big), layers="0", input_size=12,
-            translations=[5], rotations=(), boundary="error", device="cpu",
-        )  # fmt: skip
+            wrap(PixelDetector(pixels)),
+            torch.from_numpy(big),
+            score=InvarianceScore(translations=[5], rotations=(), boundary="error"),
+            layers="0",
+            input_size=12,
+            device="cpu",
+        )
 
 
 # --- transformations ----------------------------------------------------------------
@@ -231,10 +257,8 @@ def test_boundary_rules_and_margin():
 
 def test_zoo_model_on_default_natural_images_batches_consistently():
     model = create_model("convpool_c_crelu", width=0.125).double().train()
-    kwargs = dict(
-        layers=["conv1", "conv4"], translations=[2, -2], rotations=[10.0], n_images=40,
-        firing_rate=0.05, device="cpu",
-    )  # fmt: skip
+    score = InvarianceScore(translations=[2, -2], rotations=[10.0], firing_rate=0.05)
+    kwargs = dict(layers=["conv1", "conv4"], score=score, n_images=40, device="cpu")
     one = invariance_scores(model, **kwargs, batch_size=7)
     many = invariance_scores(model, **kwargs, batch_size=1000)
     assert model.training  # the mode is restored
@@ -257,13 +281,19 @@ def test_natural_images_and_dataset_input():
     assert torch.equal(images, natural_images(30, size=(40, 36), seed=1))
     dataset = [(img, 0) for img in images]  # any sequence of (image, label)
     a = invariance_scores(
-        wrap(PixelDetector([(4, 4)])), dataset, layers="0", firing_rate=0.1,
-        translations=[1], rotations=(), device="cpu",
-    )  # fmt: skip
+        wrap(PixelDetector([(4, 4)])),
+        dataset,
+        score=InvarianceScore(firing_rate=0.1, translations=[1], rotations=()),
+        layers="0",
+        device="cpu",
+    )
     b = invariance_scores(
-        wrap(PixelDetector([(4, 4)])), images, layers="0", firing_rate=0.1,
-        translations=[1], rotations=(), device="cpu",
-    )  # fmt: skip
+        wrap(PixelDetector([(4, 4)])),
+        images,
+        score=InvarianceScore(firing_rate=0.1, translations=[1], rotations=()),
+        layers="0",
+        device="cpu",
+    )
     np.testing.assert_array_equal(a.S["0"], b.S["0"])
 
 
@@ -278,7 +308,13 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="needs at least 100 images.*got 50"):
         invariance_scores(model, x[:50], layers="conv1", device="cpu")
     with pytest.raises(ValueError, match="needs at least 20 images"):
-        invariance_scores(model, layers="conv1", firing_rate=0.05, n_images=10, device="cpu")
+        invariance_scores(
+            model,
+            score=InvarianceScore(firing_rate=0.05),
+            layers="conv1",
+            n_images=10,
+            device="cpu",
+        )
     bad = x.clone()
     bad[3, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
@@ -289,15 +325,19 @@ def test_bad_inputs_raise_clear_errors():
             return torch.log(x - 2)  # NaN everywhere
 
     with pytest.raises(ValueError, match="layer 0 produced NaN or Inf activations"):
-        invariance_scores(wrap(Broken()), x, layers="0", translations=[1], device="cpu")
+        invariance_scores(
+            wrap(Broken()), x, score=InvarianceScore(translations=[1]), layers="0", device="cpu"
+        )
     with pytest.raises(ValueError, match="firing_rate"):
-        invariance_scores(model, x, firing_rate=1.5, device="cpu")
+        invariance_scores(model, x, score=InvarianceScore(firing_rate=1.5), device="cpu")
     with pytest.raises(ValueError, match="boundary must be one of"):
-        invariance_scores(model, x, boundary="wrap", device="cpu")
+        invariance_scores(model, x, score=InvarianceScore(boundary="wrap"), device="cpu")
     with pytest.raises(ValueError, match="no transformation"):
-        invariance_scores(model, x, translations=(), rotations=(), device="cpu")
+        invariance_scores(
+            model, x, score=InvarianceScore(translations=(), rotations=()), device="cpu"
+        )
     with pytest.raises(TypeError, match="translations must be integer"):
-        invariance_scores(model, x, translations=[1.5], device="cpu")
+        invariance_scores(model, x, score=InvarianceScore(translations=[1.5]), device="cpu")
     with pytest.raises(ValueError, match="N x C x H x W"):
         invariance_scores(model, torch.rand(100, 32, 32), device="cpu")
     with pytest.raises(ValueError, match="differ in size"):

@@ -19,7 +19,9 @@ _EXPORTS = {
         "FrameBounds", "FrameBoundsWarning", "LayerFrameBounds", "checkpoint_frame_bounds",
         "frame_bounds", "frame_spectrum",
     ],
-    ".invariance": ["InvarianceResult", "Transformations", "invariance_scores"],
+    ".invariance": [
+        "InvarianceResult", "InvarianceScore", "Transformations", "invariance_scores",
+    ],
     ".network_frames": ["NetworkFrameBounds", "network_frame_bounds"],
     ".pooling": ["LayerSwitchMetrics", "SwitchMetrics", "pooling_metrics", "switch_metrics"],
 }  # fmt: skip

@@ -66,6 +66,7 @@ from invert.progress import progress_bar
 
 __all__ = [
     "InvarianceResult",
+    "InvarianceScore",
     "Transformations",
     "invariance_scores",
     "firing_weights",
@@ -514,17 +515,60 @@ class _Responses:
         return {name: _unit_responses(out, name) for name, out in outputs.items()}
 
 
+@dataclass(frozen=True)
+class InvarianceScore:
+    """The definition of the invariance score (Goodfellow et al. 2009; module notes).
+
+    Parameters
+    ----------
+    translations : sequence or None
+        Integer pixel offsets, each applied horizontally and vertically, or explicit
+        ``(dy, dx)`` pairs. ``()`` for none. Default: see the module notes.
+    rotations : sequence of float or None
+        Angles in degrees (counter-clockwise). ``()`` for none. Default ±5 ... ±30.
+    boundary : {"reflect", "circular", "replicate", "zeros", "error"}
+        Fills pixels a transformation needs beyond the image; ``"error"`` refuses.
+    firing_rate : float
+        Global firing rate ``G`` of every unit; needs at least ``ceil(1 / rate)`` images.
+    top_fraction : float
+        Fraction of the best units averaged into the layer score.
+
+    Examples
+    --------
+    >>> InvarianceScore(rotations=(), firing_rate=0.05).top_fraction
+    0.2
+    >>> InvarianceScore(firing_rate=1.5)
+    Traceback (most recent call last):
+    ...
+    invert.errors.UserError: firing_rate must lie strictly between 0 and 1; got 1.5
+    """
+
+    translations: Sequence | None = None
+    rotations: Sequence[float] | None = None
+    boundary: str = "reflect"
+    firing_rate: float = 0.01
+    top_fraction: float = 0.2
+
+    def __post_init__(self):
+        if not 0 < self.firing_rate < 1:
+            raise UserError(
+                f"firing_rate must lie strictly between 0 and 1; got {self.firing_rate}"
+            )
+        if not 0 < self.top_fraction <= 1:
+            raise UserError(f"top_fraction must lie in (0, 1]; got {self.top_fraction}")
+        if self.boundary not in _BOUNDARY_NAMES:
+            raise UserError(
+                f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {self.boundary!r}"
+            )
+
+
 def invariance_scores(
     model: nn.Module,
     images=None,
     *,
     layers: str | Sequence[str] | None = None,
-    translations=None,
-    rotations=None,
+    score: InvarianceScore | None = None,
     input_size: int | tuple[int, int] | None = None,
-    boundary: str = "reflect",
-    firing_rate: float = 0.01,
-    top_fraction: float = 0.2,
     n_images: int = 1000,
     batch_size: int = 256,
     device: str | torch.device | None = None,
@@ -548,20 +592,13 @@ def invariance_scores(
     layers : str or sequence of str, optional
         Layers to score (default: every conv layer of :func:`invert.nn.net.conv_layers`;
         for zoo models the block outputs ``conv1``, ``conv2`` ..., after the activation).
-    translations : sequence, optional
-        Integer pixel offsets, each applied horizontally and vertically, or explicit
-        ``(dy, dx)`` pairs. ``()`` for none. Default: see the module notes.
-    rotations : sequence of float, optional
-        Angles in degrees (counter-clockwise). ``()`` for none. Default ±5 ... ±30.
+    score : InvarianceScore, optional
+        What the score measures: the transformations, the boundary fill, the firing rate
+        and the fraction of units per layer (default ``InvarianceScore()``, the
+        paper's definition).
     input_size : int or (int, int), optional
         Size the model sees. Default: the image size, or for ``images=None`` the zoo
         model's native size.
-    boundary : {"reflect", "circular", "replicate", "zeros", "error"}, optional
-        Fills pixels a transformation needs beyond the image; ``"error"`` refuses.
-    firing_rate : float, optional
-        Global firing rate ``G`` of every unit; needs at least ``ceil(1 / rate)`` images.
-    top_fraction : float, optional
-        Fraction of the best units averaged into the layer score.
     n_images : int, optional
         Number of default images (only used when ``images`` is None).
     batch_size : int, optional
@@ -590,26 +627,25 @@ def invariance_scores(
     >>> from invert.nn.zoo import create_model
     >>> net = create_model("convpool_c_crelu", width=0.125)
     >>> result = invariance_scores(net, torch.rand(100, 3, 40, 40), input_size=32,
-    ...                            layers=["conv1", "conv4"], rotations=(), device="cpu")
+    ...                            layers=["conv1", "conv4"],
+    ...                            score=InvarianceScore(rotations=()), device="cpu")
     >>> sorted(result.scores), result.firing_count
     (['conv1', 'conv4'], 1)
     >>> float(result.G["conv1"][0])
     0.01
     """
-    if not 0 < firing_rate < 1:
-        raise UserError(f"firing_rate must lie strictly between 0 and 1; got {firing_rate}")
-    if not 0 < top_fraction <= 1:
-        raise UserError(f"top_fraction must lie in (0, 1]; got {top_fraction}")
+    score = score if score is not None else InvarianceScore()
+    if not isinstance(score, InvarianceScore):
+        raise UserTypeError(f"score must be an InvarianceScore; got {type(score).__name__}")
+    firing_rate, top_fraction = score.firing_rate, score.top_fraction
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise UserError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if boundary not in _BOUNDARY_NAMES:
-        raise UserError(f"boundary must be one of {', '.join(_BOUNDARY_NAMES)}; got {boundary!r}")
     names = _resolve_layers(model, layers)
     needed = math.ceil(round(1 / firing_rate, 9))
     if images is not None:
         images = _as_images(images)
     size = _input_size(model, input_size, images)
-    transforms = Transformations.build(translations, rotations, size)
+    transforms = Transformations.build(score.translations, score.rotations, size)
     if images is None:
         if n_images < needed:
             raise UserError(
@@ -624,7 +660,7 @@ def invariance_scores(
             f"firing_rate={firing_rate} needs at least {needed} images (one firing image per "
             f"unit); got {n}"
         )
-    cropper = _Cropper(tuple(images.shape[-2:]), size, transforms, boundary)
+    cropper = _Cropper(tuple(images.shape[-2:]), size, transforms, score.boundary)
     device = resolve_device(device)
     first = next(iter(model.parameters()), None)
     home = first.device if first is not None else torch.device("cpu")

@@ -80,7 +80,7 @@ def _magnitudes(text: str | None, option: str, cast):
 
 
 def _invariance(run: Run) -> int:
-    from theory.invariance import Transformations, invariance_scores
+    from theory.invariance import InvarianceScore, Transformations, invariance_scores
 
     args = run.args
     if args.n_images < 1:
@@ -99,13 +99,15 @@ def _invariance(run: Run) -> int:
     result = invariance_scores(
         model,
         images,
+        score=InvarianceScore(
+            translations=translations,
+            rotations=rotations,
+            boundary=args.boundary,
+            firing_rate=args.firing_rate,
+            top_fraction=args.top_fraction,
+        ),
         layers=run.layers(),
-        translations=translations,
-        rotations=rotations,
         input_size=size,
-        boundary=args.boundary,
-        firing_rate=args.firing_rate,
-        top_fraction=args.top_fraction,
         n_images=args.n_images,
         batch_size=args.batch_size,
         device=device,
