@@ -261,7 +261,8 @@ def _run_layers(args, model, x, layers, device):
                 row["steps"] = rec.report()
                 row["gauss_newton"] = list(rec.history)
             rows.append(row)
-            images.append((layer, rec.image[0].detach().cpu().double().numpy(), metrics))
+            panel = f"{layer} ({rec.strategy})"  # what made it: the walk or the joint solve
+            images.append((panel, rec.image[0].detach().cpu().double().numpy(), metrics))
     return rows, images, notes
 
 
@@ -357,7 +358,8 @@ def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
             ax.set_xlabel(f"{image.shape[-1]}x{image.shape[-2]} input", fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    title = "Reconstructions from each layer's features (linear, no learning)"
+    title = ("Reconstructions from each layer's features (no learning; each panel says "
+             "what made it: the layer-wise walk or the joint solve)")
     width = figure.get_figwidth()  # about 9 characters an inch at this size: wrap to fit
     figure.suptitle(textwrap.fill(title, max(20, int(9 * width))), fontsize=11)
     return figure
