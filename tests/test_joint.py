@@ -221,7 +221,7 @@ def test_pooling_by_the_models_own_max():
     near = x + 1e-3 * torch.randn_like(x)  # the switches of x hold near x
     rec = reconstruct_joint(model, f, joint=JointSettings(pooling="model"), x0=near,
                             device="cpu")
-    assert rel(rec.image, x) < 1e-8 and rec.settings["pooling"] == "model"
+    assert rel(rec.image, x) < 1e-8 and rec.settings["joint"]["pooling"] == "model"
     assert all(r < 1e-10 for r in rec.certificate.model_residual)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # harder from far away
@@ -505,3 +505,10 @@ def test_cuda_joint_matches_cpu():
     gpu = reconstruct_joint(model, f, device="cuda")
     assert gpu.image.is_cuda and torch.allclose(gpu.image.cpu(), cpu.image, atol=1e-8)
     assert gpu.certificate.unique == cpu.certificate.unique
+
+
+def test_reconstruct_joint_takes_only_the_joint_solves_options():
+    model = crelu_stack()
+    f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
+    with pytest.raises(TypeError, match=r"unexpected options \['layerwise'\]"):
+        reconstruct_joint(model, f, layerwise=None, device="cpu")

@@ -6,12 +6,11 @@ at once) or ``"auto"``; every result carries a :class:`Certificate`.
 """
 
 from .features import Features, Step, features
-from .joint import reconstruct_joint
 from .layerwise import LayerReport, reconstruct_layerwise
 from .metrics import reconstruction_metrics, recoverable_part
 from .result import Certificate, CertificateRow, Note, Reconstruction
 from .settings import JointSettings, LayerwiseSettings
-from .strategies import reconstruct
+from .strategies import reconstruct, reconstruct_joint
 
 __all__ = [
     "Certificate",

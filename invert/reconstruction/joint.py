@@ -1,6 +1,7 @@
 """Joint inversion: the input from a deep layer's features through every layer at once.
 
-:func:`reconstruct_joint` solves, for each image,
+:func:`~invert.reconstruction.reconstruct_joint` (in :mod:`.strategies`) solves, for each
+image,
 
     min_x  ||r(x)||^2 / ||t||^2  [+ w TV_eps(x)]   subject to  lo <= x <= hi  (optional)
 
@@ -78,9 +79,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from invert.device import resolve_device
 from invert.errors import UserError, UserTypeError
 from invert.linalg.solvers import ConvergenceWarning, least_squares
 from invert.nn.net import Normalize
@@ -94,7 +93,7 @@ from .layerwise import reconstruct_layerwise
 from .result import Note, Reconstruction
 from .settings import JointSettings, feature_tol, settings_of
 
-__all__ = ["JointSolve", "finish", "reconstruct_joint", "solve_joint", "solve_notes"]
+__all__ = ["JointSolve", "finish", "solve_joint", "solve_notes"]
 
 _PRIORS = (None, "tv")
 _TV_EPS = 1e-3
@@ -451,85 +450,6 @@ def _notes(lm, x, status, lo, hi, weight):
         else:
             notes.append(None)
     return notes
-
-
-def reconstruct_joint(
-    model: nn.Module,
-    feats: Features,
-    *,
-    x0: torch.Tensor | None = None,
-    prior: str | None = None,
-    bounds=None,
-    tol: float | None = None,
-    joint: JointSettings | None = None,
-    dtype: torch.dtype = torch.float64,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-) -> Reconstruction:
-    """Reconstruct the input from :func:`features` through every layer at once.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model the features came from (checked by fingerprint); any module whose map
-        to the layer autograd can differentiate (a layer it cannot is named in the error).
-    feats : Features
-        From :func:`~invert.reconstruction.features`; ``chain=False`` features work too.
-    x0 : torch.Tensor, optional
-        Starting image. Default: the layer-wise estimate (:func:`reconstruct_layerwise`)
-        when the features are a chain it can walk, else the mean of the model's
-        :class:`~invert.nn.net.Normalize` (0 in normalised space), else zeros; where
-        ``J = 0`` there (bias-free ReLU nets), plus seeded noise (``rec.start`` says which).
-    prior : {None, "tv"}, optional
-        ``"tv"`` adds ``joint.prior_weight * TV_eps(x)`` (see the module notes); for maps
-        that are not injective. Results with a prior are never certified unique.
-    bounds : (lower, upper), optional
-        A box on the model input (pixel space for zoo models), e.g. ``(0, 1)``: a hard
-        constraint (projected Gauss-Newton), not a prior.
-    tol : float, optional
-        Relative feature residual at which an image has converged: ``1e-10`` for float64
-        features, ``1e-5`` for float32 ones (they carry ~1e-7 of rounding).
-    joint : JointSettings, optional
-        Pooling, prior weight, Gauss-Newton steps, CGLS iterations per step.
-    dtype : torch.dtype, optional
-        Of the computation (float64 by default: it decides the reachable residual).
-    device : optional
-        ``None``: CUDA when available, else CPU.
-    progress : bool, optional
-        Show the Gauss-Newton steps on stderr.
-
-    Returns
-    -------
-    Reconstruction
-        ``strategy="joint"``; ``rec.history`` has one row per Gauss-Newton step,
-        ``rec.certificate`` one row per image (:mod:`invert.reconstruction.certificate`
-        says what it proves), ``rec.status`` how each image's solve ended.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from torch import nn
-    >>> from invert import CReLU, features
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
-    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(),
-    ...                     nn.Conv2d(8, 3, 3, padding=1), CReLU()).double()
-    >>> x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
-    >>> rec = reconstruct_joint(net, features(net, x, layer="3"), device="cpu")
-    >>> float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
-    (True, [True, True])
-    """
-    settings, tol = check_options(
-        feats, prior=prior, tol=tol, joint=joint, dtype=dtype, progress=progress
-    )
-    device = resolve_device(device)
-    with LayerMap(model, feats, pooling=settings.pooling, dtype=dtype, device=device) as lm:
-        solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior, tol=tol,
-                            settings=settings, progress=progress)  # fmt: skip
-        used = dict(settings.as_dict(), prior=prior, bounds=bounds, dtype=str(dtype),
-                    device=str(device))  # fmt: skip
-        return finish(lm, solve.x, strategy="joint", tol=tol, prior=prior, solve=solve,
-                      settings=used)  # fmt: skip
 
 
 # --- pieces shared with the dispatcher --------------------------------------------------------

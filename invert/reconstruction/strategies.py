@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from invert.device import resolve_device
-from invert.errors import UserError
+from invert.errors import UserError, UserTypeError
 from invert.linalg.solvers import ConvergenceWarning
 
 from .features import Features
@@ -34,7 +34,7 @@ from .layerwise import reconstruct_layerwise
 from .result import Note, Reconstruction
 from .settings import JointSettings, LayerwiseSettings, settings_of
 
-__all__ = ["STRATEGIES", "reconstruct"]
+__all__ = ["STRATEGIES", "reconstruct", "reconstruct_joint"]
 
 STRATEGIES = ("auto", "layerwise", "joint")
 
@@ -141,6 +141,60 @@ def reconstruct(
     """
     if strategy not in STRATEGIES:
         raise UserError(f"strategy must be one of {STRATEGIES}; got {strategy!r}")
+    options = dict(prior=prior, bounds=bounds, tol=tol, joint=joint, layerwise=layerwise,
+                   dtype=dtype, device=device, progress=progress)  # fmt: skip
+    return _reconstruct(model, feats, strategy, None, **options)
+
+
+_JOINT_OPTIONS = ("prior", "bounds", "tol", "joint", "dtype", "device", "progress")
+
+
+def reconstruct_joint(model: nn.Module, feats: Features, *, x0=None, **options) -> Reconstruction:
+    """:func:`reconstruct` with ``strategy="joint"``, optionally from a starting image.
+
+    Parameters
+    ----------
+    model, feats
+        As for :func:`reconstruct`; ``chain=False`` features work too.
+    x0 : torch.Tensor, optional
+        Starting image. Default: the layer-wise estimate when the features are a chain it
+        can walk, else the mean of the model's :class:`~invert.nn.net.Normalize`, else
+        zeros; where ``J = 0`` there (bias-free ReLU nets), plus seeded noise
+        (``rec.start`` says which).
+    **options
+        ``prior``, ``bounds``, ``tol``, ``joint``, ``dtype``, ``device``, ``progress``:
+        as for :func:`reconstruct`.
+
+    Returns
+    -------
+    Reconstruction
+        ``strategy="joint"``; ``rec.history`` has one row per Gauss-Newton step,
+        ``rec.status`` how each image's solve ended.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from invert import CReLU, features
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(),
+    ...                     nn.Conv2d(8, 3, 3, padding=1), CReLU()).double()
+    >>> x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    >>> rec = reconstruct_joint(net, features(net, x, layer="3"), device="cpu")
+    >>> float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
+    (True, [True, True])
+    """
+    unknown = sorted(set(options) - set(_JOINT_OPTIONS))
+    if unknown:
+        raise UserTypeError(f"reconstruct_joint got unexpected options {unknown}; it takes "
+                            f"x0 and {', '.join(_JOINT_OPTIONS)}")  # fmt: skip
+    return _reconstruct(model, feats, "joint", x0, **options)
+
+
+def _reconstruct(model, feats, strategy, x0, *, prior=None, bounds=None, tol=None, joint=None,
+                 layerwise=None, dtype=torch.float64, device=None, progress=False):  # fmt: skip
+    """:func:`reconstruct`, and the joint solve from ``x0`` (the layer-wise image by default)."""
     settings, tol = check_options(
         feats, prior=prior, tol=tol, joint=joint, dtype=dtype, progress=progress
     )
@@ -161,7 +215,7 @@ def reconstruct(
             return finish(lm, layer_rec.image, strategy="layerwise", layers=layer_rec.layers,
                           notes=notes, **run)  # fmt: skip
         if strategy == "joint" or layer_rec is None:
-            solve = solve_joint(lm, model, x0=None, bounds=bounds, prior=prior, tol=tol,
+            solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior, tol=tol,
                                 settings=settings, progress=progress)  # fmt: skip
             diagnostics = dict(winner=["joint"] * lm.n_images, layerwise=why)
             return finish(lm, solve.x, strategy="joint", solve=solve, diagnostics=diagnostics,
