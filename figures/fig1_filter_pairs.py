@@ -137,10 +137,31 @@ def pairs_figure(panels, *, figsize=None, dpi=DPI, title: str = "Fig. 1: "):
 
 #: Columns of the pairing tables (one row per model and seed).
 TABLE_COLUMNS = ["model", "seed", "layer", "filters", "dim", "mu_w_mean", "mu_w_std", "mu_r_mean",
-           "mu_r_std"]  # fmt: skip
+           "mu_r_std", "cos_initial"]  # fmt: skip
 #: Roles drawn and judged (F1), and the ConvPool-CNN-C roles reported beside them.
 PAPER_ROLES = (("alex_relu", "ReLU"), ("alex_crelu", "CReLU"))
 CONVPOOL_ROLES = (("relu", "ReLU"), ("crelu", "CReLU"))
+
+
+def initial_conv1(session: Session, role: str, seed: int):
+    """conv1's filters before training: the model rebuilt as training builds it (its initial
+    weights depend on the seed only, :func:`invert.train.spec.fit_spec`)."""
+    import torch
+
+    from invert.train.spec import INIT, build_model, derived_seed
+
+    name = session.spec(role).split("@")[0]
+    torch.manual_seed(derived_seed(seed, 0, INIT))
+    model = build_model(name, session.test_set(), session.recipe_for(role), seed=seed)
+    return model.conv1.conv.weight.detach()
+
+
+def mean_cosine(a, b) -> float:
+    """Mean over filters of the cosine between ``a[i]`` and ``b[i]``."""
+    import torch
+
+    a, b = a.detach().double().cpu().flatten(1), b.detach().double().cpu().flatten(1)
+    return float(torch.nn.functional.cosine_similarity(a, b).mean())
 
 
 def _conv1_rows(session: Session, roles) -> tuple[list[dict], list]:
@@ -155,7 +176,9 @@ def _conv1_rows(session: Session, roles) -> tuple[list[dict], list]:
             )["conv1"]
             if seed == SEED:  # the figure shows the first seed's filters
                 panels.append((label, model.conv1.conv.weight.detach().cpu(), stats))
-            rows.append({"model": label, "seed": seed, "arch": model.arch, **stats.row()})
+            moved = mean_cosine(initial_conv1(session, role, seed), model.conv1.conv.weight)
+            rows.append({"model": label, "seed": seed, "arch": model.arch, **stats.row(),
+                         "cos_initial": moved})  # fmt: skip
     return rows, panels
 
 

@@ -356,11 +356,19 @@ def f1_pairing(relu, crelu) -> dict:
         "relu_vs_random": relu_vs_random,
         "crelu_vs_random": crelu_vs_random,
         "relu_minus_crelu_gap": relu_vs_crelu,
+        # how far conv1 learned: mean cosine of its filters with their initial values
+        "relu_cos_initial": _mean_of(relu, "cos_initial"),
+        "crelu_cos_initial": _mean_of(crelu, "cos_initial"),
     }
 
     summary = _f1_summary(numbers)
     verdict = _three_way(relu_rule["decision"], crelu_rule["decision"])
     return _finding("F1", verdict, numbers, summary)
+
+
+def _mean_of(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _f1_summary(numbers: dict) -> str:
@@ -387,6 +395,10 @@ def _f1_summary(numbers: dict) -> str:
         f"{numbers['crelu_mu_w_mean']:.3f} vs mu_r {numbers['crelu_mu_r_mean']:.3f}), margin "
         f"{PAIRING_MARGIN:g}; {directions}"
     )
+    if numbers["relu_cos_initial"] is not None and numbers["crelu_cos_initial"] is not None:
+        summary += (f"; conv1 learned this far: mean cosine of its filters with their initial "
+                    f"values ReLU {numbers['relu_cos_initial']:.3f}, CReLU "
+                    f"{numbers['crelu_cos_initial']:.3f} (1: unchanged)")  # fmt: skip
     rules = (("ReLU > margin", numbers["relu_beyond_margin"]),
              ("CReLU <= margin", numbers["crelu_within_margin"]))  # fmt: skip
     for name, rule in rules:

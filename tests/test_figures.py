@@ -587,3 +587,17 @@ def test_two_seeds_give_per_seed_rows_and_seed_spread(tiny_run, tmp_path):
     assert f4["numbers"]["seeds"] == 2 and f4["verdict"] in VERDICTS
     f1 = findings.f1_pairing(fig1.where(model="ReLU"), fig1.where(model="CReLU"))
     assert f1["numbers"]["seeds"] == 2
+
+
+def test_conv1_initial_weights_are_rebuilt_exactly(tmp_path):
+    """F1 reports how far conv1 learned against its initial filters, which it rebuilds from
+    the seed: with a vanishing learning rate the trained filters must be those filters."""
+    from figures.fig1_filter_pairs import initial_conv1, mean_cosine
+    from invert.train.recipe import get_recipe
+
+    still = get_recipe("tiny").replace(name="still", lr=1e-12, epochs=1)
+    session = Session(recipe=still, cache_dir=tmp_path, progress=False, device="cpu")
+    trained = session.model("alex_relu", 0).conv1.conv.weight.detach()
+    torch.testing.assert_close(initial_conv1(session, "alex_relu", 0), trained, rtol=1e-6,
+                               atol=1e-9)  # fmt: skip
+    assert abs(mean_cosine(initial_conv1(session, "alex_relu", 1), trained)) < 0.1
