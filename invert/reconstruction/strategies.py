@@ -176,14 +176,14 @@ def reconstruct_joint(model: nn.Module, feats: Features, *, x0=None, **options) 
     >>> import torch
     >>> from torch import nn
     >>> from invert import CReLU, features
-    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
-    <torch._C.Generator object at ...>
+    >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), CReLU(),
     ...                     nn.Conv2d(8, 3, 3, padding=1), CReLU()).double()
     >>> x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
-    >>> rec = reconstruct_joint(net, features(net, x, layer="3"), device="cpu")
-    >>> float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
-    (True, [True, True])
+    >>> near = x + 0.01 * torch.randn_like(x)
+    >>> rec = reconstruct_joint(net, features(net, x, layer="3"), x0=near, device="cpu")
+    >>> rec.start, float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
+    ('x0', True, [True, True])
     """
     unknown = sorted(set(options) - set(_JOINT_OPTIONS))
     if unknown:
