@@ -231,3 +231,10 @@ def test_bad_input_exits_2_with_one_line(capsys, checkpoint, bad_files, args, me
 def test_bad_model_spec_exits_2(capsys, image):
     code, _, err = run(capsys, "no_such_model", "--image", image, "--layers", "conv1")
     assert code == 2 and "no_such_model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_setting_a_note_can_advise_has_a_command_line_spelling():
+    from invert.cli.reconstruct import _SPELLING
+    from invert.reconstruction.result import PYTHON_SPELLING
+
+    assert set(_SPELLING) == set(PYTHON_SPELLING)

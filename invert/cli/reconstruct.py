@@ -46,10 +46,8 @@ _COLUMNS = [
 ]  # fmt: skip
 #: How the settings a note can advise are spelled on this command line.
 _SPELLING = {
-    "tol": "--tol", "prior": "--prior tv", "strategy": "--strategy joint (or auto)",
-    "joint.max_steps": "--max-steps", "joint.cg_iterations": "--cg-iterations",
-    "layerwise.cg_iterations": "--cg-iterations", "layerwise.relu": "--relu constrained",
-    "dtype": "float64 (drop --float32)",
+    "prior": "--prior tv", "strategy": "--strategy joint (or auto)",
+    "joint.max_steps": "--max-steps", "layerwise.cg_iterations": "--cg-iterations",
 }  # fmt: skip
 _PROJECTION_TOL = 1e-8  # the recoverable part is a diagnostic: 1e-8 is plenty
 _SMALL = 64 * 64  # invert.device.SMALL_INPUT_PIXELS, without importing torch for --help

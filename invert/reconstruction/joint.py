@@ -89,7 +89,7 @@ from invert.validation import check_bool, check_dtype
 from .certificate import certify
 from .features import Features
 from .layer_map import LayerMap, check_jacobian
-from .layerwise import reconstruct_layerwise
+from .layerwise import reconstruct_layerwise, walk_notes
 from .result import Note, Reconstruction
 from .settings import JointSettings, feature_tol, settings_of
 
@@ -607,11 +607,14 @@ def solve_notes(solve: JointSolve, residual, tol: float, prior, images=None) -> 
     return notes
 
 
-def finish(lm, image, *, strategy, tol, prior, settings, solve=None, layers=(), notes=(),
-           diagnostics=None, joint_images=None) -> Reconstruction:  # fmt: skip
-    """The :class:`Reconstruction` of ``image``, built once: its certificate, notes (``notes``
-    then the joint solve's, for ``joint_images``) and timings; warns
-    (:class:`ConvergenceWarning`) where an image did not converge."""
+def finish(lm, image, *, strategy, tol, prior, settings, solve=None, walk=None,
+           walk_images=None, diagnostics=None) -> Reconstruction:  # fmt: skip
+    """The :class:`Reconstruction` of ``image``, built once: its certificate, notes and
+    timings; warns (:class:`ConvergenceWarning`) where an image did not converge.
+
+    ``walk``: the layer-wise result the images come from, for ``walk_images`` (default:
+    all); the joint ``solve``'s notes are those of the other images.
+    """
     t0 = time.perf_counter()
     status = solve.status if solve is not None else None
     converged = None if status is None else [s == "converged" for s in status]
@@ -619,13 +622,16 @@ def finish(lm, image, *, strategy, tol, prior, settings, solve=None, layers=(), 
                    notes=None if solve is None else solve.notes, prior=prior)  # fmt: skip
     seconds = dict(certificate=time.perf_counter() - t0)
     note = injectivity(lm, prior=prior)[1] if solve is None else solve.note
-    notes = list(notes)
+    images = range(len(cert)) if walk_images is None else walk_images
+    notes = walk_notes(walk, cert.residual, tol, images) if walk is not None else []
     if solve is not None:
         seconds["solve"] = solve.seconds
+        joint_images = [i for i in range(len(cert)) if walk is None or i not in images]
         notes += solve_notes(solve, cert.residual, tol, prior, images=joint_images)
     rec = Reconstruction(
         image=image, features=lm.feats, strategy=strategy, tol=tol, certificate=cert,
-        layers=tuple(layers), history=tuple(solve.history) if solve is not None else (),
+        layers=walk.layers if walk is not None else (),
+        history=tuple(solve.history) if solve is not None else (),
         start=solve.start if solve is not None else None, status=tuple(status or ()),
         notes=tuple(notes), note=note, settings=settings, diagnostics=diagnostics or {},
         seconds=seconds,

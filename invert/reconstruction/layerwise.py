@@ -30,7 +30,7 @@ from .result import Note, Reconstruction
 from .rules import LayerReport, _Context, _Target, rule_for
 from .settings import LayerwiseSettings, feature_tol, settings_of
 
-__all__ = ["LayerReport", "reconstruct_layerwise"]
+__all__ = ["LayerReport", "layer_notes", "reconstruct_layerwise", "walk_notes"]
 
 
 # --- the walk back ---------------------------------------------------------------------------
@@ -130,6 +130,23 @@ def layer_notes(reports, settings: LayerwiseSettings) -> list[Note]:
         + (f" (worst reached {reached:.1e})" if reached is not None else ""),
         option="layerwise.cg_iterations", advice="raise {option}",
     )]  # fmt: skip
+
+
+def walk_notes(layer_rec, residual, tol, images) -> list[Note]:
+    """A layer-wise result's notes: its solves stopped at ``cg_iterations``, and those of
+    ``images`` whose walk misses the features (``residual`` above ``tol``) although every
+    layer's solve converged."""
+    notes = list(layer_rec.notes)
+    missed = [i for i in images if float(residual[i]) > tol]
+    if missed and all(r.converged for r in layer_rec.layers):
+        worst = max(float(residual[i]) for i in missed)
+        notes.append(Note(
+            f"the layer-wise walk misses the features of {len(missed)} of {len(residual)} "
+            f"images (feature residual {worst:.1e} > tol {tol:.0e}) although every layer's "
+            "solve converged: a layer on the way is not invertible on its own (a ReLU's "
+            "inactive units, fewer outputs than inputs)", option="strategy",
+            advice="{option} solves through every layer at once"))  # fmt: skip
+    return notes
 
 
 def _walk(model, feats, settings, dtype, device):

@@ -23,14 +23,10 @@ __all__ = ["Certificate", "CertificateRow", "Note", "Reconstruction"]
 
 #: How each setting a note can advise is spelled in Python.
 PYTHON_SPELLING = {
-    "tol": "tol",
     "prior": "prior='tv'",
     "strategy": "strategy='joint' (or 'auto')",
     "joint.max_steps": "JointSettings(max_steps=...)",
-    "joint.cg_iterations": "JointSettings(cg_iterations=...)",
     "layerwise.cg_iterations": "LayerwiseSettings(cg_iterations=...)",
-    "layerwise.relu": "LayerwiseSettings(relu='constrained')",
-    "dtype": "dtype=torch.float64 with float64 features (model.double())",
 }
 
 
@@ -55,7 +51,7 @@ class Note:
     def text(self, spelling: Mapping[str, str] | None = None) -> str:
         if self.option is None:
             return self.cause
-        name = (spelling or PYTHON_SPELLING).get(self.option) or PYTHON_SPELLING[self.option]
+        name = (spelling or PYTHON_SPELLING)[self.option]
         return f"{self.cause}; {self.advice.format(option=name)}"
 
     def __str__(self) -> str:

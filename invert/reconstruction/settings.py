@@ -7,7 +7,7 @@ Three kinds of tolerance and iteration count are in play; each has its own name:
                                   image counts as reconstructed (every strategy, the
                                   certificate, ``crelu reconstruct --tol``)
 ``LayerwiseSettings.cg_tol``      relative normal-equation residual of each layer's
-                                  least-squares solve (``--layer-cg-tol``)
+                                  least-squares solve (Python only)
 ``*.cg_iterations``               CGLS iterations per least-squares solve: per layer
                                   (``LayerwiseSettings``) or per Gauss-Newton step
                                   (``JointSettings``) (``--cg-iterations``)

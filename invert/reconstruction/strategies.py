@@ -18,6 +18,7 @@ a Lanczos run (about one more Gauss-Newton step), so the paper's function called
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
 
 import torch
@@ -31,7 +32,7 @@ from .features import Features
 from .joint import check_bounds, check_options, finish, solve_joint
 from .layer_map import LayerMap
 from .layerwise import reconstruct_layerwise
-from .result import Note, Reconstruction
+from .result import Reconstruction
 from .settings import JointSettings, LayerwiseSettings, settings_of
 
 __all__ = ["STRATEGIES", "reconstruct", "reconstruct_joint"]
@@ -55,22 +56,6 @@ def _layerwise(model, feats, settings, dtype, device):
 def _residual(lm, x):
     with torch.no_grad():
         return lm.relative(lm.residual(x, lm.all), lm.all).cpu()
-
-
-def _walk_notes(layer_rec, residual, tol, images) -> list[Note]:
-    """The layer-wise result's notes: solves stopped at ``cg_iterations``, and images whose
-    walk misses the features although every layer's solve converged."""
-    notes = list(layer_rec.notes)
-    missed = [i for i in images if float(residual[i]) > tol]
-    if missed and all(r.converged for r in layer_rec.layers):
-        worst = max(float(residual[i]) for i in missed)
-        notes.append(Note(
-            f"the layer-wise walk misses the features of {len(missed)} of {len(residual)} "
-            f"images (feature residual {worst:.1e} > tol {tol:.0e}) although every layer's "
-            "solve converged: a layer on the way is not invertible on its own (a ReLU's "
-            "inactive units, fewer outputs than inputs)", option="strategy",
-            advice="{option} solves through every layer at once"))  # fmt: skip
-    return notes
 
 
 def reconstruct(
@@ -146,7 +131,10 @@ def reconstruct(
     return _reconstruct(model, feats, strategy, None, **options)
 
 
-_JOINT_OPTIONS = ("prior", "bounds", "tol", "joint", "dtype", "device", "progress")
+def _joint_defaults() -> dict:
+    """``reconstruct``'s options that the joint solve takes, with their defaults."""
+    joint = ("prior", "bounds", "tol", "joint", "dtype", "device", "progress")
+    return {k: inspect.signature(reconstruct).parameters[k].default for k in joint}
 
 
 def reconstruct_joint(model: nn.Module, feats: Features, *, x0=None, **options) -> Reconstruction:
@@ -185,16 +173,18 @@ def reconstruct_joint(model: nn.Module, feats: Features, *, x0=None, **options) 
     >>> rec.start, float((rec.image - x).norm() / x.norm()) < 1e-8, rec.certificate.unique
     ('x0', True, [True, True])
     """
-    unknown = sorted(set(options) - set(_JOINT_OPTIONS))
+    defaults = _joint_defaults()
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise UserTypeError(f"reconstruct_joint got unexpected options {unknown}; it takes "
-                            f"x0 and {', '.join(_JOINT_OPTIONS)}")  # fmt: skip
-    return _reconstruct(model, feats, "joint", x0, **options)
+                            f"x0 and {', '.join(defaults)}")  # fmt: skip
+    return _reconstruct(model, feats, "joint", x0, **{**defaults, **options}, layerwise=None)
 
 
-def _reconstruct(model, feats, strategy, x0, *, prior=None, bounds=None, tol=None, joint=None,
-                 layerwise=None, dtype=torch.float64, device=None, progress=False):  # fmt: skip
-    """:func:`reconstruct`, and the joint solve from ``x0`` (the layer-wise image by default)."""
+def _reconstruct(model, feats, strategy, x0, *, prior, bounds, tol, joint, layerwise, dtype,
+                 device, progress):  # fmt: skip
+    """:func:`reconstruct` (every option given), and the joint solve from ``x0`` (the
+    layer-wise image by default)."""
     settings, tol = check_options(
         feats, prior=prior, tol=tol, joint=joint, dtype=dtype, progress=progress
     )
@@ -210,10 +200,7 @@ def _reconstruct(model, feats, strategy, x0, *, prior=None, bounds=None, tol=Non
             if layer_rec is None and strategy == "layerwise":
                 raise UserError(why)
         if strategy == "layerwise":
-            notes = _walk_notes(layer_rec, _residual(lm, layer_rec.image), tol,
-                                range(lm.n_images))  # fmt: skip
-            return finish(lm, layer_rec.image, strategy="layerwise", layers=layer_rec.layers,
-                          notes=notes, **run)  # fmt: skip
+            return finish(lm, layer_rec.image, strategy="layerwise", walk=layer_rec, **run)
         if strategy == "joint" or layer_rec is None:
             solve = solve_joint(lm, model, x0=x0, bounds=bounds, prior=prior, tol=tol,
                                 settings=settings, progress=progress)  # fmt: skip
@@ -234,9 +221,8 @@ def _auto(lm, model, layer_rec, bounds, settings, progress, run):
     diagnostics = dict(layerwise_residual=layer_res.tolist(), joint_residual=None,
                        winner=["layerwise"] * len(layer_res))  # fmt: skip
     if not any(refine):
-        notes = _walk_notes(layer_rec, layer_res, tol, range(len(layer_res)))
-        return finish(lm, image, strategy="layerwise", layers=layer_rec.layers, notes=notes,
-                      diagnostics=diagnostics, **run)  # fmt: skip
+        return finish(lm, image, strategy="layerwise", walk=layer_rec, diagnostics=diagnostics,
+                      **run)  # fmt: skip
     solve = solve_joint(lm, model, x0=image, bounds=bounds, prior=prior, tol=tol,
                         settings=settings, progress=progress)  # fmt: skip
     joint_res = _residual(lm, solve.x)
@@ -250,10 +236,9 @@ def _auto(lm, model, layer_rec, bounds, settings, progress, run):
             reasons[i] = None if done else f"not converged: residual {layer_res[i]:.1e}"
     diagnostics.update(joint_residual=joint_res.tolist(),
                        winner=["joint" if b else "layerwise" for b in better])  # fmt: skip
-    kept = [i for i, b in enumerate(better) if not b]
     return finish(
         lm, torch.where(pick, solve.x, image), strategy="joint" if any(better) else "layerwise",
-        layers=layer_rec.layers, notes=_walk_notes(layer_rec, layer_res, tol, kept),
+        walk=layer_rec, walk_images=[i for i, b in enumerate(better) if not b],
         solve=dataclasses.replace(solve, status=status, notes=reasons), diagnostics=diagnostics,
-        joint_images=[i for i, b in enumerate(better) if b], **run,
+        **run,
     )  # fmt: skip
