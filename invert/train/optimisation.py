@@ -77,9 +77,10 @@ def clip_unit_gradients_(
     [0.1, 0.01]
     """
     clipped, units = None, 0
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    convs = (m for m in model.modules() if isinstance(m, nn.Conv2d))
+    first = next(convs, None) if skip_first_conv else None  # no walk on the usual path
     for module in model.modules():
-        if skip_first_conv and module is first:
+        if module is first:
             continue
         weight = getattr(module, "weight", None)
         if not isinstance(weight, nn.Parameter) or weight.grad is None or weight.ndim == 0:
