@@ -66,13 +66,6 @@ def check_positive(value, *, name: str) -> float:
     return float(value)
 
 
-def check_callable(value, *, name: str):
-    """``value`` if it is callable or ``None``, else :class:`UserTypeError`."""
-    if value is not None and not callable(value):
-        raise UserTypeError(f"{name} must be callable or None; got {type(value).__name__}")
-    return value
-
-
 def check_bool(value, *, name: str) -> bool:
     """``value`` if it is ``True`` or ``False``, else :class:`UserTypeError`.
 

@@ -13,9 +13,9 @@ import importlib
 import os
 import sys
 
-from .common import DEBUG_HELP, Parser, Run, UserError, emit, print_table, run_safely
+from .common import DEBUG_HELP, Parser, Run, UserError, emit, run_safely
 
-__all__ = ["UserError", "build_parser", "emit", "main", "print_table"]
+__all__ = ["UserError", "build_parser", "emit", "main"]
 
 # subcommand modules, in the order of `crelu --help` (models: models and info; train:
 # train and evaluate)

@@ -60,7 +60,6 @@ __all__ = [
     "number",
     "positive_float",
     "positive_int",
-    "print_table",
     "run_safely",
 ]
 
@@ -417,21 +416,13 @@ class Progress:
 # --- output ----------------------------------------------------------------------------------
 
 
-def print_table(
-    rows: list[dict], *, columns: list[str] | None = None, formats=None, file=None
-) -> None:
-    """Print dict rows as an aligned text table (:func:`invert.display.table_text`);
-    ``formats`` maps a column to its own formatter (e.g. PSNR's cap)."""
-    from invert.display import table_text
-
-    print(table_text(rows, columns, formats), file=file or sys.stdout)
-
-
 def emit(
     rows: list[dict], *, as_json: bool = False, as_csv: bool = False, columns=None, formats=None
 ) -> None:
-    """Write rows to stdout as a table, JSON (:func:`invert.display.write_json`) or CSV."""
-    from invert.display import json_ready, write_json
+    """Write rows to stdout as an aligned table (:func:`invert.display.table_text`;
+    ``formats`` maps a column to its own formatter, e.g. PSNR's cap), JSON
+    (:func:`invert.display.write_json`) or CSV."""
+    from invert.display import json_ready, table_text, write_json
 
     if as_json:
         write_json(sys.stdout, rows)
@@ -443,4 +434,4 @@ def emit(
         writer.writeheader()
         writer.writerows(json_ready(rows))
     else:
-        print_table(rows, columns=columns, formats=formats)
+        print(table_text(rows, columns, formats))
