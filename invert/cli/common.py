@@ -372,10 +372,9 @@ def _for_the_command_line(error: FileNotFoundError) -> FileNotFoundError:
 class Progress:
     """A per-step progress bar on stderr (tqdm), silent with ``--quiet``.
 
-    Call it with each step's name *before* the step runs (the ``progress`` callback of
-    :func:`theory.frames.checkpoint_frame_bounds` and friends); the bar appears once the
-    work has run ``delay`` seconds, so quick commands print nothing. Use it as a context
-    manager: leaving it completes and removes the bar.
+    Call it with each step's name *before* the step runs (``crelu reconstruct`` does, per
+    layer); the bar appears once the work has run ``delay`` seconds, so quick commands
+    print nothing. Use it as a context manager: leaving it completes and removes the bar.
 
     Examples
     --------
