@@ -181,11 +181,13 @@ def _training_status(missing: list, epochs: dict, states: list, jobs: int) -> st
     from tqdm.auto import tqdm
 
     unfinished = [(run, state) for run, state in zip(missing, states) if state[0] < epochs[run]]
-    if all(state[1] for _, state in unfinished):
-        rows = [(d, epochs[r], s, _COST[r[0]], into) for r, (d, s, into) in zip(missing, states)]
-        eta = tqdm.format_interval(training_eta(rows, jobs))
-    else:
-        eta = "after the first epoch of each model"
+    rows = [(d, epochs[r], s, _COST[r[0]], into) for r, (d, s, into) in zip(missing, states)]
+    seconds = training_eta(rows, jobs) if all(state[1] for _, state in unfinished) else None
+    eta = (
+        tqdm.format_interval(seconds)
+        if seconds is not None
+        else "after the first epoch of each model"
+    )
     running = []
     for run, (done, per_epoch, into) in unfinished[:jobs]:
         text = f"{_run_name(run)} {done}/{epochs[run]}"
