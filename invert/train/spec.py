@@ -113,10 +113,11 @@ def build_model(
 
     Width and dropout come from the recipe, and its ``init`` (He by default) is
     applied; the weights are drawn from the global torch RNG, seeded by ``seed`` when
-    given (just before He's draws, which go layer by layer: two variants built with one
-    seed start from the same weights up to the first layer whose shape differs, e.g. the
-    conv1 of a ReLU model and of its CReLU variant -- the matched runs of
-    ``crelu figures``).
+    given (before the layers' own draws, and again just before He's, which go layer by
+    layer: two variants built with one seed start from the same weights up to the first
+    layer whose shape differs, e.g. the conv1 of a ReLU model and of its CReLU variant --
+    the matched runs of ``crelu figures``). :func:`fit_spec` builds its model this way, so
+    the same call rebuilds a run's initial weights.
 
     Examples
     --------
@@ -131,6 +132,8 @@ def build_model(
 
     recipe = get_recipe(recipe, arch=name)
     image, _ = dataset[0]
+    if seed is not None:  # the layers' own draws: the weights with init "default"
+        torch.manual_seed(derived_seed(seed, 0, INIT))
     model = create_model(
         name,
         num_classes=len(dataset.classes),
@@ -193,7 +196,6 @@ def fit_spec(spec: str, settings: RunSettings) -> nn.Module:
     check_classes(train_set)  # before the model: a one-class head would fail to build
     say(settings.progress and main, f"training {name} on {data} (recipe {recipe.name}, "
                                     f"{recipe.epochs} epochs, seed {settings.seed})")  # fmt: skip
-    torch.manual_seed(derived_seed(settings.seed, 0, INIT))  # initial weights: seed only
     model = build_model(name, train_set, recipe, seed=settings.seed)
     trainer = make_trainer(model, train_set, test_set=test_set, settings=settings)
     trainer.fit()
