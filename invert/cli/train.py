@@ -122,8 +122,9 @@ def _train(run: Run) -> int:
 
 def _train_run(args, name, recipe, context) -> int:
     from invert.device import resolve_device
-    from invert.train.loader import cache_path
+    from invert.train.loader import cache_path, partial_path
     from invert.train.spec import fit_spec
+    from invert.train.state import training_state_path
 
     device = context.device if context is not None else resolve_device(args.device)
     main = context is None or context.is_main
@@ -134,8 +135,7 @@ def _train_run(args, name, recipe, context) -> int:
     else:
         where = cache_path(args.spec, recipe=recipe, seed=args.seed)
         if args.no_resume and main:
-            state = where.with_name(where.name.replace(".safetensors", ".partial.state.pt"))
-            state.unlink(missing_ok=True)
+            training_state_path(partial_path(where)).unlink(missing_ok=True)
         model = _trained_model(args.spec, run, context)
     if not main:
         return 0

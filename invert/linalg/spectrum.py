@@ -117,8 +117,8 @@ def _start(start, shape, n_samples, device) -> torch.Tensor:
     return q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
 
 
-def _lanczos(matvec, shape, n_samples, dtype, device, options) -> Spectrum:
-    tol, floor, max_iter, start, smallest = options
+def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, start,
+             smallest) -> Spectrum:  # fmt: skip
     n = math.prod(shape)
     itemsize = torch.finfo(dtype).bits // 8
     k_max = max(2, min(max_iter, n, _BASIS_BYTES // max(1, n_samples * n * itemsize)))
@@ -238,5 +238,5 @@ def extreme_eigenvalues(
         return _dense(matvec, shape, batch, dtype, device)
     if floor is None:
         floor = 16 * math.sqrt(n) * torch.finfo(torch.float64).eps
-    options = (tol, floor, max_iter, start, smallest)
-    return _lanczos(matvec, shape, batch, dtype, device, options)
+    return _lanczos(matvec, shape, batch, dtype, device, tol=tol, floor=floor,
+                    max_iter=max_iter, start=start, smallest=smallest)  # fmt: skip
