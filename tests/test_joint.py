@@ -245,7 +245,9 @@ def test_auto_is_never_worse_than_layerwise(model_fn, layer):
         auto = reconstruct(model, f, device="cpu")
     for a, b in zip(auto.certificate.residual, lw.certificate.residual):
         assert a <= b * (1 + 1e-12) + 1e-15
-    assert auto.diagnostics["layerwise_residual"] == pytest.approx(lw.certificate.residual)
+    for i, winner in enumerate(auto.diagnostics["winner"]):
+        if winner == "layerwise":  # the walk itself stands, not the joint solve's start
+            assert auto.certificate.residual[i] == pytest.approx(lw.certificate.residual[i])
     if layer == "1":  # conv1 is a frame: layer-wise is exact and stands
         assert auto.diagnostics["winner"] == ["layerwise"] * 3 and auto.strategy == "layerwise"
     else:
@@ -304,7 +306,8 @@ def test_tv_prior_where_the_map_is_not_injective():
 
 
 def test_float32_inner_products_reach_the_float64_answer():
-    """Loose steps take float32 products, tight ones float64: the image is the float64 one."""
+    """Features that can be met: every step takes float32 products (mixed-precision
+    iterative refinement) and the image is the float64 one, to 1e-8 of the input."""
     from invert.reconstruction.joint import solve_joint
 
     model = relu_stack()
@@ -318,7 +321,7 @@ def test_float32_inner_products_reach_the_float64_answer():
         mixed = solve_joint(lm, model, **opts)
         plain = solve_joint(lm, model, inner_dtype=None, **opts)
     inner = [row["inner"] for row in mixed.history]
-    assert inner[0] == "float32" and inner[-1] == "float64"  # loose first, exact last
+    assert set(inner) == {"float32"}
     assert {row["inner"] for row in plain.history} == {"float64"}
     assert mixed.status == plain.status == ["converged"] * 2
     assert rel(mixed.x, x) < 1e-8 and rel(plain.x, x) < 1e-8

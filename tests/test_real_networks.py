@@ -270,3 +270,24 @@ def test_crelu_reconstruct_says_the_fallback_in_a_note(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0
     assert err.count("note: torch.fx cannot trace Net") == 1 and "Traceback" not in err
+
+
+def test_a_map_in_another_dtype_converts_only_the_path_and_leaves_the_model_alone():
+    """A float32 VGG solved in float64: the map's residual equals that of a whole float64
+    copy's forward pass; the classifier (off the path) is shared, not copied; the model
+    is unchanged."""
+    torch.manual_seed(0)
+    model = create_model("vgg16", width=0.125).float().eval()
+    x = torch.rand(1, 3, 32, 32)
+    before = snapshot(model)
+    f = features(model, x, layer="features.8")
+    reference = copy.deepcopy(model).double()
+    v = torch.rand(1, 3, 32, 32, dtype=D)
+    with LayerMap(model, f, pooling="model", dtype=D, device="cpu") as lm:
+        assert lm.model is not model and lm.model.features[7].weight.dtype == D
+        assert lm.model.classifier[0].weight is model.classifier[0].weight
+        out = layer_outputs(reference, v, "features.7")["features.7"]
+        y = f.activation.double()
+        expected = torch.where(y > 0, out - y, torch.relu(out))
+        assert torch.allclose(lm.residual(v, lm.all), expected, rtol=0, atol=1e-12)
+    assert_unchanged(model, before)

@@ -173,14 +173,14 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
     check_images(x)
     if not isinstance(layer, str):
         raise UserTypeError(f"layer must be a place name (str); got {type(layer).__name__}")
-    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise UserError(f"the model's {name} contains NaN or Inf")
     device = next((p.device for p in model.parameters()), x.device)
     x = x.to(device)
     graph = model_graph(model, x)
     place = graph.resolve(layer)
     live = {p.name for p in graph.input_dependent(graph.path(place))}
+    for name, p in tensors_used(model, graph, live):
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise UserError(f"the model's {name} contains NaN or Inf")
     steps: list[Step] = []
     switches: dict[str, torch.Tensor] = {}
 
@@ -212,6 +212,24 @@ def features(model: nn.Module, x: torch.Tensor, *, layer: str) -> Features:
         input_shape=tuple(x.shape[1:]),
         graph=graph,
     )
+
+
+def tensors_used(model: nn.Module, graph: ModelGraph, places) -> list[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for the parameters and buffers that computing ``places`` reads:
+    those of their modules and attributes (all of the model's when it runs through hooks,
+    which may call modules off the path)."""
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    if not graph.traced:
+        return named
+    used = [graph.places[n].target for n in places if graph.places[n].op in ("module", "attribute")]
+
+    def on_path(path):
+        return any(path == u or path.startswith(u + ".") for u in used)
+
+    return [(path, t) for path, t in named if on_path(path)]
 
 
 def graph_of(model: nn.Module, feats: Features) -> ModelGraph:

@@ -46,13 +46,15 @@ CGLS iterations, each one ``jvp`` and one ``vjp``; two thirds of all time is ``c
 activation pattern is being found), then quadratically. That phase is the nonlinearity,
 not the inexact inner solve (steps solved 100x tighter, 4x the CG iterations, give the
 same residuals step for step), nor a too short step (doubling an accepted full step never
-lowered the objective), and a grey start is worse (stalls near 0.2). Hence: while every image's step
-is loose (``eta >= 1e-4`` and the gradient above ``1e-4`` of its first value), CGLS takes
-its products from a float32 twin of the map linearised at the same point (a float32 conv
-costs a third of a float64 one on the CPU); the residual, the gradient, the line search
-and every tight step stay float64, so the converged image and the certificate are those
-of the float64 map (a float32 step is an inexact Newton step, relative error ~1e-6, well
-inside the forcing term).
+lowered the objective), and a grey start is worse (stalls near 0.2). Hence CGLS takes its
+products from a float32 twin of the map linearised at the same point (a float32 conv
+costs a third of a float64 one on the CPU), each step solved to ``eta >= 1e-4``; the
+residual, the gradient and the line search stay float64. This is mixed-precision
+iterative refinement: a float32 step is an inexact Newton step (relative error ~1e-6,
+inside the forcing term), and once the activation pattern is right each step cuts the
+float64 residual about 1e4-fold, so the converged image and the certificate are those of
+the float64 map. An image whose float32 step gains nothing goes on in float64, with
+steps solved to ``1e-10``.
 
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
@@ -89,9 +91,9 @@ from invert.validation import check_bool, check_dtype
 from .certificate import certify
 from .features import Features
 from .layer_map import LayerMap, check_jacobian
-from .layerwise import reconstruct_layerwise, walk_notes
+from .layerwise import walk_notes, walk_start
 from .result import Note, Reconstruction
-from .settings import JointSettings, feature_tol, settings_of
+from .settings import JointSettings, LayerwiseSettings, feature_tol, settings_of
 
 __all__ = ["JointSolve", "finish", "solve_joint", "solve_notes"]
 
@@ -103,7 +105,8 @@ _ETA_MIN = 1e-10  # the tightest relative tolerance of a Gauss-Newton step
 _ETA_MAX = 0.1  # the loosest (tighter does not shorten the first, nonlinear phase)
 _WINDOW = 5  # steps over which a solve must show progress
 _HALVINGS = 30
-_INNER32_ETA = 1e-4  # a step solved no tighter than this may use float32 Jacobian products
+_INNER32_ETA = 1e-4  # the tightest step solved with float32 Jacobian products
+_OFF_RANGE = 1e-2  # gradient / residual fall at which float32 products stop
 _MAX_STEPS = 50  # default Gauss-Newton steps
 _NOT_INJECTIVE_STEPS = 5  # default steps for a map that counting shows is not injective
 
@@ -133,8 +136,8 @@ def _tv(x):
 class _Step:
     """The least-squares operator of one Gauss-Newton step: ``[J / s; c grad] (free * d)``.
 
-    ``lin`` may be a float32 linearization at the same point (loose steps, see the module
-    notes): its products are taken in float32 and returned in the solve's dtype.
+    ``lin`` may be a float32 linearization at the same point (see the module notes): its
+    products are taken in float32 and returned in the solve's dtype.
     """
 
     def __init__(self, lm, x, lin, scale, free, tv_rows):
@@ -269,10 +272,10 @@ def _judge(idx, accepted, decrease, eta, past, phi, rel, weight, tol, tight, run
     for j, i in enumerate(idx.tolist()):
         if not weight and float(rel[i]) <= tol:
             continue  # judged converged at the next step
-        if bool(accepted[j]) and decrease[j] <= 1e-14 * phi[i]:
-            if float(eta[j]) > _ETA_MIN:  # an inexact step gained nothing: try an exact one
-                tight[i] = True
-                continue
+        gained = bool(accepted[j]) and decrease[j] > 1e-14 * phi[i]
+        if not gained and float(eta[j]) > _ETA_MIN:  # an inexact step failed: try an exact one
+            tight[i] = True
+        elif bool(accepted[j]) and not gained:
             running[i], status[i] = False, "stationary"
         elif not bool(accepted[j]) or bool(slow[i]):
             running[i], status[i] = False, "stalled"
@@ -291,7 +294,7 @@ def _retire(running, status, rel, tol, weight, capped) -> None:
 
 def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner=None,
                   capped=None):  # fmt: skip
-    """The solve; ``inner``: a float32 twin of ``lm`` for loose steps' products; ``capped``:
+    """The solve; ``inner``: a float32 twin of ``lm`` for the steps' products; ``capped``:
     per image, whether its ``max_steps`` is the cap of a map that is not injective (it then
     stops as ``"not injective"``, not ``"max_steps"``)."""
     n = x.shape[0]
@@ -302,6 +305,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
     g_prev = torch.zeros_like(g0)
     tight = torch.zeros(n, dtype=torch.bool, device=x.device)  # solve the next step exactly
     fine = torch.zeros(n, dtype=torch.bool, device=x.device)  # float64 products from now on
+    r0 = torch.ones(n, dtype=x.dtype, device=x.device)  # the residual at the start
     past = []  # (objective, residual) after each step, for the progress rule
     with torch.no_grad():
         phi, rel, _ = _objective(lm, x, lm.all, weight)
@@ -326,12 +330,17 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
                 continue
             eta = _forcing_term(gnorm, g_prev[idx], g0[idx], tight[idx])
             g_prev[idx] = torch.clamp(gnorm, min=torch.finfo(x.dtype).tiny)
-            # float32 products only while every image is far from its solution: once one
-            # needs a tight step (or is near stationarity) it stays in float64
-            fine[idx] |= (eta < _INNER32_ETA) | (ratio < _INNER32_ETA)
+            # float32 products until an image's inexact step fails, or its gradient has
+            # fallen 100x more than its residual (the residual is leaving J's range, as in
+            # a least-squares fit, and float32 products cannot resolve J^T r there; where
+            # the features can be met the two fall together, within 3x)
+            if step == 1:
+                r0[idx] = rel[idx]
+            fine[idx] |= tight[idx] | (ratio < _OFF_RANGE * rel[idx] / r0[idx])
             lin32 = None
             if inner is not None and not bool(fine[idx].any()):
                 lin32 = inner.linearize(xb.to(inner.dtype), idx)
+                eta = eta.clamp(min=_INNER32_ETA)
             d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter,
                                        inner=lin32)  # fmt: skip
             new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
@@ -389,7 +398,7 @@ def _start(model, lm, feats, x0, lo, hi):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", ConvergenceWarning)
-                    rec = reconstruct_layerwise(model, feats, dtype=lm.dtype, device=lm.device)
+                    rec = walk_start(model, feats, LayerwiseSettings(), lm.dtype, lm.device)
                 x, how = rec.image, "layerwise"
             except ValueError as error:
                 how = f"mean (layer-wise start impossible: {error})"
@@ -517,8 +526,8 @@ def solve_joint(lm, model, *, x0, bounds, prior, tol, settings: JointSettings, p
                 inner_dtype="auto") -> JointSolve:  # fmt: skip
     """The projected Gauss-Newton solve on an entered :class:`LayerMap`.
 
-    ``inner_dtype``: ``"auto"`` takes the products of loose steps (``eta >= 1e-4``) in
-    float32 when the solve is float64 (see the module notes); ``None``: all in ``lm.dtype``.
+    ``inner_dtype``: ``"auto"`` takes the steps' products in float32 when the solve is
+    float64 (see the module notes); ``None``: all in ``lm.dtype``.
     """
     t0 = time.perf_counter()
     weight = settings.prior_weight if prior == "tv" else 0.0

@@ -42,7 +42,7 @@ from torch.func import jvp, vjp
 from invert.errors import UserError, UserTypeError
 from invert.nn import eval_mode
 
-from .features import Features, fingerprint, graph_of
+from .features import Features, fingerprint, graph_of, tensors_used
 from .rules import rule_for
 
 __all__ = ["LayerMap", "Linearization", "check_features"]
@@ -72,6 +72,30 @@ def check_features(model: nn.Module, feats: Features) -> None:
     if not torch.isfinite(act).all():
         raise UserError("the features' activation contains NaN or Inf; reconstruct from "
                          "finite features")  # fmt: skip
+
+
+def _copy_used(model: nn.Module, feats: Features, device, dtype) -> nn.Module:
+    """A copy of ``model`` whose tensors on the path to the features' place are in ``dtype``
+    on ``device``; the others (a classifier head: most of VGG-16's 138M parameters) are
+    shared with ``model``, unconverted, as nothing runs them."""
+    graph = graph_of(model, feats)
+    used = dict(tensors_used(model, graph, [s.name for s in feats.steps]))
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    if len(used) == len(named):
+        return copy.deepcopy(model).to(device, dtype)
+    twin = copy.deepcopy(model, memo={id(t): t for path, t in named if path not in used})
+    for prefix, module in twin.named_modules(remove_duplicate=False):
+        for table in (module._parameters, module._buffers):
+            for key, t in table.items():
+                if t is None or f"{prefix}.{key}".lstrip(".") not in used:
+                    continue
+                moved = t.detach().to(device, dtype if t.is_floating_point() else t.dtype)
+                is_param = table is module._parameters
+                table[key] = nn.Parameter(moved, t.requires_grad) if is_param else moved
+    return twin
 
 
 class Linearization:
@@ -115,7 +139,7 @@ class LayerMap:
         tensors = list(model.parameters()) + list(model.buffers())
         moved = any(t.is_floating_point() and (t.dtype != dtype or t.device != self.device)
                     for t in tensors)  # fmt: skip
-        self.model = copy.deepcopy(model).to(self.device, dtype) if moved else model
+        self.model = _copy_used(model, feats, self.device, dtype) if moved else model
         self.graph = graph_of(self.model, feats)
         self.layer, self.place = feats.layer, feats.place
         self.input_shape = tuple(feats.input_shape)
@@ -338,6 +362,9 @@ def check_jacobian(lm: LayerMap, x: torch.Tensor) -> None:
     ``torch.round``, ``sign``, ``floor``... have a zero derivative under autograd:
     the map is then flat to the solver and no step can move through that layer.
     """
+    live = [p for n, p in lm.graph.places.items() if n in lm._live_set and n != lm.graph.input]
+    if all(rule_for(p.module).linear is not None for p in live):
+        return  # every op on the path has a linear rule: none is flat everywhere
     seen = []
 
     def record(place, inputs, out):

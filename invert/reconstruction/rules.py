@@ -110,6 +110,11 @@ class _Context:
     dtype: torch.dtype
     device: torch.device
     switches: dict[int, torch.Tensor]
+    # the walk as the joint solve's start: a layer with fewer equations than unknowns is
+    # solved only to this (its minimum-norm answer is not the input at any tolerance), and
+    # so is every layer below it (their targets are then no closer than that)
+    start_tol: float | None = None
+    inexact: bool = False
 
 
 def _elementwise(target: _Target, fn, *, slope=None, keep=None) -> _Target:
@@ -291,7 +296,13 @@ def _solve_linear(op, bias, step, target, ctx, what):
     if mask is not None:
         mask = mask.expand_as(values)
         values = torch.where(mask, values, 0)
-    kwargs = dict(tol=ctx.cg_tol, strict=ctx.strict)
+    tol = ctx.cg_tol
+    if ctx.start_tol is not None:
+        equations = values[0].numel() if mask is None else int(mask.flatten(1).sum(1).max())
+        ctx.inexact |= equations < math.prod(op.in_shape)
+        if ctx.inexact:
+            tol = max(tol, ctx.start_tol)
+    kwargs = dict(tol=tol, strict=ctx.strict)
     if bounded:
         x, info = bounded_least_squares(
             op, values, mask=mask, lower=lower, upper=upper, max_iter=ctx.cg_iterations, **kwargs

@@ -18,6 +18,7 @@ a Lanczos run (about one more Gauss-Newton step), so the paper's function called
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import warnings
 
@@ -31,7 +32,7 @@ from invert.linalg.solvers import ConvergenceWarning
 from .features import Features
 from .joint import check_bounds, check_options, finish, solve_joint
 from .layer_map import LayerMap
-from .layerwise import reconstruct_layerwise
+from .layerwise import reconstruct_layerwise, walk_start
 from .result import Reconstruction
 from .settings import JointSettings, LayerwiseSettings, settings_of
 
@@ -40,13 +41,16 @@ __all__ = ["STRATEGIES", "reconstruct", "reconstruct_joint"]
 STRATEGIES = ("auto", "layerwise", "joint")
 
 
-def _layerwise(model, feats, settings, dtype, device):
-    """The layer-wise result, or (None, reason) where the walk cannot be taken."""
+def _layerwise(model, feats, settings, dtype, device, *, start):
+    """The layer-wise result, or (None, reason) where the walk cannot be taken; ``start``:
+    the walk as the joint solve's start (:func:`~.layerwise.walk_start`)."""
     if not feats.chain:
         return None, "the layers are not a plain chain"
     try:
         with warnings.catch_warnings():  # its stopped solves are in its notes
             warnings.simplefilter("ignore", ConvergenceWarning)
+            if start:
+                return walk_start(model, feats, settings, dtype, device), None
             return reconstruct_layerwise(model, feats, layerwise=settings, dtype=dtype,
                                          device=device), None  # fmt: skip
     except UserError as error:
@@ -196,7 +200,7 @@ def _reconstruct(model, feats, strategy, x0, *, prior, bounds, tol, joint, layer
     with LayerMap(model, feats, pooling=settings.pooling, dtype=dtype, device=device) as lm:
         layer_rec, why = None, None
         if strategy != "joint":
-            layer_rec, why = _layerwise(model, feats, walk, dtype, device)
+            layer_rec, why = _layerwise(model, feats, walk, dtype, device, start=strategy == "auto")
             if layer_rec is None and strategy == "layerwise":
                 raise UserError(why)
         if strategy == "layerwise":
@@ -207,15 +211,21 @@ def _reconstruct(model, feats, strategy, x0, *, prior, bounds, tol, joint, layer
             diagnostics = dict(winner=["joint"] * lm.n_images, layerwise=why)
             return finish(lm, solve.x, strategy="joint", solve=solve, diagnostics=diagnostics,
                           **run)  # fmt: skip
-        return _auto(lm, model, layer_rec, bounds, settings, progress, run)
+        exact = functools.partial(_layerwise, model, feats, walk, dtype, device, start=False)
+        return _auto(lm, model, layer_rec, exact, bounds, settings, progress, run)
 
 
-def _auto(lm, model, layer_rec, bounds, settings, progress, run):
+def _auto(lm, model, layer_rec, exact, bounds, settings, progress, run):
     """Layer-wise, then the joint solve from it for the images it leaves above ``tol``;
-    each image gets the better of the two by feature residual."""
+    each image gets the better of the two by feature residual. ``exact()``: the layer-wise
+    result itself, where ``layer_rec`` is only the start (:func:`~.layerwise.walk_start`)."""
     tol, prior = run["tol"], run["prior"]
     lo, hi = check_bounds(bounds, lm)
-    image = layer_rec.image if lo is None else torch.clamp(layer_rec.image, lo, hi)
+
+    def clamped(rec):
+        return rec.image if lo is None else torch.clamp(rec.image, lo, hi)
+
+    image = clamped(layer_rec)
     layer_res = _residual(lm, image)
     refine = (layer_res > tol).tolist() if prior is None else [True] * len(layer_res)
     diagnostics = dict(layerwise_residual=layer_res.tolist(), joint_residual=None,
@@ -226,6 +236,11 @@ def _auto(lm, model, layer_rec, bounds, settings, progress, run):
     solve = solve_joint(lm, model, x0=image, bounds=bounds, prior=prior, tol=tol,
                         settings=settings, progress=progress)  # fmt: skip
     joint_res = _residual(lm, solve.x)
+    if layer_rec.diagnostics.get("inexact_start") and bool((joint_res > tol).any()):
+        layer_rec = exact()[0]  # the joint solve may lose to the walk itself, not its start
+        image = clamped(layer_rec)
+        layer_res = _residual(lm, image)
+        diagnostics.update(layerwise_residual=layer_res.tolist())
     better = [j <= l or prior is not None for j, l in zip(joint_res, layer_res)]
     pick = torch.tensor(better, device=image.device).view(-1, *([1] * (image.dim() - 1)))
     status, reasons = list(solve.status), list(solve.notes)
