@@ -90,7 +90,7 @@ from invert.validation import check_bool, check_dtype
 
 from .certificate import certify
 from .features import Features
-from .layer_map import LayerMap, check_jacobian
+from .layer_map import LayerMap, Linearization, check_jacobian
 from .layerwise import walk_notes, walk_start
 from .result import Note, Reconstruction
 from .settings import JointSettings, LayerwiseSettings, feature_tol, settings_of
@@ -136,8 +136,7 @@ def _tv(x):
 class _Step:
     """The least-squares operator of one Gauss-Newton step: ``[J / s; c grad] (free * d)``.
 
-    ``lin`` may be a float32 linearization at the same point (see the module notes): its
-    products are taken in float32 and returned in the solve's dtype.
+    ``lin``'s products may be taken in float32 (:func:`_promoted`).
     """
 
     def __init__(self, lm, x, lin, scale, free, tv_rows):
@@ -153,7 +152,7 @@ class _Step:
 
     def apply(self, d):
         d = d * self.free if self.free is not None else d
-        jd = self.lin.jvp(d.to(self.lin.r.dtype)).to(d.dtype)
+        jd = self.lin.jvp(d)
         out = (jd / self._s()).flatten(1)
         if self.tv is None:
             return out
@@ -164,13 +163,21 @@ class _Step:
         k = self.lm.target[0].numel()
         shape = (u.shape[0], *self.lm.target.shape[1:])
         w = u[:, :k].reshape(shape) / self._s()
-        g = self.lin.vjp(w.to(self.lin.r.dtype)).to(u.dtype)
+        g = self.lin.vjp(w)
         if self.tv is not None:
             p = self.x[0].numel()
             gx = u[:, k : k + p].reshape(self.x.shape) * self.tv
             gy = u[:, k + p :].reshape(self.x.shape) * self.tv
             g = g + _grad_adjoint(gx, gy)
         return g * self.free if self.free is not None else g
+
+
+def _promoted(lin32, r) -> Linearization:
+    """A float32 linearization with the residual ``r`` of the float64 map at the same point:
+    products taken in float32 and returned in ``r``'s dtype (see the module notes)."""
+    low, high = lin32.r.dtype, r.dtype
+    return Linearization(r, lambda v: lin32.jvp(v.to(low)).to(high),
+                         lambda u: (lin32.vjp(u.to(low)).to(high),))  # fmt: skip
 
 
 def _objective(lm, x, idx, weight):
@@ -203,11 +210,12 @@ def _free_set(x, g, lo, hi):
     return (~(at_lo | at_hi)).to(x.dtype)
 
 
-def _line_search(lm, x, d, g, phi, idx, weight, lo, hi):
-    """Per-image Armijo backtracking on the projected path; returns x_new, phi, rel, alpha."""
+def _line_search(lm, x, d, g, phi, r, idx, weight, lo, hi):
+    """Per-image Armijo backtracking on the projected path from ``x`` (objective ``phi``,
+    residual ``r``); returns x_new, phi, rel, the residual there, alpha."""
     n = x.shape[0]
     alpha = torch.ones(n, dtype=x.dtype, device=x.device)
-    new, phi_new = x.clone(), phi.clone()
+    new, phi_new, r_new = x.clone(), phi.clone(), r.clone()
     rel_new = torch.full_like(phi, math.nan)
     todo = torch.ones(n, dtype=torch.bool, device=x.device)
     for _ in range(_HALVINGS):
@@ -216,28 +224,28 @@ def _line_search(lm, x, d, g, phi, idx, weight, lo, hi):
         trial = x[t] + a * d[t]
         if lo is not None:
             trial = torch.maximum(torch.minimum(trial, hi), lo)
-        p, rel, _ = _objective(lm, trial, idx[t], weight)
+        p, rel, res = _objective(lm, trial, idx[t], weight)
         decrease = (g[t] * (trial - x[t])).flatten(1).sum(1)
         ok = p <= phi[t] + _ARMIJO * decrease
         good = t[ok]
         new[good], phi_new[good], rel_new[good] = trial[ok], p[ok], rel[ok]
+        r_new[good] = res[ok]
         todo[good] = False
         alpha[t[~ok]] /= 2
         if not bool(todo.any()):
             break
     alpha[todo] = 0.0
-    return new, phi_new, rel_new, alpha
+    return new, phi_new, rel_new, r_new, alpha
 
 
-def _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter, inner=None):
-    """The (projected) Gauss-Newton step for the images ``idx`` at ``xb``; ``inner``: the
-    linearization whose products CGLS uses (default ``lin``; the residual is ``lin``'s)."""
+def _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter):
+    """The (projected) Gauss-Newton step for the images ``idx`` at ``xb``."""
     r = lin.r
     free = _free_set(xb, g, lo, hi)
     tv_rows = None
     if weight:
         tv_rows = torch.sqrt(weight / (2 * xb[0].numel() * torch.sqrt(_tv(xb)[1])))
-    op = _Step(lm, xb, inner if inner is not None else lin, lm.scale[idx], free, tv_rows)
+    op = _Step(lm, xb, lin, lm.scale[idx], free, tv_rows)
     rhs = (-r / lm.scale[idx].view(-1, *([1] * (r.dim() - 1)))).flatten(1)
     if tv_rows is not None:
         gx, gy = _grad(xb)
@@ -308,7 +316,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
     r0 = torch.ones(n, dtype=x.dtype, device=x.device)  # the residual at the start
     past = []  # (objective, residual) after each step, for the progress rule
     with torch.no_grad():
-        phi, rel, _ = _objective(lm, x, lm.all, weight)
+        phi, rel, r = _objective(lm, x, lm.all, weight)
     for step in range(1, max_steps + 1):
         t0 = time.perf_counter()
         _retire(running, status, rel, tol, weight, capped if step > _NOT_INJECTIVE_STEPS else None)
@@ -317,7 +325,14 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
             break
         with torch.no_grad():
             xb = x[idx]
-            lin = lm.linearize(xb, idx)
+            # float32 products (see the module notes): the float64 residual is the line
+            # search's, the map is linearised once, in float32, for the gradient and the step
+            lin32 = None
+            if inner is not None and not bool(fine[idx].any()):
+                lin32 = inner.linearize(xb.to(inner.dtype), idx)
+                lin = _promoted(lin32, r[idx])
+            else:
+                lin = lm.linearize(xb, idx)
             g = _gradient(lin, xb, lm.scale[idx], weight)
             gnorm = _norms(g if lo is None else g * _free_set(xb, g, lo, hi))
             if step == 1:
@@ -337,18 +352,20 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
             if step == 1:
                 r0[idx] = rel[idx]
             fine[idx] |= tight[idx] | (ratio < _OFF_RANGE * rel[idx] / r0[idx])
-            lin32 = None
-            if inner is not None and not bool(fine[idx].any()):
-                lin32 = inner.linearize(xb.to(inner.dtype), idx)
+            if lin32 is not None and bool(fine[idx].any()):  # this step already in float64
+                lin, lin32 = lm.linearize(xb, idx), None
+                g = _gradient(lin, xb, lm.scale[idx], weight)
+            if lin32 is not None:
                 eta = eta.clamp(min=_INNER32_ETA)
-            d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter,
-                                       inner=lin32)  # fmt: skip
-            new, phi_new, rel_new, alpha = _line_search(lm, xb, d, g, phi[idx], idx, weight,
-                                                        lo, hi)  # fmt: skip
+            d, iterations = _direction(lm, xb, idx, lin, g, weight, lo, hi, eta, max_iter)
+            new, phi_new, rel_new, r_new, alpha = _line_search(
+                lm, xb, d, g, phi[idx], r[idx], idx, weight, lo, hi
+            )
         accepted = alpha > 0
         decrease = phi[idx] - phi_new
         x[idx[accepted]] = new[accepted]
         phi[idx[accepted]], rel[idx[accepted]] = phi_new[accepted], rel_new[accepted]
+        r[idx[accepted]] = r_new[accepted]
         past.append((phi.clone(), rel.clone()))
         _judge(idx, accepted, decrease, eta, past, phi, rel, weight, tol, tight, running, status)
         row = dict(gauss_newton_step=step, images=len(idx), residual=rel.cpu().tolist(),
