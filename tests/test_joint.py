@@ -515,3 +515,23 @@ def test_reconstruct_joint_takes_only_the_joint_solves_options():
     f = features(model, torch.rand(1, 1, 6, 6, dtype=D), layer="5")
     with pytest.raises(TypeError, match=r"unexpected options \['layerwise'\]"):
         reconstruct_joint(model, f, layerwise=None, device="cpu")
+
+
+def test_lanczos_certificate_from_a_float32_start_gives_the_dense_eigenvalues():
+    """n = 768 > 500: Lanczos, started from a float32 run's Ritz vectors; A and B are those
+    of the dense J^T J (autograd), and the float64 run needs only a few products."""
+    from invert.reconstruction.certificate import jacobian_bounds
+
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), CReLU(), nn.Conv2d(32, 16, 3, padding=1),
+                          CReLU()).double()  # fmt: skip
+    x = torch.rand(1, 3, 16, 16, dtype=D)
+    f = features(model, x, layer="3")
+    j = jacobian(lambda v: model[:3](v[None]).flatten(), x[0]).reshape(-1, x[0].numel())
+    eig = torch.linalg.eigvalsh(j.T @ j)
+    with LayerMap(model, f, device="cpu") as lm:
+        bounds = jacobian_bounds(lm, x)
+    assert bounds.method == ["lanczos"] and bounds.resolved == [True]
+    assert math.isclose(bounds.B[0], float(eig[-1]), rel_tol=1e-6)
+    assert float(eig[0]) * (1 - 1e-9) <= bounds.A[0] <= float(eig[0]) * (1 + 1e-2)
+    assert bounds.iterations <= 10

@@ -62,6 +62,10 @@ class Spectrum:
     values : torch.Tensor or None
         ``"dense"``: every eigenvalue, ``(N, n)`` float64 ascending (not clamped);
         ``None`` for ``"lanczos"``.
+    vectors : torch.Tensor or None
+        ``"lanczos"``: the Ritz vectors of the smallest and largest Ritz values,
+        ``(N, 2, *shape)`` float64 (e.g. the start of a run in higher precision);
+        ``None`` for ``"dense"``.
     """
 
     smallest: torch.Tensor
@@ -72,6 +76,7 @@ class Spectrum:
     iterations: int
     method: str
     values: torch.Tensor | None = None
+    vectors: torch.Tensor | None = None
 
 
 def _dense(matvec, shape, n_samples, dtype, device) -> Spectrum:
@@ -88,12 +93,14 @@ def _dense(matvec, shape, n_samples, dtype, device) -> Spectrum:
 
 
 def _ritz(alphas, betas, k):
-    """Extreme Ritz values of the k x k tridiagonal matrices, with their residual bounds."""
+    """Extreme Ritz values of the k x k tridiagonal matrices, with their residual bounds and
+    their eigenvectors ``(N, 2, k)`` (smallest, largest)."""
     from scipy.linalg import eigh_tridiagonal
 
     a = torch.stack(alphas[:k], 1).cpu().numpy()
     b = torch.stack(betas[:k], 1).cpu().numpy()
     out = torch.zeros(4, a.shape[0], dtype=torch.float64)
+    tri_vectors = torch.zeros(a.shape[0], 2, k, dtype=torch.float64)
     for i in range(a.shape[0]):
         for j, end in enumerate((0, k - 1)):
             if k == 1:
@@ -103,7 +110,8 @@ def _ritz(alphas, betas, k):
                                             select_range=(end, end))  # fmt: skip
             out[j, i] = float(theta[0])
             out[2 + j, i] = abs(float(b[i, k - 1] * s[-1, 0]))
-    return out[0], out[1], out[2], out[3]
+            tri_vectors[i, j] = torch.from_numpy(np.ascontiguousarray(s[:, 0]))
+    return out[0], out[1], out[2], out[3], tri_vectors
 
 
 def _start(start, shape, n_samples, device) -> torch.Tensor:
@@ -149,7 +157,7 @@ def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, s
         alphas.append(torch.where(alive | broke, alpha, torch.zeros_like(alpha)))
         betas.append(torch.where(alive, beta, torch.zeros_like(beta)))
         if k % _CHECK_EVERY == 0 or k == k_max or not bool(alive.any()):
-            lo, hi, r_lo, r_hi = _ritz(alphas, betas, k)
+            lo, hi, r_lo, r_hi, _ = _ritz(alphas, betas, k)
             ok = r_hi <= tol * hi
             if smallest:
                 ok = ok & (r_lo <= tol * lo.clamp(min=0) + floor * hi)
@@ -159,8 +167,10 @@ def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, s
         prev, beta_prev = q, torch.where(alive, beta, torch.ones_like(beta))
         q = w.div_(beta_prev[:, None])
         q[~alive] = 0
-    lo, hi, r_lo, r_hi = _ritz(alphas, betas, k)
-    return Spectrum(lo.clamp(min=0), hi, r_lo, r_hi, converged, k, "lanczos")
+    lo, hi, r_lo, r_hi, tri_vectors = _ritz(alphas, betas, k)
+    vectors = torch.einsum("njk,nkd->njd", tri_vectors.to(device), basis[:, :k].to(torch.float64))
+    return Spectrum(lo.clamp(min=0), hi, r_lo, r_hi, converged, k, "lanczos",
+                    vectors=vectors.view(n_samples, 2, *shape).cpu())  # fmt: skip
 
 
 def extreme_eigenvalues(

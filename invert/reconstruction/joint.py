@@ -90,7 +90,7 @@ from invert.validation import check_bool, check_dtype
 
 from .certificate import certify
 from .features import Features
-from .layer_map import LayerMap, Linearization, check_jacobian
+from .layer_map import Linearization, check_jacobian
 from .layerwise import walk_notes, walk_start
 from .result import Note, Reconstruction
 from .settings import JointSettings, LayerwiseSettings, feature_tol, settings_of
@@ -562,9 +562,7 @@ def solve_joint(lm, model, *, x0, bounds, prior, tol, settings: JointSettings, p
     with contextlib.ExitStack() as stack:
         inner = None
         if inner_dtype == "auto" and lm.dtype == torch.float64:
-            twin = LayerMap(model, lm.feats, pooling=lm.pooling, dtype=torch.float32,
-                            device=lm.device)  # fmt: skip
-            inner = stack.enter_context(twin)
+            inner = stack.enter_context(lm.twin(torch.float32))
         bar = stack.enter_context(progress_bar(progress, total=max_steps, desc="Gauss-Newton",
                                                unit="step"))  # fmt: skip
         x, status, history = _gauss_newton(

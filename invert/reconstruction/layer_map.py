@@ -139,6 +139,7 @@ class LayerMap:
         tensors = list(model.parameters()) + list(model.buffers())
         moved = any(t.is_floating_point() and (t.dtype != dtype or t.device != self.device)
                     for t in tensors)  # fmt: skip
+        self.source = model
         self.model = _copy_used(model, feats, self.device, dtype) if moved else model
         self.graph = graph_of(self.model, feats)
         self.layer, self.place = feats.layer, feats.place
@@ -149,6 +150,11 @@ class LayerMap:
             self._switches = {k: v.to(self.device) for k, v in feats.switches.items()}
         self._live = [s.name for s in feats.steps]
         self._saved = None
+
+    def twin(self, dtype: torch.dtype) -> LayerMap:
+        """This map in another dtype, from the same model (to be entered)."""
+        return LayerMap(self.source, self.feats, pooling=self.pooling, dtype=dtype,
+                        device=self.device)  # fmt: skip
 
     # --- context: eval mode, frozen parameters ------------------------------------------------
 
