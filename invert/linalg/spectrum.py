@@ -156,7 +156,7 @@ def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, s
         alive = alive & ~broke  # an invariant subspace: the Ritz values are exact
         alphas.append(torch.where(alive | broke, alpha, torch.zeros_like(alpha)))
         betas.append(torch.where(alive, beta, torch.zeros_like(beta)))
-        if k % _CHECK_EVERY == 0 or k == k_max or not bool(alive.any()):
+        if k % _CHECK_EVERY == 0 or k < _CHECK_EVERY or k == k_max or not bool(alive.any()):
             lo, hi, r_lo, r_hi, _ = _ritz(alphas, betas, k)
             ok = r_hi <= tol * hi
             if smallest:

@@ -302,6 +302,9 @@ def _solve_linear(op, bias, step, target, ctx, what):
         ctx.inexact |= equations < math.prod(op.in_shape)
         if ctx.inexact:
             tol = max(tol, ctx.start_tol)
+    if ctx.inexact and values.dtype == torch.float64:  # a start to 1e-2: float32 is plenty
+        op, values = op.to(dtype=torch.float32), values.float()
+        lower, upper = (None if b is None else b.float() for b in (lower, upper))
     kwargs = dict(tol=tol, strict=ctx.strict)
     if bounded:
         x, info = bounded_least_squares(
@@ -311,6 +314,7 @@ def _solve_linear(op, bias, step, target, ctx, what):
         x, info = fft_least_squares(op, values, **kwargs)
     else:
         x, info = least_squares(op, values, mask=mask, max_iter=ctx.cg_iterations, **kwargs)
+    x = x.to(ctx.dtype)
     s = info.summary()
     report = LayerReport(
         step.name, step.operation, f"{what}: {s['method']}",
