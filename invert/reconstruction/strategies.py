@@ -6,7 +6,11 @@
 ``"joint"``     every layer at once (:func:`~invert.reconstruction.joint.reconstruct_joint`)
 ``"auto"``      layer-wise, then a joint refinement started from it for the images whose
                 relative feature residual is above ``tol``; each image gets the better of
-                the two by feature residual (non-chains: joint only)
+                the two by feature residual (non-chains: joint only). A layer with fewer
+                equations than unknowns makes the walk only a start, solved to ``1e-2``
+                (:func:`~invert.reconstruction.layerwise.walk_start`); where the joint
+                solve then neither reaches ``tol`` nor halves that start's residual, the
+                full walk is run and compared instead
 ==============  ============================================================================
 
 Every result of :func:`reconstruct` carries a certificate (one row per image, see
@@ -85,10 +89,11 @@ def reconstruct(
     feats : Features
         From :func:`~invert.reconstruction.features`.
     strategy : {"auto", "layerwise", "joint"}, optional
-        See the module notes. ``"auto"`` (default) is never worse than ``"layerwise"`` by
-        feature residual; with a ``prior`` it returns the joint result (the prior is what
-        was asked for), with ``bounds`` the layer-wise images are first projected onto
-        the box.
+        See the module notes. ``"auto"`` (default) is never worse by feature residual than
+        its layer-wise start, nor than ``"layerwise"`` where its joint solve gains less than
+        half of the start's residual; with a ``prior`` it returns the joint result (the
+        prior is what was asked for), with ``bounds`` the layer-wise images are first
+        projected onto the box.
     prior, bounds : optional
         Of the joint solve (:func:`~invert.reconstruction.joint.reconstruct_joint`).
     tol : float, optional
@@ -236,7 +241,8 @@ def _auto(lm, model, layer_rec, exact, bounds, settings, progress, run):
     solve = solve_joint(lm, model, x0=image, bounds=bounds, prior=prior, tol=tol,
                         settings=settings, progress=progress)  # fmt: skip
     joint_res = _residual(lm, solve.x)
-    if layer_rec.diagnostics.get("inexact_start") and bool((joint_res > tol).any()):
+    weak = (joint_res > tol) & (joint_res > 0.5 * layer_res)
+    if layer_rec.diagnostics.get("inexact_start") and bool(weak.any()):
         layer_rec = exact()[0]  # the joint solve may lose to the walk itself, not its start
         image = clamped(layer_rec)
         layer_res = _residual(lm, image)
