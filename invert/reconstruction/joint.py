@@ -38,23 +38,31 @@ the layer-wise estimate of a narrow random network, or a layer deep past a max-p
 end in one; or after ``max_steps``. The status is in ``rec.status`` and the
 certificate's note.
 
-Where the time goes (profile, VGG-16 ``features.8`` at 64 px, 2 CPU cores, float64,
-before float32 products): 50 s = layer-wise start 4 s + Gauss-Newton 22 s (16 steps, 280
-CGLS iterations, each one ``jvp`` and one ``vjp``; two thirds of all time is ``conv2d``)
-+ certificate 22 s (135 Lanczos products of ``J^T J``). Every step takes the full step
-(length 1); the residual falls only 1.3-1.5x per step for the first ten (the hidden ReLUs'
-activation pattern is being found), then quadratically. That phase is the nonlinearity,
-not the inexact inner solve (steps solved 100x tighter, 4x the CG iterations, give the
-same residuals step for step), nor a too short step (doubling an accepted full step never
-lowered the objective), and a grey start is worse (stalls near 0.2). Hence CGLS takes its
-products from a float32 twin of the map linearised at the same point (a float32 conv
-costs a third of a float64 one on the CPU), each step solved to ``eta >= 1e-4``; the
-residual, the gradient and the line search stay float64. This is mixed-precision
-iterative refinement: a float32 step is an inexact Newton step (relative error ~1e-6,
-inside the forcing term), and once the activation pattern is right each step cuts the
-float64 residual about 1e4-fold, so the converged image and the certificate are those of
-the float64 map. An image whose float32 step gains nothing goes on in float64, with
-steps solved to ``1e-10``.
+Where the time goes (profile, VGG-16 ``features.8``, 2 CPU cores, float64 solve): at 64 px,
+7-8 s = layer-wise start 0.5 s + Gauss-Newton 4.7 s (16 steps, 274 CGLS iterations, each
+one ``jvp`` and one ``vjp`` in float32) + certificate 2 s; at 224 px, 150-160 s = start
+2 s + Gauss-Newton 100-107 s (40 steps of 2.6 s: CGLS 1.4 s, the float64 line search
+0.45 s) + certificate 48 s. Every step takes the full step (length 1); the residual falls
+only 1.1-1.5x per step at first (the hidden ReLUs' activation pattern is being found:
+on ``features.8`` at 64 px 17% of the first ReLU's units have the wrong sign after one
+step, 1.4% after twelve), then quadratically. That phase is the nonlinearity, and none of
+these shortened it (measured at 64 px, 16 steps as the reference): steps solved 10x
+tighter (16 steps, 1.6x the CG iterations) or 3-6x looser (20-21 steps); a better start
+(the true image blurred by a 9x9 box: 18 steps; the ``"naive"`` walk: 26; grey: stalls
+near 0.2); Anderson acceleration of the steps (its point never beat the Gauss-Newton
+point); secant slopes of the hidden ReLUs in place of their 0/1 derivatives (21 steps);
+leaving out the rows of inactive units (18 steps); doubling an accepted full step (never
+lowered the objective). So the cost of a step is what is cut: CGLS takes its products
+from a float32 twin of the map, linearised once per step at the same point (a float32
+conv costs a third to a fifth of a float64 one on the CPU), each step solved to
+``eta >= 1e-4``; the gradient is ``J^T r`` of the float64 residual ``r`` of the line
+search, which stays float64. This is mixed-precision iterative refinement: a float32
+step is an inexact Newton step (relative error ~1e-6, inside the forcing term), and once
+the activation pattern is right each step cuts the float64 residual about 1e4-fold, so
+the converged image and the certificate are those of the float64 map. An image whose
+float32 step fails, or whose gradient has fallen 100x more than its residual (a fit
+that cannot meet the features, where float32 products cannot resolve ``J^T r``), goes on
+in float64, with steps solved to ``1e-10``.
 
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
