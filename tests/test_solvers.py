@@ -1,5 +1,7 @@
 """least_squares / fft_least_squares against numpy's dense minimum-norm solutions."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -314,3 +316,30 @@ def test_bounded_bad_input():
         bounded_least_squares(op, target, upper=torch.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         bounded_least_squares(op, target, upper=target * float("nan"))
+
+
+@pytest.mark.parametrize("max_iter, x0", [(1000, False), (3, False), (1000, True), (0, True)])
+def test_reported_residuals_are_those_of_the_returned_solution(max_iter, x0):
+    # info's residuals are reused from the solver's own verification where it has one;
+    # against the dense matrix they must be those of the x returned, sample by sample
+    op = make_op(CASES[1])  # rank deficient: a residual remains at the solution
+    m = op.dense().reshape(-1, int(np.prod(op.in_shape)))
+    g = torch.Generator().manual_seed(4)
+    target = torch.randn(3, *op.out_shape, generator=g, dtype=torch.float64)
+    target[2] = 0  # a sample that may be done before the first iteration
+    start = torch.randn(3, *op.in_shape, generator=g, dtype=torch.float64) if x0 else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        x, info = least_squares(op, target, max_iter=max_iter, x0=start)
+    b = target.flatten(1)
+    r = b - x.flatten(1) @ m.T
+
+    def norms(t):  # a zero reference counts as 1, as documented for the relative residual
+        n = torch.linalg.vector_norm(t, dim=1)
+        return n, torch.where(n > 0, n, torch.ones_like(n))
+
+    normal = norms(r @ m)[0] / norms(b @ m)[1]
+    data = norms(r)[0] / norms(b)[1]
+    assert torch.allclose(info.residual, normal, rtol=1e-6, atol=1e-13), (info.residual, normal)
+    assert torch.allclose(info.data_residual, data, rtol=1e-9, atol=1e-15)
+    assert bool(info.converged[0]) == (max_iter > 10)

@@ -187,17 +187,22 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _residuals(op, x, b, mask):
-    """Normal-equation and data residuals of x, relative, per sample."""
+def _residuals(op, x, b, mask, ref=None):
+    """Normal-equation and data residuals of x, relative, per sample (``ref``: the norms of
+    ``T^T b`` where known)."""
     r = b - op.apply(x)
     if mask is not None:
         r = r * mask
-    s = op.adjoint(r)
-    ref = _norms(op.adjoint(b))
-    normal = _norms(s) / torch.where(ref > 0, ref, torch.ones_like(ref))
+    if ref is None:
+        ref = _norms(op.adjoint(b))
+        ref = torch.where(ref > 0, ref, torch.ones_like(ref))
+    return _relative(op.adjoint(r), r, b, ref)
+
+
+def _relative(s, r, b, ref):
+    """Normal-equation residual ``|s| / ref`` and data residual ``|r| / |b|``, per sample."""
     bn = _norms(b)
-    data = _norms(r) / torch.where(bn > 0, bn, torch.ones_like(bn))
-    return normal, data
+    return _norms(s) / ref, _norms(r) / torch.where(bn > 0, bn, torch.ones_like(bn))
 
 
 def _report(x, info: SolveInfo, strict: bool, what: str):
@@ -305,20 +310,28 @@ def least_squares(
         if tuple(x0.shape) != (n, *op.in_shape):
             raise UserError(f"x0 must have shape {(n, *op.in_shape)}; got {tuple(x0.shape)}")
         x = x0.to(device=target.device, dtype=target.dtype).clone()
-    ref = _norms(op.adjoint(b))
+    if x0 is None:  # from 0: r = b, and T^T b is both the first residual and the reference
+        r, s = b, op.adjoint(b)
+        ref = _norms(s)
+    else:
+        ref = _norms(op.adjoint(b))
+        r = b - forward(x)
+        s = op.adjoint(r)
     ref = torch.where(ref > 0, ref, torch.ones_like(ref))
-
-    r = b - forward(x)
-    s = op.adjoint(r)
     p = s.clone()
     gamma = _sqnorms(s)
     iterations = torch.zeros(n, dtype=torch.long, device=target.device)
     done = torch.sqrt(gamma) / ref <= tol
     restarts = torch.zeros(n, dtype=torch.long, device=target.device)
+    # the true residuals of each sample at its current x, where computed (r and s are
+    # exact at the start; later only the verification computes them)
+    normal, data = _relative(s, r, b, ref)
+    known = torch.ones(n, dtype=torch.bool, device=target.device)
     for _ in range(max_iter):
         if bool(done.all()):
             break
         active = ~done
+        known = known & done
         q = forward(p)
         qq = _sqnorms(q)
         alpha = torch.where(active & (qq > 0), gamma / torch.where(qq > 0, qq, 1), 0)
@@ -334,6 +347,10 @@ def least_squares(
             s_true = op.adjoint(r_true)
             true_ok = torch.sqrt(_sqnorms(s_true)) / ref <= tol
             done = done | (claim & true_ok)
+            normal_true, data_true = _relative(s_true, r_true, b, ref)
+            normal = torch.where(claim, normal_true, normal)
+            data = torch.where(claim, data_true, data)
+            known = known | claim
             redo = claim & ~true_ok
             if bool(redo.any()):
                 restarts += redo.long()
@@ -347,7 +364,8 @@ def least_squares(
         p = s + _bcast(beta, p) * p
         gamma = gamma_new
 
-    normal, data = _residuals(op, x, b, mask)
+    if not bool(known.all()):  # stopped at max_iter: one more pass gives the true values
+        normal, data = _residuals(op, x, b, mask, ref)
     equations = (
         mask.expand_as(target).flatten(1).sum(1)
         if mask is not None
