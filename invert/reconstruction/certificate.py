@@ -77,6 +77,7 @@ class JacobianBounds:
     input_dim: int
     iterations: int
     residual_A: list[float]
+    residual: list[float]  # the relative feature residual at ``x`` (from the same pass)
 
     @property
     def ratio(self) -> list[float]:
@@ -101,6 +102,7 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> J
         start = _float32_start(layer_map, x, smallest=smallest, tol=tol, max_iter=max_iter)
     with torch.no_grad():
         lin = layer_map.linearize(x, layer_map.all)
+        residual = layer_map.relative(lin.r, layer_map.all).cpu().tolist()
         spec = extreme_eigenvalues(
             lambda v: lin.vjp(lin.jvp(v)), layer_map.input_shape, batch=x.shape[0],
             method=method, smallest=smallest, tol=tol, max_iter=max_iter, dtype=x.dtype,
@@ -114,6 +116,7 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> J
         resolved=[d or exact or bool(c) for d, c in zip(deficient, spec.converged)],
         rank_bound=rank, input_dim=n, iterations=spec.iterations,
         residual_A=[0.0 if d else float(r) for d, r in zip(deficient, spec.residual_smallest)],
+        residual=residual,
     )  # fmt: skip
 
 
@@ -153,9 +156,7 @@ def certify(
     bounds = jacobian_bounds(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter)
     n = bounds.input_dim
     threshold = unique_threshold(n)
-    with torch.no_grad():
-        residual = layer_map.relative(layer_map.residual(x, layer_map.all), layer_map.all)
-    residual = residual.cpu().tolist()
+    residual = bounds.residual
     own = model_residual(layer_map, x).tolist()
     rows = []
     for i in range(len(residual)):

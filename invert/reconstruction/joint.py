@@ -461,6 +461,8 @@ def _off_dead_point(lm, x, how, lo, hi):
 def _notes(lm, x, status, lo, hi, weight):
     """Why each image is not certified, from the solve (None: nothing to say)."""
     notes, rank, n = [], lm.rank_bound(), math.prod(lm.input_shape)
+    if all(s == "converged" or (weight and s != "not injective") for s in status):
+        return [None] * len(status)  # nothing to say: no pass through the network for it
     with torch.no_grad():
         lin = lm.linearize(x, lm.all)
         g = _gradient(lin, x, lm.scale, weight)
