@@ -173,8 +173,12 @@ def test_a_layer_that_is_not_injective_gets_a_note_and_few_steps(capsys, checkpo
     code, out, err = run(capsys, checkpoint, *args, "--json", "--device", "cpu")
     assert code == 0
     (row,) = json.loads(out)
-    notes = [line for line in err.splitlines() if "not injective" in line]
+    said = [line for line in err.splitlines() if "not injective" in line]
+    notes = [line for line in said if "note:" in line]
     assert len(notes) == 1 and "note: conv7: not injective" in notes[0], err
+    # and at once, before the solve's progress: a layer-wise or Gauss-Newton bar
+    assert said[0].startswith("conv7: not injective") and "before the solve" in said[0], err
+    assert err.index(said[0]) < err.index("Gauss-Newton"), err
     assert "joint solve stopped" not in err  # the note above says why, once
     assert "rank <= 684 < 3072" in notes[0] and "--prior tv" in notes[0]
     assert row["unique"] is False and len(row["gauss_newton"]) <= 5

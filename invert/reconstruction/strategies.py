@@ -32,9 +32,10 @@ from torch import nn
 from invert.device import resolve_device
 from invert.errors import UserError, UserTypeError
 from invert.linalg.solvers import ConvergenceWarning
+from invert.progress import say
 
 from .features import Features
-from .joint import check_bounds, check_options, finish, solve_joint
+from .joint import check_bounds, check_options, finish, injectivity, solve_joint
 from .layer_map import LayerMap
 from .layerwise import reconstruct_layerwise, walk_start
 from .result import Reconstruction
@@ -203,6 +204,9 @@ def _reconstruct(model, feats, strategy, x0, *, prior, bounds, tol, joint, layer
                 layerwise=walk.as_dict(), dtype=str(dtype), device=str(device))  # fmt: skip
     run = dict(prior=prior, tol=tol, settings=used)
     with LayerMap(model, feats, pooling=settings.pooling, dtype=dtype, device=device) as lm:
+        counted = injectivity(lm, prior=prior)[1] if strategy != "layerwise" else None
+        if counted:  # said before the joint solve; the result's note says it again, in full
+            say(progress, f"{lm.layer}: {counted.split('; ')[0]} (by counting, before the solve)")
         layer_rec, why = None, None
         if strategy != "joint":
             layer_rec, why = _layerwise(model, feats, walk, dtype, device, start=strategy == "auto")
