@@ -502,7 +502,7 @@ def main() -> None:
     parser.add_argument("--case", nargs="+", default=cases, choices=cases)
     parser.add_argument("--images", type=int, default=8, help="joint-convpool batch size")
     parser.add_argument("--layers", nargs="+", default=["conv2", "conv3", "conv4", "conv6"])
-    parser.add_argument("--prior-weight", type=float, default=1e-2, help="joint TV weight")
+    parser.add_argument("--prior-weight", type=float, default=3e-4, help="joint TV weight")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-iter", type=int, default=3000)
     parser.add_argument("--lsqr-max-nnz", type=float, default=1.5e8)

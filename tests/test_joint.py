@@ -219,8 +219,7 @@ def test_pooling_by_the_models_own_max():
     x = torch.rand(2, 1, 8, 8, dtype=D)
     f = features(model, x, layer="4")
     near = x + 1e-3 * torch.randn_like(x)  # the switches of x hold near x
-    rec = reconstruct_joint(model, f, joint=JointSettings(pooling="model"), x0=near,
-                            device="cpu")
+    rec = reconstruct_joint(model, f, joint=JointSettings(pooling="model"), x0=near, device="cpu")
     assert rel(rec.image, x) < 1e-8 and rec.settings["joint"]["pooling"] == "model"
     assert all(r < 1e-10 for r in rec.certificate.model_residual)
     with warnings.catch_warnings():
@@ -299,10 +298,19 @@ def test_tv_prior_where_the_map_is_not_injective():
     f = features(model, x, layer="1")
     plain = reconstruct_joint(model, f, device="cpu")
     assert plain.certificate[0].A == 0 and not plain.certificate[0].unique
-    tv = reconstruct_joint(model, f, prior="tv", joint=JointSettings(prior_weight=1e-4),
-                           bounds=(0, 1), device="cpu")
+    tv = reconstruct_joint(
+        model, f, prior="tv", joint=JointSettings(prior_weight=1e-4), bounds=(0, 1), device="cpu"
+    )
     assert rel(tv.image, x) < 0.5 * rel(plain.image, x)
     assert not tv.certificate[0].unique and "prior" in tv.certificate[0].note
+    # the objective is the documented one, the prior in units of the side (s = 8 here):
+    # |r|^2/|t|^2 + w s mean_p sqrt(|grad x|^2 + eps^2), by numpy at the returned image
+    img = tv.image[0, 0].numpy()
+    gx = np.pad(np.diff(img, axis=1), ((0, 0), (0, 1)))
+    gy = np.pad(np.diff(img, axis=0), ((0, 1), (0, 0)))
+    prior = 8 * np.sqrt(gx**2 + gy**2 + 1e-6).mean()
+    expected = tv.certificate[0].residual ** 2 + 1e-4 * prior
+    assert tv.history[-1]["objective"][0] == pytest.approx(expected, rel=1e-9)
 
 
 def test_float32_inner_products_reach_the_float64_answer():

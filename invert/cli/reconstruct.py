@@ -83,8 +83,9 @@ def _solver_options(p) -> None:
         "is not injective (A = 0); a prior, off by default",
     )  # fmt: skip
     p.add_argument(
-        "--prior-weight", type=float, default=1e-2,
-        help="weight of the --prior term against the feature residual (default 0.01)",
+        "--prior-weight", type=float, default=3e-4,
+        help="weight of the --prior term against the feature residual (default 3e-4; the prior "
+        "is measured in units of the image's side, so a weight means the same at any size)",
     )  # fmt: skip
     p.add_argument(
         "--pooling", default="recorded", choices=("recorded", "model"),

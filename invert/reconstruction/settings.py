@@ -99,7 +99,9 @@ class JointSettings:
         Max-pooling held at the switches recorded with the features (default: the map is
         piecewise linear) or decided by the network's own max; the certificate's map too.
     prior_weight : float
-        Weight of the prior (``prior="tv"``) against the squared relative feature residual.
+        Weight of the prior (``prior="tv"``) against the squared relative feature residual;
+        the prior is measured in units of the image's side, so a weight means the same at
+        any size (default 3e-4).
     max_steps : int, optional
         Gauss-Newton steps; default 50, and 5 without a prior where counting shows the map
         is not injective (no step count makes the image unique there).
@@ -117,7 +119,7 @@ class JointSettings:
     """
 
     pooling: str = "recorded"
-    prior_weight: float = 1e-2
+    prior_weight: float = 3e-4
     max_steps: int | None = None
     cg_iterations: int = 500
 
