@@ -39,10 +39,11 @@ end in one; or after ``max_steps``. The status is in ``rec.status`` and the
 certificate's note.
 
 Where the time goes (profile, VGG-16 ``features.8``, 2 CPU cores, float64 solve): at 64 px,
-7-8 s = layer-wise start 0.5 s + Gauss-Newton 4.7 s (16 steps, 274 CGLS iterations, each
-one ``jvp`` and one ``vjp`` in float32) + certificate 2 s; at 224 px, 150-160 s = start
-2 s + Gauss-Newton 100-107 s (40 steps of 2.6 s: CGLS 1.4 s, the float64 line search
-0.45 s) + certificate 48 s. Every step takes the full step (length 1); the residual falls
+4.5 s = layer-wise start 0.5 s + Gauss-Newton 2.6 s (16 steps, 274 CGLS iterations, each
+one ``jvp`` and one ``vjp`` in float32) + certificate 1.4 s; at 224 px, 102-120 s = start
+2 s + Gauss-Newton 65-79 s (38 steps of 1.7-2.1 s: CGLS 1.4-1.7 s, the float64 line
+search 0.27 s) + certificate 34-38 s (about 270 Lanczos products: the smallest eigenvalue
+needs them, see :mod:`.certificate`). Every step takes the full step (length 1); the residual falls
 only 1.1-1.5x per step at first (the hidden ReLUs' activation pattern is being found:
 on ``features.8`` at 64 px 17% of the first ReLU's units have the wrong sign after one
 step, 1.4% after twelve), then quadratically. That phase is the nonlinearity, and none of
