@@ -543,3 +543,27 @@ def test_lanczos_certificate_from_a_float32_start_gives_the_dense_eigenvalues():
     assert math.isclose(bounds.B[0], float(eig[-1]), rel_tol=1e-6)
     assert float(eig[0]) * (1 - 1e-9) <= bounds.A[0] <= float(eig[0]) * (1 + 1e-2)
     assert bounds.iterations <= 10
+
+
+def test_a_solve_that_did_not_converge_gets_B_without_a_lanczos_run_for_A():
+    # n = 3 x 16 x 16 = 768 > 500: Lanczos; one step from zero cannot meet tol 1e-10
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), CReLU(),
+                          nn.Conv2d(16, 8, 3, padding=1), CReLU()).double()  # fmt: skip
+    x = torch.rand(1, 3, 16, 16, dtype=D)
+    f = features(model, x, layer="3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        rec = reconstruct_joint(model, f, x0=torch.zeros_like(x),
+                                joint=JointSettings(max_steps=1), device="cpu")  # fmt: skip
+        done = reconstruct_joint(model, f, x0=x + 1e-3 * torch.randn_like(x), device="cpu")
+    row = rec.certificate[0]
+    assert not row.converged and not row.unique and "nothing to certify" in row.eigen_method
+    # B against the dense Jacobian of the compared map (conv2's input side: pre-activation)
+    j = jacobian(lambda v: model[:3](v[None]).flatten(),
+                 rec.image[0]).reshape(-1, x[0].numel())  # fmt: skip
+    eig = torch.linalg.eigvalsh(j.T @ j)
+    assert row.B == pytest.approx(float(eig[-1]), rel=1e-3)
+    # a converged solve still gets its A, resolved
+    good = done.certificate[0]
+    assert good.unique and "not resolved" not in good.eigen_method

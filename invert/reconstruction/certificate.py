@@ -9,6 +9,10 @@ For each image, at the reconstruction ``x``:
 * ``A`` and ``B``: the smallest and largest eigenvalues of ``J^T J``, ``J`` the Jacobian
   of that map at ``x`` (:func:`~invert.linalg.spectrum.extreme_eigenvalues`, the one
   eigenvalue engine; ``A = 0`` without a solve when counting shows ``rank(J) <= m < n``).
+  Where the solver says no image converged, or a prior was used, nothing can be certified
+  unique and the Lanczos run stops on ``B``: ``A`` is then the smallest Ritz value so far,
+  marked not resolved (most of the cost is ``A``'s: VGG-16 ``features.15`` at 64 px,
+  stalled, spent 26 s of 32 on it).
   A product with ``J^T J`` costs a pass through the network, so the dense matrix (``n``
   products) is built only where it costs no more than the Lanczos budget
   (``n <= max_iter``, 500); Lanczos beyond. A float64 run from a random start needs
@@ -87,20 +91,24 @@ class JacobianBounds:
         return [a / b if b > 0 else 0.0 for a, b in zip(self.A, self.B)]
 
 
-def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> JacobianBounds:
+def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500,
+                    need_A=None) -> JacobianBounds:  # fmt: skip
     """Extreme eigenvalues of ``J^T J`` at ``x`` for every image of an entered ``layer_map``.
 
     ``A = 0`` by counting where ``rank(J) <= m < n`` (no Lanczos run for it); otherwise
     :func:`~invert.linalg.spectrum.extreme_eigenvalues` (``tol``: relative Ritz residual);
     ``method="auto"``: dense where its ``n`` products are within the Lanczos budget
-    ``max_iter``, else Lanczos.
+    ``max_iter``, else Lanczos. ``need_A``: per image, whether ``A`` is wanted (default:
+    all); where no image wants it, Lanczos stops on ``B`` alone and ``A`` is the smallest
+    Ritz value so far, marked not resolved.
     """
     n = math.prod(layer_map.input_shape)
     if method == "auto":  # each product is a pass through the network: count them
         method = "dense" if n <= max_iter else "lanczos"
     rank = layer_map.rank_bound().tolist()
     deficient = [r < n for r in rank]
-    smallest, start = not all(deficient), 0
+    wanted = [True] * len(rank) if need_A is None else [bool(w) for w in need_A]
+    smallest, start = any(w and not d for w, d in zip(wanted, deficient)), 0
     if method == "lanczos" and x.dtype == torch.float64 and tol >= _FLOAT32_TOL:
         start = _float32_start(layer_map, x, smallest=smallest, tol=tol, max_iter=max_iter)
     with torch.no_grad():
@@ -115,8 +123,9 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500) -> J
     return JacobianBounds(
         A=[0.0 if d else float(a) for d, a in zip(deficient, spec.smallest)],
         B=spec.largest.tolist(),
-        method=[f"{spec.method} (A = 0 by counting)" if d else spec.method for d in deficient],
-        resolved=[d or exact or bool(c) for d, c in zip(deficient, spec.converged)],
+        method=[f"{spec.method} (A = 0 by counting)" if d else spec.method if smallest or exact
+                else f"{spec.method} (A not resolved: nothing to certify)" for d in deficient],
+        resolved=[d or exact or (smallest and bool(c)) for d, c in zip(deficient, spec.converged)],
         rank_bound=rank, input_dim=n, iterations=spec.iterations,
         residual_A=[0.0 if d else float(r) for d, r in zip(deficient, spec.residual_smallest)],
         residual=residual,
@@ -156,7 +165,13 @@ def certify(
     ``converged`` (per image, default: residual <= tol) and ``notes`` (per image, a
     reason the solve gives for not being certified, or None) come from the solver.
     """
-    bounds = jacobian_bounds(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter)
+    # A decides only for a converged solve without a prior (the Lanczos run for A is most
+    # of the certificate's cost: VGG-16 features.15 at 64 px, stalled, 26 s of 32)
+    need_A = None
+    if converged is not None:
+        need_A = [bool(c) and prior is None for c in converged]
+    bounds = jacobian_bounds(layer_map, x, method=method, tol=eig_tol, max_iter=max_iter,
+                             need_A=need_A)  # fmt: skip
     n = bounds.input_dim
     threshold = unique_threshold(n)
     residual = bounds.residual
