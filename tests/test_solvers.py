@@ -343,3 +343,28 @@ def test_reported_residuals_are_those_of_the_returned_solution(max_iter, x0):
     assert torch.allclose(info.residual, normal, rtol=1e-6, atol=1e-13), (info.residual, normal)
     assert torch.allclose(info.data_residual, data, rtol=1e-9, atol=1e-15)
     assert bool(info.converged[0]) == (max_iter > 10)
+
+
+def test_residual_tol_stops_a_consistent_system_once_its_data_residual_is_met():
+    # LSQR's btol: a consistent system (t = T x_true) may stop on its data residual; the
+    # residual of the x returned, from the dense matrix, must meet what was asked, and a
+    # sample whose normal-equation tolerance is met first is not held back
+    op = make_op(CASES[0])
+    m = op.dense().reshape(-1, int(np.prod(op.in_shape)))
+    g = torch.Generator().manual_seed(5)
+    truth = torch.randn(2, *op.in_shape, generator=g, dtype=torch.float64)
+    target = op.apply(truth)
+    asked = torch.tensor([1e-3, 1e-30], dtype=torch.float64)
+    x, info = least_squares(op, target, tol=1e-12, residual_tol=asked)
+    _, full = least_squares(op, target, tol=1e-12)
+    b = target.flatten(1)
+    data = torch.linalg.vector_norm(b - x.flatten(1) @ m.T, dim=1) / torch.linalg.vector_norm(
+        b, dim=1
+    )
+    assert float(data[0]) <= 1e-3 and float(data[0]) > 1e-12  # stopped on the data residual
+    assert torch.allclose(info.data_residual, data, rtol=1e-9, atol=1e-15)
+    assert bool(info.converged.all())
+    assert int(info.iterations[0]) < int(full.iterations[0])
+    assert int(info.iterations[1]) == int(full.iterations[1])  # 1e-30: the normal tol decides
+    with pytest.raises(ValueError, match="residual_tol must be positive"):
+        least_squares(op, target, residual_tol=0.0)

@@ -223,19 +223,19 @@ def _report(x, info: SolveInfo, strict: bool, what: str):
 # --- CGLS ----------------------------------------------------------------------------------
 
 
-def _sample_tol(tol, target: torch.Tensor):
+def _sample_tol(tol, target: torch.Tensor, name="tol"):
     """The tolerance as a float or a per-sample tensor, and its largest value."""
     if tol is None:
         tol = default_tol(target.dtype)
     if isinstance(tol, torch.Tensor) and tol.dim() == 1:
         if tol.shape[0] != target.shape[0] or not bool((tol > 0).all()):
-            raise UserError(f"a tol tensor must hold {target.shape[0]} positive values, one "
-                             "per sample")  # fmt: skip
+            raise UserError(f"a {name} tensor must hold {target.shape[0]} positive values, "
+                             "one per sample")  # fmt: skip
         tol = tol.to(device=target.device, dtype=torch.float64)
         return tol, float(tol.max())
     tol = float(tol)
     if not tol > 0:
-        raise UserError(f"tol must be positive; got {tol}")
+        raise UserError(f"{name} must be positive; got {tol}")
     return tol, tol
 
 
@@ -247,6 +247,7 @@ def least_squares(
     tol: float | torch.Tensor | None = None,
     max_iter: int = 1000,
     x0: torch.Tensor | None = None,
+    residual_tol: float | torch.Tensor | None = None,
     strict: bool = False,
 ) -> tuple[torch.Tensor, SolveInfo]:
     """Minimum-norm solution of ``min_x ||M (T x) - M t||^2``, matrix-free (CGLS).
@@ -271,6 +272,11 @@ def least_squares(
     x0 : torch.Tensor, optional
         Starting point. From 0 (default) the result is the minimum-norm solution;
         from ``x0`` it is the least-squares solution closest to ``x0``.
+    residual_tol : float or torch.Tensor, optional
+        Also stop a sample once its data residual ``||M (t - T x)|| / ||M t||`` is at
+        ``residual_tol`` (a float, or one value per sample), as LSQR's ``btol`` does: a
+        consistent system needs no more (e.g. a Gauss-Newton step whose linear model
+        already meets the outer tolerance). Such a sample counts as converged.
     strict : bool, optional
         Raise :class:`ConvergenceError` instead of warning when a sample does not
         converge.
@@ -296,6 +302,7 @@ def least_squares(
     mask = _check_mask(mask, target)
     n = target.shape[0]
     tol, tol_value = _sample_tol(tol, target)
+    btol = 0.0 if residual_tol is None else _sample_tol(residual_tol, target, "residual_tol")[0]
     if not isinstance(max_iter, int) or max_iter < 0:
         raise UserError(f"max_iter must be a non-negative int; got {max_iter!r}")
 
@@ -304,6 +311,8 @@ def least_squares(
         return y * mask if mask is not None else y
 
     b = target * mask if mask is not None else target
+    bnorm = _norms(b)
+    bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))
     if x0 is None:
         x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
     else:
@@ -321,7 +330,7 @@ def least_squares(
     p = s.clone()
     gamma = _sqnorms(s)
     iterations = torch.zeros(n, dtype=torch.long, device=target.device)
-    done = torch.sqrt(gamma) / ref <= tol
+    done = (torch.sqrt(gamma) / ref <= tol) | (_norms(r) / bnorm <= btol)
     restarts = torch.zeros(n, dtype=torch.long, device=target.device)
     # the true residuals of each sample at its current x, where computed (r and s are
     # exact at the start; later only the verification computes them)
@@ -340,14 +349,14 @@ def least_squares(
         s = op.adjoint(r)
         gamma_new = _sqnorms(s)
         iterations += active.long()
-        claim = active & (torch.sqrt(gamma_new) / ref <= tol)
+        claim = active & ((torch.sqrt(gamma_new) / ref <= tol) | (_norms(r) / bnorm <= btol))
         if bool(claim.any()):
             # the recursive residual drifts from the true one: verify, restart if needed
             r_true = b - forward(x)
             s_true = op.adjoint(r_true)
-            true_ok = torch.sqrt(_sqnorms(s_true)) / ref <= tol
-            done = done | (claim & true_ok)
             normal_true, data_true = _relative(s_true, r_true, b, ref)
+            true_ok = (normal_true <= tol) | (data_true <= btol)
+            done = done | (claim & true_ok)
             normal = torch.where(claim, normal_true, normal)
             data = torch.where(claim, data_true, data)
             known = known | claim
@@ -375,7 +384,7 @@ def least_squares(
         residual=normal.detach().double().cpu(),
         data_residual=data.detach().double().cpu(),
         iterations=iterations.cpu(),
-        converged=(normal <= tol).cpu(),
+        converged=((normal <= tol) | (data <= btol)).cpu(),
         equations=equations.cpu(),
         unknowns=math.prod(op.in_shape),
         method="cgls",
