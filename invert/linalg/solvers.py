@@ -199,10 +199,15 @@ def _residuals(op, x, b, mask, ref=None):
     return _relative(op.adjoint(r), r, b, ref)
 
 
+def _data_residual(r, b):
+    """``|r| / |b|`` per sample (a zero ``b`` counts as 1)."""
+    bn = _norms(b)
+    return _norms(r) / torch.where(bn > 0, bn, torch.ones_like(bn))
+
+
 def _relative(s, r, b, ref):
     """Normal-equation residual ``|s| / ref`` and data residual ``|r| / |b|``, per sample."""
-    bn = _norms(b)
-    return _norms(s) / ref, _norms(r) / torch.where(bn > 0, bn, torch.ones_like(bn))
+    return _norms(s) / ref, _data_residual(r, b)
 
 
 def _report(x, info: SolveInfo, strict: bool, what: str):
@@ -311,8 +316,12 @@ def least_squares(
         return y * mask if mask is not None else y
 
     b = target * mask if mask is not None else target
-    bnorm = _norms(b)
-    bnorm = torch.where(bnorm > 0, bnorm, torch.ones_like(bnorm))
+
+    def fits(r):  # the data residual at residual_tol (never without one: no extra norm)
+        if residual_tol is None:
+            return torch.zeros(n, dtype=torch.bool, device=target.device)
+        return _data_residual(r, b) <= btol
+
     if x0 is None:
         x = torch.zeros(n, *op.in_shape, dtype=target.dtype, device=target.device)
     else:
@@ -330,7 +339,7 @@ def least_squares(
     p = s.clone()
     gamma = _sqnorms(s)
     iterations = torch.zeros(n, dtype=torch.long, device=target.device)
-    done = (torch.sqrt(gamma) / ref <= tol) | (_norms(r) / bnorm <= btol)
+    done = (torch.sqrt(gamma) / ref <= tol) | fits(r)
     restarts = torch.zeros(n, dtype=torch.long, device=target.device)
     # the true residuals of each sample at its current x, where computed (r and s are
     # exact at the start; later only the verification computes them)
@@ -349,7 +358,7 @@ def least_squares(
         s = op.adjoint(r)
         gamma_new = _sqnorms(s)
         iterations += active.long()
-        claim = active & ((torch.sqrt(gamma_new) / ref <= tol) | (_norms(r) / bnorm <= btol))
+        claim = active & ((torch.sqrt(gamma_new) / ref <= tol) | fits(r))
         if bool(claim.any()):
             # the recursive residual drifts from the true one: verify, restart if needed
             r_true = b - forward(x)

@@ -134,7 +134,7 @@ _WINDOW = 5  # steps over which a solve must show progress
 _HALVINGS = 30
 _INNER32_ETA = 1e-4  # the tightest step solved with float32 Jacobian products
 _OFF_RANGE = 1e-2  # gradient / residual fall at which float32 products stop
-_COARSE = 1e-3  # relative residual above which the line search runs in float32
+_COARSE = 1e-3  # relative residual above which the whole step runs in float32
 _MAX_STEPS = 50  # default Gauss-Newton steps
 _NOT_INJECTIVE_STEPS = 5  # default steps for a map that counting shows is not injective
 
@@ -363,12 +363,9 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
             break
         with torch.no_grad():
             xb = x[idx]
-            # float32 products (see the module notes): the float64 residual is the line
-            # search's, the map is linearised once, in float32, for the gradient and the step;
-            # far from the features (residual above _COARSE) the whole step is float32: the
-            # twin's residual is as good as float64's there (its rounding, ~1e-6 of the
-            # features, is under a thousandth of the residual) at a seventh of the cost
-            # (float64 convs have no fast kernel on the CPU)
+            # float32 products (see the module notes): the map is linearised once, in
+            # float32, for the gradient and the step, with the line search's float64
+            # residual -- or, above _COARSE, the whole step in float32
             lin32, coarse = None, False
             if inner is not None and not bool(fine[idx].any()):
                 lin32 = inner.linearize(xb.to(inner.dtype), idx)
@@ -415,10 +412,11 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
         r[idx[accepted]] = r_new[accepted]
         past.append((phi.clone(), rel.clone()))
         _judge(idx, accepted, decrease, eta, past, phi, rel, weight, tol, tight, running, status)
+        dtype = str(x.dtype).replace("torch.", "")
         row = dict(gauss_newton_step=step, images=len(idx), residual=rel.cpu().tolist(),
                    objective=phi.cpu().tolist(), cg_iterations=iterations,
-                   inner="float32" if lin32 is not None else str(x.dtype).replace("torch.", ""),
-                   line_search="float32" if coarse else str(x.dtype).replace("torch.", ""),
+                   inner="float32" if lin32 is not None else dtype,
+                   line_search="float32" if coarse else dtype,
                    step_length=float(alpha.min()), seconds=time.perf_counter() - t0)  # fmt: skip
         history.append(row)
         bar.update()
