@@ -173,8 +173,9 @@ def test_fft_and_cg_paths_agree_for_circular_padding():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     f = features(model, x, layer="3")
     fft = reconstruct(model, f, layerwise=LayerwiseSettings(conv_solver="fft"), device="cpu")
-    cg = reconstruct(model, f, layerwise=LayerwiseSettings(conv_solver="cg", cg_iterations=5000),
-                     device="cpu")
+    cg = reconstruct(
+        model, f, layerwise=LayerwiseSettings(conv_solver="cg", cg_iterations=5000), device="cpu"
+    )
     assert all(r.inverse.endswith("fft") for r in fft.layers if r.operation == "Conv2d")
     assert all("cgls" in r.inverse for r in cg.layers if r.operation == "Conv2d")
     assert rel(cg.image, fft.image) < 1e-7
@@ -266,8 +267,9 @@ def test_every_zoo_model_reconstructs(name):
     avr = "naive" if "avr" in name else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # checked through the reports
-        rec = reconstruct(net, features(net, x, layer=layer),
-                          layerwise=LayerwiseSettings(avr=avr), device="cpu")
+        rec = reconstruct(
+            net, features(net, x, layer=layer), layerwise=LayerwiseSettings(avr=avr), device="cpu"
+        )
     assert rec.image.shape == x.shape and torch.isfinite(rec.image).all()
     solves = [r for r in rec.layers if r.iterations is not None]
     assert solves and all(r.converged or r.residual > r_tol for r in solves for r_tol in [1e-12])
@@ -380,8 +382,9 @@ def test_non_converging_solve_reports_the_residual():
     report = rec.layers[1]
     assert not report.converged and report.residual > 1e-12 and report.iterations >= 2
     with pytest.raises(ConvergenceError):
-        reconstruct(model, f, layerwise=LayerwiseSettings(cg_iterations=2, strict=True),
-                    device="cpu")
+        reconstruct(
+            model, f, layerwise=LayerwiseSettings(cg_iterations=2, strict=True), device="cpu"
+        )
 
 
 @pytest.mark.parametrize(

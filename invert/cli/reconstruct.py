@@ -357,8 +357,10 @@ def reconstruction_figure(original, reconstructions: list, *, columns: int = 5):
             ax.set_xlabel(f"{image.shape[-1]}x{image.shape[-2]} input", fontsize=9)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    title = ("Reconstructions from each layer's features (no learning; each panel says "
-             "what made it: the layer-wise walk or the joint solve)")
+    title = (
+        "Reconstructions from each layer's features (no learning; each panel says "
+        "what made it: the layer-wise walk or the joint solve)"
+    )
     width = figure.get_figwidth()  # about 9 characters an inch at this size: wrap to fit
     figure.suptitle(textwrap.fill(title, max(20, int(9 * width))), fontsize=11)
     return figure
