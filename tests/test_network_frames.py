@@ -63,6 +63,37 @@ def test_lanczos_ritz_residual_bounds_the_error():
     assert float(spec.smallest[0]) >= 1e-4 * (1 - 1e-10)
 
 
+def test_given_ritz_vectors_are_checked_by_rayleigh_ritz_before_any_lanczos_run():
+    torch.manual_seed(2)
+    n = 300
+    q, _ = torch.linalg.qr(torch.randn(2, n, n, dtype=D))
+    values = torch.logspace(-3, 1, n, dtype=D)
+    mats = (q * values) @ q.mT
+
+    def matvec(v):
+        return (mats @ v[..., None])[..., 0]
+
+    ends = torch.stack([q[..., 0], q[..., -1]], 1)  # (batch, 2, n): smallest, largest
+    # eigenvectors perturbed to a residual under the tolerance: two products, and the
+    # Rayleigh quotients (not the eigenvalues) are the answer, with their residuals
+    near = ends + 1e-9 * torch.randn(2, 2, n, dtype=D)
+    spec = extreme_eigenvalues(matvec, (n,), batch=2, method="lanczos", tol=1e-2, start=near)
+    y = near / near.norm(dim=2, keepdim=True)
+    my = (mats[:, None] @ y[..., None])[..., 0]
+    rayleigh = (my * y).sum(2)
+    assert spec.iterations == 2 and bool(spec.converged.all())
+    assert torch.allclose(spec.smallest, rayleigh[:, 0], rtol=1e-12)
+    assert torch.allclose(spec.largest, rayleigh[:, 1], rtol=1e-12)
+    rho = (my - rayleigh[..., None] * y).norm(dim=2)
+    assert torch.allclose(spec.residual_smallest, rho[:, 0], rtol=1e-9)
+    # vectors that miss the tolerance: Lanczos from their sum, to the eigenvalues
+    far = ends + 0.3 * torch.randn(2, 2, n, dtype=D)
+    spec = extreme_eigenvalues(matvec, (n,), batch=2, method="lanczos", tol=1e-6, start=far)
+    assert spec.iterations > 2 and bool(spec.converged.all())
+    assert torch.allclose(spec.smallest, values[0].expand(2), rtol=1e-5)
+    assert torch.allclose(spec.largest, values[-1].expand(2), rtol=1e-9)
+
+
 def test_extreme_eigenvalues_rejects_bad_arguments():
     with pytest.raises(ValueError, match="method"):
         extreme_eigenvalues(lambda v: v, (3,), method="svd")

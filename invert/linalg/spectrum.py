@@ -21,6 +21,8 @@ Two methods, with one threshold between them (``"auto"``: dense up to
   exclude it). A sample stops when ``rho_max <= tol * theta_max`` and
   ``rho_min <= tol * theta_min + floor * theta_max`` (``floor``: by default the float64
   noise level ``16 sqrt(n) eps``, below which ``theta_min`` is indistinguishable from 0).
+  Given approximate extreme eigenvectors (``start``), their Rayleigh quotients and
+  residuals -- the same estimates, by the same test -- come first, from two products.
 """
 
 from __future__ import annotations
@@ -125,9 +127,44 @@ def _start(start, shape, n_samples, device) -> torch.Tensor:
     return q / torch.linalg.vector_norm(q, dim=1, keepdim=True)
 
 
+def _met(lo, hi, r_lo, r_hi, *, tol, floor, smallest) -> torch.Tensor:
+    """Per sample, whether the Ritz pairs meet the tolerance (see the module notes)."""
+    ok = r_hi <= tol * hi
+    if smallest:
+        ok = ok & (r_lo <= tol * lo.clamp(min=0) + floor * hi)
+    return ok
+
+
+def _rayleigh_ritz(matvec, vectors, shape, n_samples, dtype, device, **criterion):
+    """The Rayleigh quotients and residuals of given (smallest, largest) vectors, with
+    products in ``dtype``: a :class:`Spectrum` when every sample meets the tolerance, else
+    ``None``. Two products in place of a Lanczos run (e.g. checking in float64 the Ritz
+    vectors of a float32 run)."""
+    n = math.prod(shape)
+    y = vectors.reshape(n_samples, 2, n).to(device, torch.float64)
+    y = y / torch.linalg.vector_norm(y, dim=2, keepdim=True)
+    theta, rho = [], []
+    for j in range(2):
+        w = matvec(y[:, j].to(dtype).view(n_samples, *shape)).reshape(n_samples, n).double()
+        theta.append(torch.linalg.vecdot(w, y[:, j]))
+        rho.append(torch.linalg.vector_norm(w - theta[-1][:, None] * y[:, j], dim=1))
+    lo, hi, r_lo, r_hi = (t.cpu() for t in (*theta, *rho))
+    ok = _met(lo, hi, r_lo, r_hi, **criterion)
+    if not bool(ok.all()):
+        return None
+    return Spectrum(lo.clamp(min=0), hi, r_lo, r_hi, ok, 2, "lanczos",
+                    vectors=y.view(n_samples, 2, *shape).cpu())  # fmt: skip
+
+
 def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, start,
              smallest) -> Spectrum:  # fmt: skip
     n = math.prod(shape)
+    if isinstance(start, torch.Tensor) and start.dim() == len(shape) + 2:  # Ritz vectors
+        criterion = dict(tol=tol, floor=floor, smallest=smallest)
+        checked = _rayleigh_ritz(matvec, start, shape, n_samples, dtype, device, **criterion)
+        if checked is not None:
+            return checked
+        start = start[:, 0] + start[:, 1]
     itemsize = torch.finfo(dtype).bits // 8
     k_max = max(2, min(max_iter, n, _BASIS_BYTES // max(1, n_samples * n * itemsize)))
     q = _start(start, shape, n_samples, device)
@@ -158,9 +195,7 @@ def _lanczos(matvec, shape, n_samples, dtype, device, *, tol, floor, max_iter, s
         betas.append(torch.where(alive, beta, torch.zeros_like(beta)))
         if k % _CHECK_EVERY == 0 or k < _CHECK_EVERY or k == k_max or not bool(alive.any()):
             lo, hi, r_lo, r_hi, _ = _ritz(alphas, betas, k)
-            ok = r_hi <= tol * hi
-            if smallest:
-                ok = ok & (r_lo <= tol * lo.clamp(min=0) + floor * hi)
+            ok = _met(lo, hi, r_lo, r_hi, tol=tol, floor=floor, smallest=smallest)
             converged = ok | ~alive.cpu()
             if bool(converged.all()):
                 break
@@ -214,7 +249,11 @@ def extreme_eigenvalues(
         Of the vectors ``matvec`` sees (and of the Lanczos basis); the recurrence, the
         dense matrix and the eigenvalues are float64.
     start : int or torch.Tensor, optional
-        Lanczos: the start vectors ``(batch, *shape)``, or the seed of random ones.
+        Lanczos: the start vectors ``(batch, *shape)``, or the seed of random ones; or
+        approximate extreme eigenvectors ``(batch, 2, *shape)`` (smallest, largest; e.g.
+        :attr:`Spectrum.vectors` of a run in lower precision): their Rayleigh quotients
+        and residuals come first (two products), and where every sample meets ``tol``
+        they are the answer, with no Lanczos run; else Lanczos starts from their sum.
 
     Returns
     -------

@@ -41,43 +41,45 @@ certificate's note.
 Where the time goes (profile, VGG-16 ``features.8``, 2 CPU cores, float64 solve): at 64 px,
 4.5 s = layer-wise start 0.5 s + Gauss-Newton 2.6 s (16 steps, 274 CGLS iterations, each
 one ``jvp`` and one ``vjp`` in float32) + certificate 1.4 s; at 224 px, 102-120 s = start
-2 s + Gauss-Newton 65-79 s (38 steps of 1.7-2.1 s: CGLS 1.4-1.7 s, the float64 line
-search 0.27 s) + certificate 34-38 s (about 270 Lanczos products: the smallest eigenvalue
-needs them, see :mod:`.certificate`). Every step takes the full step (length 1); the residual falls
-only 1.1-1.5x per step at first (the hidden ReLUs' activation pattern is being found:
-on ``features.8`` at 64 px 17% of the first ReLU's units have the wrong sign after one
-step, 1.4% after twelve), then quadratically. That phase is the nonlinearity, and none of
-these shortened it (measured at 64 px, 16 steps as the reference): steps solved 10x
-tighter (16 steps, 1.6x the CG iterations) or 3-6x looser (20-21 steps); a better start
-(the true image blurred by a 9x9 box: 18 steps; the ``"naive"`` walk: 26; grey: stalls
-near 0.2); Anderson acceleration of the steps (its point never beat the Gauss-Newton
-point); secant slopes of the hidden ReLUs in place of their 0/1 derivatives (21 steps);
-leaving out the rows of inactive units (18 steps); doubling an accepted full step (never
-lowered the objective). An oracle shows why: with the hidden ReLUs held at the true
-image's activation pattern (each made a fixed 0/1 mask), all three (``features.1``, ``.3``,
-``.6``) take 6 steps, ``.1`` and ``.3`` 8, any one alone 12-18; the steps are spent
-finding the patterns of every hidden layer at once, which no start short of the true
-image has. So the cost of a step is what is cut: CGLS takes its products
-from a float32 twin of the map, linearised once per step at the same point (a float32
-conv costs a third to a fifth of a float64 one on the CPU), each step solved to
-``eta >= 1e-4``; the gradient is ``J^T r`` of the float64 residual ``r`` of the line
-search, which stays float64. This is mixed-precision iterative refinement: a float32
-step is an inexact Newton step (relative error ~1e-6, inside the forcing term), and once
-the activation pattern is right each step cuts the float64 residual about 1e4-fold, so
-the converged image and the certificate are those of the float64 map. An image whose
-float32 step fails, or whose gradient has fallen 100x more than its residual (a fit
-that cannot meet the features, where float32 products cannot resolve ``J^T r``), goes on
-in float64, with steps solved to ``1e-10``. Two more cuts (2-core Xeon with AMX, 2026-12-05;
-``features.8`` at 224 px 99 s -> 89 s, Gauss-Newton 64 s -> 54 s): while every residual is
-above ``1e-3`` the whole step is float32 -- line search, residual and CGLS recurrences --
-since the twin's rounding (2.7e-7 of the features, measured) is under a thousandth of the
-residual there, and a float64 forward pass costs 4-7 float32 ones (no fast float64 conv
-kernel on the CPU); and a step stops once its linear model meets half the tolerance
-(CGLS's ``residual_tol``, LSQR's ``btol``): the last step took 78 CGLS iterations to land
-at 2e-13 where 34 reach 5e-11 <= ``tol``. Measured and not kept: a circulant (FFT)
-preconditioner from the point-spread function of ``J^T J`` and a Jacobi one from 20
-probes both need more CGLS iterations than none (at 224 px, to 0.1: 15-40 and 7 against
-4-5); the map's conditioning is spatially varying, not spectral.
+2 s + Gauss-Newton 65-79 s (38 steps of 1.7-2.1 s: CGLS 1.4-1.7 s, the float64 line search
+0.27 s) + certificate 34-38 s (about 270 Lanczos products: the smallest eigenvalue needs
+them, see :mod:`.certificate`; 26-32 s since 2026-12-06). Every step takes the full step
+(length 1); the residual falls only 1.1-1.5x per step at first (the hidden ReLUs'
+activation pattern is being found: on ``features.8`` at 64 px 17% of the first ReLU's units
+have the wrong sign after one step, 1.4% after twelve), then quadratically. That phase is
+the nonlinearity, and none of these shortened it (measured at 64 px, 16 steps as the
+reference): steps solved 10x tighter (16 steps, 1.6x the CG iterations) or 3-6x looser
+(20-21 steps); a better start (the true image blurred by a 9x9 box: 18 steps; the
+``"naive"`` walk: 26; grey: stalls near 0.2); Anderson acceleration of the steps (its point
+never beat the Gauss-Newton point); secant slopes of the hidden ReLUs in place of their 0/1
+derivatives (21 steps); leaving out the rows of inactive units (18 steps); doubling an
+accepted full step (never lowered the objective). An oracle shows why: with the hidden
+ReLUs held at the true image's activation pattern (each made a fixed 0/1 mask), all three
+(``features.1``, ``.3``, ``.6``) take 6 steps, ``.1`` and ``.3`` 8, any one alone 12-18;
+the steps are spent finding the patterns of every hidden layer at once, which no start
+short of the true image has. So the cost of a step is what is cut: CGLS takes its products
+from a float32 twin of the map, linearised once per step at the same point (a float32 conv
+costs a third to a fifth of a float64 one on the CPU), each step solved to ``eta >= 1e-4``;
+the gradient is ``J^T r`` of the float64 residual ``r`` of the line search, which stays
+float64. This is mixed-precision iterative refinement: a float32 step is an inexact Newton
+step (relative error ~1e-6, inside the forcing term), and once the activation pattern is
+right each step cuts the float64 residual about 1e4-fold, so the converged image and the
+certificate are those of the float64 map. An image whose float32 step fails, or whose
+gradient has fallen 100x more than its residual (a fit that cannot meet the features, where
+float32 products cannot resolve ``J^T r``), goes on in float64, with steps solved to
+``1e-10``. Two more cuts (2-core Xeon with AMX, 2026-12-05; ``features.8`` at 224 px 99 s
+-> 89 s, Gauss-Newton 64 s -> 54 s): while every residual is above ``1e-3`` the whole step
+is float32 -- line search, residual and CGLS recurrences -- since the twin's rounding
+(2.7e-7 of the features, measured) is under a thousandth of the residual there, and a
+float64 forward pass costs 4-7 float32 ones (no fast float64 conv kernel on the CPU); and a
+step stops once its linear model meets half the tolerance (CGLS's ``residual_tol``, LSQR's
+``btol``): the last step took 78 CGLS iterations to land at 2e-13 where 34 reach 5e-11 <=
+``tol``. Measured and not kept: a circulant (FFT) preconditioner from the point-spread
+function of ``J^T J`` and a Jacobi one from 20 probes both need more CGLS iterations than
+none (at 224 px, to 0.1: 15-40 and 7 against 4-5); the map's conditioning is spatially
+varying, not spectral. Nor did (64 px, 2026-12-06) warm-starting each step's CGLS from the
+last step (357-395 iterations against 262) or a looser cap on the forcing term (0.2-0.5:
+231-257 iterations in 18-21 steps).
 
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
