@@ -79,7 +79,12 @@ function of ``J^T J`` and a Jacobi one from 20 probes both need more CGLS iterat
 none (at 224 px, to 0.1: 15-40 and 7 against 4-5); the map's conditioning is spatially
 varying, not spectral. Nor did (64 px, 2026-12-06) warm-starting each step's CGLS from the
 last step (357-395 iterations against 262) or a looser cap on the forcing term (0.2-0.5:
-231-257 iterations in 18-21 steps).
+231-257 iterations in 18-21 steps). Nor did any of these cut the 16 steps (64 px, same
+day): lifted Gauss-Newton (Albersmeyer and Diehl 2010; the hidden pre-activations as
+unknowns, moved by the linear model, their masks from those values: 18 steps); Cauchy IRLS
+weights on the residual rows (28 steps, or stalls); the best of the step lengths 0.5, 0.7,
+0.85, 1 and 1.2 (1 at every step: the activation patterns limit the direction, not its
+length).
 
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
