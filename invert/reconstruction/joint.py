@@ -74,17 +74,23 @@ is float32 -- line search, residual and CGLS recurrences -- since the twin's rou
 float64 forward pass costs 4-7 float32 ones (no fast float64 conv kernel on the CPU); and a
 step stops once its linear model meets half the tolerance (CGLS's ``residual_tol``, LSQR's
 ``btol``): the last step took 78 CGLS iterations to land at 2e-13 where 34 reach 5e-11 <=
-``tol``. Measured and not kept: a circulant (FFT) preconditioner from the point-spread
-function of ``J^T J`` and a Jacobi one from 20 probes both need more CGLS iterations than
-none (at 224 px, to 0.1: 15-40 and 7 against 4-5); the map's conditioning is spatially
-varying, not spectral. Nor did (64 px, 2026-12-06) warm-starting each step's CGLS from the
-last step (357-395 iterations against 262) or a looser cap on the forcing term (0.2-0.5:
-231-257 iterations in 18-21 steps). Nor did any of these cut the 16 steps (64 px, same
-day): lifted Gauss-Newton (Albersmeyer and Diehl 2010; the hidden pre-activations as
-unknowns, moved by the linear model, their masks from those values: 18 steps); Cauchy IRLS
-weights on the residual rows (28 steps, or stalls); the best of the step lengths 0.5, 0.7,
-0.85, 1 and 1.2 (1 at every step: the activation patterns limit the direction, not its
-length).
+``tol``. Windowed steps (:mod:`.window`, 2026-12-06): late in the float32 phase the
+residual is local (``features.8`` at 224 px: 99% of its energy in a quarter of the feature
+map from step 14 of 39, in 1/32 of it from step 20), and such a step is taken on a crop
+around it -- block-coordinate Gauss-Newton, exact on the inputs that feed the residual --
+at a fraction of the cost: Gauss-Newton 55.6-56.4 s -> 43.4-46.9 s, the same 39 steps (17
+of them windowed, on 8-47% of the image), back to back in one process. Not in the float64
+phase, where the residual is spread again (a windowed step there cost a step: 40 against
+39). Measured and not kept: a circulant (FFT) preconditioner from the point-spread function
+of ``J^T J`` and a Jacobi one from 20 probes both need more CGLS iterations than none (at
+224 px, to 0.1: 15-40 and 7 against 4-5); the map's conditioning is spatially varying, not
+spectral. Nor did (64 px, 2026-12-06) warm-starting each step's CGLS from the last step
+(357-395 iterations against 262) or a looser cap on the forcing term (0.2-0.5: 231-257
+iterations in 18-21 steps). Nor did any of these cut the 16 steps (64 px, same day): lifted
+Gauss-Newton (Albersmeyer and Diehl 2010; the hidden pre-activations as unknowns, moved by
+the linear model, their masks from those values: 18 steps); Cauchy IRLS weights on the
+residual rows (28 steps, or stalls); the best of the step lengths 0.5, 0.7, 0.85, 1 and 1.2
+(1 at every step: the activation patterns limit the direction, not its length).
 
 Counting first (:func:`injectivity`): where ``rank(J) <= min(compared rows, the size of
 every place all paths pass through) < n`` (e.g. ResNet-18 ``layer2``, AlexNet
@@ -128,6 +134,7 @@ from .layer_map import Linearization, check_jacobian
 from .layerwise import walk_notes, walk_start
 from .result import Note, Reconstruction
 from .settings import JointSettings, LayerwiseSettings, feature_tol, settings_of
+from .window import Windows
 
 __all__ = ["JointSolve", "finish", "solve_joint", "solve_notes"]
 
@@ -346,10 +353,11 @@ def _retire(running, status, rel, tol, weight, capped) -> None:
 
 
 def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner=None,
-                  capped=None):  # fmt: skip
+                  capped=None, windows=None):  # fmt: skip
     """The solve; ``inner``: a float32 twin of ``lm`` for the steps' products; ``capped``:
     per image, whether its ``max_steps`` is the cap of a map that is not injective (it then
-    stops as ``"not injective"``, not ``"max_steps"``)."""
+    stops as ``"not injective"``, not ``"max_steps"``); ``windows``: :class:`Windows` for
+    the float32 steps (see :mod:`.window`)."""
     n = x.shape[0]
     capped = [False] * n if capped is None else capped
     status = ["not injective" if c else "max_steps" for c in capped]
@@ -373,10 +381,14 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
             # float32 products (see the module notes): the map is linearised once, in
             # float32, for the gradient and the step, with the line search's float64
             # residual -- or, above _COARSE, the whole step in float32
-            lin32, coarse = None, False
+            lin32, coarse, area = None, False, 1.0
             if inner is not None and not bool(fine[idx].any()):
-                lin32 = inner.linearize(xb.to(inner.dtype), idx)
                 coarse = bool((rel[idx] > _COARSE).all())
+                if coarse and windows is not None:  # the step where the residual is
+                    lin32 = windows.linearize(xb, idx, r[idx])
+                    area = windows.area
+                if lin32 is None:
+                    lin32 = inner.linearize(xb.to(inner.dtype), idx)
                 lin = lin32 if coarse else _promoted(lin32, r[idx])
             else:
                 lin = lm.linearize(xb, idx)
@@ -423,7 +435,7 @@ def _gauss_newton(lm, x, *, tol, max_steps, max_iter, weight, lo, hi, bar, inner
         row = dict(gauss_newton_step=step, images=len(idx), residual=rel.cpu().tolist(),
                    objective=phi.cpu().tolist(), cg_iterations=iterations,
                    inner="float32" if lin32 is not None else dtype,
-                   line_search="float32" if coarse else dtype,
+                   line_search="float32" if coarse else dtype, window=area,
                    step_length=float(alpha.min()), seconds=time.perf_counter() - t0)  # fmt: skip
         history.append(row)
         bar.update()
@@ -616,14 +628,17 @@ def solve_joint(lm, model, *, x0, bounds, prior, tol, settings: JointSettings, p
         x, how = _off_dead_point(lm, x, how, lo, hi)
     check_jacobian(lm, x)
     with contextlib.ExitStack() as stack:
-        inner = None
+        inner = windows = None
         if inner_dtype == "auto" and lm.dtype == torch.float64:
             inner = stack.enter_context(lm.twin(torch.float32))
+            if not weight:
+                windows = Windows(lm, inner)
+                stack.callback(windows.close)
         bar = stack.enter_context(progress_bar(progress, total=max_steps, desc="Gauss-Newton",
                                                unit="step"))  # fmt: skip
         x, status, history = _gauss_newton(
             lm, x, tol=tol, max_steps=max_steps, max_iter=settings.cg_iterations,
-            weight=weight, lo=lo, hi=hi, bar=bar, inner=inner, capped=capped,
+            weight=weight, lo=lo, hi=hi, bar=bar, inner=inner, capped=capped, windows=windows,
         )  # fmt: skip
     notes = _notes(lm, x, status, lo, hi, weight)
     return JointSolve(x, how, status, notes, history, time.perf_counter() - t0, note, max_steps)
