@@ -101,3 +101,31 @@ def test_no_window_for_a_map_where_a_feature_sees_the_whole_image():
         windows = Windows(lm, lm)
         assert windows.linearize(x0, lm.all, lm.residual(x0, lm.all)) is None
         assert "sees" in windows.reason and windows.area == 1.0
+
+
+def test_a_model_that_fixes_its_sizes_gets_no_window_and_is_still_solved():
+    class Fixed(nn.Module):  # reshapes to the size it was written for: no crop runs
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(32, 24, 3, padding=1)
+            self.crelu = CReLU()
+
+        def forward(self, x):
+            z = self.crelu(self.conv1(x)).reshape(-1, 32, 96, 96)
+            return torch.relu(self.conv2(z))
+
+    torch.manual_seed(0)
+    model = Fixed().double().eval()
+    x, x0 = truth_and_start()
+    f = features(model, x, layer="relu")
+    with LayerMap(model, f) as lm:
+        with torch.no_grad():
+            windows = Windows(lm, lm)
+            assert windows.linearize(x0, lm.all, lm.residual(x0, lm.all)) is None
+            assert "does not run on a crop" in windows.reason
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            solve = solve_joint(lm, model, x0=x0, bounds=None, prior=None, tol=1e-10,
+                                settings=JointSettings())  # fmt: skip
+    assert solve.status == ["converged"] and all(row["window"] == 1.0 for row in solve.history)
+    assert float((solve.x - x).abs().max()) < 1e-7

@@ -203,14 +203,18 @@ class Windows:
         _, height, width = self.lm.input_shape
         if hc * wc > MAX_AREA * height * width:
             return None
-        crop = self._map(idx, corners, hc, wc)
-        if crop is None:
-            self.reason = "pooling switches do not fall inside the window"
-            return None
         low = self.low.dtype
         s = self._geometry["stride"]
         xc = torch.stack([xi[:, y : y + hc, x0 : x0 + wc] for xi, (y, x0) in zip(x, corners)])
-        lin = crop.linearize(xc.to(low), crop.all)
+        try:  # a model may fix its sizes in forward (a reshape to 56 x 56): no crop then
+            crop = self._map(idx, corners, hc, wc)
+            lin = crop.linearize(xc.to(low), crop.all) if crop is not None else None
+        except (RuntimeError, ValueError, IndexError) as error:
+            self._geometry, self.reason = None, f"the model does not run on a crop ({error})"
+            return None
+        if lin is None:
+            self._geometry, self.reason = None, "pooling switches do not fall inside the window"
+            return None
         rows, free = self._masks(corners, hc, wc, low, x.device)
         r = r.to(low)
         rc = torch.stack([ri[:, y // s : (y + hc) // s, x0 // s : (x0 + wc) // s]
@@ -219,6 +223,7 @@ class Windows:
         miss = torch.linalg.vector_norm(((lin.r - rc) * rows).flatten(1), dim=1)
         limit = 100 * torch.finfo(low).eps * self.lm.scale[idx].to(low)
         if bool((miss > limit).any()):
+            self._geometry = None
             self.reason = (f"the window's rows differ from the full map's by "
                            f"{float((miss / self.lm.scale[idx].to(low)).max()):.1e}")  # fmt: skip
             return None
