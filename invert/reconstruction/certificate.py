@@ -23,8 +23,9 @@ For each image, at the reconstruction ``x``:
   Lanczos run starts from them. The float32 run's noise floor is ``16 eps32 B``: float32
   products of VGG-16 ``features.8`` at 224 px differ from float64 ones by ``2.3e-7`` of
   their size, and its Ritz residuals agree with the float64 ones to ``3e-6 A`` (2-core
-  Xeon, 2026-12-06: 290 float32 products and the check, 26 s, where the float32 run
-  stopped at ``sqrt(n) eps32 B`` took 255 and then 15 float64 ones, 31 s);
+  Xeon, 2026-12-06: :func:`jacobian_bounds` 30.6 s, against 33.1 s back to back for the
+  float32 run stopped at ``sqrt(n) eps32 B`` (255 products) and 15 float64 ones; a start from
+  the solver's last error directions in place of a random one took 240-320, no gain);
 * ``unique``: the residual is at the tolerance, ``A`` was resolved, no prior was used,
   and ``A / B >= 1000 n eps`` (:func:`unique_threshold`). Float64 eigenvalues of
   ``J^T J`` carry an absolute error of about ``n eps B``; the threshold keeps ``A`` three
