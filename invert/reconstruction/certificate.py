@@ -114,7 +114,7 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500,
     wanted = [True] * len(rank) if need_A is None else [bool(w) for w in need_A]
     smallest, start = any(w and not d for w, d in zip(wanted, deficient)), 0
     if method == "lanczos" and x.dtype == torch.float64 and tol >= _FLOAT32_TOL:
-        start = _float32_start(layer_map, x, smallest=smallest, tol=tol, max_iter=max_iter)
+        start = _float32_ritz_vectors(layer_map, x, smallest=smallest, tol=tol, max_iter=max_iter)
     with torch.no_grad():
         lin = layer_map.linearize(x, layer_map.all)
         residual = layer_map.relative(lin.r, layer_map.all).cpu().tolist()
@@ -136,7 +136,7 @@ def jacobian_bounds(layer_map, x, *, method="auto", tol=1e-2, max_iter=500,
     )  # fmt: skip
 
 
-def _float32_start(layer_map, x, *, smallest, tol, max_iter) -> torch.Tensor:
+def _float32_ritz_vectors(layer_map, x, *, smallest, tol, max_iter) -> torch.Tensor:
     """The extreme Ritz vectors ``(N, 2, *shape)`` of a float32 run from a random start to
     3/4 of the tolerance, for the float64 run to check (float32 products cost a sixth)."""
     with layer_map.twin(torch.float32) as low, torch.no_grad():

@@ -8,7 +8,8 @@ the inputs ``U`` that feed the patch is a block-coordinate Gauss-Newton step of 
 problem, and since the network is local (convolutions, pooling, elementwise ops) it can
 be computed on a crop of the image:
 
-* the box of the compared place holding :data:`SHARE` of the residual energy, per image;
+* the box of the compared place whose rows and whose columns each hold :data:`SHARE` of
+  the residual energy (the box itself at least ``2 SHARE - 1``), per image;
 * ``U``: the inputs within ``radius + stride`` of the box (every input that feeds it);
 * the rows: every feature that ``U`` feeds (within ``radius`` of ``U``);
 * the crop: ``U`` widened by twice the radius, so that those rows see no crop edge (the
@@ -35,7 +36,7 @@ from .layer_map import LayerMap, Linearization
 
 __all__ = ["MAX_AREA", "SHARE", "Windows"]
 
-SHARE = 0.99  # of the residual energy a window holds
+SHARE = 0.99  # of the residual energy a window's rows, and its columns, hold
 MAX_AREA = 0.5  # the largest share of the image worth a crop
 
 
@@ -64,7 +65,7 @@ class Windows:
         self.lm, self.low = lm, low
         self.reason: str | None = None  # why windows are off for this solve, if they are
         self._geometry = None
-        self._maps: dict = {}
+        self._crop = None  # (key, entered LayerMap) of the last window
         self.area = 1.0  # share of the image the last step's crop covered
 
     # --- where the map is local, and how far a feature sees ---------------------------------
@@ -159,18 +160,17 @@ class Windows:
                                    input_shape=(self.lm.input_shape[0], hc, wc))  # fmt: skip
 
     def _map(self, idx, corners, hc, wc):
+        """The crop's map, kept while the window does not move (windows repeat)."""
         key = (tuple(idx.tolist()), tuple(corners), hc, wc)
-        if key not in self._maps:
-            for old in self._maps.values():
-                old.__exit__(None, None, None)
-            self._maps.clear()
+        if self._crop is None or self._crop[0] != key:
+            self.close()
             feats = self._crop_features(idx, corners, hc, wc)
             if feats is None:
                 return None
             crop = LayerMap(self.lm.source, feats, pooling=self.lm.pooling, dtype=self.low.dtype,
                             device=self.lm.device)  # fmt: skip
-            self._maps[key] = crop.__enter__()
-        return self._maps[key]
+            self._crop = (key, crop.__enter__())
+        return self._crop[1]
 
     def _masks(self, corners, hc, wc, dtype, device):
         """The rows the crop computes exactly ``(N, 1, hf, wf)`` and the free inputs
@@ -205,7 +205,12 @@ class Windows:
             return None
         low = self.low.dtype
         s = self._geometry["stride"]
-        xc = torch.stack([xi[:, y : y + hc, x0 : x0 + wc] for xi, (y, x0) in zip(x, corners)])
+        every = slice(None)  # per image, where its crop lies in the input and in the features
+        pixels = [(i, every, slice(y, y + hc), slice(x0, x0 + wc))
+                  for i, (y, x0) in enumerate(corners)]  # fmt: skip
+        rows_at = [(i, every, slice(y // s, (y + hc) // s), slice(x0 // s, (x0 + wc) // s))
+                   for i, (y, x0) in enumerate(corners)]  # fmt: skip
+        xc = torch.stack([x[at] for at in pixels])
         try:  # a model may fix its sizes in forward (a reshape to 56 x 56): no crop then
             crop = self._map(idx, corners, hc, wc)
             lin = crop.linearize(xc.to(low), crop.all) if crop is not None else None
@@ -217,39 +222,34 @@ class Windows:
             return None
         rows, free = self._masks(corners, hc, wc, low, x.device)
         r = r.to(low)
-        rc = torch.stack([ri[:, y // s : (y + hc) // s, x0 // s : (x0 + wc) // s]
-                          for ri, (y, x0) in zip(r, corners)])  # fmt: skip
+        rc = torch.stack([r[at] for at in rows_at])
         # the crop's rows must be the full map's: else its geometry is wrong for this map
         miss = torch.linalg.vector_norm(((lin.r - rc) * rows).flatten(1), dim=1)
-        limit = 100 * torch.finfo(low).eps * self.lm.scale[idx].to(low)
-        if bool((miss > limit).any()):
+        miss = miss / self.lm.scale[idx].to(low)
+        if bool((miss > 100 * torch.finfo(low).eps).any()):
             self._geometry = None
-            self.reason = (f"the window's rows differ from the full map's by "
-                           f"{float((miss / self.lm.scale[idx].to(low)).max()):.1e}")  # fmt: skip
+            self.reason = f"the window's rows differ from the full map's by {float(miss.max()):.1e}"
             return None
         self.area = hc * wc / (height * width)
 
         def jvp(v):
-            vc = torch.stack([vi[:, y : y + hc, x0 : x0 + wc]
-                              for vi, (y, x0) in zip(v, corners)])  # fmt: skip
+            jc = lin.jvp(torch.stack([v[at] for at in pixels]) * free) * rows
             out = torch.zeros_like(r)
-            jc = lin.jvp(vc * free) * rows
-            for i, (y, x0) in enumerate(corners):
-                out[i, :, y // s : (y + hc) // s, x0 // s : (x0 + wc) // s] = jc[i]
+            for k, at in enumerate(rows_at):
+                out[at] = jc[k]
             return out
 
         def vjp(u):
-            uc = torch.stack([ui[:, y // s : (y + hc) // s, x0 // s : (x0 + wc) // s]
-                              for ui, (y, x0) in zip(u, corners)])  # fmt: skip
-            gc = lin.vjp(uc * rows) * free
+            gc = lin.vjp(torch.stack([u[at] for at in rows_at]) * rows) * free
             out = torch.zeros(x.shape, dtype=gc.dtype, device=gc.device)
-            for i, (y, x0) in enumerate(corners):
-                out[i, :, y : y + hc, x0 : x0 + wc] = gc[i]
+            for k, at in enumerate(pixels):
+                out[at] = gc[k]
             return (out,)
 
         return Linearization(r, jvp, vjp)
 
     def close(self) -> None:
-        for crop in self._maps.values():
-            crop.__exit__(None, None, None)
-        self._maps.clear()
+        """Leave the crop's map (a new window, or the solve's end)."""
+        if self._crop is not None:
+            self._crop[1].__exit__(None, None, None)
+            self._crop = None
